@@ -1,0 +1,112 @@
+"""codex-anyio: a structured-concurrency client for the Codex app-server, on asyncio and Trio.
+
+Everything public is re-exported here; modules with a leading underscore are private. The
+typed protocol models live in :mod:`codex_anyio.types`.
+"""
+
+from __future__ import annotations
+
+from .__about__ import __version__
+from ._codex import AsyncCodex, open_codex
+from ._config import CodexConfig
+from ._connection import ClientStatistics, CodexClient
+from ._dispatch import (
+    ApprovalPolicy,
+    Handlers,
+    PendingServerRequest,
+    ServerRequestQueue,
+)
+from ._exceptions import (
+    CodexError,
+    CodexRpcError,
+    InternalRpcError,
+    InvalidParamsError,
+    InvalidRequestError,
+    JsonRpcError,
+    MethodNotFoundError,
+    ParseError,
+    ProtocolError,
+    RetryLimitExceededError,
+    ServerBusyError,
+    StartupError,
+    SubscriptionOverflowError,
+    TransportClosedError,
+    TurnFailedError,
+    TurnIdleTimeoutError,
+    is_retryable_error,
+    map_jsonrpc_error,
+)
+from ._inputs import (
+    ImageInput,
+    Input,
+    InputItem,
+    LocalImageInput,
+    MentionInput,
+    SkillInput,
+    TextInput,
+)
+from ._notifications import Notification, NotificationStream
+from ._retry import retry_on_overload
+from ._router import Limits
+from ._server_requests import ServerRequest
+from ._thread import Thread, TurnStarter
+from ._tools import DynamicTool, dynamic_tool
+from ._turn import TurnHandle, TurnResult
+
+__all__ = [
+    "ApprovalPolicy",
+    "AsyncCodex",
+    "ClientStatistics",
+    "CodexClient",
+    "CodexConfig",
+    "CodexError",
+    "CodexRpcError",
+    "DynamicTool",
+    "Handlers",
+    "ImageInput",
+    "Input",
+    "InputItem",
+    "InternalRpcError",
+    "InvalidParamsError",
+    "InvalidRequestError",
+    "JsonRpcError",
+    "Limits",
+    "LocalImageInput",
+    "MentionInput",
+    "MethodNotFoundError",
+    "Notification",
+    "NotificationStream",
+    "ParseError",
+    "PendingServerRequest",
+    "ProtocolError",
+    "RetryLimitExceededError",
+    "ServerBusyError",
+    "ServerRequest",
+    "ServerRequestQueue",
+    "SkillInput",
+    "StartupError",
+    "SubscriptionOverflowError",
+    "TextInput",
+    "Thread",
+    "TransportClosedError",
+    "TurnFailedError",
+    "TurnHandle",
+    "TurnIdleTimeoutError",
+    "TurnResult",
+    "TurnStarter",
+    "__version__",
+    "dynamic_tool",
+    "is_retryable_error",
+    "map_jsonrpc_error",
+    "open_codex",
+    "retry_on_overload",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("codex_anyio._"):
+        try:
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):  # pragma: no cover
+            pass
+del _name, _obj

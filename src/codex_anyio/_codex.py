@@ -1,0 +1,157 @@
+"""``AsyncCodex``: one app-server process, its connection, and the task group that owns both.
+
+``async with AsyncCodex() as codex`` starts the runtime, performs the handshake
+(``initialize`` then ``initialized``) and returns with ``codex.metadata`` set. Leaving the
+block, however it is left, closes the runtime: shielded and bounded, no process, task or pipe
+left behind. A cancellation that arrives while the runtime is starting (a timeout around the
+``async with``) takes the same path, so it cannot orphan an app-server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+import anyio
+
+from ._config import CodexConfig
+from ._connection import CodexClient, open_client
+from ._dispatch import Dispatcher, Handlers
+from ._exceptions import StartupError, TransportClosedError
+from ._generated.converter import converter
+from ._generated.models import InitializeResponse
+from ._groups import collapse_groups
+from ._router import Limits
+from ._thread import CodexThreadsMixin
+from ._transport import spawn_stdio
+
+__all__ = ["AsyncCodex", "open_codex"]
+
+
+class AsyncCodex(CodexThreadsMixin):
+    """A running Codex app-server and a typed client for it.
+
+    :param config: how to launch the runtime (default: the pinned bundled binary).
+    :param handlers: answers to server requests (approvals, user input, tool calls, ...);
+        anything without a handler fails closed: approvals are declined.
+    :param limits: bounds of every buffer (see :class:`Limits`).
+    :param strict: make a malformed line from the runtime fatal instead of logged.
+    """
+
+    def __init__(
+        self,
+        config: CodexConfig | None = None,
+        *,
+        handlers: Handlers | None = None,
+        limits: Limits | None = None,
+        strict: bool = False,
+    ) -> None:
+        self.config = config or CodexConfig()
+        self._limits = limits or Limits()
+        self._strict = strict
+        self._dispatcher = Dispatcher(handlers or Handlers())
+        self._client: CodexClient | None = None
+        self._metadata: InitializeResponse | None = None
+        self._lifespan_cm: AbstractAsyncContextManager[None] | None = None
+
+    @property
+    def client(self) -> CodexClient:
+        """The low-level client: ``request`` any method, or the typed generated methods."""
+        if self._client is None:
+            raise RuntimeError("AsyncCodex is not running; use 'async with AsyncCodex() as codex'")
+        return self._client
+
+    @property
+    def metadata(self) -> InitializeResponse:
+        """The typed ``initialize`` response (user agent, codex home, platform)."""
+        if self._metadata is None:
+            raise RuntimeError("AsyncCodex is not running; use 'async with AsyncCodex() as codex'")
+        return self._metadata
+
+    @property
+    def handlers(self) -> Handlers:
+        """Client-wide server-request handlers (threads and turns may override them)."""
+        return self._dispatcher.handlers
+
+    async def __aenter__(self) -> AsyncCodex:
+        if self._lifespan_cm is not None:
+            raise RuntimeError("this AsyncCodex is already running")
+        cm = self._lifespan()
+        with collapse_groups():
+            await cm.__aenter__()
+        self._lifespan_cm = cm
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        cm, self._lifespan_cm = self._lifespan_cm, None
+        assert cm is not None
+        with collapse_groups():
+            return await cm.__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[None]:
+        transport = await spawn_stdio(self.config, stderr_tail_bytes=self._limits.stderr_tail_bytes)
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(transport.drain_stderr, name="codex stderr")
+                async with open_client(
+                    transport,
+                    limits=self._limits,
+                    strict=self._strict,
+                    server_request_handler=self._dispatcher.dispatch,
+                ) as client:
+                    self._client = client
+                    self._dispatcher.attach(client)
+                    try:
+                        self._metadata = await self._handshake(client)
+                        yield
+                    finally:
+                        self._dispatcher.detach()
+                        self._client = None
+                        self._metadata = None
+                # The runtime has exited; stop the stderr drain even if a grandchild that
+                # escaped the process group still holds the pipe open.
+                tg.cancel_scope.cancel()
+        finally:
+            await transport.aclose()
+
+    async def _handshake(self, client: CodexClient) -> InitializeResponse:
+        client_info: dict[str, Any] = {
+            "name": self.config.client_name,
+            "version": self.config.client_version,
+        }
+        if self.config.client_title is not None:
+            client_info["title"] = self.config.client_title
+        params = {
+            "clientInfo": client_info,
+            "capabilities": {"experimentalApi": self.config.experimental_api},
+        }
+        try:
+            result = await client.request("initialize", params)
+            await client.notify("initialized")
+        except TransportClosedError as exc:
+            raise StartupError(
+                "the app-server exited during start-up",
+                returncode=exc.returncode,
+                stderr_tail=exc.stderr_tail,
+            ) from None
+        metadata: InitializeResponse = converter.structure(result, InitializeResponse)
+        return metadata
+
+
+def open_codex(
+    config: CodexConfig | None = None,
+    *,
+    handlers: Handlers | None = None,
+    limits: Limits | None = None,
+    strict: bool = False,
+) -> AsyncCodex:
+    """Alias of :class:`AsyncCodex` for ``async with open_codex(...) as codex``."""
+    return AsyncCodex(config, handlers=handlers, limits=limits, strict=strict)

@@ -1,0 +1,212 @@
+"""Every exception the library raises, in one place.
+
+The hierarchy mirrors the official ``openai_codex.errors`` so code written against it catches
+the same names, and adds what a structured-concurrency client needs on top: the process exit
+status and stderr tail on :class:`TransportClosedError`, typed turn failures, and overflow of
+a bounded subscription. Each exception carries its cause as attributes, not only as text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CodexError",
+    "CodexRpcError",
+    "InternalRpcError",
+    "InvalidParamsError",
+    "InvalidRequestError",
+    "JsonRpcError",
+    "MethodNotFoundError",
+    "ParseError",
+    "ProtocolError",
+    "RetryLimitExceededError",
+    "ServerBusyError",
+    "StartupError",
+    "SubscriptionOverflowError",
+    "TransportClosedError",
+    "TurnFailedError",
+    "TurnIdleTimeoutError",
+    "is_retryable_error",
+    "map_jsonrpc_error",
+]
+
+
+class CodexError(Exception):
+    """Base class of every error raised by codex-anyio."""
+
+
+class TransportClosedError(CodexError):
+    """The app-server connection ended: the process exited, or its stdout closed.
+
+    Raised to every pending request, turn stream and subscription when that happens, so
+    nothing waits forever. ``returncode`` is the exit status when the process had exited
+    (``None`` if it was still running when the pipe closed); ``stderr_tail`` is the end of what
+    the process wrote to stderr, which is where the runtime explains itself (a bad config, a
+    panic).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        returncode: int | None = None,
+        stderr_tail: str = "",
+    ) -> None:
+        self.reason = reason
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        message = reason
+        if returncode is not None:
+            message += f" (exit status {returncode})"
+        if stderr_tail.strip():
+            message += "\n--- app-server stderr (tail) ---\n" + stderr_tail.rstrip()
+        super().__init__(message)
+
+    def clone(self) -> TransportClosedError:
+        """A new instance with the same facts: one error is raised in many tasks, and
+        re-raising a single instance would splice their tracebacks together."""
+        copy = type(self)(self.reason, returncode=self.returncode, stderr_tail=self.stderr_tail)
+        copy.__cause__ = self.__cause__
+        return copy
+
+
+class StartupError(TransportClosedError):
+    """The app-server could not be started or initialized.
+
+    A bad ``config.toml`` makes the runtime exit at once with the reason on stderr; that
+    reason is in ``stderr_tail`` and in the message, not a "broken pipe".
+    """
+
+
+class ProtocolError(CodexError):
+    """The peer sent something that is not valid for this protocol (strict mode only)."""
+
+
+class SubscriptionOverflowError(CodexError):
+    """A bounded notification stream was full when the reader had to deliver to it.
+
+    The reader never blocks on a consumer (that could deadlock responses for everyone), so a
+    consumer that falls ``limit`` events behind loses its subscription instead: it first
+    receives every event that was buffered, then this error. Raise the limit, or consume
+    faster.
+    """
+
+    def __init__(self, what: str, limit: int) -> None:
+        self.what = what
+        self.limit = limit
+        super().__init__(
+            f"{what} fell {limit} events behind and was closed; "
+            "raise its buffer limit or consume it faster"
+        )
+
+    def clone(self) -> SubscriptionOverflowError:
+        return type(self)(self.what, self.limit)
+
+
+class JsonRpcError(CodexError):
+    """A JSON-RPC error response from the server, with its ``code``, ``message`` and ``data``."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"JSON-RPC error {code}: {message}")
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class CodexRpcError(JsonRpcError):
+    """Base of the typed JSON-RPC errors."""
+
+
+class ParseError(CodexRpcError):
+    """-32700: the server could not parse what we sent."""
+
+
+class InvalidRequestError(CodexRpcError):
+    """-32600: the runtime rejected the request's shape or its state (e.g. no active turn)."""
+
+
+class MethodNotFoundError(CodexRpcError):
+    """-32601: the runtime does not offer this method (older runtime, or not experimental)."""
+
+
+class InvalidParamsError(CodexRpcError):
+    """-32602: the runtime rejected the parameters."""
+
+
+class InternalRpcError(CodexRpcError):
+    """-32603: the runtime failed internally."""
+
+
+class ServerBusyError(CodexRpcError):
+    """The runtime is overloaded; the call may succeed if retried (see ``retry_on_overload``)."""
+
+
+class RetryLimitExceededError(ServerBusyError):
+    """The runtime gave up after exhausting its own retry budget."""
+
+
+class TurnFailedError(CodexError):
+    """A turn ended with status ``failed``.
+
+    ``turn`` is the typed final turn and ``error`` its ``TurnError`` (message, codex error
+    info, additional details), so a caller can tell a model error from a usage limit.
+    """
+
+    def __init__(self, turn: Any, error: Any) -> None:
+        self.turn = turn
+        self.error = error
+        message = getattr(error, "message", None) or "turn failed"
+        super().__init__(f"turn {getattr(turn, 'id', '?')} failed: {message}")
+
+
+class TurnIdleTimeoutError(CodexError):
+    """A turn sent no event for ``idle_timeout`` seconds and was interrupted."""
+
+    def __init__(self, turn_id: str, idle_timeout: float) -> None:
+        self.turn_id = turn_id
+        self.idle_timeout = idle_timeout
+        super().__init__(f"turn {turn_id} sent no event for {idle_timeout:g} s and was interrupted")
+
+
+def _mentions_retry_limit(message: str) -> bool:
+    lowered = message.lower()
+    return "retry limit" in lowered or "too many failed attempts" in lowered
+
+
+def _is_server_overloaded(data: Any) -> bool:
+    """Find the runtime's ``server_overloaded`` marker wherever the error data nests it."""
+    if isinstance(data, str):
+        return data.lower() == "server_overloaded"
+    if isinstance(data, dict):
+        return any(_is_server_overloaded(value) for value in data.values())
+    if isinstance(data, list):
+        return any(_is_server_overloaded(value) for value in data)
+    return False
+
+
+def map_jsonrpc_error(code: int, message: str, data: Any = None) -> JsonRpcError:
+    """Turn a wire error into the most specific exception class for it."""
+    by_code: dict[int, type[CodexRpcError]] = {
+        -32700: ParseError,
+        -32600: InvalidRequestError,
+        -32601: MethodNotFoundError,
+        -32602: InvalidParamsError,
+        -32603: InternalRpcError,
+    }
+    if code in by_code:
+        return by_code[code](code, message, data)
+    if -32099 <= code <= -32000:
+        if _mentions_retry_limit(message):
+            return RetryLimitExceededError(code, message, data)
+        if _is_server_overloaded(data):
+            return ServerBusyError(code, message, data)
+        return CodexRpcError(code, message, data)
+    return JsonRpcError(code, message, data)
+
+
+def is_retryable_error(exc: BaseException) -> bool:
+    """True for transient overload errors, which a retry with backoff may get past."""
+    if isinstance(exc, ServerBusyError):
+        return True
+    return isinstance(exc, JsonRpcError) and _is_server_overloaded(exc.data)

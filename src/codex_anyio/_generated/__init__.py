@@ -1,0 +1,1 @@
+"""Generated from schema/ by scripts/codegen.py; do not edit. Regenerate with `nox -s codegen`."""

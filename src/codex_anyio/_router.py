@@ -1,0 +1,321 @@
+"""Routing notifications to the subscriptions that want them, without ever blocking.
+
+Three kinds of subscription:
+
+* a **turn** stream, keyed by turn id: every notification that carries that turn id, in
+  order, ending after its ``turn/completed``;
+* a **thread** stream, keyed by thread id: the thread's own notifications (no turn id), plus
+  its turns' notifications when asked for (``include_turns``), plus, always, notifications of
+  that thread's turns that no turn stream owns (a turn started by another client, or by the
+  server), so they are never lost while someone listens to the thread;
+* a **global** stream: notifications that carry no thread (``configWarning``, rate limits,
+  ...) and anything no turn or thread subscriber took; ``everything=True`` makes it a tap
+  that sees every notification.
+
+A turn stream must exist from the moment ``turn/start`` is written, but its id is only known
+from the response, and the runtime may send the turn's first notifications before that
+response. So while a ``turn/start`` is in flight on a thread, notifications for that thread's
+unknown turns are stashed (bounded); when the response names the turn, the stash for it moves
+into the new turn stream ahead of anything later, and when no start is in flight any more the
+rest of the stash is routed as usual. Order per turn is preserved.
+
+Notifications that nobody subscribes to are counted (``statistics().unrouted``) and dropped:
+holding them for a reader that may never come is how the official SDK's queue grows without
+bound.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import attrs
+
+from ._exceptions import SubscriptionOverflowError
+from ._generated.registry import NOTIFICATIONS
+from ._notifications import Notification, NotificationStream, _Subscription, open_subscription
+
+__all__ = ["Limits", "Router", "RouterStatistics"]
+
+logger = logging.getLogger("codex_anyio")
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """Every buffer the client keeps, with its bound. All are per client unless noted.
+
+    :param turn_buffer: events buffered per turn stream before its consumer is cut off with
+        ``SubscriptionOverflowError`` (a turn with a long command output can send thousands
+        of deltas; 10,000 small events is a few MB).
+    :param subscription_buffer: likewise for each thread and global subscription.
+    :param turn_start_stash: events held per thread while a ``turn/start`` is in flight and
+        the new turn's id is not known yet; beyond it the oldest are routed as unowned.
+    :param server_requests: server requests handled at once; more are answered at once with
+        a JSON-RPC "server busy" error instead of queuing without bound.
+    :param max_line_bytes: longest line accepted from the app-server.
+    :param stderr_tail_bytes: how much of the app-server's stderr is kept for error messages.
+    """
+
+    turn_buffer: int = 10_000
+    subscription_buffer: int = 10_000
+    turn_start_stash: int = 10_000
+    server_requests: int = 256
+    max_line_bytes: int = 256 * 1024 * 1024
+    stderr_tail_bytes: int = 64 * 1024
+
+
+class RouterStatistics(NamedTuple):
+    turn_streams: int
+    thread_subscriptions: int
+    global_subscriptions: int
+    turn_starts_in_flight: int
+    stashed: int
+    routed: int
+    unrouted: int
+    overflowed: int
+
+
+class _ThreadSub:
+    __slots__ = ("include_turns", "sub")
+
+    def __init__(self, sub: _Subscription, include_turns: bool) -> None:
+        self.sub = sub
+        self.include_turns = include_turns
+
+
+class _GlobalSub:
+    __slots__ = ("everything", "sub")
+
+    def __init__(self, sub: _Subscription, everything: bool) -> None:
+        self.sub = sub
+        self.everything = everything
+
+
+def _ids(method: str, params: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(thread id, turn id) of a notification, from the registry's knowledge of its shape."""
+    spec = NOTIFICATIONS.get(method)
+    if spec is None:  # a method newer than our schema: best effort on the usual names
+        thread_id, turn_id = params.get("threadId"), params.get("turnId")
+    else:
+        key = spec.thread_id_key
+        if key is None:
+            thread_id = None
+        elif key == "threadId":
+            thread_id = params.get("threadId")
+        else:
+            thread = params.get("thread")
+            thread_id = thread.get("id") if isinstance(thread, dict) else None
+        key = spec.turn_id_key
+        if key is None:
+            turn_id = None
+        elif key == "turnId":
+            turn_id = params.get("turnId")
+        else:
+            turn = params.get("turn")
+            turn_id = turn.get("id") if isinstance(turn, dict) else None
+    return (
+        thread_id if isinstance(thread_id, str) else None,
+        turn_id if isinstance(turn_id, str) else None,
+    )
+
+
+class Router:
+    """The routing tables; used only from the reader task and the tasks it serves."""
+
+    def __init__(
+        self,
+        limits: Limits,
+        on_turn_completed: Callable[[str], None] | None = None,
+    ) -> None:
+        self._limits = limits
+        self._on_turn_completed = on_turn_completed
+        self._turns: dict[str, _Subscription] = {}
+        self._threads: dict[str, list[_ThreadSub]] = {}
+        self._globals: list[_GlobalSub] = []
+        self._starting: dict[str, int] = {}
+        self._stash: dict[str, list[Notification]] = {}
+        self._closed_error: BaseException | None = None
+        self._routed = 0
+        self._unrouted = 0
+        self._overflowed = 0
+
+    # -- subscribing -----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        error = self._closed_error
+        if error is not None:
+            clone = getattr(error, "clone", None)
+            raise clone() if clone is not None else error
+
+    def subscribe_turn(self, turn_id: str) -> NotificationStream:
+        """A stream of one turn's notifications (for a turn this client did not start)."""
+        self._check_open()
+        if turn_id in self._turns:
+            raise RuntimeError(f"turn {turn_id} already has a stream on this client")
+        sub, stream = open_subscription(
+            limit=self._limits.turn_buffer,
+            what=f"the stream of turn {turn_id}",
+            on_detach=lambda s: self._detach_turn(turn_id, s),
+        )
+        self._turns[turn_id] = sub
+        return stream
+
+    def _detach_turn(self, turn_id: str, sub: _Subscription) -> None:
+        if self._turns.get(turn_id) is sub:
+            del self._turns[turn_id]
+
+    def subscribe_thread(
+        self, thread_id: str, *, include_turns: bool = False
+    ) -> NotificationStream:
+        self._check_open()
+        entry: _ThreadSub
+
+        def detach(_: _Subscription) -> None:
+            entries = self._threads.get(thread_id, [])
+            if entry in entries:
+                entries.remove(entry)
+                if not entries:
+                    del self._threads[thread_id]
+
+        sub, stream = open_subscription(
+            limit=self._limits.subscription_buffer,
+            what=f"the subscription to thread {thread_id}",
+            on_detach=detach,
+        )
+        entry = _ThreadSub(sub, include_turns)
+        self._threads.setdefault(thread_id, []).append(entry)
+        return stream
+
+    def subscribe_global(self, *, everything: bool = False) -> NotificationStream:
+        self._check_open()
+        entry: _GlobalSub
+
+        def detach(_: _Subscription) -> None:
+            if entry in self._globals:
+                self._globals.remove(entry)
+
+        sub, stream = open_subscription(
+            limit=self._limits.subscription_buffer,
+            what="the global notification subscription",
+            on_detach=detach,
+        )
+        entry = _GlobalSub(sub, everything)
+        self._globals.append(entry)
+        return stream
+
+    # -- turn starts ------------------------------------------------------------------------
+
+    def begin_turn_start(self, thread_id: str) -> None:
+        """A ``turn/start`` for ``thread_id`` is about to be written: stash its turn's events."""
+        self._check_open()
+        self._starting[thread_id] = self._starting.get(thread_id, 0) + 1
+
+    def claim_turn(self, thread_id: str, turn_id: str) -> NotificationStream:
+        """The response named the new turn: its stream, starting with what was stashed."""
+        stream = self.subscribe_turn(turn_id)
+        stash = self._stash.get(thread_id)
+        if stash:
+            mine = [note for note in stash if note.turn_id == turn_id]
+            if mine:
+                stash[:] = [note for note in stash if note.turn_id != turn_id]
+                for note in mine:
+                    self._route_note(note)
+        return stream
+
+    def end_turn_start(self, thread_id: str) -> None:
+        """The ``turn/start`` finished (or failed): release what no turn claimed."""
+        count = self._starting.get(thread_id, 0) - 1
+        if count > 0:
+            self._starting[thread_id] = count
+            return
+        self._starting.pop(thread_id, None)
+        for note in self._stash.pop(thread_id, ()):
+            self._route_note(note)
+
+    # -- routing (reader task) ---------------------------------------------------------------
+
+    def route(self, method: str, params: dict[str, Any]) -> None:
+        thread_id, turn_id = _ids(method, params)
+        note = Notification(method, params, thread_id, turn_id)
+        if (
+            turn_id is not None
+            and thread_id in self._starting
+            and turn_id not in self._turns
+            and thread_id is not None
+        ):
+            stash = self._stash.setdefault(thread_id, [])
+            stash.append(note)
+            if len(stash) > self._limits.turn_start_stash:
+                logger.warning("turn-start stash of thread %s is full; releasing", thread_id)
+                self._route_note(stash.pop(0))
+            return
+        self._route_note(note)
+
+    def _route_note(self, note: Notification) -> None:
+        self._routed += 1
+        taken = False
+        turn_id = note.turn_id
+        owner = self._turns.get(turn_id) if turn_id is not None else None
+        if owner is not None:
+            taken = True
+            self._deliver(owner, note)
+        thread_id = note.thread_id
+        if thread_id is not None:
+            entries = self._threads.get(thread_id)
+            if entries:
+                for entry in tuple(entries):
+                    if turn_id is None or owner is None or entry.include_turns:
+                        taken = self._deliver(entry.sub, note) or taken
+        for gentry in tuple(self._globals):
+            if gentry.everything or thread_id is None or not taken:
+                self._deliver(gentry.sub, note)
+                taken = True
+        if not taken:
+            self._unrouted += 1
+            logger.debug(
+                "no subscriber for %s (thread %s, turn %s)", note.method, thread_id, turn_id
+            )
+        if owner is not None and note.method == "turn/completed":
+            owner.finish()
+        if note.method == "turn/completed" and turn_id is not None and self._on_turn_completed:
+            self._on_turn_completed(turn_id)
+
+    def _deliver(self, sub: _Subscription, note: Notification) -> bool:
+        if sub.deliver(note):
+            return True
+        if isinstance(sub.error, SubscriptionOverflowError):
+            self._overflowed += 1
+        return False
+
+    # -- end --------------------------------------------------------------------------------
+
+    def close(self, error: BaseException) -> None:
+        """The connection ended: every stream drains, then raises ``error``."""
+        if self._closed_error is not None:
+            return
+        self._closed_error = error
+        for thread_id in list(self._stash):
+            for note in self._stash.pop(thread_id):
+                self._route_note(note)
+        subs = [*self._turns.values()]
+        subs += [entry.sub for entries in self._threads.values() for entry in entries]
+        subs += [entry.sub for entry in self._globals]
+        for sub in subs:
+            sub.finish(error)
+        self._turns.clear()
+        self._threads.clear()
+        self._globals.clear()
+        self._starting.clear()
+
+    def statistics(self) -> RouterStatistics:
+        return RouterStatistics(
+            turn_streams=len(self._turns),
+            thread_subscriptions=sum(len(v) for v in self._threads.values()),
+            global_subscriptions=len(self._globals),
+            turn_starts_in_flight=sum(self._starting.values()),
+            stashed=sum(len(v) for v in self._stash.values()),
+            routed=self._routed,
+            unrouted=self._unrouted,
+            overflowed=self._overflowed,
+        )

@@ -1,0 +1,81 @@
+"""``open_scripted_codex``: the real runtime, wired to a :class:`ScriptedModel`, ready to use.
+
+One call gives a test what it needs to exercise an agent loop for real and offline: a
+loopback model server answering from a script, a temporary ``CODEX_HOME`` whose config points
+the runtime at it, an empty workspace as the runtime's working directory, and a running,
+initialized :class:`AsyncCodex`. Everything is torn down in reverse on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .._codex import AsyncCodex
+from .._config import CodexConfig
+from .._dispatch import Handlers
+from .._router import Limits
+from ._home import scripted_env, write_codex_home
+from ._scripted_model import ScriptedModel
+
+__all__ = ["ScriptedCodex", "open_scripted_codex"]
+
+
+@attrs.frozen
+class ScriptedCodex:
+    """What :func:`open_scripted_codex` yields."""
+
+    codex: AsyncCodex
+    """The running client, connected to the real app-server."""
+    model: ScriptedModel
+    """The scripted model: its recorded requests and abandoned streams."""
+    workspace: Path
+    """The runtime's working directory (empty at start)."""
+    codex_home: Path
+    """The temporary ``CODEX_HOME`` (its ``config.toml`` points at ``model``)."""
+
+
+@asynccontextmanager
+async def open_scripted_codex(
+    script: Any,
+    *,
+    approval_policy: str = "never",
+    sandbox_mode: str = "read-only",
+    handlers: Handlers | None = None,
+    limits: Limits | None = None,
+    extra_config: str = "",
+    directory: str | os.PathLike[str] | None = None,
+) -> AsyncIterator[ScriptedCodex]:
+    """Start a scripted model and a real ``codex app-server`` configured against it.
+
+    :param script: the :class:`ScriptedModel` script (a list of replies, or a function).
+    :param approval_policy: ``never`` or ``on-request`` (to receive approval requests).
+    :param sandbox_mode: ``read-only``, ``workspace-write`` or ``danger-full-access``.
+    :param handlers: server-request handlers for the client.
+    :param extra_config: more TOML appended to ``config.toml``.
+    :param directory: where to create ``codex-home`` and ``workspace`` (default: a new
+        temporary directory, removed afterwards).
+    """
+    with tempfile.TemporaryDirectory(prefix="codex-anyio-") as scratch:
+        root = Path(directory) if directory is not None else Path(scratch)
+        home = root / "codex-home"
+        workspace = root / "workspace"
+        home.mkdir(parents=True, exist_ok=True)
+        workspace.mkdir(parents=True, exist_ok=True)
+        async with ScriptedModel(script) as model:
+            write_codex_home(
+                home,
+                base_url=model.base_url,
+                approval_policy=approval_policy,
+                sandbox_mode=sandbox_mode,
+                extra_config=extra_config,
+            )
+            config = CodexConfig(cwd=workspace, env=scripted_env(home), codex_home=home)
+            async with AsyncCodex(config, handlers=handlers, limits=limits) as codex:
+                yield ScriptedCodex(codex=codex, model=model, workspace=workspace, codex_home=home)

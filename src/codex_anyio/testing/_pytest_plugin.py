@@ -1,0 +1,42 @@
+"""pytest plugin (registered through the ``pytest11`` entry point): the ``scripted_codex``
+fixture.
+
+``scripted_codex`` is :func:`open_scripted_codex` with its files under the test's
+``tmp_path``, so a failing test leaves the runtime's config and session logs to inspect::
+
+    @pytest.mark.anyio
+    async def test_agent_says_hello(scripted_codex):
+        async with scripted_codex([message("Hello!")]) as s:
+            thread = await s.codex.thread_start()
+            assert (await thread.run("hi")).final_response == "Hello!"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from ._harness import ScriptedCodex
+
+# The library is imported only when the fixture is used, so merely having codex-anyio
+# installed costs other projects' test runs nothing.
+ScriptedCodexFactory = Callable[..., AbstractAsyncContextManager["ScriptedCodex"]]
+
+
+@pytest.fixture
+def scripted_codex(tmp_path: Path) -> ScriptedCodexFactory:
+    """``async with scripted_codex(script, **options) as s``: see ``open_scripted_codex``."""
+    from ._harness import open_scripted_codex
+
+    counter = iter(range(1_000_000))
+
+    def factory(script: Any, **options: Any) -> AbstractAsyncContextManager[ScriptedCodex]:
+        options.setdefault("directory", tmp_path / f"scripted-{next(counter)}")
+        return open_scripted_codex(script, **options)
+
+    return factory

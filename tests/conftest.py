@@ -1,0 +1,26 @@
+"""Shared fixtures: both AnyIO backends, and a launcher for the scripted fake app-server."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from codex_anyio import CodexConfig
+
+FAKE_SERVER = Path(__file__).with_name("fake_app_server.py")
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def fake_config(script: str, **kwargs: object) -> CodexConfig:
+    """A CodexConfig that runs the fake app-server with ``script`` (dedented Python)."""
+    return CodexConfig(
+        launch_args_override=(sys.executable, str(FAKE_SERVER), textwrap.dedent(script)),
+        **kwargs,  # type: ignore[arg-type]
+    )
