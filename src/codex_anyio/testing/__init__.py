@@ -1,0 +1,44 @@
+"""Offline testing against the real Codex runtime: a scripted model and a ready client.
+
+``open_scripted_codex(script)`` (or the ``scripted_codex`` pytest fixture) starts a
+:class:`ScriptedModel` on loopback, a real ``codex app-server`` configured to use it, and an
+initialized :class:`~codex_anyio.AsyncCodex`. No network, no credentials.
+"""
+
+from ._harness import ScriptedCodex, open_scripted_codex
+from ._home import scripted_env, write_codex_home
+from ._scripted_model import (
+    Exchange,
+    RecordedRequest,
+    Reply,
+    ScriptedModel,
+    ScriptExhaustedError,
+    exec_command,
+    failed,
+    function_call,
+    http_error,
+    message,
+    reply,
+    request_user_input,
+    stall,
+)
+
+__all__ = [
+    "Exchange",
+    "RecordedRequest",
+    "Reply",
+    "ScriptExhaustedError",
+    "ScriptedCodex",
+    "ScriptedModel",
+    "exec_command",
+    "failed",
+    "function_call",
+    "http_error",
+    "message",
+    "open_scripted_codex",
+    "reply",
+    "request_user_input",
+    "scripted_env",
+    "stall",
+    "write_codex_home",
+]

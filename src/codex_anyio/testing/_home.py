@@ -1,0 +1,57 @@
+"""A throwaway ``CODEX_HOME`` that points the runtime at a :class:`ScriptedModel`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["scripted_env", "write_codex_home"]
+
+
+def write_codex_home(
+    path: str | os.PathLike[str],
+    *,
+    base_url: str,
+    approval_policy: str = "never",
+    sandbox_mode: str = "read-only",
+    model: str = "mock-model",
+    extra_config: str = "",
+) -> Path:
+    """Write ``config.toml`` for a custom ``mock`` provider at ``base_url``; return the folder.
+
+    Retries are off (a scripted failure must surface, not be retried into the next reply), and
+    the plugin and app features are off: at start-up they would try to reach the network.
+    """
+    home = Path(path)
+    home.mkdir(parents=True, exist_ok=True)
+    config = f"""\
+model = "{model}"
+model_provider = "mock"
+approval_policy = "{approval_policy}"
+sandbox_mode = "{sandbox_mode}"
+
+[features]
+plugins = false
+remote_plugin = false
+apps = false
+
+[model_providers.mock]
+name = "mock"
+base_url = "{base_url}"
+wire_api = "responses"
+request_max_retries = 0
+stream_max_retries = 0
+"""
+    if extra_config:
+        config += "\n" + extra_config.strip() + "\n"
+    (home / "config.toml").write_text(config, encoding="utf-8")
+    return home
+
+
+def scripted_env(codex_home: str | os.PathLike[str]) -> dict[str, str]:
+    """Environment for a hermetic runtime: its home, no managed config, quiet logs."""
+    return {
+        "CODEX_HOME": os.fspath(codex_home),
+        "CODEX_APP_SERVER_DISABLE_MANAGED_CONFIG": "1",
+        "RUST_LOG": "warn",
+    }
