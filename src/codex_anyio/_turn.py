@@ -16,9 +16,8 @@ handle obtained with a bare ``await thread.turn(...)`` is owned by whoever consu
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import anyio
 import attrs
@@ -39,7 +38,7 @@ if TYPE_CHECKING:
     from ._connection import CodexClient
     from ._dispatch import Dispatcher, Handlers
 
-__all__ = ["INTERRUPT_TIMEOUT", "TurnHandle", "TurnResult"]
+__all__ = ["INTERRUPT_TIMEOUT", "TurnEvents", "TurnHandle", "TurnResult"]
 
 logger = logging.getLogger("codex_anyio")
 
@@ -179,28 +178,27 @@ class TurnHandle:
         self._observe(note)
         return note
 
-    async def stream(self) -> AsyncIterator[Notification]:
+    def stream(self) -> TurnEvents[Notification]:
         """This turn's notifications, in order, ending after ``turn/completed``.
 
-        Leaving the loop early interrupts the turn when the owning ``async with`` block (or
-        this generator's ``aclose()``) ends.
+        A plain async iterator, not a generator, so ``break`` leaves nothing to finalize;
+        the turn itself is interrupted when its owning ``async with`` block ends. If the
+        iteration is cancelled or fails, the turn is interrupted right away.
         """
+        return TurnEvents(self, text_only=False)
+
+    def stream_text(self) -> TurnEvents[str]:
+        """Just the agent's message text, delta by delta, as it is generated."""
+        return TurnEvents(self, text_only=True)
+
+    async def _next_owned(self) -> Notification | None:
+        """``_next``, interrupting the turn if waiting is cancelled or fails."""
         try:
-            while True:
-                note = await self._next()
-                if note is None:
-                    return
-                yield note
-        finally:
+            return await self._next()
+        except BaseException:
             if not self.done:
                 await self._abandon()
-
-    async def stream_text(self) -> AsyncIterator[str]:
-        """Just the agent's message text, delta by delta, as it is generated."""
-        async for note in self.stream():
-            if note.method == "item/agentMessage/delta":
-                delta: str = note.raw["delta"]
-                yield delta
+            raise
 
     async def run(self) -> TurnResult:
         """Wait for the turn to finish and collect its result.
@@ -208,12 +206,8 @@ class TurnHandle:
         :raises TurnFailedError: if the turn ended with status ``failed``.
         :raises TurnIdleTimeoutError: if an idle timeout is set and the turn went silent.
         """
-        try:
-            while await self._next() is not None:
-                pass
-        finally:
-            if not self.done:
-                await self._abandon()
+        while await self._next_owned() is not None:
+            pass
         return self.result()
 
     def result(self) -> TurnResult:
@@ -316,3 +310,28 @@ class TurnHandle:
 
     def __repr__(self) -> str:
         return f"<TurnHandle {self.id} of thread {self.thread_id} status={self.status}>"
+
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class TurnEvents(Generic[T_co]):
+    """Iterator over a turn's events (or only its text deltas): see ``TurnHandle.stream``."""
+
+    def __init__(self, handle: TurnHandle, *, text_only: bool) -> None:
+        self._handle = handle
+        self._text_only = text_only
+
+    def __aiter__(self) -> TurnEvents[T_co]:
+        return self
+
+    async def __anext__(self) -> T_co:
+        while True:
+            note = await self._handle._next_owned()
+            if note is None:
+                raise StopAsyncIteration
+            if not self._text_only:
+                return note  # type: ignore[return-value]
+            if note.method == "item/agentMessage/delta":
+                delta: T_co = note.raw["delta"]
+                return delta
