@@ -289,6 +289,9 @@ class Generator:
                     self.render_class(vname, merged, doc_name=name, tag=(tag, value))
                     mapping[value] = vname
                 unknown = f"Unknown{name}"
+                if unknown in self.taken or unknown in mapping.values():
+                    unknown = f"Unknown{name}Tag"  # the schema has a variant of that name
+                self.taken.add(unknown)
                 self.classes.append(
                     "@attrs.frozen(kw_only=True)\n"
                     f"class {unknown}:\n"

@@ -212,7 +212,7 @@ class PendingServerRequest:
         self._answer("default", None)
 
     async def _wait(self, answer_within: float) -> Any:
-        with self._receive:
+        with self._receive, self._send:
             kind: str | None = None
             value: Any = None
             with anyio.move_on_after(answer_within):

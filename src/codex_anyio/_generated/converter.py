@@ -227,7 +227,7 @@ TAGGED_UNIONS: tuple[TaggedUnion, ...] = (
             "search": m.SearchCommandAction,
             "unknown": m.UnknownCommandAction,
         },
-        m.UnknownCommandAction,
+        m.UnknownCommandActionTag,
     ),
     TaggedUnion(
         "type",
@@ -305,7 +305,7 @@ TAGGED_UNIONS: tuple[TaggedUnion, ...] = (
             "tmpdir": m.TmpdirFileSystemSpecialPath,
             "unknown": m.UnknownFileSystemSpecialPath,
         },
-        m.UnknownFileSystemSpecialPath,
+        m.UnknownFileSystemSpecialPathTag,
     ),
     TaggedUnion(
         "type",
@@ -367,7 +367,7 @@ TAGGED_UNIONS: tuple[TaggedUnion, ...] = (
             "search": m.SearchParsedCommand,
             "unknown": m.UnknownParsedCommand,
         },
-        m.UnknownParsedCommand,
+        m.UnknownParsedCommandTag,
     ),
     TaggedUnion(
         "type",

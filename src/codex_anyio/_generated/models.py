@@ -2952,7 +2952,7 @@ class UnknownCommandAction:
 
 
 @attrs.frozen(kw_only=True)
-class UnknownCommandAction:
+class UnknownCommandActionTag:
     """A CommandAction with a type this client does not know: kept raw."""
 
     type: str
@@ -4599,7 +4599,7 @@ class UnknownFileSystemSpecialPath:
 
 
 @attrs.frozen(kw_only=True)
-class UnknownFileSystemSpecialPath:
+class UnknownFileSystemSpecialPathTag:
     """A FileSystemSpecialPath with a kind this client does not know: kept raw."""
 
     kind: str
@@ -6662,7 +6662,7 @@ class UnknownParsedCommand:
 
 
 @attrs.frozen(kw_only=True)
-class UnknownParsedCommand:
+class UnknownParsedCommandTag:
     """A ParsedCommand with a type this client does not know: kept raw."""
 
     type: str
@@ -13043,7 +13043,7 @@ CommandAction: TypeAlias = (
     | ListFilesCommandAction
     | SearchCommandAction
     | UnknownCommandAction
-    | UnknownCommandAction
+    | UnknownCommandActionTag
 )
 
 
@@ -13194,7 +13194,7 @@ FileSystemSpecialPath: TypeAlias = (
     | TmpdirFileSystemSpecialPath
     | SlashTmpFileSystemSpecialPath
     | UnknownFileSystemSpecialPath
-    | UnknownFileSystemSpecialPath
+    | UnknownFileSystemSpecialPathTag
 )
 
 
@@ -13513,7 +13513,7 @@ ParsedCommand: TypeAlias = (
     | ListFilesParsedCommand
     | SearchParsedCommand
     | UnknownParsedCommand
-    | UnknownParsedCommand
+    | UnknownParsedCommandTag
 )
 
 
@@ -15068,7 +15068,7 @@ CLASSES: tuple[type, ...] = (
     UnknownClientNotification,
     UnknownClientRequest,
     UnknownCommandAction,
-    UnknownCommandAction,
+    UnknownCommandActionTag,
     UnknownConfigLayerSource,
     UnknownConfiguredHookHandler,
     UnknownContentItem,
@@ -15078,7 +15078,7 @@ CLASSES: tuple[type, ...] = (
     UnknownFileChange,
     UnknownFileSystemPath,
     UnknownFileSystemSpecialPath,
-    UnknownFileSystemSpecialPath,
+    UnknownFileSystemSpecialPathTag,
     UnknownFunctionCallOutputContentItem,
     UnknownGuardianApprovalReviewAction,
     UnknownImageGenerationFailure,
@@ -15086,7 +15086,7 @@ CLASSES: tuple[type, ...] = (
     UnknownLoginAccountParams,
     UnknownLoginAccountResponse,
     UnknownParsedCommand,
-    UnknownParsedCommand,
+    UnknownParsedCommandTag,
     UnknownPatchChangeKind,
     UnknownPluginSource,
     UnknownReasoningItemContent,
@@ -16345,7 +16345,7 @@ __all__ = [
     "UnknownClientNotification",
     "UnknownClientRequest",
     "UnknownCommandAction",
-    "UnknownCommandAction",
+    "UnknownCommandActionTag",
     "UnknownConfigLayerSource",
     "UnknownConfiguredHookHandler",
     "UnknownContentItem",
@@ -16355,7 +16355,7 @@ __all__ = [
     "UnknownFileChange",
     "UnknownFileSystemPath",
     "UnknownFileSystemSpecialPath",
-    "UnknownFileSystemSpecialPath",
+    "UnknownFileSystemSpecialPathTag",
     "UnknownFunctionCallOutputContentItem",
     "UnknownGuardianApprovalReviewAction",
     "UnknownImageGenerationFailure",
@@ -16363,7 +16363,7 @@ __all__ = [
     "UnknownLoginAccountParams",
     "UnknownLoginAccountResponse",
     "UnknownParsedCommand",
-    "UnknownParsedCommand",
+    "UnknownParsedCommandTag",
     "UnknownPatchChangeKind",
     "UnknownPluginSource",
     "UnknownReasoningItemContent",
