@@ -58,6 +58,6 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks side by side with the official SDK and a raw loop (`-- --quick` for a short run)."""
+    """Benchmarks beside the official SDK and a raw loop (`-- --quick` for a short run)."""
     session.install("-e", ".[bench]")
     session.run("python", "-m", "benchmarks", *session.posargs)

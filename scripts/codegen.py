@@ -377,7 +377,7 @@ class Generator:
             "from . import models as m\n",
             "TAGGED_UNIONS: tuple[TaggedUnion, ...] = (",
         ]
-        for name, (tag, mapping, unknown) in unions.items():
+        for _name, (tag, mapping, unknown) in unions.items():
             entries = ", ".join(f"{json.dumps(k)}: m.{v}" for k, v in sorted(mapping.items()))
             lines.append(f"    TaggedUnion({json.dumps(tag)}, {{{entries}}}, m.{unknown}),")
         lines.append(")\n")
@@ -517,12 +517,11 @@ def methods_source(
     out = [
         header(version, "``ClientMethods``: one typed coroutine per client request."),
         "from __future__ import annotations\n",
-        "from typing import Any, TypeVar\n",
+        "from typing import Any\n",
         "from . import models as m\n",
-        'T = TypeVar("T")\n',
         "\nclass ClientMethods:",
         '    """Typed wrappers, one per client request; ``CodexClient`` provides ``_call_typed``."""\n',
-        "    async def _call_typed(self, method: str, params: object | None, response_type: type[T]) -> T:",
+        "    async def _call_typed(self, method: str, params: object | None, response_type: Any) -> Any:",
         "        raise NotImplementedError\n",
     ]
     seen: set[str] = set()
@@ -538,17 +537,13 @@ def methods_source(
         if params is None:
             out.append(f"    async def {name}(self) -> m.{response}:")
             out.append(f'        """{summary}{note}\n        """')
-            out.append(
-                f"        return await self._call_typed({json.dumps(method)}, None, m.{response})\n"
-            )
+            out.extend(_typed_return(method, "None", response))
             continue
         fields = gen.fields_of.get(params)
         if fields is None:  # params is an alias (e.g. raw JSON): accept it as is
             out.append(f"    async def {name}(self, params: Any = None, /) -> m.{response}:")
             out.append(f'        """{summary}{note}\n        """')
-            out.append(
-                f"        return await self._call_typed({json.dumps(method)}, params, m.{response})\n"
-            )
+            out.extend(_typed_return(method, "params", response))
             continue
         args = [f"self, params: m.{params} | None = None, /"]
         if fields:
@@ -564,7 +559,9 @@ def methods_source(
         names = [py for py, *_ in fields]
         if names:
             kw = ", ".join(f'"{n}": {n}' for n in names)
-            out.append(f"        given = {{k: v for k, v in {{{kw}}}.items() if v is not None}}")
+            out.append(
+                f"        given: dict[str, Any] = {{k: v for k, v in {{{kw}}}.items() if v is not None}}"
+            )
             out.append("        if params is None:")
             out.append(f"            params = m.{params}(**given)")
             out.append("        elif given:")
@@ -574,10 +571,14 @@ def methods_source(
         else:
             out.append("        if params is None:")
             out.append(f"            params = m.{params}()")
-        out.append(
-            f"        return await self._call_typed({json.dumps(method)}, params, m.{response})\n"
-        )
+        out.extend(_typed_return(method, "params", response))
     return "\n".join(out)
+
+
+def _typed_return(method: str, params: str, response: str) -> list[str]:
+    """``_call_typed`` returns Any; the annotated assignment gives the typed result."""
+    call = f"await self._call_typed({json.dumps(method)}, {params}, m.{response})"
+    return [f"        result: m.{response} = {call}", "        return result\n"]
 
 
 _IDENT = re.compile(r"\b([A-Z][A-Za-z0-9_]*)\b")

@@ -143,7 +143,8 @@ async def test_a_dynamic_tool_result_reaches_the_model(scripted_codex: Any) -> N
             assert result.final_response == "It shipped."
             assert calls == [{"order_id": "42", "verbose": False}]
             assert "order 42 has shipped" in command_output(s)
-            tool_specs = [t for t in s.model.requests[0].body["tools"] if t.get("name") == "lookup_order"]
+            tools = s.model.requests[0].body["tools"]
+            tool_specs = [t for t in tools if t.get("name") == "lookup_order"]
             assert tool_specs, "the tool was not offered to the model"
             spec = json.dumps(tool_specs[0])
             assert "Look up an order" in spec

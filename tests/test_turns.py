@@ -231,9 +231,7 @@ async def test_turns_back_to_back_on_one_thread_are_never_mixed_up(scripted_code
                     text = "".join([t async for t in turn.stream_text()])
                 assert text == f"answer {i}"
                 assert turn.result().final_response == f"answer {i}"
-                assert {item.id for item in turn.result().items}.isdisjoint(
-                    {"not", "shared"}
-                )
+                assert {item.id for item in turn.result().items}.isdisjoint({"not", "shared"})
 
 
 async def test_64_concurrent_turns_each_see_exactly_their_own_events(scripted_codex: Any) -> None:

@@ -171,10 +171,9 @@ class CodexClient(ClientMethods):
             )
         return response.get("result")
 
-    async def _call_typed(self, method: str, params: object | None, response_type: type[T]) -> T:
+    async def _call_typed(self, method: str, params: object | None, response_type: Any) -> Any:
         result = await self.request(method, params)
-        structured: T = converter.structure(result if result is not None else {}, response_type)
-        return structured
+        return converter.structure(result if result is not None else {}, response_type)
 
     async def notify(self, method: str, params: Any = None) -> None:
         """Send a client notification (``initialized`` is the only one the schema has)."""

@@ -83,7 +83,7 @@ def build_converter(
     conv.register_structure_hook_factory(lambda t: tagged_union_of(t) is not None, make_union_hook)
 
     def make_structure(cls: type) -> Callable[[Any, Any], Any]:
-        renames = {
+        renames: dict[str, Any] = {
             f.name: override(rename=f.metadata["wire"])
             for f in attrs.fields(cls)
             if f.metadata.get("wire", f.name) != f.name
@@ -99,7 +99,7 @@ def build_converter(
     def make_unstructure(cls: type) -> Callable[[Any], Any]:
         if cls in unknown_classes:
             return lambda obj: obj.raw
-        fields = {}
+        fields: dict[str, Any] = {}
         for f in attrs.fields(cls):
             wire = f.metadata.get("wire", f.name)
             fields[f.name] = override(

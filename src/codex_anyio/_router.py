@@ -98,18 +98,18 @@ def _ids(method: str, params: dict[str, Any]) -> tuple[str | None, str | None]:
     if spec is None:  # a method newer than our schema: best effort on the usual names
         thread_id, turn_id = params.get("threadId"), params.get("turnId")
     else:
-        key = spec.thread_id_key
-        if key is None:
+        thread_key = spec.thread_id_key
+        if thread_key is None:
             thread_id = None
-        elif key == "threadId":
+        elif thread_key == "threadId":
             thread_id = params.get("threadId")
         else:
             thread = params.get("thread")
             thread_id = thread.get("id") if isinstance(thread, dict) else None
-        key = spec.turn_id_key
-        if key is None:
+        turn_key = spec.turn_id_key
+        if turn_key is None:
             turn_id = None
-        elif key == "turnId":
+        elif turn_key == "turnId":
             turn_id = params.get("turnId")
         else:
             turn = params.get("turn")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -14,8 +14,9 @@ class RequestSpec:
     """A request method: its params type (None: no params), response type, and stability."""
 
     method: str
-    params_type: type | None
-    response_type: type
+    params_type: Any
+    """An attrs class, a tagged-union alias, or None for a request without params."""
+    response_type: Any
     experimental: bool
 
 

@@ -6,17 +6,15 @@ Regenerate with `nox -s codegen`.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from . import models as m
-
-T = TypeVar("T")
 
 
 class ClientMethods:
     """Typed wrappers, one per client request; ``CodexClient`` provides ``_call_typed``."""
 
-    async def _call_typed(self, method: str, params: object | None, response_type: type[T]) -> T:
+    async def _call_typed(self, method: str, params: object | None, response_type: Any) -> Any:
         raise NotImplementedError
 
     async def initialize(
@@ -28,7 +26,7 @@ class ClientMethods:
         capabilities: m.InitializeCapabilities | None = None,
     ) -> m.InitializeResponse:
         """``initialize``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"client_info": client_info, "capabilities": capabilities}.items()
             if v is not None
@@ -37,7 +35,10 @@ class ClientMethods:
             params = m.InitializeParams(**given)
         elif given:
             raise TypeError("initialize() takes params or keyword arguments, not both")
-        return await self._call_typed("initialize", params, m.InitializeResponse)
+        result: m.InitializeResponse = await self._call_typed(
+            "initialize", params, m.InitializeResponse
+        )
+        return result
 
     async def server_diagnostics(
         self,
@@ -50,7 +51,10 @@ class ClientMethods:
         """
         if params is None:
             params = m.ServerDiagnosticsParams()
-        return await self._call_typed("server/diagnostics", params, m.ServerDiagnosticsResponse)
+        result: m.ServerDiagnosticsResponse = await self._call_typed(
+            "server/diagnostics", params, m.ServerDiagnosticsResponse
+        )
+        return result
 
     async def user_verification_status(
         self,
@@ -63,9 +67,10 @@ class ClientMethods:
         """
         if params is None:
             params = m.UserVerificationStatusParams()
-        return await self._call_typed(
+        result: m.UserVerificationStatusResponse = await self._call_typed(
             "userVerification/status", params, m.UserVerificationStatusResponse
         )
+        return result
 
     async def user_verification_enroll(
         self,
@@ -78,9 +83,10 @@ class ClientMethods:
         """
         if params is None:
             params = m.UserVerificationEnrollParams()
-        return await self._call_typed(
+        result: m.UserVerificationEnrollResponse = await self._call_typed(
             "userVerification/enroll", params, m.UserVerificationEnrollResponse
         )
+        return result
 
     async def user_verification_delete(
         self,
@@ -93,9 +99,10 @@ class ClientMethods:
         """
         if params is None:
             params = m.UserVerificationDeleteParams()
-        return await self._call_typed(
+        result: m.UserVerificationDeleteResponse = await self._call_typed(
             "userVerification/delete", params, m.UserVerificationDeleteResponse
         )
+        return result
 
     async def user_verification_verify(
         self,
@@ -110,7 +117,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"challenge": challenge, "description": description, "title": title}.items()
             if v is not None
@@ -121,9 +128,10 @@ class ClientMethods:
             raise TypeError(
                 "user_verification_verify() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.UserVerificationVerifyResponse = await self._call_typed(
             "userVerification/verify", params, m.UserVerificationVerifyResponse
         )
+        return result
 
     async def user_verification_cancel(
         self,
@@ -136,16 +144,19 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {k: v for k, v in {"request_id": request_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"request_id": request_id}.items() if v is not None
+        }
         if params is None:
             params = m.UserVerificationCancelParams(**given)
         elif given:
             raise TypeError(
                 "user_verification_cancel() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.UserVerificationCancelResponse = await self._call_typed(
             "userVerification/cancel", params, m.UserVerificationCancelResponse
         )
+        return result
 
     async def thread_start(
         self,
@@ -181,7 +192,7 @@ class ClientMethods:
         thread_source: m.ThreadSource | None = None,
     ) -> m.ThreadStartResponse:
         """``thread/start``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "allow_provider_model_fallback": allow_provider_model_fallback,
@@ -218,7 +229,10 @@ class ClientMethods:
             params = m.ThreadStartParams(**given)
         elif given:
             raise TypeError("thread_start() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/start", params, m.ThreadStartResponse)
+        result: m.ThreadStartResponse = await self._call_typed(
+            "thread/start", params, m.ThreadStartResponse
+        )
+        return result
 
     async def thread_resume(
         self,
@@ -245,7 +259,7 @@ class ClientMethods:
         service_tier: str | None = None,
     ) -> m.ThreadResumeResponse:
         """``thread/resume``: There are three ways to resume a thread: 1. By thread_id: load the thread from disk by thread_id and resume it. 2. By history: instantiate the thread from memory and resume it. 3. By path: load the thread from disk by path and resume it."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "thread_id": thread_id,
@@ -273,7 +287,10 @@ class ClientMethods:
             params = m.ThreadResumeParams(**given)
         elif given:
             raise TypeError("thread_resume() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/resume", params, m.ThreadResumeResponse)
+        result: m.ThreadResumeResponse = await self._call_typed(
+            "thread/resume", params, m.ThreadResumeResponse
+        )
+        return result
 
     async def thread_fork(
         self,
@@ -303,7 +320,7 @@ class ClientMethods:
         thread_source: m.ThreadSource | None = None,
     ) -> m.ThreadForkResponse:
         """``thread/fork``: There are two ways to fork a thread: 1. By thread_id: load the thread from disk by thread_id and fork it into a new thread. 2. By path: load the thread from disk by path and fork it into a new thread."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "thread_id": thread_id,
@@ -334,7 +351,10 @@ class ClientMethods:
             params = m.ThreadForkParams(**given)
         elif given:
             raise TypeError("thread_fork() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/fork", params, m.ThreadForkResponse)
+        result: m.ThreadForkResponse = await self._call_typed(
+            "thread/fork", params, m.ThreadForkResponse
+        )
+        return result
 
     async def thread_archive(
         self,
@@ -344,12 +364,15 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.ThreadArchiveResponse:
         """``thread/archive``."""
-        given = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
         if params is None:
             params = m.ThreadArchiveParams(**given)
         elif given:
             raise TypeError("thread_archive() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/archive", params, m.ThreadArchiveResponse)
+        result: m.ThreadArchiveResponse = await self._call_typed(
+            "thread/archive", params, m.ThreadArchiveResponse
+        )
+        return result
 
     async def thread_delete(
         self,
@@ -359,12 +382,15 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.ThreadDeleteResponse:
         """``thread/delete``."""
-        given = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
         if params is None:
             params = m.ThreadDeleteParams(**given)
         elif given:
             raise TypeError("thread_delete() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/delete", params, m.ThreadDeleteResponse)
+        result: m.ThreadDeleteResponse = await self._call_typed(
+            "thread/delete", params, m.ThreadDeleteResponse
+        )
+        return result
 
     async def thread_unsubscribe(
         self,
@@ -374,12 +400,15 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.ThreadUnsubscribeResponse:
         """``thread/unsubscribe``."""
-        given = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
         if params is None:
             params = m.ThreadUnsubscribeParams(**given)
         elif given:
             raise TypeError("thread_unsubscribe() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/unsubscribe", params, m.ThreadUnsubscribeResponse)
+        result: m.ThreadUnsubscribeResponse = await self._call_typed(
+            "thread/unsubscribe", params, m.ThreadUnsubscribeResponse
+        )
+        return result
 
     async def thread_increment_elicitation(
         self,
@@ -392,16 +421,17 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
         if params is None:
             params = m.ThreadIncrementElicitationParams(**given)
         elif given:
             raise TypeError(
                 "thread_increment_elicitation() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ThreadIncrementElicitationResponse = await self._call_typed(
             "thread/increment_elicitation", params, m.ThreadIncrementElicitationResponse
         )
+        return result
 
     async def thread_decrement_elicitation(
         self,
@@ -414,16 +444,17 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
         if params is None:
             params = m.ThreadDecrementElicitationParams(**given)
         elif given:
             raise TypeError(
                 "thread_decrement_elicitation() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ThreadDecrementElicitationResponse = await self._call_typed(
             "thread/decrement_elicitation", params, m.ThreadDecrementElicitationResponse
         )
+        return result
 
     async def thread_name_set(
         self,
@@ -434,12 +465,17 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.ThreadSetNameResponse:
         """``thread/name/set``."""
-        given = {k: v for k, v in {"name": name, "thread_id": thread_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"name": name, "thread_id": thread_id}.items() if v is not None
+        }
         if params is None:
             params = m.ThreadSetNameParams(**given)
         elif given:
             raise TypeError("thread_name_set() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/name/set", params, m.ThreadSetNameResponse)
+        result: m.ThreadSetNameResponse = await self._call_typed(
+            "thread/name/set", params, m.ThreadSetNameResponse
+        )
+        return result
 
     async def thread_prediction_request(
         self,
@@ -453,7 +489,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"source_turn_id": source_turn_id, "thread_id": thread_id}.items()
             if v is not None
@@ -464,9 +500,10 @@ class ClientMethods:
             raise TypeError(
                 "thread_prediction_request() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ThreadPredictionRequestResponse = await self._call_typed(
             "thread/prediction/request", params, m.ThreadPredictionRequestResponse
         )
+        return result
 
     async def thread_goal_set(
         self,
@@ -480,7 +517,7 @@ class ClientMethods:
         token_budget: int | None = None,
     ) -> m.ThreadGoalSetResponse:
         """``thread/goal/set``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "thread_id": thread_id,
@@ -495,7 +532,10 @@ class ClientMethods:
             params = m.ThreadGoalSetParams(**given)
         elif given:
             raise TypeError("thread_goal_set() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/goal/set", params, m.ThreadGoalSetResponse)
+        result: m.ThreadGoalSetResponse = await self._call_typed(
+            "thread/goal/set", params, m.ThreadGoalSetResponse
+        )
+        return result
 
     async def thread_goal_get(
         self,
@@ -505,12 +545,15 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.ThreadGoalGetResponse:
         """``thread/goal/get``."""
-        given = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
         if params is None:
             params = m.ThreadGoalGetParams(**given)
         elif given:
             raise TypeError("thread_goal_get() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/goal/get", params, m.ThreadGoalGetResponse)
+        result: m.ThreadGoalGetResponse = await self._call_typed(
+            "thread/goal/get", params, m.ThreadGoalGetResponse
+        )
+        return result
 
     async def thread_goal_clear(
         self,
@@ -521,14 +564,17 @@ class ClientMethods:
         origin: m.ThreadGoalMutationOrigin | None = None,
     ) -> m.ThreadGoalClearResponse:
         """``thread/goal/clear``."""
-        given = {
+        given: dict[str, Any] = {
             k: v for k, v in {"thread_id": thread_id, "origin": origin}.items() if v is not None
         }
         if params is None:
             params = m.ThreadGoalClearParams(**given)
         elif given:
             raise TypeError("thread_goal_clear() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/goal/clear", params, m.ThreadGoalClearResponse)
+        result: m.ThreadGoalClearResponse = await self._call_typed(
+            "thread/goal/clear", params, m.ThreadGoalClearResponse
+        )
+        return result
 
     async def thread_queue_add(
         self,
@@ -543,7 +589,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "client_user_message_id": client_user_message_id,
@@ -556,7 +602,10 @@ class ClientMethods:
             params = m.ThreadQueueAddParams(**given)
         elif given:
             raise TypeError("thread_queue_add() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/queue/add", params, m.ThreadQueueAddResponse)
+        result: m.ThreadQueueAddResponse = await self._call_typed(
+            "thread/queue/add", params, m.ThreadQueueAddResponse
+        )
+        return result
 
     async def thread_queue_list(
         self,
@@ -571,7 +620,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"thread_id": thread_id, "cursor": cursor, "limit": limit}.items()
             if v is not None
@@ -580,7 +629,10 @@ class ClientMethods:
             params = m.ThreadQueueListParams(**given)
         elif given:
             raise TypeError("thread_queue_list() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/queue/list", params, m.ThreadQueueListResponse)
+        result: m.ThreadQueueListResponse = await self._call_typed(
+            "thread/queue/list", params, m.ThreadQueueListResponse
+        )
+        return result
 
     async def thread_queue_update(
         self,
@@ -595,7 +647,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "input": input,
@@ -608,7 +660,10 @@ class ClientMethods:
             params = m.ThreadQueueUpdateParams(**given)
         elif given:
             raise TypeError("thread_queue_update() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/queue/update", params, m.ThreadQueueUpdateResponse)
+        result: m.ThreadQueueUpdateResponse = await self._call_typed(
+            "thread/queue/update", params, m.ThreadQueueUpdateResponse
+        )
+        return result
 
     async def thread_queue_delete(
         self,
@@ -622,7 +677,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "queued_submission_id": queued_submission_id,
@@ -634,7 +689,10 @@ class ClientMethods:
             params = m.ThreadQueueDeleteParams(**given)
         elif given:
             raise TypeError("thread_queue_delete() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/queue/delete", params, m.ThreadQueueDeleteResponse)
+        result: m.ThreadQueueDeleteResponse = await self._call_typed(
+            "thread/queue/delete", params, m.ThreadQueueDeleteResponse
+        )
+        return result
 
     async def thread_queue_reorder(
         self,
@@ -648,7 +706,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "queued_submission_ids": queued_submission_ids,
@@ -660,7 +718,10 @@ class ClientMethods:
             params = m.ThreadQueueReorderParams(**given)
         elif given:
             raise TypeError("thread_queue_reorder() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/queue/reorder", params, m.ThreadQueueReorderResponse)
+        result: m.ThreadQueueReorderResponse = await self._call_typed(
+            "thread/queue/reorder", params, m.ThreadQueueReorderResponse
+        )
+        return result
 
     async def thread_queue_start(
         self,
@@ -674,7 +735,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "thread_id": thread_id,
@@ -686,7 +747,10 @@ class ClientMethods:
             params = m.ThreadQueueStartParams(**given)
         elif given:
             raise TypeError("thread_queue_start() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/queue/start", params, m.ThreadQueueStartResponse)
+        result: m.ThreadQueueStartResponse = await self._call_typed(
+            "thread/queue/start", params, m.ThreadQueueStartResponse
+        )
+        return result
 
     async def thread_metadata_update(
         self,
@@ -699,7 +763,7 @@ class ClientMethods:
         project_id: str | None = None,
     ) -> m.ThreadMetadataUpdateResponse:
         """``thread/metadata/update``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "thread_id": thread_id,
@@ -713,9 +777,10 @@ class ClientMethods:
             params = m.ThreadMetadataUpdateParams(**given)
         elif given:
             raise TypeError("thread_metadata_update() takes params or keyword arguments, not both")
-        return await self._call_typed(
+        result: m.ThreadMetadataUpdateResponse = await self._call_typed(
             "thread/metadata/update", params, m.ThreadMetadataUpdateResponse
         )
+        return result
 
     async def thread_attachment_add(
         self,
@@ -728,7 +793,7 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.ThreadAttachmentAddResponse:
         """``thread/attachment/add``: Parameters for creating or locating an attachment on its owning thread."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "attachment_type": attachment_type,
@@ -742,9 +807,10 @@ class ClientMethods:
             params = m.ThreadAttachmentAddParams(**given)
         elif given:
             raise TypeError("thread_attachment_add() takes params or keyword arguments, not both")
-        return await self._call_typed(
+        result: m.ThreadAttachmentAddResponse = await self._call_typed(
             "thread/attachment/add", params, m.ThreadAttachmentAddResponse
         )
+        return result
 
     async def thread_attachment_list(
         self,
@@ -756,7 +822,7 @@ class ClientMethods:
         limit: int | None = None,
     ) -> m.ThreadAttachmentListResponse:
         """``thread/attachment/list``: Parameters for listing attachments from one thread."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"thread_id": thread_id, "cursor": cursor, "limit": limit}.items()
             if v is not None
@@ -765,9 +831,10 @@ class ClientMethods:
             params = m.ThreadAttachmentListParams(**given)
         elif given:
             raise TypeError("thread_attachment_list() takes params or keyword arguments, not both")
-        return await self._call_typed(
+        result: m.ThreadAttachmentListResponse = await self._call_typed(
             "thread/attachment/list", params, m.ThreadAttachmentListResponse
         )
+        return result
 
     async def thread_attachment_owner_list(
         self,
@@ -781,7 +848,7 @@ class ClientMethods:
         limit: int | None = None,
     ) -> m.ThreadAttachmentOwnerListResponse:
         """``thread/attachmentOwner/list``: Parameters for reverse lookup by attachment identity within this server's store."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "attachment_type": attachment_type,
@@ -798,9 +865,10 @@ class ClientMethods:
             raise TypeError(
                 "thread_attachment_owner_list() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ThreadAttachmentOwnerListResponse = await self._call_typed(
             "thread/attachmentOwner/list", params, m.ThreadAttachmentOwnerListResponse
         )
+        return result
 
     async def thread_attachment_remove(
         self,
@@ -812,7 +880,7 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.ThreadAttachmentRemoveResponse:
         """``thread/attachment/remove``: Parameters for deleting an attachment by its stable thread-local identity."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "attachment_type": attachment_type,
@@ -827,9 +895,10 @@ class ClientMethods:
             raise TypeError(
                 "thread_attachment_remove() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ThreadAttachmentRemoveResponse = await self._call_typed(
             "thread/attachment/remove", params, m.ThreadAttachmentRemoveResponse
         )
+        return result
 
     async def thread_section_move(
         self,
@@ -841,7 +910,7 @@ class ClientMethods:
         before_thread_id: str | None = None,
     ) -> m.ThreadSectionMoveResponse:
         """``thread/section/move``: Parameters for moving a thread within a server-owned section ordering."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "section_id": section_id,
@@ -854,7 +923,10 @@ class ClientMethods:
             params = m.ThreadSectionMoveParams(**given)
         elif given:
             raise TypeError("thread_section_move() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/section/move", params, m.ThreadSectionMoveResponse)
+        result: m.ThreadSectionMoveResponse = await self._call_typed(
+            "thread/section/move", params, m.ThreadSectionMoveResponse
+        )
+        return result
 
     async def thread_settings_update(
         self,
@@ -880,7 +952,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "thread_id": thread_id,
@@ -904,9 +976,10 @@ class ClientMethods:
             params = m.ThreadSettingsUpdateParams(**given)
         elif given:
             raise TypeError("thread_settings_update() takes params or keyword arguments, not both")
-        return await self._call_typed(
+        result: m.ThreadSettingsUpdateResponse = await self._call_typed(
             "thread/settings/update", params, m.ThreadSettingsUpdateResponse
         )
+        return result
 
     async def thread_memory_mode_set(
         self,
@@ -920,14 +993,17 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {k: v for k, v in {"mode": mode, "thread_id": thread_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"mode": mode, "thread_id": thread_id}.items() if v is not None
+        }
         if params is None:
             params = m.ThreadMemoryModeSetParams(**given)
         elif given:
             raise TypeError("thread_memory_mode_set() takes params or keyword arguments, not both")
-        return await self._call_typed(
+        result: m.ThreadMemoryModeSetResponse = await self._call_typed(
             "thread/memoryMode/set", params, m.ThreadMemoryModeSetResponse
         )
+        return result
 
     async def memory_status(
         self,
@@ -940,7 +1016,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"min_consolidated_threads": min_consolidated_threads}.items()
             if v is not None
@@ -949,21 +1025,30 @@ class ClientMethods:
             params = m.MemoryStatusParams(**given)
         elif given:
             raise TypeError("memory_status() takes params or keyword arguments, not both")
-        return await self._call_typed("memory/status", params, m.MemoryStatusResponse)
+        result: m.MemoryStatusResponse = await self._call_typed(
+            "memory/status", params, m.MemoryStatusResponse
+        )
+        return result
 
     async def memory_reset(self) -> m.MemoryResetResponse:
         """``memory/reset``.
 
         Experimental: not in the stable schema.
         """
-        return await self._call_typed("memory/reset", None, m.MemoryResetResponse)
+        result: m.MemoryResetResponse = await self._call_typed(
+            "memory/reset", None, m.MemoryResetResponse
+        )
+        return result
 
     async def rollout_compress(self) -> m.RolloutCompressResponse:
         """``rollout/compress``.
 
         Experimental: not in the stable schema.
         """
-        return await self._call_typed("rollout/compress", None, m.RolloutCompressResponse)
+        result: m.RolloutCompressResponse = await self._call_typed(
+            "rollout/compress", None, m.RolloutCompressResponse
+        )
+        return result
 
     async def thread_unarchive(
         self,
@@ -973,12 +1058,15 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.ThreadUnarchiveResponse:
         """``thread/unarchive``."""
-        given = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
         if params is None:
             params = m.ThreadUnarchiveParams(**given)
         elif given:
             raise TypeError("thread_unarchive() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/unarchive", params, m.ThreadUnarchiveResponse)
+        result: m.ThreadUnarchiveResponse = await self._call_typed(
+            "thread/unarchive", params, m.ThreadUnarchiveResponse
+        )
+        return result
 
     async def thread_compact_start(
         self,
@@ -988,12 +1076,15 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.ThreadCompactStartResponse:
         """``thread/compact/start``."""
-        given = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
         if params is None:
             params = m.ThreadCompactStartParams(**given)
         elif given:
             raise TypeError("thread_compact_start() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/compact/start", params, m.ThreadCompactStartResponse)
+        result: m.ThreadCompactStartResponse = await self._call_typed(
+            "thread/compact/start", params, m.ThreadCompactStartResponse
+        )
+        return result
 
     async def thread_shell_command(
         self,
@@ -1005,7 +1096,7 @@ class ClientMethods:
         timeout_ms: int | None = None,
     ) -> m.ThreadShellCommandResponse:
         """``thread/shellCommand``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "command": command,
@@ -1018,7 +1109,10 @@ class ClientMethods:
             params = m.ThreadShellCommandParams(**given)
         elif given:
             raise TypeError("thread_shell_command() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/shellCommand", params, m.ThreadShellCommandResponse)
+        result: m.ThreadShellCommandResponse = await self._call_typed(
+            "thread/shellCommand", params, m.ThreadShellCommandResponse
+        )
+        return result
 
     async def thread_approve_guardian_denied_action(
         self,
@@ -1029,18 +1123,21 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.ThreadApproveGuardianDeniedActionResponse:
         """``thread/approveGuardianDeniedAction``."""
-        given = {k: v for k, v in {"event": event, "thread_id": thread_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"event": event, "thread_id": thread_id}.items() if v is not None
+        }
         if params is None:
             params = m.ThreadApproveGuardianDeniedActionParams(**given)
         elif given:
             raise TypeError(
                 "thread_approve_guardian_denied_action() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ThreadApproveGuardianDeniedActionResponse = await self._call_typed(
             "thread/approveGuardianDeniedAction",
             params,
             m.ThreadApproveGuardianDeniedActionResponse,
         )
+        return result
 
     async def thread_background_terminals_clean(
         self,
@@ -1053,16 +1150,17 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
         if params is None:
             params = m.ThreadBackgroundTerminalsCleanParams(**given)
         elif given:
             raise TypeError(
                 "thread_background_terminals_clean() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ThreadBackgroundTerminalsCleanResponse = await self._call_typed(
             "thread/backgroundTerminals/clean", params, m.ThreadBackgroundTerminalsCleanResponse
         )
+        return result
 
     async def thread_background_terminals_list(
         self,
@@ -1077,7 +1175,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"thread_id": thread_id, "cursor": cursor, "limit": limit}.items()
             if v is not None
@@ -1088,9 +1186,10 @@ class ClientMethods:
             raise TypeError(
                 "thread_background_terminals_list() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ThreadBackgroundTerminalsListResponse = await self._call_typed(
             "thread/backgroundTerminals/list", params, m.ThreadBackgroundTerminalsListResponse
         )
+        return result
 
     async def thread_background_terminals_terminate(
         self,
@@ -1104,7 +1203,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"process_id": process_id, "thread_id": thread_id}.items()
             if v is not None
@@ -1115,11 +1214,12 @@ class ClientMethods:
             raise TypeError(
                 "thread_background_terminals_terminate() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ThreadBackgroundTerminalsTerminateResponse = await self._call_typed(
             "thread/backgroundTerminals/terminate",
             params,
             m.ThreadBackgroundTerminalsTerminateResponse,
         )
+        return result
 
     async def thread_revert(
         self,
@@ -1130,7 +1230,7 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.ThreadRevertResponse:
         """``thread/revert``: Replace a paginated thread's durable history with the prefix before one turn."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"before_turn_id": before_turn_id, "thread_id": thread_id}.items()
             if v is not None
@@ -1139,7 +1239,10 @@ class ClientMethods:
             params = m.ThreadRevertParams(**given)
         elif given:
             raise TypeError("thread_revert() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/revert", params, m.ThreadRevertResponse)
+        result: m.ThreadRevertResponse = await self._call_typed(
+            "thread/revert", params, m.ThreadRevertResponse
+        )
+        return result
 
     async def thread_list(
         self,
@@ -1164,7 +1267,7 @@ class ClientMethods:
         use_state_db_only: bool | None = None,
     ) -> m.ThreadListResponse:
         """``thread/list``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "ancestor_thread_id": ancestor_thread_id,
@@ -1190,7 +1293,10 @@ class ClientMethods:
             params = m.ThreadListParams(**given)
         elif given:
             raise TypeError("thread_list() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/list", params, m.ThreadListResponse)
+        result: m.ThreadListResponse = await self._call_typed(
+            "thread/list", params, m.ThreadListResponse
+        )
+        return result
 
     async def project_list(
         self,
@@ -1206,7 +1312,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "cursor": cursor,
@@ -1220,7 +1326,10 @@ class ClientMethods:
             params = m.ProjectListParams(**given)
         elif given:
             raise TypeError("project_list() takes params or keyword arguments, not both")
-        return await self._call_typed("project/list", params, m.ProjectListResponse)
+        result: m.ProjectListResponse = await self._call_typed(
+            "project/list", params, m.ProjectListResponse
+        )
+        return result
 
     async def project_read(
         self,
@@ -1233,12 +1342,17 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {k: v for k, v in {"project_id": project_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"project_id": project_id}.items() if v is not None
+        }
         if params is None:
             params = m.ProjectReadParams(**given)
         elif given:
             raise TypeError("project_read() takes params or keyword arguments, not both")
-        return await self._call_typed("project/read", params, m.ProjectReadResponse)
+        result: m.ProjectReadResponse = await self._call_typed(
+            "project/read", params, m.ProjectReadResponse
+        )
+        return result
 
     async def project_create(
         self,
@@ -1254,7 +1368,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "idempotency_key": idempotency_key,
@@ -1268,7 +1382,10 @@ class ClientMethods:
             params = m.ProjectCreateParams(**given)
         elif given:
             raise TypeError("project_create() takes params or keyword arguments, not both")
-        return await self._call_typed("project/create", params, m.ProjectCreateResponse)
+        result: m.ProjectCreateResponse = await self._call_typed(
+            "project/create", params, m.ProjectCreateResponse
+        )
+        return result
 
     async def project_import(
         self,
@@ -1285,7 +1402,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "idempotency_key": idempotency_key,
@@ -1300,7 +1417,10 @@ class ClientMethods:
             params = m.ProjectImportParams(**given)
         elif given:
             raise TypeError("project_import() takes params or keyword arguments, not both")
-        return await self._call_typed("project/import", params, m.ProjectImportResponse)
+        result: m.ProjectImportResponse = await self._call_typed(
+            "project/import", params, m.ProjectImportResponse
+        )
+        return result
 
     async def project_update(
         self,
@@ -1316,7 +1436,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "project_id": project_id,
@@ -1330,7 +1450,10 @@ class ClientMethods:
             params = m.ProjectUpdateParams(**given)
         elif given:
             raise TypeError("project_update() takes params or keyword arguments, not both")
-        return await self._call_typed("project/update", params, m.ProjectUpdateResponse)
+        result: m.ProjectUpdateResponse = await self._call_typed(
+            "project/update", params, m.ProjectUpdateResponse
+        )
+        return result
 
     async def project_move(
         self,
@@ -1344,7 +1467,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"project_id": project_id, "before_project_id": before_project_id}.items()
             if v is not None
@@ -1353,7 +1476,10 @@ class ClientMethods:
             params = m.ProjectMoveParams(**given)
         elif given:
             raise TypeError("project_move() takes params or keyword arguments, not both")
-        return await self._call_typed("project/move", params, m.ProjectMoveResponse)
+        result: m.ProjectMoveResponse = await self._call_typed(
+            "project/move", params, m.ProjectMoveResponse
+        )
+        return result
 
     async def project_delete(
         self,
@@ -1366,12 +1492,17 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {k: v for k, v in {"project_id": project_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"project_id": project_id}.items() if v is not None
+        }
         if params is None:
             params = m.ProjectDeleteParams(**given)
         elif given:
             raise TypeError("project_delete() takes params or keyword arguments, not both")
-        return await self._call_typed("project/delete", params, m.ProjectDeleteResponse)
+        result: m.ProjectDeleteResponse = await self._call_typed(
+            "project/delete", params, m.ProjectDeleteResponse
+        )
+        return result
 
     async def thread_section_list(
         self,
@@ -1382,12 +1513,17 @@ class ClientMethods:
         limit: int | None = None,
     ) -> m.ThreadSectionListResponse:
         """``threadSection/list``: Parameters for listing independently persisted thread sections."""
-        given = {k: v for k, v in {"cursor": cursor, "limit": limit}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"cursor": cursor, "limit": limit}.items() if v is not None
+        }
         if params is None:
             params = m.ThreadSectionListParams(**given)
         elif given:
             raise TypeError("thread_section_list() takes params or keyword arguments, not both")
-        return await self._call_typed("threadSection/list", params, m.ThreadSectionListResponse)
+        result: m.ThreadSectionListResponse = await self._call_typed(
+            "threadSection/list", params, m.ThreadSectionListResponse
+        )
+        return result
 
     async def thread_section_create(
         self,
@@ -1398,12 +1534,17 @@ class ClientMethods:
         appearance: m.ThreadSectionAppearance | None = None,
     ) -> m.ThreadSectionCreateResponse:
         """``threadSection/create``: Parameters for creating an independently persisted thread section."""
-        given = {k: v for k, v in {"name": name, "appearance": appearance}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"name": name, "appearance": appearance}.items() if v is not None
+        }
         if params is None:
             params = m.ThreadSectionCreateParams(**given)
         elif given:
             raise TypeError("thread_section_create() takes params or keyword arguments, not both")
-        return await self._call_typed("threadSection/create", params, m.ThreadSectionCreateResponse)
+        result: m.ThreadSectionCreateResponse = await self._call_typed(
+            "threadSection/create", params, m.ThreadSectionCreateResponse
+        )
+        return result
 
     async def thread_section_update(
         self,
@@ -1415,7 +1556,7 @@ class ClientMethods:
         appearance: m.ThreadSectionAppearance | None = None,
     ) -> m.ThreadSectionUpdateResponse:
         """``threadSection/update``: Parameters for updating an independently persisted thread section."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"name": name, "section_id": section_id, "appearance": appearance}.items()
             if v is not None
@@ -1424,7 +1565,10 @@ class ClientMethods:
             params = m.ThreadSectionUpdateParams(**given)
         elif given:
             raise TypeError("thread_section_update() takes params or keyword arguments, not both")
-        return await self._call_typed("threadSection/update", params, m.ThreadSectionUpdateResponse)
+        result: m.ThreadSectionUpdateResponse = await self._call_typed(
+            "threadSection/update", params, m.ThreadSectionUpdateResponse
+        )
+        return result
 
     async def thread_section_delete(
         self,
@@ -1434,12 +1578,17 @@ class ClientMethods:
         section_id: str | None = None,
     ) -> m.ThreadSectionDeleteResponse:
         """``threadSection/delete``: Parameters for deleting an independently persisted thread section."""
-        given = {k: v for k, v in {"section_id": section_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"section_id": section_id}.items() if v is not None
+        }
         if params is None:
             params = m.ThreadSectionDeleteParams(**given)
         elif given:
             raise TypeError("thread_section_delete() takes params or keyword arguments, not both")
-        return await self._call_typed("threadSection/delete", params, m.ThreadSectionDeleteResponse)
+        result: m.ThreadSectionDeleteResponse = await self._call_typed(
+            "threadSection/delete", params, m.ThreadSectionDeleteResponse
+        )
+        return result
 
     async def thread_search(
         self,
@@ -1458,7 +1607,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "search_term": search_term,
@@ -1475,7 +1624,10 @@ class ClientMethods:
             params = m.ThreadSearchParams(**given)
         elif given:
             raise TypeError("thread_search() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/search", params, m.ThreadSearchResponse)
+        result: m.ThreadSearchResponse = await self._call_typed(
+            "thread/search", params, m.ThreadSearchResponse
+        )
+        return result
 
     async def thread_search_occurrences(
         self,
@@ -1491,7 +1643,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "search_term": search_term,
@@ -1507,9 +1659,10 @@ class ClientMethods:
             raise TypeError(
                 "thread_search_occurrences() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ThreadSearchOccurrencesResponse = await self._call_typed(
             "thread/searchOccurrences", params, m.ThreadSearchOccurrencesResponse
         )
+        return result
 
     async def thread_loaded_list(
         self,
@@ -1520,12 +1673,17 @@ class ClientMethods:
         limit: int | None = None,
     ) -> m.ThreadLoadedListResponse:
         """``thread/loaded/list``."""
-        given = {k: v for k, v in {"cursor": cursor, "limit": limit}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"cursor": cursor, "limit": limit}.items() if v is not None
+        }
         if params is None:
             params = m.ThreadLoadedListParams(**given)
         elif given:
             raise TypeError("thread_loaded_list() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/loaded/list", params, m.ThreadLoadedListResponse)
+        result: m.ThreadLoadedListResponse = await self._call_typed(
+            "thread/loaded/list", params, m.ThreadLoadedListResponse
+        )
+        return result
 
     async def thread_read(
         self,
@@ -1536,7 +1694,7 @@ class ClientMethods:
         include_turns: bool | None = None,
     ) -> m.ThreadReadResponse:
         """``thread/read``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"thread_id": thread_id, "include_turns": include_turns}.items()
             if v is not None
@@ -1545,7 +1703,10 @@ class ClientMethods:
             params = m.ThreadReadParams(**given)
         elif given:
             raise TypeError("thread_read() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/read", params, m.ThreadReadResponse)
+        result: m.ThreadReadResponse = await self._call_typed(
+            "thread/read", params, m.ThreadReadResponse
+        )
+        return result
 
     async def thread_read_state_update(
         self,
@@ -1560,7 +1721,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "expected_revision": expected_revision,
@@ -1575,9 +1736,10 @@ class ClientMethods:
             raise TypeError(
                 "thread_read_state_update() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ThreadReadStateUpdateResponse = await self._call_typed(
             "thread/readState/update", params, m.ThreadReadStateUpdateResponse
         )
+        return result
 
     async def thread_turns_list(
         self,
@@ -1591,7 +1753,7 @@ class ClientMethods:
         sort_direction: m.SortDirection | None = None,
     ) -> m.ThreadTurnsListResponse:
         """``thread/turns/list``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "thread_id": thread_id,
@@ -1606,7 +1768,10 @@ class ClientMethods:
             params = m.ThreadTurnsListParams(**given)
         elif given:
             raise TypeError("thread_turns_list() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/turns/list", params, m.ThreadTurnsListResponse)
+        result: m.ThreadTurnsListResponse = await self._call_typed(
+            "thread/turns/list", params, m.ThreadTurnsListResponse
+        )
+        return result
 
     async def thread_items_list(
         self,
@@ -1620,7 +1785,7 @@ class ClientMethods:
         turn_id: str | None = None,
     ) -> m.ThreadItemsListResponse:
         """``thread/items/list``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "thread_id": thread_id,
@@ -1635,7 +1800,10 @@ class ClientMethods:
             params = m.ThreadItemsListParams(**given)
         elif given:
             raise TypeError("thread_items_list() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/items/list", params, m.ThreadItemsListResponse)
+        result: m.ThreadItemsListResponse = await self._call_typed(
+            "thread/items/list", params, m.ThreadItemsListResponse
+        )
+        return result
 
     async def thread_items_read(
         self,
@@ -1650,7 +1818,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"item_ids": item_ids, "thread_id": thread_id, "turn_id": turn_id}.items()
             if v is not None
@@ -1659,7 +1827,10 @@ class ClientMethods:
             params = m.ThreadItemsReadParams(**given)
         elif given:
             raise TypeError("thread_items_read() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/items/read", params, m.ThreadItemsReadResponse)
+        result: m.ThreadItemsReadResponse = await self._call_typed(
+            "thread/items/read", params, m.ThreadItemsReadResponse
+        )
+        return result
 
     async def thread_inject_items(
         self,
@@ -1670,12 +1841,17 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.ThreadInjectItemsResponse:
         """``thread/inject_items``."""
-        given = {k: v for k, v in {"items": items, "thread_id": thread_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"items": items, "thread_id": thread_id}.items() if v is not None
+        }
         if params is None:
             params = m.ThreadInjectItemsParams(**given)
         elif given:
             raise TypeError("thread_inject_items() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/inject_items", params, m.ThreadInjectItemsResponse)
+        result: m.ThreadInjectItemsResponse = await self._call_typed(
+            "thread/inject_items", params, m.ThreadInjectItemsResponse
+        )
+        return result
 
     async def skills_list(
         self,
@@ -1686,14 +1862,17 @@ class ClientMethods:
         force_reload: bool | None = None,
     ) -> m.SkillsListResponse:
         """``skills/list``."""
-        given = {
+        given: dict[str, Any] = {
             k: v for k, v in {"cwds": cwds, "force_reload": force_reload}.items() if v is not None
         }
         if params is None:
             params = m.SkillsListParams(**given)
         elif given:
             raise TypeError("skills_list() takes params or keyword arguments, not both")
-        return await self._call_typed("skills/list", params, m.SkillsListResponse)
+        result: m.SkillsListResponse = await self._call_typed(
+            "skills/list", params, m.SkillsListResponse
+        )
+        return result
 
     async def skills_extra_roots_set(
         self,
@@ -1703,14 +1882,17 @@ class ClientMethods:
         extra_roots: list[m.AbsolutePathBuf] | None = None,
     ) -> m.SkillsExtraRootsSetResponse:
         """``skills/extraRoots/set``."""
-        given = {k: v for k, v in {"extra_roots": extra_roots}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"extra_roots": extra_roots}.items() if v is not None
+        }
         if params is None:
             params = m.SkillsExtraRootsSetParams(**given)
         elif given:
             raise TypeError("skills_extra_roots_set() takes params or keyword arguments, not both")
-        return await self._call_typed(
+        result: m.SkillsExtraRootsSetResponse = await self._call_typed(
             "skills/extraRoots/set", params, m.SkillsExtraRootsSetResponse
         )
+        return result
 
     async def hooks_list(
         self,
@@ -1720,12 +1902,15 @@ class ClientMethods:
         cwds: list[str] | None = None,
     ) -> m.HooksListResponse:
         """``hooks/list``."""
-        given = {k: v for k, v in {"cwds": cwds}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"cwds": cwds}.items() if v is not None}
         if params is None:
             params = m.HooksListParams(**given)
         elif given:
             raise TypeError("hooks_list() takes params or keyword arguments, not both")
-        return await self._call_typed("hooks/list", params, m.HooksListResponse)
+        result: m.HooksListResponse = await self._call_typed(
+            "hooks/list", params, m.HooksListResponse
+        )
+        return result
 
     async def marketplace_add(
         self,
@@ -1737,7 +1922,7 @@ class ClientMethods:
         sparse_paths: list[str] | None = None,
     ) -> m.MarketplaceAddResponse:
         """``marketplace/add``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "source": source,
@@ -1750,7 +1935,10 @@ class ClientMethods:
             params = m.MarketplaceAddParams(**given)
         elif given:
             raise TypeError("marketplace_add() takes params or keyword arguments, not both")
-        return await self._call_typed("marketplace/add", params, m.MarketplaceAddResponse)
+        result: m.MarketplaceAddResponse = await self._call_typed(
+            "marketplace/add", params, m.MarketplaceAddResponse
+        )
+        return result
 
     async def marketplace_remove(
         self,
@@ -1760,12 +1948,17 @@ class ClientMethods:
         marketplace_name: str | None = None,
     ) -> m.MarketplaceRemoveResponse:
         """``marketplace/remove``."""
-        given = {k: v for k, v in {"marketplace_name": marketplace_name}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"marketplace_name": marketplace_name}.items() if v is not None
+        }
         if params is None:
             params = m.MarketplaceRemoveParams(**given)
         elif given:
             raise TypeError("marketplace_remove() takes params or keyword arguments, not both")
-        return await self._call_typed("marketplace/remove", params, m.MarketplaceRemoveResponse)
+        result: m.MarketplaceRemoveResponse = await self._call_typed(
+            "marketplace/remove", params, m.MarketplaceRemoveResponse
+        )
+        return result
 
     async def marketplace_upgrade(
         self,
@@ -1775,12 +1968,17 @@ class ClientMethods:
         marketplace_name: str | None = None,
     ) -> m.MarketplaceUpgradeResponse:
         """``marketplace/upgrade``."""
-        given = {k: v for k, v in {"marketplace_name": marketplace_name}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"marketplace_name": marketplace_name}.items() if v is not None
+        }
         if params is None:
             params = m.MarketplaceUpgradeParams(**given)
         elif given:
             raise TypeError("marketplace_upgrade() takes params or keyword arguments, not both")
-        return await self._call_typed("marketplace/upgrade", params, m.MarketplaceUpgradeResponse)
+        result: m.MarketplaceUpgradeResponse = await self._call_typed(
+            "marketplace/upgrade", params, m.MarketplaceUpgradeResponse
+        )
+        return result
 
     async def plugin_list(
         self,
@@ -1792,7 +1990,7 @@ class ClientMethods:
         marketplace_kinds: list[m.PluginListMarketplaceKind] | None = None,
     ) -> m.PluginListResponse:
         """``plugin/list``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "cwds": cwds,
@@ -1805,7 +2003,10 @@ class ClientMethods:
             params = m.PluginListParams(**given)
         elif given:
             raise TypeError("plugin_list() takes params or keyword arguments, not both")
-        return await self._call_typed("plugin/list", params, m.PluginListResponse)
+        result: m.PluginListResponse = await self._call_typed(
+            "plugin/list", params, m.PluginListResponse
+        )
+        return result
 
     async def plugin_search(
         self,
@@ -1822,7 +2023,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "search_term": search_term,
@@ -1837,7 +2038,10 @@ class ClientMethods:
             params = m.PluginSearchParams(**given)
         elif given:
             raise TypeError("plugin_search() takes params or keyword arguments, not both")
-        return await self._call_typed("plugin/search", params, m.PluginSearchResponse)
+        result: m.PluginSearchResponse = await self._call_typed(
+            "plugin/search", params, m.PluginSearchResponse
+        )
+        return result
 
     async def plugin_installed(
         self,
@@ -1848,7 +2052,7 @@ class ClientMethods:
         install_suggestion_plugin_names: list[str] | None = None,
     ) -> m.PluginInstalledResponse:
         """``plugin/installed``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "cwds": cwds,
@@ -1860,7 +2064,10 @@ class ClientMethods:
             params = m.PluginInstalledParams(**given)
         elif given:
             raise TypeError("plugin_installed() takes params or keyword arguments, not both")
-        return await self._call_typed("plugin/installed", params, m.PluginInstalledResponse)
+        result: m.PluginInstalledResponse = await self._call_typed(
+            "plugin/installed", params, m.PluginInstalledResponse
+        )
+        return result
 
     async def plugin_reconcile(
         self,
@@ -1870,12 +2077,15 @@ class ClientMethods:
         reason: str | None = None,
     ) -> m.PluginReconcileResponse:
         """``plugin/reconcile``."""
-        given = {k: v for k, v in {"reason": reason}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"reason": reason}.items() if v is not None}
         if params is None:
             params = m.PluginReconcileParams(**given)
         elif given:
             raise TypeError("plugin_reconcile() takes params or keyword arguments, not both")
-        return await self._call_typed("plugin/reconcile", params, m.PluginReconcileResponse)
+        result: m.PluginReconcileResponse = await self._call_typed(
+            "plugin/reconcile", params, m.PluginReconcileResponse
+        )
+        return result
 
     async def plugin_read(
         self,
@@ -1887,7 +2097,7 @@ class ClientMethods:
         remote_marketplace_name: str | None = None,
     ) -> m.PluginReadResponse:
         """``plugin/read``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "plugin_name": plugin_name,
@@ -1900,7 +2110,10 @@ class ClientMethods:
             params = m.PluginReadParams(**given)
         elif given:
             raise TypeError("plugin_read() takes params or keyword arguments, not both")
-        return await self._call_typed("plugin/read", params, m.PluginReadResponse)
+        result: m.PluginReadResponse = await self._call_typed(
+            "plugin/read", params, m.PluginReadResponse
+        )
+        return result
 
     async def plugin_skill_read(
         self,
@@ -1912,7 +2125,7 @@ class ClientMethods:
         skill_name: str | None = None,
     ) -> m.PluginSkillReadResponse:
         """``plugin/skill/read``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "remote_marketplace_name": remote_marketplace_name,
@@ -1925,7 +2138,10 @@ class ClientMethods:
             params = m.PluginSkillReadParams(**given)
         elif given:
             raise TypeError("plugin_skill_read() takes params or keyword arguments, not both")
-        return await self._call_typed("plugin/skill/read", params, m.PluginSkillReadResponse)
+        result: m.PluginSkillReadResponse = await self._call_typed(
+            "plugin/skill/read", params, m.PluginSkillReadResponse
+        )
+        return result
 
     async def plugin_share_save(
         self,
@@ -1938,7 +2154,7 @@ class ClientMethods:
         share_targets: list[m.PluginShareTarget] | None = None,
     ) -> m.PluginShareSaveResponse:
         """``plugin/share/save``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "plugin_path": plugin_path,
@@ -1952,7 +2168,10 @@ class ClientMethods:
             params = m.PluginShareSaveParams(**given)
         elif given:
             raise TypeError("plugin_share_save() takes params or keyword arguments, not both")
-        return await self._call_typed("plugin/share/save", params, m.PluginShareSaveResponse)
+        result: m.PluginShareSaveResponse = await self._call_typed(
+            "plugin/share/save", params, m.PluginShareSaveResponse
+        )
+        return result
 
     async def plugin_share_update_targets(
         self,
@@ -1964,7 +2183,7 @@ class ClientMethods:
         share_targets: list[m.PluginShareTarget] | None = None,
     ) -> m.PluginShareUpdateTargetsResponse:
         """``plugin/share/updateTargets``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "discoverability": discoverability,
@@ -1979,9 +2198,10 @@ class ClientMethods:
             raise TypeError(
                 "plugin_share_update_targets() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.PluginShareUpdateTargetsResponse = await self._call_typed(
             "plugin/share/updateTargets", params, m.PluginShareUpdateTargetsResponse
         )
+        return result
 
     async def plugin_share_list(
         self,
@@ -1991,7 +2211,10 @@ class ClientMethods:
         """``plugin/share/list``."""
         if params is None:
             params = m.PluginShareListParams()
-        return await self._call_typed("plugin/share/list", params, m.PluginShareListResponse)
+        result: m.PluginShareListResponse = await self._call_typed(
+            "plugin/share/list", params, m.PluginShareListResponse
+        )
+        return result
 
     async def plugin_share_checkout(
         self,
@@ -2001,14 +2224,17 @@ class ClientMethods:
         remote_plugin_id: str | None = None,
     ) -> m.PluginShareCheckoutResponse:
         """``plugin/share/checkout``."""
-        given = {k: v for k, v in {"remote_plugin_id": remote_plugin_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"remote_plugin_id": remote_plugin_id}.items() if v is not None
+        }
         if params is None:
             params = m.PluginShareCheckoutParams(**given)
         elif given:
             raise TypeError("plugin_share_checkout() takes params or keyword arguments, not both")
-        return await self._call_typed(
+        result: m.PluginShareCheckoutResponse = await self._call_typed(
             "plugin/share/checkout", params, m.PluginShareCheckoutResponse
         )
+        return result
 
     async def plugin_share_delete(
         self,
@@ -2018,12 +2244,17 @@ class ClientMethods:
         remote_plugin_id: str | None = None,
     ) -> m.PluginShareDeleteResponse:
         """``plugin/share/delete``."""
-        given = {k: v for k, v in {"remote_plugin_id": remote_plugin_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"remote_plugin_id": remote_plugin_id}.items() if v is not None
+        }
         if params is None:
             params = m.PluginShareDeleteParams(**given)
         elif given:
             raise TypeError("plugin_share_delete() takes params or keyword arguments, not both")
-        return await self._call_typed("plugin/share/delete", params, m.PluginShareDeleteResponse)
+        result: m.PluginShareDeleteResponse = await self._call_typed(
+            "plugin/share/delete", params, m.PluginShareDeleteResponse
+        )
+        return result
 
     async def app_read(
         self,
@@ -2035,7 +2266,7 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.AppsReadResponse:
         """``app/read``: EXPERIMENTAL - read metadata for specific apps/connectors."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "app_ids": app_ids,
@@ -2048,7 +2279,8 @@ class ClientMethods:
             params = m.AppsReadParams(**given)
         elif given:
             raise TypeError("app_read() takes params or keyword arguments, not both")
-        return await self._call_typed("app/read", params, m.AppsReadResponse)
+        result: m.AppsReadResponse = await self._call_typed("app/read", params, m.AppsReadResponse)
+        return result
 
     async def app_list(
         self,
@@ -2061,7 +2293,7 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.AppsListResponse:
         """``app/list``: EXPERIMENTAL - list available apps/connectors."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "cursor": cursor,
@@ -2075,7 +2307,8 @@ class ClientMethods:
             params = m.AppsListParams(**given)
         elif given:
             raise TypeError("app_list() takes params or keyword arguments, not both")
-        return await self._call_typed("app/list", params, m.AppsListResponse)
+        result: m.AppsListResponse = await self._call_typed("app/list", params, m.AppsListResponse)
+        return result
 
     async def app_installed(
         self,
@@ -2086,7 +2319,7 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.AppsInstalledResponse:
         """``app/installed``: Read the committed installed connector runtime snapshot."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"force_refresh": force_refresh, "thread_id": thread_id}.items()
             if v is not None
@@ -2095,7 +2328,10 @@ class ClientMethods:
             params = m.AppsInstalledParams(**given)
         elif given:
             raise TypeError("app_installed() takes params or keyword arguments, not both")
-        return await self._call_typed("app/installed", params, m.AppsInstalledResponse)
+        result: m.AppsInstalledResponse = await self._call_typed(
+            "app/installed", params, m.AppsInstalledResponse
+        )
+        return result
 
     async def fs_read_file(
         self,
@@ -2105,12 +2341,15 @@ class ClientMethods:
         path: m.AbsolutePathBuf | None = None,
     ) -> m.FsReadFileResponse:
         """``fs/readFile``: Read a file from the host filesystem."""
-        given = {k: v for k, v in {"path": path}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"path": path}.items() if v is not None}
         if params is None:
             params = m.FsReadFileParams(**given)
         elif given:
             raise TypeError("fs_read_file() takes params or keyword arguments, not both")
-        return await self._call_typed("fs/readFile", params, m.FsReadFileResponse)
+        result: m.FsReadFileResponse = await self._call_typed(
+            "fs/readFile", params, m.FsReadFileResponse
+        )
+        return result
 
     async def fs_write_file(
         self,
@@ -2121,14 +2360,17 @@ class ClientMethods:
         path: m.AbsolutePathBuf | None = None,
     ) -> m.FsWriteFileResponse:
         """``fs/writeFile``: Write a file on the host filesystem."""
-        given = {
+        given: dict[str, Any] = {
             k: v for k, v in {"data_base64": data_base64, "path": path}.items() if v is not None
         }
         if params is None:
             params = m.FsWriteFileParams(**given)
         elif given:
             raise TypeError("fs_write_file() takes params or keyword arguments, not both")
-        return await self._call_typed("fs/writeFile", params, m.FsWriteFileResponse)
+        result: m.FsWriteFileResponse = await self._call_typed(
+            "fs/writeFile", params, m.FsWriteFileResponse
+        )
+        return result
 
     async def fs_create_directory(
         self,
@@ -2139,12 +2381,17 @@ class ClientMethods:
         recursive: bool | None = None,
     ) -> m.FsCreateDirectoryResponse:
         """``fs/createDirectory``: Create a directory on the host filesystem."""
-        given = {k: v for k, v in {"path": path, "recursive": recursive}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"path": path, "recursive": recursive}.items() if v is not None
+        }
         if params is None:
             params = m.FsCreateDirectoryParams(**given)
         elif given:
             raise TypeError("fs_create_directory() takes params or keyword arguments, not both")
-        return await self._call_typed("fs/createDirectory", params, m.FsCreateDirectoryResponse)
+        result: m.FsCreateDirectoryResponse = await self._call_typed(
+            "fs/createDirectory", params, m.FsCreateDirectoryResponse
+        )
+        return result
 
     async def fs_get_metadata(
         self,
@@ -2154,12 +2401,15 @@ class ClientMethods:
         path: m.AbsolutePathBuf | None = None,
     ) -> m.FsGetMetadataResponse:
         """``fs/getMetadata``: Request metadata for an absolute path."""
-        given = {k: v for k, v in {"path": path}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"path": path}.items() if v is not None}
         if params is None:
             params = m.FsGetMetadataParams(**given)
         elif given:
             raise TypeError("fs_get_metadata() takes params or keyword arguments, not both")
-        return await self._call_typed("fs/getMetadata", params, m.FsGetMetadataResponse)
+        result: m.FsGetMetadataResponse = await self._call_typed(
+            "fs/getMetadata", params, m.FsGetMetadataResponse
+        )
+        return result
 
     async def fs_read_directory(
         self,
@@ -2169,12 +2419,15 @@ class ClientMethods:
         path: m.AbsolutePathBuf | None = None,
     ) -> m.FsReadDirectoryResponse:
         """``fs/readDirectory``: List direct child names for a directory."""
-        given = {k: v for k, v in {"path": path}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"path": path}.items() if v is not None}
         if params is None:
             params = m.FsReadDirectoryParams(**given)
         elif given:
             raise TypeError("fs_read_directory() takes params or keyword arguments, not both")
-        return await self._call_typed("fs/readDirectory", params, m.FsReadDirectoryResponse)
+        result: m.FsReadDirectoryResponse = await self._call_typed(
+            "fs/readDirectory", params, m.FsReadDirectoryResponse
+        )
+        return result
 
     async def fs_remove(
         self,
@@ -2186,7 +2439,7 @@ class ClientMethods:
         recursive: bool | None = None,
     ) -> m.FsRemoveResponse:
         """``fs/remove``: Remove a file or directory tree from the host filesystem."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"path": path, "force": force, "recursive": recursive}.items()
             if v is not None
@@ -2195,7 +2448,8 @@ class ClientMethods:
             params = m.FsRemoveParams(**given)
         elif given:
             raise TypeError("fs_remove() takes params or keyword arguments, not both")
-        return await self._call_typed("fs/remove", params, m.FsRemoveResponse)
+        result: m.FsRemoveResponse = await self._call_typed("fs/remove", params, m.FsRemoveResponse)
+        return result
 
     async def fs_copy(
         self,
@@ -2207,7 +2461,7 @@ class ClientMethods:
         recursive: bool | None = None,
     ) -> m.FsCopyResponse:
         """``fs/copy``: Copy a file or directory tree on the host filesystem."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "destination_path": destination_path,
@@ -2220,7 +2474,8 @@ class ClientMethods:
             params = m.FsCopyParams(**given)
         elif given:
             raise TypeError("fs_copy() takes params or keyword arguments, not both")
-        return await self._call_typed("fs/copy", params, m.FsCopyResponse)
+        result: m.FsCopyResponse = await self._call_typed("fs/copy", params, m.FsCopyResponse)
+        return result
 
     async def fs_watch(
         self,
@@ -2231,12 +2486,15 @@ class ClientMethods:
         watch_id: str | None = None,
     ) -> m.FsWatchResponse:
         """``fs/watch``: Start filesystem watch notifications for an absolute path."""
-        given = {k: v for k, v in {"path": path, "watch_id": watch_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"path": path, "watch_id": watch_id}.items() if v is not None
+        }
         if params is None:
             params = m.FsWatchParams(**given)
         elif given:
             raise TypeError("fs_watch() takes params or keyword arguments, not both")
-        return await self._call_typed("fs/watch", params, m.FsWatchResponse)
+        result: m.FsWatchResponse = await self._call_typed("fs/watch", params, m.FsWatchResponse)
+        return result
 
     async def fs_unwatch(
         self,
@@ -2246,12 +2504,15 @@ class ClientMethods:
         watch_id: str | None = None,
     ) -> m.FsUnwatchResponse:
         """``fs/unwatch``: Stop filesystem watch notifications for a prior `fs/watch`."""
-        given = {k: v for k, v in {"watch_id": watch_id}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"watch_id": watch_id}.items() if v is not None}
         if params is None:
             params = m.FsUnwatchParams(**given)
         elif given:
             raise TypeError("fs_unwatch() takes params or keyword arguments, not both")
-        return await self._call_typed("fs/unwatch", params, m.FsUnwatchResponse)
+        result: m.FsUnwatchResponse = await self._call_typed(
+            "fs/unwatch", params, m.FsUnwatchResponse
+        )
+        return result
 
     async def skills_config_write(
         self,
@@ -2263,7 +2524,7 @@ class ClientMethods:
         path: m.AbsolutePathBuf | None = None,
     ) -> m.SkillsConfigWriteResponse:
         """``skills/config/write``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"enabled": enabled, "name": name, "path": path}.items()
             if v is not None
@@ -2272,7 +2533,10 @@ class ClientMethods:
             params = m.SkillsConfigWriteParams(**given)
         elif given:
             raise TypeError("skills_config_write() takes params or keyword arguments, not both")
-        return await self._call_typed("skills/config/write", params, m.SkillsConfigWriteResponse)
+        result: m.SkillsConfigWriteResponse = await self._call_typed(
+            "skills/config/write", params, m.SkillsConfigWriteResponse
+        )
+        return result
 
     async def plugin_install(
         self,
@@ -2285,7 +2549,7 @@ class ClientMethods:
         remote_marketplace_name: str | None = None,
     ) -> m.PluginInstallResponse:
         """``plugin/install``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "plugin_name": plugin_name,
@@ -2299,7 +2563,10 @@ class ClientMethods:
             params = m.PluginInstallParams(**given)
         elif given:
             raise TypeError("plugin_install() takes params or keyword arguments, not both")
-        return await self._call_typed("plugin/install", params, m.PluginInstallResponse)
+        result: m.PluginInstallResponse = await self._call_typed(
+            "plugin/install", params, m.PluginInstallResponse
+        )
+        return result
 
     async def plugin_uninstall(
         self,
@@ -2309,12 +2576,15 @@ class ClientMethods:
         plugin_id: str | None = None,
     ) -> m.PluginUninstallResponse:
         """``plugin/uninstall``."""
-        given = {k: v for k, v in {"plugin_id": plugin_id}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"plugin_id": plugin_id}.items() if v is not None}
         if params is None:
             params = m.PluginUninstallParams(**given)
         elif given:
             raise TypeError("plugin_uninstall() takes params or keyword arguments, not both")
-        return await self._call_typed("plugin/uninstall", params, m.PluginUninstallResponse)
+        result: m.PluginUninstallResponse = await self._call_typed(
+            "plugin/uninstall", params, m.PluginUninstallResponse
+        )
+        return result
 
     async def turn_start(
         self,
@@ -2350,7 +2620,7 @@ class ClientMethods:
         turn_trigger: str | None = None,
     ) -> m.TurnStartResponse:
         """``turn/start``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "input": input,
@@ -2387,7 +2657,10 @@ class ClientMethods:
             params = m.TurnStartParams(**given)
         elif given:
             raise TypeError("turn_start() takes params or keyword arguments, not both")
-        return await self._call_typed("turn/start", params, m.TurnStartResponse)
+        result: m.TurnStartResponse = await self._call_typed(
+            "turn/start", params, m.TurnStartResponse
+        )
+        return result
 
     async def turn_settings_update(
         self,
@@ -2406,7 +2679,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "thread_id": thread_id,
@@ -2423,7 +2696,10 @@ class ClientMethods:
             params = m.TurnSettingsUpdateParams(**given)
         elif given:
             raise TypeError("turn_settings_update() takes params or keyword arguments, not both")
-        return await self._call_typed("turn/settings/update", params, m.TurnSettingsUpdateResponse)
+        result: m.TurnSettingsUpdateResponse = await self._call_typed(
+            "turn/settings/update", params, m.TurnSettingsUpdateResponse
+        )
+        return result
 
     async def turn_steer(
         self,
@@ -2438,7 +2714,7 @@ class ClientMethods:
         responsesapi_client_metadata: dict[str, str] | None = None,
     ) -> m.TurnSteerResponse:
         """``turn/steer``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "expected_turn_id": expected_turn_id,
@@ -2454,7 +2730,10 @@ class ClientMethods:
             params = m.TurnSteerParams(**given)
         elif given:
             raise TypeError("turn_steer() takes params or keyword arguments, not both")
-        return await self._call_typed("turn/steer", params, m.TurnSteerResponse)
+        result: m.TurnSteerResponse = await self._call_typed(
+            "turn/steer", params, m.TurnSteerResponse
+        )
+        return result
 
     async def turn_interrupt(
         self,
@@ -2465,14 +2744,17 @@ class ClientMethods:
         turn_id: str | None = None,
     ) -> m.TurnInterruptResponse:
         """``turn/interrupt``."""
-        given = {
+        given: dict[str, Any] = {
             k: v for k, v in {"thread_id": thread_id, "turn_id": turn_id}.items() if v is not None
         }
         if params is None:
             params = m.TurnInterruptParams(**given)
         elif given:
             raise TypeError("turn_interrupt() takes params or keyword arguments, not both")
-        return await self._call_typed("turn/interrupt", params, m.TurnInterruptResponse)
+        result: m.TurnInterruptResponse = await self._call_typed(
+            "turn/interrupt", params, m.TurnInterruptResponse
+        )
+        return result
 
     async def thread_realtime_start(
         self,
@@ -2504,7 +2786,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "output_modality": output_modality,
@@ -2534,9 +2816,10 @@ class ClientMethods:
             params = m.ThreadRealtimeStartParams(**given)
         elif given:
             raise TypeError("thread_realtime_start() takes params or keyword arguments, not both")
-        return await self._call_typed(
+        result: m.ThreadRealtimeStartResponse = await self._call_typed(
             "thread/realtime/start", params, m.ThreadRealtimeStartResponse
         )
+        return result
 
     async def thread_realtime_append_audio(
         self,
@@ -2550,16 +2833,19 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {k: v for k, v in {"audio": audio, "thread_id": thread_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"audio": audio, "thread_id": thread_id}.items() if v is not None
+        }
         if params is None:
             params = m.ThreadRealtimeAppendAudioParams(**given)
         elif given:
             raise TypeError(
                 "thread_realtime_append_audio() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ThreadRealtimeAppendAudioResponse = await self._call_typed(
             "thread/realtime/appendAudio", params, m.ThreadRealtimeAppendAudioResponse
         )
+        return result
 
     async def thread_realtime_append_text(
         self,
@@ -2574,7 +2860,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"text": text, "thread_id": thread_id, "role": role}.items()
             if v is not None
@@ -2585,9 +2871,10 @@ class ClientMethods:
             raise TypeError(
                 "thread_realtime_append_text() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ThreadRealtimeAppendTextResponse = await self._call_typed(
             "thread/realtime/appendText", params, m.ThreadRealtimeAppendTextResponse
         )
+        return result
 
     async def thread_realtime_append_speech(
         self,
@@ -2601,16 +2888,19 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {k: v for k, v in {"text": text, "thread_id": thread_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"text": text, "thread_id": thread_id}.items() if v is not None
+        }
         if params is None:
             params = m.ThreadRealtimeAppendSpeechParams(**given)
         elif given:
             raise TypeError(
                 "thread_realtime_append_speech() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ThreadRealtimeAppendSpeechResponse = await self._call_typed(
             "thread/realtime/appendSpeech", params, m.ThreadRealtimeAppendSpeechResponse
         )
+        return result
 
     async def thread_realtime_stop(
         self,
@@ -2623,12 +2913,15 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"thread_id": thread_id}.items() if v is not None}
         if params is None:
             params = m.ThreadRealtimeStopParams(**given)
         elif given:
             raise TypeError("thread_realtime_stop() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/realtime/stop", params, m.ThreadRealtimeStopResponse)
+        result: m.ThreadRealtimeStopResponse = await self._call_typed(
+            "thread/realtime/stop", params, m.ThreadRealtimeStopResponse
+        )
+        return result
 
     async def thread_timeline_list(
         self,
@@ -2643,7 +2936,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"thread_id": thread_id, "cursor": cursor, "limit": limit}.items()
             if v is not None
@@ -2652,7 +2945,10 @@ class ClientMethods:
             params = m.ThreadTimelineListParams(**given)
         elif given:
             raise TypeError("thread_timeline_list() takes params or keyword arguments, not both")
-        return await self._call_typed("thread/timeline/list", params, m.ThreadTimelineListResponse)
+        result: m.ThreadTimelineListResponse = await self._call_typed(
+            "thread/timeline/list", params, m.ThreadTimelineListResponse
+        )
+        return result
 
     async def thread_realtime_list_voices(
         self,
@@ -2665,9 +2961,10 @@ class ClientMethods:
         """
         if params is None:
             params = m.ThreadRealtimeListVoicesParams()
-        return await self._call_typed(
+        result: m.ThreadRealtimeListVoicesResponse = await self._call_typed(
             "thread/realtime/listVoices", params, m.ThreadRealtimeListVoicesResponse
         )
+        return result
 
     async def review_start(
         self,
@@ -2679,7 +2976,7 @@ class ClientMethods:
         delivery: m.ReviewDelivery | None = None,
     ) -> m.ReviewStartResponse:
         """``review/start``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"target": target, "thread_id": thread_id, "delivery": delivery}.items()
             if v is not None
@@ -2688,7 +2985,10 @@ class ClientMethods:
             params = m.ReviewStartParams(**given)
         elif given:
             raise TypeError("review_start() takes params or keyword arguments, not both")
-        return await self._call_typed("review/start", params, m.ReviewStartResponse)
+        result: m.ReviewStartResponse = await self._call_typed(
+            "review/start", params, m.ReviewStartResponse
+        )
+        return result
 
     async def model_list(
         self,
@@ -2700,7 +3000,7 @@ class ClientMethods:
         limit: int | None = None,
     ) -> m.ModelListResponse:
         """``model/list``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"cursor": cursor, "include_hidden": include_hidden, "limit": limit}.items()
             if v is not None
@@ -2709,23 +3009,31 @@ class ClientMethods:
             params = m.ModelListParams(**given)
         elif given:
             raise TypeError("model_list() takes params or keyword arguments, not both")
-        return await self._call_typed("model/list", params, m.ModelListResponse)
+        result: m.ModelListResponse = await self._call_typed(
+            "model/list", params, m.ModelListResponse
+        )
+        return result
 
     async def account_gateway_o_auth_read(self) -> m.GatewayOAuthReadResponse:
         """``account/gatewayOAuth/read``."""
-        return await self._call_typed("account/gatewayOAuth/read", None, m.GatewayOAuthReadResponse)
+        result: m.GatewayOAuthReadResponse = await self._call_typed(
+            "account/gatewayOAuth/read", None, m.GatewayOAuthReadResponse
+        )
+        return result
 
     async def account_gateway_o_auth_login(self) -> m.GatewayOAuthLoginResponse:
         """``account/gatewayOAuth/login``."""
-        return await self._call_typed(
+        result: m.GatewayOAuthLoginResponse = await self._call_typed(
             "account/gatewayOAuth/login", None, m.GatewayOAuthLoginResponse
         )
+        return result
 
     async def account_gateway_o_auth_cancel(self) -> m.GatewayOAuthCancelResponse:
         """``account/gatewayOAuth/cancel``."""
-        return await self._call_typed(
+        result: m.GatewayOAuthCancelResponse = await self._call_typed(
             "account/gatewayOAuth/cancel", None, m.GatewayOAuthCancelResponse
         )
+        return result
 
     async def model_provider_capabilities_read(
         self,
@@ -2735,9 +3043,10 @@ class ClientMethods:
         """``modelProvider/capabilities/read``."""
         if params is None:
             params = m.ModelProviderCapabilitiesReadParams()
-        return await self._call_typed(
+        result: m.ModelProviderCapabilitiesReadResponse = await self._call_typed(
             "modelProvider/capabilities/read", params, m.ModelProviderCapabilitiesReadResponse
         )
+        return result
 
     async def experimental_feature_list(
         self,
@@ -2749,7 +3058,7 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.ExperimentalFeatureListResponse:
         """``experimentalFeature/list``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"cursor": cursor, "limit": limit, "thread_id": thread_id}.items()
             if v is not None
@@ -2760,9 +3069,10 @@ class ClientMethods:
             raise TypeError(
                 "experimental_feature_list() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ExperimentalFeatureListResponse = await self._call_typed(
             "experimentalFeature/list", params, m.ExperimentalFeatureListResponse
         )
+        return result
 
     async def permission_profile_list(
         self,
@@ -2774,16 +3084,17 @@ class ClientMethods:
         limit: int | None = None,
     ) -> m.PermissionProfileListResponse:
         """``permissionProfile/list``."""
-        given = {
+        given: dict[str, Any] = {
             k: v for k, v in {"cursor": cursor, "cwd": cwd, "limit": limit}.items() if v is not None
         }
         if params is None:
             params = m.PermissionProfileListParams(**given)
         elif given:
             raise TypeError("permission_profile_list() takes params or keyword arguments, not both")
-        return await self._call_typed(
+        result: m.PermissionProfileListResponse = await self._call_typed(
             "permissionProfile/list", params, m.PermissionProfileListResponse
         )
+        return result
 
     async def experimental_feature_enablement_set(
         self,
@@ -2793,39 +3104,49 @@ class ClientMethods:
         enablement: dict[str, bool] | None = None,
     ) -> m.ExperimentalFeatureEnablementSetResponse:
         """``experimentalFeature/enablement/set``."""
-        given = {k: v for k, v in {"enablement": enablement}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"enablement": enablement}.items() if v is not None
+        }
         if params is None:
             params = m.ExperimentalFeatureEnablementSetParams(**given)
         elif given:
             raise TypeError(
                 "experimental_feature_enablement_set() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ExperimentalFeatureEnablementSetResponse = await self._call_typed(
             "experimentalFeature/enablement/set", params, m.ExperimentalFeatureEnablementSetResponse
         )
+        return result
 
     async def remote_control_enable(self) -> m.RemoteControlEnableResponse:
         """``remoteControl/enable``.
 
         Experimental: not in the stable schema.
         """
-        return await self._call_typed("remoteControl/enable", None, m.RemoteControlEnableResponse)
+        result: m.RemoteControlEnableResponse = await self._call_typed(
+            "remoteControl/enable", None, m.RemoteControlEnableResponse
+        )
+        return result
 
     async def remote_control_disable(self) -> m.RemoteControlDisableResponse:
         """``remoteControl/disable``.
 
         Experimental: not in the stable schema.
         """
-        return await self._call_typed("remoteControl/disable", None, m.RemoteControlDisableResponse)
+        result: m.RemoteControlDisableResponse = await self._call_typed(
+            "remoteControl/disable", None, m.RemoteControlDisableResponse
+        )
+        return result
 
     async def remote_control_status_read(self) -> m.RemoteControlStatusReadResponse:
         """``remoteControl/status/read``.
 
         Experimental: not in the stable schema.
         """
-        return await self._call_typed(
+        result: m.RemoteControlStatusReadResponse = await self._call_typed(
             "remoteControl/status/read", None, m.RemoteControlStatusReadResponse
         )
+        return result
 
     async def remote_control_pairing_start(
         self,
@@ -2838,16 +3159,19 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {k: v for k, v in {"manual_code": manual_code}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"manual_code": manual_code}.items() if v is not None
+        }
         if params is None:
             params = m.RemoteControlPairingStartParams(**given)
         elif given:
             raise TypeError(
                 "remote_control_pairing_start() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.RemoteControlPairingStartResponse = await self._call_typed(
             "remoteControl/pairing/start", params, m.RemoteControlPairingStartResponse
         )
+        return result
 
     async def remote_control_pairing_status(
         self,
@@ -2861,7 +3185,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "manual_pairing_code": manual_pairing_code,
@@ -2875,9 +3199,10 @@ class ClientMethods:
             raise TypeError(
                 "remote_control_pairing_status() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.RemoteControlPairingStatusResponse = await self._call_typed(
             "remoteControl/pairing/status", params, m.RemoteControlPairingStatusResponse
         )
+        return result
 
     async def remote_control_client_list(
         self,
@@ -2893,7 +3218,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "environment_id": environment_id,
@@ -2909,9 +3234,10 @@ class ClientMethods:
             raise TypeError(
                 "remote_control_client_list() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.RemoteControlClientsListResponse = await self._call_typed(
             "remoteControl/client/list", params, m.RemoteControlClientsListResponse
         )
+        return result
 
     async def remote_control_client_revoke(
         self,
@@ -2925,7 +3251,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"client_id": client_id, "environment_id": environment_id}.items()
             if v is not None
@@ -2936,9 +3262,10 @@ class ClientMethods:
             raise TypeError(
                 "remote_control_client_revoke() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.RemoteControlClientsRevokeResponse = await self._call_typed(
             "remoteControl/client/revoke", params, m.RemoteControlClientsRevokeResponse
         )
+        return result
 
     async def collaboration_mode_list(
         self,
@@ -2951,9 +3278,10 @@ class ClientMethods:
         """
         if params is None:
             params = m.CollaborationModeListParams()
-        return await self._call_typed(
+        result: m.CollaborationModeListResponse = await self._call_typed(
             "collaborationMode/list", params, m.CollaborationModeListResponse
         )
+        return result
 
     async def mock_experimental_method(
         self,
@@ -2966,16 +3294,17 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {k: v for k, v in {"value": value}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"value": value}.items() if v is not None}
         if params is None:
             params = m.MockExperimentalMethodParams(**given)
         elif given:
             raise TypeError(
                 "mock_experimental_method() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.MockExperimentalMethodResponse = await self._call_typed(
             "mock/experimentalMethod", params, m.MockExperimentalMethodResponse
         )
+        return result
 
     async def environment_add(
         self,
@@ -2993,7 +3322,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "environment_id": environment_id,
@@ -3009,7 +3338,10 @@ class ClientMethods:
             params = m.EnvironmentAddParams(**given)
         elif given:
             raise TypeError("environment_add() takes params or keyword arguments, not both")
-        return await self._call_typed("environment/add", params, m.EnvironmentAddResponse)
+        result: m.EnvironmentAddResponse = await self._call_typed(
+            "environment/add", params, m.EnvironmentAddResponse
+        )
+        return result
 
     async def environment_info(
         self,
@@ -3022,12 +3354,17 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {k: v for k, v in {"environment_id": environment_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"environment_id": environment_id}.items() if v is not None
+        }
         if params is None:
             params = m.EnvironmentInfoParams(**given)
         elif given:
             raise TypeError("environment_info() takes params or keyword arguments, not both")
-        return await self._call_typed("environment/info", params, m.EnvironmentInfoResponse)
+        result: m.EnvironmentInfoResponse = await self._call_typed(
+            "environment/info", params, m.EnvironmentInfoResponse
+        )
+        return result
 
     async def environment_status(
         self,
@@ -3040,12 +3377,17 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {k: v for k, v in {"environment_id": environment_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"environment_id": environment_id}.items() if v is not None
+        }
         if params is None:
             params = m.EnvironmentStatusParams(**given)
         elif given:
             raise TypeError("environment_status() takes params or keyword arguments, not both")
-        return await self._call_typed("environment/status", params, m.EnvironmentStatusResponse)
+        result: m.EnvironmentStatusResponse = await self._call_typed(
+            "environment/status", params, m.EnvironmentStatusResponse
+        )
+        return result
 
     async def mcp_server_oauth_login(
         self,
@@ -3059,7 +3401,7 @@ class ClientMethods:
         timeout_secs: int | None = None,
     ) -> m.McpServerOauthLoginResponse:
         """``mcpServer/oauth/login``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "name": name,
@@ -3074,13 +3416,17 @@ class ClientMethods:
             params = m.McpServerOauthLoginParams(**given)
         elif given:
             raise TypeError("mcp_server_oauth_login() takes params or keyword arguments, not both")
-        return await self._call_typed(
+        result: m.McpServerOauthLoginResponse = await self._call_typed(
             "mcpServer/oauth/login", params, m.McpServerOauthLoginResponse
         )
+        return result
 
     async def config_mcp_server_reload(self) -> m.McpServerRefreshResponse:
         """``config/mcpServer/reload``."""
-        return await self._call_typed("config/mcpServer/reload", None, m.McpServerRefreshResponse)
+        result: m.McpServerRefreshResponse = await self._call_typed(
+            "config/mcpServer/reload", None, m.McpServerRefreshResponse
+        )
+        return result
 
     async def mcp_server_status_list(
         self,
@@ -3094,7 +3440,7 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.ListMcpServerStatusResponse:
         """``mcpServerStatus/list``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "cursor": cursor,
@@ -3109,7 +3455,10 @@ class ClientMethods:
             params = m.ListMcpServerStatusParams(**given)
         elif given:
             raise TypeError("mcp_server_status_list() takes params or keyword arguments, not both")
-        return await self._call_typed("mcpServerStatus/list", params, m.ListMcpServerStatusResponse)
+        result: m.ListMcpServerStatusResponse = await self._call_typed(
+            "mcpServerStatus/list", params, m.ListMcpServerStatusResponse
+        )
+        return result
 
     async def mcp_server_resource_read(
         self,
@@ -3124,7 +3473,7 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.McpResourceReadResponse:
         """``mcpServer/resource/read``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "server": server,
@@ -3142,7 +3491,10 @@ class ClientMethods:
             raise TypeError(
                 "mcp_server_resource_read() takes params or keyword arguments, not both"
             )
-        return await self._call_typed("mcpServer/resource/read", params, m.McpResourceReadResponse)
+        result: m.McpResourceReadResponse = await self._call_typed(
+            "mcpServer/resource/read", params, m.McpResourceReadResponse
+        )
+        return result
 
     async def mcp_server_event_stream_start(
         self,
@@ -3160,7 +3512,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "arguments": arguments,
@@ -3178,9 +3530,10 @@ class ClientMethods:
             raise TypeError(
                 "mcp_server_event_stream_start() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.McpServerEventStreamStartResponse = await self._call_typed(
             "mcpServer/event/stream/start", params, m.McpServerEventStreamStartResponse
         )
+        return result
 
     async def mcp_server_event_stream_stop(
         self,
@@ -3193,16 +3546,19 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {k: v for k, v in {"subscription_id": subscription_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"subscription_id": subscription_id}.items() if v is not None
+        }
         if params is None:
             params = m.McpServerEventStreamStopParams(**given)
         elif given:
             raise TypeError(
                 "mcp_server_event_stream_stop() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.McpServerEventStreamStopResponse = await self._call_typed(
             "mcpServer/event/stream/stop", params, m.McpServerEventStreamStopResponse
         )
+        return result
 
     async def mcp_server_tool_call(
         self,
@@ -3216,7 +3572,7 @@ class ClientMethods:
         arguments: Any = None,
     ) -> m.McpServerToolCallResponse:
         """``mcpServer/tool/call``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "server": server,
@@ -3231,7 +3587,10 @@ class ClientMethods:
             params = m.McpServerToolCallParams(**given)
         elif given:
             raise TypeError("mcp_server_tool_call() takes params or keyword arguments, not both")
-        return await self._call_typed("mcpServer/tool/call", params, m.McpServerToolCallResponse)
+        result: m.McpServerToolCallResponse = await self._call_typed(
+            "mcpServer/tool/call", params, m.McpServerToolCallResponse
+        )
+        return result
 
     async def windows_sandbox_setup_start(
         self,
@@ -3242,26 +3601,33 @@ class ClientMethods:
         cwd: m.AbsolutePathBuf | None = None,
     ) -> m.WindowsSandboxSetupStartResponse:
         """``windowsSandbox/setupStart``."""
-        given = {k: v for k, v in {"mode": mode, "cwd": cwd}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"mode": mode, "cwd": cwd}.items() if v is not None
+        }
         if params is None:
             params = m.WindowsSandboxSetupStartParams(**given)
         elif given:
             raise TypeError(
                 "windows_sandbox_setup_start() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.WindowsSandboxSetupStartResponse = await self._call_typed(
             "windowsSandbox/setupStart", params, m.WindowsSandboxSetupStartResponse
         )
+        return result
 
     async def windows_sandbox_readiness(self) -> m.WindowsSandboxReadinessResponse:
         """``windowsSandbox/readiness``."""
-        return await self._call_typed(
+        result: m.WindowsSandboxReadinessResponse = await self._call_typed(
             "windowsSandbox/readiness", None, m.WindowsSandboxReadinessResponse
         )
+        return result
 
     async def account_login_start(self, params: Any = None, /) -> m.LoginAccountResponse:
         """``account/login/start``."""
-        return await self._call_typed("account/login/start", params, m.LoginAccountResponse)
+        result: m.LoginAccountResponse = await self._call_typed(
+            "account/login/start", params, m.LoginAccountResponse
+        )
+        return result
 
     async def account_bedrock_discover(
         self,
@@ -3274,14 +3640,20 @@ class ClientMethods:
         """
         if params is None:
             params = m.BedrockDiscoverParams()
-        return await self._call_typed("account/bedrock/discover", params, m.BedrockDiscoverResponse)
+        result: m.BedrockDiscoverResponse = await self._call_typed(
+            "account/bedrock/discover", params, m.BedrockDiscoverResponse
+        )
+        return result
 
     async def account_bedrock_setup(self, params: Any = None, /) -> m.BedrockSetupResponse:
         """``account/bedrock/setup``.
 
         Experimental: not in the stable schema.
         """
-        return await self._call_typed("account/bedrock/setup", params, m.BedrockSetupResponse)
+        result: m.BedrockSetupResponse = await self._call_typed(
+            "account/bedrock/setup", params, m.BedrockSetupResponse
+        )
+        return result
 
     async def account_bedrock_check_gov_cloud_requirements(
         self,
@@ -3294,11 +3666,12 @@ class ClientMethods:
         """
         if params is None:
             params = m.BedrockCheckGovCloudRequirementsParams()
-        return await self._call_typed(
+        result: m.BedrockCheckGovCloudRequirementsResponse = await self._call_typed(
             "account/bedrock/checkGovCloudRequirements",
             params,
             m.BedrockCheckGovCloudRequirementsResponse,
         )
+        return result
 
     async def account_login_cancel(
         self,
@@ -3308,22 +3681,29 @@ class ClientMethods:
         login_id: str | None = None,
     ) -> m.CancelLoginAccountResponse:
         """``account/login/cancel``."""
-        given = {k: v for k, v in {"login_id": login_id}.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in {"login_id": login_id}.items() if v is not None}
         if params is None:
             params = m.CancelLoginAccountParams(**given)
         elif given:
             raise TypeError("account_login_cancel() takes params or keyword arguments, not both")
-        return await self._call_typed("account/login/cancel", params, m.CancelLoginAccountResponse)
+        result: m.CancelLoginAccountResponse = await self._call_typed(
+            "account/login/cancel", params, m.CancelLoginAccountResponse
+        )
+        return result
 
     async def account_logout(self) -> m.LogoutAccountResponse:
         """``account/logout``."""
-        return await self._call_typed("account/logout", None, m.LogoutAccountResponse)
+        result: m.LogoutAccountResponse = await self._call_typed(
+            "account/logout", None, m.LogoutAccountResponse
+        )
+        return result
 
     async def account_rate_limits_read(self) -> m.GetAccountRateLimitsResponse:
         """``account/rateLimits/read``."""
-        return await self._call_typed(
+        result: m.GetAccountRateLimitsResponse = await self._call_typed(
             "account/rateLimits/read", None, m.GetAccountRateLimitsResponse
         )
+        return result
 
     async def account_rate_limit_reset_credit_consume(
         self,
@@ -3334,7 +3714,7 @@ class ClientMethods:
         credit_id: str | None = None,
     ) -> m.ConsumeAccountRateLimitResetCreditResponse:
         """``account/rateLimitResetCredit/consume``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"idempotency_key": idempotency_key, "credit_id": credit_id}.items()
             if v is not None
@@ -3345,21 +3725,26 @@ class ClientMethods:
             raise TypeError(
                 "account_rate_limit_reset_credit_consume() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ConsumeAccountRateLimitResetCreditResponse = await self._call_typed(
             "account/rateLimitResetCredit/consume",
             params,
             m.ConsumeAccountRateLimitResetCreditResponse,
         )
+        return result
 
     async def account_usage_read(self) -> m.GetAccountTokenUsageResponse:
         """``account/usage/read``."""
-        return await self._call_typed("account/usage/read", None, m.GetAccountTokenUsageResponse)
+        result: m.GetAccountTokenUsageResponse = await self._call_typed(
+            "account/usage/read", None, m.GetAccountTokenUsageResponse
+        )
+        return result
 
     async def account_workspace_messages_read(self) -> m.GetWorkspaceMessagesResponse:
         """``account/workspaceMessages/read``."""
-        return await self._call_typed(
+        result: m.GetWorkspaceMessagesResponse = await self._call_typed(
             "account/workspaceMessages/read", None, m.GetWorkspaceMessagesResponse
         )
+        return result
 
     async def account_send_add_credits_nudge_email(
         self,
@@ -3369,16 +3754,19 @@ class ClientMethods:
         credit_type: m.AddCreditsNudgeCreditType | None = None,
     ) -> m.SendAddCreditsNudgeEmailResponse:
         """``account/sendAddCreditsNudgeEmail``."""
-        given = {k: v for k, v in {"credit_type": credit_type}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"credit_type": credit_type}.items() if v is not None
+        }
         if params is None:
             params = m.SendAddCreditsNudgeEmailParams(**given)
         elif given:
             raise TypeError(
                 "account_send_add_credits_nudge_email() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.SendAddCreditsNudgeEmailResponse = await self._call_typed(
             "account/sendAddCreditsNudgeEmail", params, m.SendAddCreditsNudgeEmailResponse
         )
+        return result
 
     async def feedback_upload(
         self,
@@ -3393,7 +3781,7 @@ class ClientMethods:
         thread_id: str | None = None,
     ) -> m.FeedbackUploadResponse:
         """``feedback/upload``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "classification": classification,
@@ -3409,7 +3797,10 @@ class ClientMethods:
             params = m.FeedbackUploadParams(**given)
         elif given:
             raise TypeError("feedback_upload() takes params or keyword arguments, not both")
-        return await self._call_typed("feedback/upload", params, m.FeedbackUploadResponse)
+        result: m.FeedbackUploadResponse = await self._call_typed(
+            "feedback/upload", params, m.FeedbackUploadResponse
+        )
+        return result
 
     async def command_exec(
         self,
@@ -3432,7 +3823,7 @@ class ClientMethods:
         tty: bool | None = None,
     ) -> m.CommandExecResponse:
         """``command/exec``: Run a standalone command (argv vector) in the server sandbox without creating a thread or turn."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "command": command,
@@ -3456,7 +3847,10 @@ class ClientMethods:
             params = m.CommandExecParams(**given)
         elif given:
             raise TypeError("command_exec() takes params or keyword arguments, not both")
-        return await self._call_typed("command/exec", params, m.CommandExecResponse)
+        result: m.CommandExecResponse = await self._call_typed(
+            "command/exec", params, m.CommandExecResponse
+        )
+        return result
 
     async def command_exec_write(
         self,
@@ -3468,7 +3862,7 @@ class ClientMethods:
         delta_base64: str | None = None,
     ) -> m.CommandExecWriteResponse:
         """``command/exec/write``: Write stdin bytes to a running `command/exec` session, close stdin, or both."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "process_id": process_id,
@@ -3481,7 +3875,10 @@ class ClientMethods:
             params = m.CommandExecWriteParams(**given)
         elif given:
             raise TypeError("command_exec_write() takes params or keyword arguments, not both")
-        return await self._call_typed("command/exec/write", params, m.CommandExecWriteResponse)
+        result: m.CommandExecWriteResponse = await self._call_typed(
+            "command/exec/write", params, m.CommandExecWriteResponse
+        )
+        return result
 
     async def command_exec_terminate(
         self,
@@ -3491,14 +3888,17 @@ class ClientMethods:
         process_id: str | None = None,
     ) -> m.CommandExecTerminateResponse:
         """``command/exec/terminate``: Terminate a running `command/exec` session."""
-        given = {k: v for k, v in {"process_id": process_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"process_id": process_id}.items() if v is not None
+        }
         if params is None:
             params = m.CommandExecTerminateParams(**given)
         elif given:
             raise TypeError("command_exec_terminate() takes params or keyword arguments, not both")
-        return await self._call_typed(
+        result: m.CommandExecTerminateResponse = await self._call_typed(
             "command/exec/terminate", params, m.CommandExecTerminateResponse
         )
+        return result
 
     async def command_exec_resize(
         self,
@@ -3509,12 +3909,17 @@ class ClientMethods:
         size: m.CommandExecTerminalSize | None = None,
     ) -> m.CommandExecResizeResponse:
         """``command/exec/resize``: Resize a running PTY-backed `command/exec` session."""
-        given = {k: v for k, v in {"process_id": process_id, "size": size}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"process_id": process_id, "size": size}.items() if v is not None
+        }
         if params is None:
             params = m.CommandExecResizeParams(**given)
         elif given:
             raise TypeError("command_exec_resize() takes params or keyword arguments, not both")
-        return await self._call_typed("command/exec/resize", params, m.CommandExecResizeResponse)
+        result: m.CommandExecResizeResponse = await self._call_typed(
+            "command/exec/resize", params, m.CommandExecResizeResponse
+        )
+        return result
 
     async def process_spawn(
         self,
@@ -3536,7 +3941,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "command": command,
@@ -3556,7 +3961,10 @@ class ClientMethods:
             params = m.ProcessSpawnParams(**given)
         elif given:
             raise TypeError("process_spawn() takes params or keyword arguments, not both")
-        return await self._call_typed("process/spawn", params, m.ProcessSpawnResponse)
+        result: m.ProcessSpawnResponse = await self._call_typed(
+            "process/spawn", params, m.ProcessSpawnResponse
+        )
+        return result
 
     async def process_write_stdin(
         self,
@@ -3571,7 +3979,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "process_handle": process_handle,
@@ -3584,7 +3992,10 @@ class ClientMethods:
             params = m.ProcessWriteStdinParams(**given)
         elif given:
             raise TypeError("process_write_stdin() takes params or keyword arguments, not both")
-        return await self._call_typed("process/writeStdin", params, m.ProcessWriteStdinResponse)
+        result: m.ProcessWriteStdinResponse = await self._call_typed(
+            "process/writeStdin", params, m.ProcessWriteStdinResponse
+        )
+        return result
 
     async def process_kill(
         self,
@@ -3597,12 +4008,17 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {k: v for k, v in {"process_handle": process_handle}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"process_handle": process_handle}.items() if v is not None
+        }
         if params is None:
             params = m.ProcessKillParams(**given)
         elif given:
             raise TypeError("process_kill() takes params or keyword arguments, not both")
-        return await self._call_typed("process/kill", params, m.ProcessKillResponse)
+        result: m.ProcessKillResponse = await self._call_typed(
+            "process/kill", params, m.ProcessKillResponse
+        )
+        return result
 
     async def process_resize_pty(
         self,
@@ -3616,7 +4032,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"process_handle": process_handle, "size": size}.items()
             if v is not None
@@ -3625,7 +4041,10 @@ class ClientMethods:
             params = m.ProcessResizePtyParams(**given)
         elif given:
             raise TypeError("process_resize_pty() takes params or keyword arguments, not both")
-        return await self._call_typed("process/resizePty", params, m.ProcessResizePtyResponse)
+        result: m.ProcessResizePtyResponse = await self._call_typed(
+            "process/resizePty", params, m.ProcessResizePtyResponse
+        )
+        return result
 
     async def config_read(
         self,
@@ -3636,14 +4055,17 @@ class ClientMethods:
         include_layers: bool | None = None,
     ) -> m.ConfigReadResponse:
         """``config/read``."""
-        given = {
+        given: dict[str, Any] = {
             k: v for k, v in {"cwd": cwd, "include_layers": include_layers}.items() if v is not None
         }
         if params is None:
             params = m.ConfigReadParams(**given)
         elif given:
             raise TypeError("config_read() takes params or keyword arguments, not both")
-        return await self._call_typed("config/read", params, m.ConfigReadResponse)
+        result: m.ConfigReadResponse = await self._call_typed(
+            "config/read", params, m.ConfigReadResponse
+        )
+        return result
 
     async def external_agent_config_detect(
         self,
@@ -3658,7 +4080,7 @@ class ClientMethods:
         source: str | None = None,
     ) -> m.ExternalAgentConfigDetectResponse:
         """``externalAgentConfig/detect``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "cwds": cwds,
@@ -3676,9 +4098,10 @@ class ClientMethods:
             raise TypeError(
                 "external_agent_config_detect() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ExternalAgentConfigDetectResponse = await self._call_typed(
             "externalAgentConfig/detect", params, m.ExternalAgentConfigDetectResponse
         )
+        return result
 
     async def external_agent_config_import(
         self,
@@ -3691,7 +4114,7 @@ class ClientMethods:
         source: str | None = None,
     ) -> m.ExternalAgentConfigImportResponse:
         """``externalAgentConfig/import``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "migration_items": migration_items,
@@ -3707,9 +4130,10 @@ class ClientMethods:
             raise TypeError(
                 "external_agent_config_import() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ExternalAgentConfigImportResponse = await self._call_typed(
             "externalAgentConfig/import", params, m.ExternalAgentConfigImportResponse
         )
+        return result
 
     async def external_agent_config_import_record_history(
         self,
@@ -3721,7 +4145,7 @@ class ClientMethods:
         provider_id: str | None = None,
     ) -> m.ExternalAgentConfigImportHistoryRecordResponse:
         """``externalAgentConfig/import/recordHistory``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {"item_type_results": item_type_results, "provider_id": provider_id}.items()
             if v is not None
@@ -3732,21 +4156,23 @@ class ClientMethods:
             raise TypeError(
                 "external_agent_config_import_record_history() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.ExternalAgentConfigImportHistoryRecordResponse = await self._call_typed(
             "externalAgentConfig/import/recordHistory",
             params,
             m.ExternalAgentConfigImportHistoryRecordResponse,
         )
+        return result
 
     async def external_agent_config_import_read_histories(
         self,
     ) -> m.ExternalAgentConfigImportHistoriesReadResponse:
         """``externalAgentConfig/import/readHistories``."""
-        return await self._call_typed(
+        result: m.ExternalAgentConfigImportHistoriesReadResponse = await self._call_typed(
             "externalAgentConfig/import/readHistories",
             None,
             m.ExternalAgentConfigImportHistoriesReadResponse,
         )
+        return result
 
     async def config_value_write(
         self,
@@ -3760,7 +4186,7 @@ class ClientMethods:
         file_path: str | None = None,
     ) -> m.ConfigWriteResponse:
         """``config/value/write``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "key_path": key_path,
@@ -3775,7 +4201,10 @@ class ClientMethods:
             params = m.ConfigValueWriteParams(**given)
         elif given:
             raise TypeError("config_value_write() takes params or keyword arguments, not both")
-        return await self._call_typed("config/value/write", params, m.ConfigWriteResponse)
+        result: m.ConfigWriteResponse = await self._call_typed(
+            "config/value/write", params, m.ConfigWriteResponse
+        )
+        return result
 
     async def config_batch_write(
         self,
@@ -3788,7 +4217,7 @@ class ClientMethods:
         reload_user_config: bool | None = None,
     ) -> m.ConfigWriteResponse:
         """``config/batchWrite``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "edits": edits,
@@ -3802,13 +4231,17 @@ class ClientMethods:
             params = m.ConfigBatchWriteParams(**given)
         elif given:
             raise TypeError("config_batch_write() takes params or keyword arguments, not both")
-        return await self._call_typed("config/batchWrite", params, m.ConfigWriteResponse)
+        result: m.ConfigWriteResponse = await self._call_typed(
+            "config/batchWrite", params, m.ConfigWriteResponse
+        )
+        return result
 
     async def config_requirements_read(self) -> m.ConfigRequirementsReadResponse:
         """``configRequirements/read``."""
-        return await self._call_typed(
+        result: m.ConfigRequirementsReadResponse = await self._call_typed(
             "configRequirements/read", None, m.ConfigRequirementsReadResponse
         )
+        return result
 
     async def account_read(
         self,
@@ -3818,12 +4251,17 @@ class ClientMethods:
         refresh_token: bool | None = None,
     ) -> m.GetAccountResponse:
         """``account/read``."""
-        given = {k: v for k, v in {"refresh_token": refresh_token}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"refresh_token": refresh_token}.items() if v is not None
+        }
         if params is None:
             params = m.GetAccountParams(**given)
         elif given:
             raise TypeError("account_read() takes params or keyword arguments, not both")
-        return await self._call_typed("account/read", params, m.GetAccountResponse)
+        result: m.GetAccountResponse = await self._call_typed(
+            "account/read", params, m.GetAccountResponse
+        )
+        return result
 
     async def fuzzy_file_search(
         self,
@@ -3835,7 +4273,7 @@ class ClientMethods:
         cancellation_token: str | None = None,
     ) -> m.FuzzyFileSearchResponse:
         """``fuzzyFileSearch``."""
-        given = {
+        given: dict[str, Any] = {
             k: v
             for k, v in {
                 "query": query,
@@ -3848,7 +4286,10 @@ class ClientMethods:
             params = m.FuzzyFileSearchParams(**given)
         elif given:
             raise TypeError("fuzzy_file_search() takes params or keyword arguments, not both")
-        return await self._call_typed("fuzzyFileSearch", params, m.FuzzyFileSearchResponse)
+        result: m.FuzzyFileSearchResponse = await self._call_typed(
+            "fuzzyFileSearch", params, m.FuzzyFileSearchResponse
+        )
+        return result
 
     async def fuzzy_file_search_session_start(
         self,
@@ -3862,7 +4303,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v for k, v in {"roots": roots, "session_id": session_id}.items() if v is not None
         }
         if params is None:
@@ -3871,9 +4312,10 @@ class ClientMethods:
             raise TypeError(
                 "fuzzy_file_search_session_start() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.FuzzyFileSearchSessionStartResponse = await self._call_typed(
             "fuzzyFileSearch/sessionStart", params, m.FuzzyFileSearchSessionStartResponse
         )
+        return result
 
     async def fuzzy_file_search_session_update(
         self,
@@ -3887,7 +4329,7 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {
+        given: dict[str, Any] = {
             k: v for k, v in {"query": query, "session_id": session_id}.items() if v is not None
         }
         if params is None:
@@ -3896,9 +4338,10 @@ class ClientMethods:
             raise TypeError(
                 "fuzzy_file_search_session_update() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.FuzzyFileSearchSessionUpdateResponse = await self._call_typed(
             "fuzzyFileSearch/sessionUpdate", params, m.FuzzyFileSearchSessionUpdateResponse
         )
+        return result
 
     async def fuzzy_file_search_session_stop(
         self,
@@ -3911,13 +4354,16 @@ class ClientMethods:
 
         Experimental: not in the stable schema.
         """
-        given = {k: v for k, v in {"session_id": session_id}.items() if v is not None}
+        given: dict[str, Any] = {
+            k: v for k, v in {"session_id": session_id}.items() if v is not None
+        }
         if params is None:
             params = m.FuzzyFileSearchSessionStopParams(**given)
         elif given:
             raise TypeError(
                 "fuzzy_file_search_session_stop() takes params or keyword arguments, not both"
             )
-        return await self._call_typed(
+        result: m.FuzzyFileSearchSessionStopResponse = await self._call_typed(
             "fuzzyFileSearch/sessionStop", params, m.FuzzyFileSearchSessionStopResponse
         )
+        return result

@@ -20,7 +20,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import anyio
 import anyio.abc
@@ -66,7 +66,7 @@ class _FunctionCall:
     call_id: str
 
 
-_Output = Union[_Message, _FunctionCall]
+_Output = _Message | _FunctionCall
 
 
 @attrs.frozen(kw_only=True)
@@ -189,10 +189,7 @@ class ScriptExhaustedError(AssertionError):
     """The runtime made more model requests than the script had replies for."""
 
 
-Script = Union[
-    Sequence[Reply],
-    Callable[[RecordedRequest], Reply | Awaitable[Reply]],
-]
+Script: TypeAlias = "Sequence[Reply] | Callable[[RecordedRequest], Reply | Awaitable[Reply]]"
 
 
 # -- the server --------------------------------------------------------------------------------
@@ -267,7 +264,7 @@ class ScriptedModel:
 
     def __init__(self, script: Script) -> None:
         self._script = script
-        self._queue = list(script) if not callable(script) else []
+        self._queue: list[Reply] = list(script) if not callable(script) else []
         self.exchanges: list[Exchange] = []
         self.exhausted = 0
         self._arrived = anyio.Event()
@@ -338,6 +335,7 @@ class ScriptedModel:
             answer = self._script(request)
             if inspect.isawaitable(answer):
                 answer = await answer
+            assert isinstance(answer, Reply), f"the script returned {answer!r}, not a Reply"
             return answer
         if not self._queue:
             return None
