@@ -205,8 +205,14 @@ class Generator:
         doc_name: str | None = None,
         tag: tuple[str, str] | None = None,
     ) -> None:
-        props: dict[str, Any] = schema.get("properties", {})
+        props: dict[str, Any] = dict(schema.get("properties", {}))
         required = set(schema.get("required", []))
+        # Properties plus a union of object shapes (e.g. an image by url *or* by fileId):
+        # the alternatives' fields become optional fields of the one class.
+        for alternative in schema.get("anyOf", []) + schema.get("oneOf", []):
+            if isinstance(alternative, dict):
+                for wire, prop in alternative.get("properties", {}).items():
+                    props.setdefault(wire, prop)
         if doc_name is None:
             experimental, new_fields = self.experimental_note(name, schema)
         else:  # a union's variant: stable or not as its union is
@@ -240,6 +246,14 @@ class Generator:
             if pdesc:
                 text = pdesc.strip().replace("\\", "\\\\").replace('"""', "'''")
                 body.append('    """' + "\n    ".join(text.splitlines()) + '"""')
+        if any(not required for *_, required in fields):
+            # Which optional fields arrived as an explicit null, so they go back out as null
+            # (absent stays absent): exact round-trips without sending nulls we never got.
+            body.append(
+                "    _wire_nulls: frozenset[str] = attrs.field("
+                "default=frozenset(), init=False, eq=False, repr=False, "
+                'metadata={"internal": True})'
+            )
         if not body:
             body.append("    pass" if not doc else "")
         out_src = "\n".join(out) + "\n" + doc + "\n".join(line for line in body if line) + "\n"

@@ -5,7 +5,8 @@ read and tested as ordinary code:
 
 * attrs classes rename snake_case attributes to the wire names kept in field metadata,
   ignore unknown keys (a newer runtime may add fields), and on the way out omit non-required
-  fields that are None;
+  fields that are None, except those that arrived as an explicit null (remembered in
+  ``_wire_nulls``), so what the runtime sent round-trips exactly;
 * a tagged union is structured by looking its tag up in a dict, never by trying each class;
   an unknown tag gives the union's ``Unknown...`` class with the raw payload;
 * ``Literal`` types let any value through, so a new enum value is data, not an error.
@@ -83,30 +84,59 @@ def build_converter(
     conv.register_structure_hook_factory(lambda t: tagged_union_of(t) is not None, make_union_hook)
 
     def make_structure(cls: type) -> Callable[[Any, Any], Any]:
+        fields = attrs.fields(cls)
         renames: dict[str, Any] = {
             f.name: override(rename=f.metadata["wire"])
-            for f in attrs.fields(cls)
+            for f in fields
             if f.metadata.get("wire", f.name) != f.name
         }
-        return make_dict_structure_fn(
+        base = make_dict_structure_fn(
             cls,
             conv,
             _cattrs_forbid_extra_keys=False,
             _cattrs_detailed_validation=detailed_validation,
             **renames,
         )
+        optional = tuple(f.metadata["wire"] for f in fields if f.metadata.get("required") is False)
+        if not optional:
+            return base
+        set_attr = object.__setattr__
+
+        def structure(value: Any, cls: Any) -> Any:
+            instance = base(value, cls)
+            nulls = [key for key in optional if key in value and value[key] is None]
+            if nulls:
+                set_attr(instance, "_wire_nulls", frozenset(nulls))
+            return instance
+
+        return structure
 
     def make_unstructure(cls: type) -> Callable[[Any], Any]:
         if cls in unknown_classes:
             return lambda obj: obj.raw
         fields: dict[str, Any] = {}
+        has_nulls = False
         for f in attrs.fields(cls):
+            if f.metadata.get("internal"):
+                fields[f.name] = override(omit=True)
+                has_nulls = True
+                continue
             wire = f.metadata.get("wire", f.name)
             fields[f.name] = override(
                 rename=wire if wire != f.name else None,
                 omit_if_default=not f.metadata.get("required", True),
             )
-        return make_dict_unstructure_fn(cls, conv, **fields)
+        base = make_dict_unstructure_fn(cls, conv, **fields)
+        if not has_nulls:
+            return base
+
+        def unstructure(instance: Any) -> Any:
+            data = base(instance)
+            for key in instance._wire_nulls:
+                data.setdefault(key, None)
+            return data
+
+        return unstructure
 
     conv.register_structure_hook_factory(attrs.has, make_structure)
     conv.register_unstructure_hook_factory(attrs.has, make_unstructure)

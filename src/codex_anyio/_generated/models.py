@@ -35,6 +35,9 @@ class AmazonBedrockAccount:
     uses_codex_managed_credentials: bool | None = attrs.field(
         default=None, metadata={"wire": "usesCodexManagedCredentials", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -54,6 +57,9 @@ class AccountLoginCompletedNotification:
     )
     onboarding_entrypoint: DesktopOnboardingEntrypoint | None = attrs.field(
         default=None, metadata={"wire": "onboardingEntrypoint", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -90,6 +96,9 @@ class AccountTokenUsageSummary:
     peak_daily_tokens: int | None = attrs.field(
         default=None, metadata={"wire": "peakDailyTokens", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -100,6 +109,9 @@ class AccountUpdatedNotification:
     plan_type: PlanType | None = attrs.field(
         default=None, metadata={"wire": "planType", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -108,6 +120,9 @@ class ActivePermissionProfile:
     """Identifier from `default_permissions` or the implicit built-in default, such as `:workspace` or a user-defined `[permissions.<id>]` profile."""
     extends: str | None = attrs.field(default=None, metadata={"wire": "extends", "required": False})
     """Parent profile identifier from the selected permissions profile's `extends` setting, when present."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -132,12 +147,18 @@ class AdditionalFileSystemPermissions:
         default=None, metadata={"wire": "write", "required": False}
     )
     """This will be removed in favor of `entries`."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
 class AdditionalNetworkPermissions:
     enabled: bool | None = attrs.field(
         default=None, metadata={"wire": "enabled", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -150,6 +171,9 @@ class AdditionalPermissionProfile:
         default=None, metadata={"wire": "network", "required": False}
     )
     """Partial overlay used for per-command permission requests."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -189,6 +213,9 @@ class AnalyticsConfig:
     enabled: bool | None = attrs.field(
         default=None, metadata={"wire": "enabled", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -211,6 +238,9 @@ class AppBranding:
         default=None, metadata={"wire": "termsOfService", "required": False}
     )
     website: str | None = attrs.field(default=None, metadata={"wire": "website", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -243,6 +273,9 @@ class AppConfig:
     )
     tools: AppToolsConfig | None = attrs.field(
         default=None, metadata={"wire": "tools", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -292,6 +325,9 @@ class AppInfo:
     plugin_display_names: list[str] | None = attrs.field(
         default=None, metadata={"wire": "pluginDisplayNames", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -303,6 +339,9 @@ class AppLinkConfig:
     )
     default_tools_approval_mode: AppToolApproval | None = attrs.field(
         default=None, metadata={"wire": "default_tools_approval_mode", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -351,6 +390,9 @@ class AppMetadata:
     version_notes: str | None = attrs.field(
         default=None, metadata={"wire": "versionNotes", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -363,6 +405,9 @@ class AppScreenshot:
     user_prompt: str = attrs.field(metadata={"wire": "userPrompt", "required": True})
     file_id: str | None = attrs.field(default=None, metadata={"wire": "fileId", "required": False})
     url: str | None = attrs.field(default=None, metadata={"wire": "url", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -379,6 +424,9 @@ class AppSummary:
     )
     install_url: str | None = attrs.field(
         default=None, metadata={"wire": "installUrl", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -407,6 +455,9 @@ class AppTemplateSummary:
     reason: AppTemplateUnavailableReason | None = attrs.field(
         default=None, metadata={"wire": "reason", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -416,6 +467,9 @@ class AppToolConfig:
     )
     enabled: bool | None = attrs.field(
         default=None, metadata={"wire": "enabled", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -435,6 +489,9 @@ class AppToolSummary:
         default=None, metadata={"wire": "isReadOnly", "required": False}
     )
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -456,6 +513,9 @@ class ApplicationRequirements:
     network: ApplicationNetworkRequirements | None = attrs.field(
         default=None, metadata={"wire": "network", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -472,6 +532,9 @@ class ApplyPatchApprovalParams:
     """When set, the agent is asking the user to allow writes under this root for the remainder of the session (unclear if this is honored today)."""
     reason: str | None = attrs.field(default=None, metadata={"wire": "reason", "required": False})
     """Optional explanatory reason (e.g. request for extra write access)."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -483,6 +546,9 @@ class ApplyPatchApprovalResponse:
 class AppsConfig:
     default_: AppsDefaultConfig | None = attrs.field(
         default=None, metadata={"wire": "_default", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -503,6 +569,9 @@ class AppsDefaultConfig:
     open_world_enabled: bool | None = attrs.field(
         default=None, metadata={"wire": "open_world_enabled", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -517,6 +586,9 @@ class AppsInstalledParams:
         default=None, metadata={"wire": "threadId", "required": False}
     )
     """Optional loaded thread id used to evaluate effective app configuration."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -542,6 +614,9 @@ class AppsListParams:
         default=None, metadata={"wire": "threadId", "required": False}
     )
     """Optional thread id used to evaluate app feature gating from that thread's config."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -553,6 +628,9 @@ class AppsListResponse:
         default=None, metadata={"wire": "nextCursor", "required": False}
     )
     """Opaque cursor to pass to the next call to continue after the last item. If None, there are no more items to return."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -569,6 +647,9 @@ class AppsReadParams:
         default=None, metadata={"wire": "threadId", "required": False}
     )
     """Optional loaded thread id used to evaluate effective app configuration."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -584,6 +665,9 @@ class AsyncUserInputQuestion:
     title: str = attrs.field(metadata={"wire": "title", "required": True})
     options: list[str] | None = attrs.field(
         default=None, metadata={"wire": "options", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -614,6 +698,9 @@ class AutoReviewRequirements:
     required_on_models: list[str] | None = attrs.field(
         default=None, metadata={"wire": "requiredOnModels", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -622,6 +709,9 @@ class BedrockAwsProfile:
 
     name: str = attrs.field(metadata={"wire": "name", "required": True})
     region: str | None = attrs.field(default=None, metadata={"wire": "region", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -663,6 +753,9 @@ class BedrockEnvironmentCredential:
 
     type: AwsCredentialType = attrs.field(metadata={"wire": "type", "required": True})
     region: str | None = attrs.field(default=None, metadata={"wire": "region", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -710,12 +803,18 @@ class BrowserUseConfig:
     origins: dict[str, BrowserUseOriginPolicyConfig] | None = attrs.field(
         default=None, metadata={"wire": "origins", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
 class BrowserUseExtensionRequirements:
     request_headers: list[RequestHeader] | None = attrs.field(
         default=None, metadata={"wire": "requestHeaders", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -742,6 +841,9 @@ class BrowserUseOriginPolicy:
     uploads: AllowDenyRequirement | None = attrs.field(
         default=None, metadata={"wire": "uploads", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -757,6 +859,9 @@ class BrowserUseOriginPolicyConfig:
     )
     uploads: AllowDenyRequirement | None = attrs.field(
         default=None, metadata={"wire": "uploads", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -782,6 +887,9 @@ class BrowserUseRequirements:
     )
     origins: dict[str, BrowserUseOriginPolicy] | None = attrs.field(
         default=None, metadata={"wire": "origins", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -834,6 +942,9 @@ class ChatgptAuthTokensRefreshParams:
     Clients that manage multiple accounts/workspaces can use this as a hint to refresh the token for the correct workspace.
     
     This may be `null` when the prior auth state did not include a workspace identifier (`chatgpt_account_id`)."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -843,6 +954,9 @@ class ChatgptAuthTokensRefreshResponse:
     chatgpt_plan_type: str | None = attrs.field(
         default=None, metadata={"wire": "chatgptPlanType", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -850,6 +964,9 @@ class ClientInfo:
     name: str = attrs.field(metadata={"wire": "name", "required": True})
     version: str = attrs.field(metadata={"wire": "version", "required": True})
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -1287,6 +1404,9 @@ class ClientRequestMemoryReset:
         default="memory/reset", metadata={"wire": "method", "required": True}
     )
     params_: None = attrs.field(default=None, metadata={"wire": "params", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -1298,6 +1418,9 @@ class ClientRequestRolloutCompress:
         default="rollout/compress", metadata={"wire": "method", "required": True}
     )
     params_: None = attrs.field(default=None, metadata={"wire": "params", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -2146,6 +2269,9 @@ class ClientRequestAccountGatewayOAuthRead:
         default="account/gatewayOAuth/read", metadata={"wire": "method", "required": True}
     )
     params_: None = attrs.field(default=None, metadata={"wire": "params", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -2157,6 +2283,9 @@ class ClientRequestAccountGatewayOAuthLogin:
         default="account/gatewayOAuth/login", metadata={"wire": "method", "required": True}
     )
     params_: None = attrs.field(default=None, metadata={"wire": "params", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -2168,6 +2297,9 @@ class ClientRequestAccountGatewayOAuthCancel:
         default="account/gatewayOAuth/cancel", metadata={"wire": "method", "required": True}
     )
     params_: None = attrs.field(default=None, metadata={"wire": "params", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -2233,6 +2365,9 @@ class ClientRequestRemoteControlEnable:
     params_: RemoteControlEnableParams | None = attrs.field(
         default=None, metadata={"wire": "params", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -2246,6 +2381,9 @@ class ClientRequestRemoteControlDisable:
     params_: RemoteControlDisableParams | None = attrs.field(
         default=None, metadata={"wire": "params", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -2257,6 +2395,9 @@ class ClientRequestRemoteControlStatusRead:
         default="remoteControl/status/read", metadata={"wire": "method", "required": True}
     )
     params_: None = attrs.field(default=None, metadata={"wire": "params", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -2390,6 +2531,9 @@ class ClientRequestConfigMcpServerReload:
         default="config/mcpServer/reload", metadata={"wire": "method", "required": True}
     )
     params_: None = attrs.field(default=None, metadata={"wire": "params", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -2473,6 +2617,9 @@ class ClientRequestWindowsSandboxReadiness:
         default="windowsSandbox/readiness", metadata={"wire": "method", "required": True}
     )
     params_: None = attrs.field(default=None, metadata={"wire": "params", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -2542,6 +2689,9 @@ class ClientRequestAccountLogout:
         default="account/logout", metadata={"wire": "method", "required": True}
     )
     params_: None = attrs.field(default=None, metadata={"wire": "params", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -2554,6 +2704,9 @@ class ClientRequestAccountRateLimitsRead:
     )
     params_: GetAccountRateLimitsParams | None = attrs.field(
         default=None, metadata={"wire": "params", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -2582,6 +2735,9 @@ class ClientRequestAccountUsageRead:
     params_: GetAccountTokenUsageParams | None = attrs.field(
         default=None, metadata={"wire": "params", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -2593,6 +2749,9 @@ class ClientRequestAccountWorkspaceMessagesRead:
         default="account/workspaceMessages/read", metadata={"wire": "method", "required": True}
     )
     params_: None = attrs.field(default=None, metadata={"wire": "params", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -2768,6 +2927,9 @@ class ClientRequestExternalAgentConfigImportReadHistories:
         metadata={"wire": "method", "required": True},
     )
     params_: None = attrs.field(default=None, metadata={"wire": "params", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -2801,6 +2963,9 @@ class ClientRequestConfigRequirementsRead:
         default="configRequirements/read", metadata={"wire": "method", "required": True}
     )
     params_: None = attrs.field(default=None, metadata={"wire": "params", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -2876,6 +3041,9 @@ class UnknownClientRequest:
 class CollabAgentState:
     status: CollabAgentStatus = attrs.field(metadata={"wire": "status", "required": True})
     message: str | None = attrs.field(default=None, metadata={"wire": "message", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -2914,6 +3082,9 @@ class CollaborationModeMask:
     reasoning_effort: ReasoningEffort | None | None = attrs.field(
         default=None, metadata={"wire": "reasoning_effort", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -2931,6 +3102,9 @@ class ListFilesCommandAction:
         default="listFiles", metadata={"wire": "type", "required": True}
     )
     path: str | None = attrs.field(default=None, metadata={"wire": "path", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -2941,6 +3115,9 @@ class SearchCommandAction:
     )
     path: str | None = attrs.field(default=None, metadata={"wire": "path", "required": False})
     query: str | None = attrs.field(default=None, metadata={"wire": "query", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3057,6 +3234,9 @@ class CommandExecParams:
     """Enable PTY mode.
     
     This implies `streamStdin` and `streamStdoutStderr`."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3127,6 +3307,9 @@ class CommandExecWriteParams:
         default=None, metadata={"wire": "deltaBase64", "required": False}
     )
     """Optional base64-encoded stdin bytes to write."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3199,6 +3382,9 @@ class CommandExecutionRequestApprovalParams:
     """Optional proposed network policy amendments (allow/deny host) for future requests."""
     reason: str | None = attrs.field(default=None, metadata={"wire": "reason", "required": False})
     """Optional explanatory reason (e.g. request for network access)."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3224,6 +3410,9 @@ class ComputerUseConfig:
     windows: ComputerUseWindowsConfig | None = attrs.field(
         default=None, metadata={"wire": "windows", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3231,12 +3420,18 @@ class ComputerUseMacosConfig:
     bundle_ids: dict[str, AllowDenyRequirement] | None = attrs.field(
         default=None, metadata={"wire": "bundle_ids", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
 class ComputerUseMacosRequirements:
     bundle_ids: dict[str, AllowDenyRequirement] | None = attrs.field(
         default=None, metadata={"wire": "bundleIds", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -3257,6 +3452,9 @@ class ComputerUseRequirements:
     windows: ComputerUseWindowsRequirements | None = attrs.field(
         default=None, metadata={"wire": "windows", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3266,6 +3464,9 @@ class ComputerUseWindowsConfig:
     )
     exes: list[ComputerUseWindowsExeConfig] | None = attrs.field(
         default=None, metadata={"wire": "exes", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -3277,6 +3478,9 @@ class ComputerUseWindowsExeConfig:
     binary_name: str | None = attrs.field(
         default=None, metadata={"wire": "binary_name", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3287,6 +3491,9 @@ class ComputerUseWindowsExeRequirement:
     binary_name: str | None = attrs.field(
         default=None, metadata={"wire": "binaryName", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3296,6 +3503,9 @@ class ComputerUseWindowsRequirements:
     )
     exes: list[ComputerUseWindowsExeRequirement] | None = attrs.field(
         default=None, metadata={"wire": "exes", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -3378,6 +3588,9 @@ class Config:
     web_search: WebSearchMode | None = attrs.field(
         default=None, metadata={"wire": "web_search", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3394,6 +3607,9 @@ class ConfigBatchWriteParams:
         default=None, metadata={"wire": "reloadUserConfig", "required": False}
     )
     """When true, hot-reload updated runtime settings into loaded threads after writing. Session-static model, reasoning-effort, Plan-mode reasoning-effort, and service-tier defaults are not reloaded. The deprecated personality setting is also not reloaded."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3412,6 +3628,9 @@ class ConfigLayer:
     version: str = attrs.field(metadata={"wire": "version", "required": True})
     disabled_reason: str | None = attrs.field(
         default=None, metadata={"wire": "disabledReason", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -3474,6 +3693,9 @@ class UserConfigLayerSource:
     type: Literal["user"] = attrs.field(default="user", metadata={"wire": "type", "required": True})
     profile: str | None = attrs.field(default=None, metadata={"wire": "profile", "required": False})
     """Name of the selected profile-v2 config layered on top of the base user config, when this layer represents one."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3529,6 +3751,9 @@ class ConfigReadParams:
     include_layers: bool | None = attrs.field(
         default=None, metadata={"wire": "includeLayers", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3539,6 +3764,9 @@ class ConfigReadResponse:
     )
     layers: list[ConfigLayer] | None = attrs.field(
         default=None, metadata={"wire": "layers", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -3649,6 +3877,9 @@ class ConfigRequirements:
     sqlite_home: str | None = attrs.field(
         default=None, metadata={"wire": "sqliteHome", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3661,6 +3892,9 @@ class ConfigRequirementsReadResponse:
         default=None, metadata={"wire": "supportsIndependentSpeedModes", "required": False}
     )
     """Whether Fast and Ultra Fast requirements are enforced independently. Older servers omit this field and use Fast mode as a shared speed gate."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3677,6 +3911,9 @@ class ConfigValueWriteParams:
         default=None, metadata={"wire": "filePath", "required": False}
     )
     """Path to the config file to write; defaults to the user's `config.toml` when omitted."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3691,6 +3928,9 @@ class ConfigWarningNotification:
         default=None, metadata={"wire": "range", "required": False}
     )
     """Optional range for the error location inside the config file."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3701,6 +3941,9 @@ class ConfigWriteResponse:
     version: str = attrs.field(metadata={"wire": "version", "required": True})
     overridden_metadata: OverriddenMetadata | None = attrs.field(
         default=None, metadata={"wire": "overriddenMetadata", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -3731,6 +3974,9 @@ class CommandConfiguredHookHandler:
     timeout_sec: int | None = attrs.field(
         default=None, metadata={"wire": "timeoutSec", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3746,6 +3992,9 @@ class McpToolConfiguredHookHandler:
     )
     timeout_sec: int | None = attrs.field(
         default=None, metadata={"wire": "timeoutSec", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -3775,6 +4024,9 @@ class UnknownConfiguredHookHandler:
 class ConfiguredHookMatcherGroup:
     hooks: list[ConfiguredHookHandler] = attrs.field(metadata={"wire": "hooks", "required": True})
     matcher: str | None = attrs.field(default=None, metadata={"wire": "matcher", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3804,6 +4056,9 @@ class ConnectorMetadata:
     tool_summaries: list[AppToolSummary] | None = attrs.field(
         default=None, metadata={"wire": "toolSummaries", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3814,6 +4069,9 @@ class ConsumeAccountRateLimitResetCreditParams:
         default=None, metadata={"wire": "creditId", "required": False}
     )
     """Opaque reset-credit identifier to redeem. When omitted, the backend selects the next available credit."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3839,6 +4097,13 @@ class InputImageContentItem:
     detail: ImageDetail | None = attrs.field(
         default=None, metadata={"wire": "detail", "required": False}
     )
+    file_id: str | None = attrs.field(default=None, metadata={"wire": "file_id", "required": False})
+    image_url: str | None = attrs.field(
+        default=None, metadata={"wire": "image_url", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3860,6 +4125,9 @@ class OutputTextContentItem:
     )
     logprobs: list[Any] | None = attrs.field(
         default=None, metadata={"wire": "logprobs", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -3884,6 +4152,9 @@ class CreditsSnapshot:
     has_credits: bool = attrs.field(metadata={"wire": "hasCredits", "required": True})
     unlimited: bool = attrs.field(metadata={"wire": "unlimited", "required": True})
     balance: str | None = attrs.field(default=None, metadata={"wire": "balance", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3907,6 +4178,9 @@ class DeprecationNoticeNotification:
     """Concise summary of what is deprecated."""
     details: str | None = attrs.field(default=None, metadata={"wire": "details", "required": False})
     """Optional extra guidance, such as migration steps or rationale."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3951,6 +4225,9 @@ class DynamicToolCallParams:
     namespace: str | None = attrs.field(
         default=None, metadata={"wire": "namespace", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3972,6 +4249,9 @@ class FunctionDynamicToolNamespaceTool:
     defer_loading: bool | None = attrs.field(
         default=None, metadata={"wire": "deferLoading", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -3992,6 +4272,9 @@ class FunctionDynamicToolSpec:
     )
     defer_loading: bool | None = attrs.field(
         default=None, metadata={"wire": "deferLoading", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -4037,6 +4320,9 @@ class EnvironmentAddParams:
         default=None, metadata={"wire": "websocketRequestId", "required": False}
     )
     """Optional X-Request-ID for the direct WebSocket upgrade, including reconnects. Requires a secure transport or a loopback destination."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4064,6 +4350,9 @@ class EnvironmentInfoResponse:
     shell: EnvironmentShellInfo = attrs.field(metadata={"wire": "shell", "required": True})
     cwd: PathUri | None = attrs.field(default=None, metadata={"wire": "cwd", "required": False})
     """Default working directory reported by the environment, as a canonical file URI."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4082,6 +4371,9 @@ class EnvironmentSkillsParams:
         default=None, metadata={"wire": "required", "required": False}
     )
     """Exact catalog names that must be available from this environment."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4106,6 +4398,9 @@ class EnvironmentStatusResponse:
     """Current status observed without starting or recovering the environment."""
     error: str | None = attrs.field(default=None, metadata={"wire": "error", "required": False})
     """Human-readable detail for `disconnected` and `unknown`; omitted for other statuses."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4129,6 +4424,9 @@ class ExecCommandApprovalParams:
     )
     """Identifier for this specific approval callback."""
     reason: str | None = attrs.field(default=None, metadata={"wire": "reason", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4158,6 +4456,9 @@ class ExperimentalFeature:
         default=None, metadata={"wire": "displayName", "required": False}
     )
     """User-facing display name shown in the experimental features UI. Null when this feature is not in beta."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4184,6 +4485,9 @@ class ExperimentalFeatureListParams:
         default=None, metadata={"wire": "threadId", "required": False}
     )
     """Optional loaded thread id. Pass this when showing feature state for an existing thread so enablement is computed from that thread's refreshed config, including project-local config for the thread's cwd."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4193,6 +4497,9 @@ class ExperimentalFeatureListResponse:
         default=None, metadata={"wire": "nextCursor", "required": False}
     )
     """Opaque cursor to pass to the next call to continue after the last item. If None, there are no more items to return."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4217,6 +4524,9 @@ class ExternalAgentConfigDetectParams:
     """Optional migration-source selector. Missing or unrecognized values use the default source."""
     source: str | None = attrs.field(default=None, metadata={"wire": "source", "required": False})
     """Deprecated field retained for compatibility. This field is ignored; use `migrationSource` to select the migration source."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4226,6 +4536,9 @@ class ExternalAgentConfigDetectResponse:
     )
     connectors: list[ExternalAgentDetectedConnectorCandidate] | None = attrs.field(
         default=None, metadata={"wire": "connectors", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -4260,6 +4573,9 @@ class ExternalAgentConfigImportHistory:
     provider_id: str | None = attrs.field(
         default=None, metadata={"wire": "providerId", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4287,6 +4603,9 @@ class ExternalAgentConfigImportHistoryRecordSuccessParams:
     target: str | None = attrs.field(default=None, metadata={"wire": "target", "required": False})
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
     """Original title for an imported session, when available."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4317,6 +4636,9 @@ class ExternalAgentConfigImportItemTypeFailure:
     sub_error_type: str | None = attrs.field(
         default=None, metadata={"wire": "subErrorType", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4329,6 +4651,9 @@ class ExternalAgentConfigImportItemTypeSuccess:
     target: str | None = attrs.field(default=None, metadata={"wire": "target", "required": False})
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
     """Original title for an imported session; null for other item types."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4346,6 +4671,9 @@ class ExternalAgentConfigImportParams:
     """Opaque provider identifier supplied by the caller for analytics attribution and import history display. This does not select the migration source."""
     source: str | None = attrs.field(default=None, metadata={"wire": "source", "required": False})
     """Optional identifier for the product that initiated the import."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4385,6 +4713,9 @@ class ExternalAgentConfigMigrationItem:
     details: MigrationDetails | None = attrs.field(
         default=None, metadata={"wire": "details", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4410,6 +4741,9 @@ class FeedbackRequirements:
     enabled: bool | None = attrs.field(
         default=None, metadata={"wire": "enabled", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4428,6 +4762,9 @@ class FeedbackUploadParams:
     thread_id: str | None = attrs.field(
         default=None, metadata={"wire": "threadId", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4437,6 +4774,9 @@ class FeedbackUploadResponse:
         default=None, metadata={"wire": "promptHash", "required": False}
     )
     """Whitespace-normalized SHA-256 of the session base instructions, matching the uploaded `prompt_hash` tag. Does not include later developer messages. Null when the reported rollout has no prompt metadata."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4461,6 +4801,9 @@ class UpdateFileChange:
     unified_diff: str = attrs.field(metadata={"wire": "unified_diff", "required": True})
     move_path: str | None = attrs.field(
         default=None, metadata={"wire": "move_path", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -4506,6 +4849,9 @@ class FileChangeRequestApprovalParams:
     """[UNSTABLE] When set, the agent is asking the user to allow writes under this root for the remainder of the session (unclear if this is honored today)."""
     reason: str | None = attrs.field(default=None, metadata={"wire": "reason", "required": False})
     """Optional explanatory reason (e.g. request for extra write access)."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4571,6 +4917,9 @@ class KindFileSystemSpecialPath:
     subpath: LegacyAppPathString | None = attrs.field(
         default=None, metadata={"wire": "subpath", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4595,6 +4944,9 @@ class UnknownFileSystemSpecialPath:
     path: str = attrs.field(metadata={"wire": "path", "required": True})
     subpath: LegacyAppPathString | None = attrs.field(
         default=None, metadata={"wire": "subpath", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -4639,6 +4991,9 @@ class FsCopyParams:
         default=None, metadata={"wire": "recursive", "required": False}
     )
     """Required for directory copies; ignored for file copies."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4656,6 +5011,9 @@ class FsCreateDirectoryParams:
         default=None, metadata={"wire": "recursive", "required": False}
     )
     """Whether parent directories should also be created. Defaults to `true`."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4745,6 +5103,9 @@ class FsRemoveParams:
         default=None, metadata={"wire": "recursive", "required": False}
     )
     """Whether directory removal should recurse. Defaults to `true`."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4818,6 +5179,13 @@ class InputImageFunctionCallOutputContentItem:
     detail: ImageDetail | None = attrs.field(
         default=None, metadata={"wire": "detail", "required": False}
     )
+    file_id: str | None = attrs.field(default=None, metadata={"wire": "file_id", "required": False})
+    image_url: str | None = attrs.field(
+        default=None, metadata={"wire": "image_url", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4855,6 +5223,9 @@ class FuzzyFileSearchParams:
     cancellation_token: str | None = attrs.field(
         default=None, metadata={"wire": "cancellationToken", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4875,6 +5246,9 @@ class FuzzyFileSearchResult:
     score: int = attrs.field(metadata={"wire": "score", "required": True})
     indices: list[int] | None = attrs.field(
         default=None, metadata={"wire": "indices", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -4942,6 +5316,9 @@ class GatewayOAuthChangedNotification:
     )
     """Authorization handoff, sent only to the connection that started login."""
     error: str | None = attrs.field(default=None, metadata={"wire": "error", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4962,6 +5339,9 @@ class GatewayOAuthReadResponse:
         default=None, metadata={"wire": "status", "required": False}
     )
     """Null when the effective provider does not use gateway OAuth."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4972,6 +5352,9 @@ class GetAccountParams:
     """When `true`, requests a proactive token refresh before returning.
     
     In managed auth mode this triggers the normal refresh-token flow. In external auth mode this flag is ignored. Clients should refresh tokens themselves and call `account/login/start` with `chatgptAuthTokens`."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -4986,6 +5369,9 @@ class GetAccountRateLimitsParams:
         default=None, metadata={"wire": "supportsLunaReserve", "required": False}
     )
     """The client supports automatic Luna Reserve fallback. For eligible ChatGPT CLI users, allow the backend to record experiment exposure after ordinary usage is blocked."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5011,6 +5397,9 @@ class GetAccountRateLimitsResponse:
         default=None, metadata={"wire": "rateLimitsByLimitId", "required": False}
     )
     """Multi-bucket view keyed by metered `limit_id` (for example, `codex`)."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5026,6 +5415,9 @@ class GetAccountResponse:
     workspace_routing: WorkspaceRouting | None = attrs.field(
         default=None, metadata={"wire": "workspaceRouting", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5034,6 +5426,9 @@ class GetAccountTokenUsageParams:
         default=None, metadata={"wire": "threadId", "required": False}
     )
     """When present, read estimated usage for this thread instead of account-wide token activity."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5046,6 +5441,9 @@ class GetAccountTokenUsageResponse:
         default=None, metadata={"wire": "threadUsage", "required": False}
     )
     """Estimated usage when a thread was requested and its billing route is available."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5063,6 +5461,9 @@ class GitInfo:
         default=None, metadata={"wire": "originUrl", "required": False}
     )
     sha: str | None = attrs.field(default=None, metadata={"wire": "sha", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5072,6 +5473,9 @@ class GrantedPermissionProfile:
     )
     network: AdditionalNetworkPermissions | None = attrs.field(
         default=None, metadata={"wire": "network", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -5090,6 +5494,9 @@ class GuardianApprovalReview:
     )
     user_authorization: GuardianUserAuthorization | None = attrs.field(
         default=None, metadata={"wire": "userAuthorization", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -5163,6 +5570,9 @@ class McpToolCallGuardianApprovalReviewAction:
     tool_title: str | None = attrs.field(
         default=None, metadata={"wire": "toolTitle", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5174,6 +5584,9 @@ class RequestPermissionsGuardianApprovalReviewAction:
         default="requestPermissions", metadata={"wire": "type", "required": True}
     )
     reason: str | None = attrs.field(default=None, metadata={"wire": "reason", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5197,6 +5610,9 @@ class HookCompletedNotification:
     run: HookRunSummary = attrs.field(metadata={"wire": "run", "required": True})
     thread_id: str = attrs.field(metadata={"wire": "threadId", "required": True})
     turn_id: str | None = attrs.field(default=None, metadata={"wire": "turnId", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5221,12 +5637,22 @@ class HookMetadata:
         default=None, metadata={"wire": "additionalContextLimit", "required": False}
     )
     """Configured `additionalContext` spill threshold. `null` uses 2,500 tokens; `0` disables spilling."""
+    async_: bool | None = attrs.field(default=None, metadata={"wire": "async", "required": False})
+    command: str | None = attrs.field(default=None, metadata={"wire": "command", "required": False})
+    handler_type: Literal["command"] | None = attrs.field(
+        default=None, metadata={"wire": "handlerType", "required": False}
+    )
     matcher: str | None = attrs.field(default=None, metadata={"wire": "matcher", "required": False})
     plugin_id: str | None = attrs.field(
         default=None, metadata={"wire": "pluginId", "required": False}
     )
+    server: str | None = attrs.field(default=None, metadata={"wire": "server", "required": False})
     status_message: str | None = attrs.field(
         default=None, metadata={"wire": "statusMessage", "required": False}
+    )
+    tool: str | None = attrs.field(default=None, metadata={"wire": "tool", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -5273,6 +5699,9 @@ class HookRunSummary:
     status_message: str | None = attrs.field(
         default=None, metadata={"wire": "statusMessage", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5280,6 +5709,9 @@ class HookStartedNotification:
     run: HookRunSummary = attrs.field(metadata={"wire": "run", "required": True})
     thread_id: str = attrs.field(metadata={"wire": "threadId", "required": True})
     turn_id: str | None = attrs.field(default=None, metadata={"wire": "turnId", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5294,6 +5726,9 @@ class HooksListEntry:
 class HooksListParams:
     cwds: list[str] | None = attrs.field(default=None, metadata={"wire": "cwds", "required": False})
     """When empty, defaults to the current session working directory."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5310,6 +5745,9 @@ class UsageLimitExceededImageGenerationFailure:
     resets_at: int | None = attrs.field(
         default=None, metadata={"wire": "resetsAt", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5324,6 +5762,9 @@ class UnknownImageGenerationFailure:
 class InAppBrowserRequirements:
     allow_external_browser_settings_import: bool | None = attrs.field(
         default=None, metadata={"wire": "allowExternalBrowserSettingsImport", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -5357,6 +5798,9 @@ class InitializeCapabilities:
         default=None, metadata={"wire": "requestAttestation", "required": False}
     )
     """Opt into `attestation/generate` requests for upstream `x-oai-attestation`."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5364,6 +5808,9 @@ class InitializeParams:
     client_info: ClientInfo = attrs.field(metadata={"wire": "clientInfo", "required": True})
     capabilities: InitializeCapabilities | None = attrs.field(
         default=None, metadata={"wire": "capabilities", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -5391,6 +5838,9 @@ class InstalledApp:
         default=None, metadata={"wire": "runtimeName", "required": False}
     )
     """Best-effort name carried by the runtime tool catalog. Canonical app metadata remains owned by `app/read`."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5401,6 +5851,9 @@ class InternalChatMessageMetadataPassthrough:
     """
 
     turn_id: str | None = attrs.field(default=None, metadata={"wire": "turn_id", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5439,6 +5892,9 @@ class ItemGuardianApprovalReviewCompletedNotification:
     In most cases, one review maps to one target item. The exceptions are - execve reviews, where a single command may contain multiple execve calls to review (only possible when using the shell_zsh_fork feature) - stdin reviews, which refer to the existing parent command item and have a separate approval ID in the action payload - network policy reviews, where there is no target item
     
     A network call is triggered by a CommandExecution item, so having a target_item_id set to the CommandExecution item would be misleading because the review is about the network call, not the command execution. Therefore, target_item_id is set to None for network policy reviews."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5463,6 +5919,9 @@ class ItemGuardianApprovalReviewStartedNotification:
     In most cases, one review maps to one target item. The exceptions are - execve reviews, where a single command may contain multiple execve calls to review (only possible when using the shell_zsh_fork feature) - stdin reviews, which refer to the existing parent command item and have a separate approval ID in the action payload - network policy reviews, where there is no target item
     
     A network call is triggered by a CommandExecution item, so having a target_item_id set to the CommandExecution item would be misleading because the review is about the network call, not the command execution. Therefore, target_item_id is set to None for network policy reviews."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5487,6 +5946,9 @@ class JSONRPCErrorError:
     code: int = attrs.field(metadata={"wire": "code", "required": True})
     message: str = attrs.field(metadata={"wire": "message", "required": True})
     data: Any = attrs.field(default=None, metadata={"wire": "data", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5495,6 +5957,9 @@ class JSONRPCNotification:
 
     method: str = attrs.field(metadata={"wire": "method", "required": True})
     params_: Any = attrs.field(default=None, metadata={"wire": "params", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5508,6 +5973,9 @@ class JSONRPCRequest:
         default=None, metadata={"wire": "trace", "required": False}
     )
     """Optional W3C Trace Context for distributed tracing."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5535,6 +6003,9 @@ class ListMcpServerStatusParams:
     thread_id: str | None = attrs.field(
         default=None, metadata={"wire": "threadId", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5544,6 +6015,9 @@ class ListMcpServerStatusResponse:
         default=None, metadata={"wire": "nextCursor", "required": False}
     )
     """Opaque cursor to pass to the next call to continue after the last item. If None, there are no more items to return."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5559,6 +6033,9 @@ class ExecLocalShellAction:
     user: str | None = attrs.field(default=None, metadata={"wire": "user", "required": False})
     working_directory: str | None = attrs.field(
         default=None, metadata={"wire": "working_directory", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -5592,6 +6069,9 @@ class LoginAccountParamsChatgpt:
     use_hosted_login_success_page: bool | None = attrs.field(
         default=None, metadata={"wire": "useHostedLoginSuccessPage", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5618,6 +6098,9 @@ class LoginAccountParamsChatgptAuthTokens:
     """Optional plan type supplied by the client.
     
     When `null`, Codex attempts to derive the plan type from access-token claims. If unavailable, the plan defaults to `unknown`."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5643,6 +6126,9 @@ class LoginAccountParamsAmazonBedrockAccessKeys:
     )
     session_token: str | None = attrs.field(
         default=None, metadata={"wire": "sessionToken", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -5754,6 +6240,9 @@ class ManagedHooksRequirements:
     windows_managed_dir: str | None = attrs.field(
         default=None, metadata={"wire": "windowsManagedDir", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5764,6 +6253,9 @@ class MarketplaceAddParams:
     )
     sparse_paths: list[str] | None = attrs.field(
         default=None, metadata={"wire": "sparsePaths", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -5780,6 +6272,9 @@ class MarketplaceAddResponse:
 class MarketplaceInterface:
     display_name: str | None = attrs.field(
         default=None, metadata={"wire": "displayName", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -5802,6 +6297,9 @@ class MarketplaceRemoveResponse:
     installed_root: AbsolutePathBuf | None = attrs.field(
         default=None, metadata={"wire": "installedRoot", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5814,6 +6312,9 @@ class MarketplaceUpgradeErrorInfo:
 class MarketplaceUpgradeParams:
     marketplace_name: str | None = attrs.field(
         default=None, metadata={"wire": "marketplaceName", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -5850,6 +6351,9 @@ class McpElicitationBooleanSchema:
         default=None, metadata={"wire": "description", "required": False}
     )
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5870,6 +6374,9 @@ class McpElicitationLegacyTitledEnumSchema:
         default=None, metadata={"wire": "enumNames", "required": False}
     )
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5888,6 +6395,9 @@ class McpElicitationNumberSchema:
         default=None, metadata={"wire": "minimum", "required": False}
     )
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5904,6 +6414,9 @@ class McpElicitationSchema:
     schema_: str | None = attrs.field(default=None, metadata={"wire": "$schema", "required": False})
     required: list[str] | None = attrs.field(
         default=None, metadata={"wire": "required", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -5924,6 +6437,9 @@ class McpElicitationStringSchema:
         default=None, metadata={"wire": "minLength", "required": False}
     )
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5950,6 +6466,9 @@ class McpElicitationTitledMultiSelectEnumSchema:
         default=None, metadata={"wire": "minItems", "required": False}
     )
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5963,6 +6482,9 @@ class McpElicitationTitledSingleSelectEnumSchema:
         default=None, metadata={"wire": "description", "required": False}
     )
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -5990,6 +6512,9 @@ class McpElicitationUntitledMultiSelectEnumSchema:
         default=None, metadata={"wire": "minItems", "required": False}
     )
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6001,6 +6526,9 @@ class McpElicitationUntitledSingleSelectEnumSchema:
         default=None, metadata={"wire": "description", "required": False}
     )
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6021,6 +6549,9 @@ class McpResourceReadParams:
     thread_id: str | None = attrs.field(
         default=None, metadata={"wire": "threadId", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6030,6 +6561,9 @@ class McpResourceReadResponse:
         default=None, metadata={"wire": "originCallId", "required": False}
     )
     """Originating call when the server applied app-specific resource scoping."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6043,10 +6577,32 @@ class McpResourceReadTarget:
 class McpServerElicitationRequestParams:
     server_name: str = attrs.field(metadata={"wire": "serverName", "required": True})
     thread_id: str = attrs.field(metadata={"wire": "threadId", "required": True})
+    meta_: Any = attrs.field(default=None, metadata={"wire": "_meta", "required": False})
+    challenge: str | None = attrs.field(
+        default=None, metadata={"wire": "challenge", "required": False}
+    )
+    description: str | None = attrs.field(
+        default=None, metadata={"wire": "description", "required": False}
+    )
+    elicitation_id: str | None = attrs.field(
+        default=None, metadata={"wire": "elicitationId", "required": False}
+    )
+    message: str | None = attrs.field(default=None, metadata={"wire": "message", "required": False})
+    mode: Literal["openai/userVerification"] | None = attrs.field(
+        default=None, metadata={"wire": "mode", "required": False}
+    )
+    requested_schema: McpElicitationSchema | None = attrs.field(
+        default=None, metadata={"wire": "requestedSchema", "required": False}
+    )
+    title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
     turn_id: str | None = attrs.field(default=None, metadata={"wire": "turnId", "required": False})
     """Active Codex turn when this elicitation was observed, if app-server could correlate one.
     
     This is nullable because MCP models elicitation as a standalone server-to-client request identified by the MCP server request id. It may be triggered during a turn, but turn context is app-server correlation rather than part of the protocol identity of the elicitation itself."""
+    url: str | None = attrs.field(default=None, metadata={"wire": "url", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6058,6 +6614,9 @@ class McpServerElicitationRequestResponse:
     """Structured user input for accepted elicitations, mirroring RMCP `CreateElicitationResult`.
     
     This is nullable because decline/cancel responses have no content."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6084,6 +6643,9 @@ class McpServerEventStreamStartParams:
     subscription_id: str = attrs.field(metadata={"wire": "subscriptionId", "required": True})
     thread_id: str = attrs.field(metadata={"wire": "threadId", "required": True})
     meta_: Any = attrs.field(default=None, metadata={"wire": "_meta", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6119,6 +6681,9 @@ class McpServerInfo:
     website_url: str | None = attrs.field(
         default=None, metadata={"wire": "websiteUrl", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6138,6 +6703,9 @@ class McpServerOauthLoginCompletedNotification:
     thread_id: str | None = attrs.field(
         default=None, metadata={"wire": "threadId", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6156,6 +6724,9 @@ class McpServerOauthLoginParams:
     timeout_secs: int | None = attrs.field(
         default=None, metadata={"wire": "timeoutSecs", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6165,6 +6736,9 @@ class McpServerOauthLoginResponse:
         default=None, metadata={"wire": "loginId", "required": False}
     )
     """Identifies this login attempt across the response and completion notification. Older servers omit this field; current servers always return it."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6203,6 +6777,9 @@ class McpServerStatus:
         default=None, metadata={"wire": "toolsError", "required": False}
     )
     """Tool discovery failed and no catalog was returned. Null when a catalog is returned, including cached or empty catalogs."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6216,6 +6793,9 @@ class McpServerStatusUpdatedNotification:
     thread_id: str | None = attrs.field(
         default=None, metadata={"wire": "threadId", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6225,6 +6805,9 @@ class McpServerToolCallParams:
     tool: str = attrs.field(metadata={"wire": "tool", "required": True})
     meta_: Any = attrs.field(default=None, metadata={"wire": "_meta", "required": False})
     arguments: Any = attrs.field(default=None, metadata={"wire": "arguments", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6236,6 +6819,9 @@ class McpServerToolCallResponse:
     )
     structured_content: Any = attrs.field(
         default=None, metadata={"wire": "structuredContent", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -6251,6 +6837,9 @@ class McpToolCallAppContext:
     link_id: str | None = attrs.field(default=None, metadata={"wire": "linkId", "required": False})
     resource_uri: str | None = attrs.field(
         default=None, metadata={"wire": "resourceUri", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -6273,6 +6862,9 @@ class McpToolCallResult:
     meta_: Any = attrs.field(default=None, metadata={"wire": "_meta", "required": False})
     structured_content: Any = attrs.field(
         default=None, metadata={"wire": "structuredContent", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -6303,6 +6895,9 @@ class MemoryStatusParams:
         default=None, metadata={"wire": "minConsolidatedThreads", "required": False}
     )
     """Required distinct consolidated threads. Defaults to 20; supported range is 1..=4096."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6341,6 +6936,9 @@ class MigrationDetails:
     subagents: list[SubagentMigration] | None = attrs.field(
         default=None, metadata={"wire": "subagents", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6361,6 +6959,9 @@ class MisalignmentErrorDetails:
         default=None, metadata={"wire": "steer", "required": False}
     )
     """Instruction to submit as the next turn's user input if continuation is confirmed."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6374,6 +6975,9 @@ class MockExperimentalMethodParams:
 
     value: str | None = attrs.field(default=None, metadata={"wire": "value", "required": False})
     """Test-only payload field."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6382,6 +6986,9 @@ class MockExperimentalMethodResponse:
 
     echoed: str | None = attrs.field(default=None, metadata={"wire": "echoed", "required": False})
     """Echoes the input `value`."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6434,6 +7041,9 @@ class Model:
     upgrade_info: ModelUpgradeInfo | None = attrs.field(
         default=None, metadata={"wire": "upgradeInfo", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6459,6 +7069,9 @@ class ModelListParams:
     """When true, include models that are hidden from the default picker list."""
     limit: int | None = attrs.field(default=None, metadata={"wire": "limit", "required": False})
     """Optional page size; defaults to a reasonable server-side value."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6468,6 +7081,9 @@ class ModelListResponse:
         default=None, metadata={"wire": "nextCursor", "required": False}
     )
     """Opaque cursor to pass to the next call to continue after the last item. If None, there are no more items to return."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6501,6 +7117,9 @@ class ModelSafetyBufferingUpdatedNotification:
     faster_model: str | None = attrs.field(
         default=None, metadata={"wire": "fasterModel", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6526,6 +7145,9 @@ class ModelUpgradeInfo:
     upgrade_copy: str | None = attrs.field(
         default=None, metadata={"wire": "upgradeCopy", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6541,6 +7163,9 @@ class ModelVerificationNotification:
 class ModelsRequirements:
     new_thread: NewThreadModelDefaults | None = attrs.field(
         default=None, metadata={"wire": "newThread", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -6603,6 +7228,9 @@ class NetworkRequirements:
         default=None, metadata={"wire": "unixSockets", "required": False}
     )
     """Canonical unix socket permission map for `experimental_network`."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6613,6 +7241,9 @@ class NewThreadModelDefaults:
     )
     service_tier: str | None = attrs.field(
         default=None, metadata={"wire": "serviceTier", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -6641,6 +7272,9 @@ class ListFilesParsedCommand:
         default="list_files", metadata={"wire": "type", "required": True}
     )
     path: str | None = attrs.field(default=None, metadata={"wire": "path", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6651,6 +7285,9 @@ class SearchParsedCommand:
     )
     path: str | None = attrs.field(default=None, metadata={"wire": "path", "required": False})
     query: str | None = attrs.field(default=None, metadata={"wire": "query", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6689,6 +7326,9 @@ class UpdatePatchChangeKind:
     move_path: str | None = attrs.field(
         default=None, metadata={"wire": "move_path", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6707,6 +7347,9 @@ class PermissionProfileListParams:
     """Optional working directory to resolve project config layers."""
     limit: int | None = attrs.field(default=None, metadata={"wire": "limit", "required": False})
     """Optional page size; defaults to the full result set."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6716,6 +7359,9 @@ class PermissionProfileListResponse:
         default=None, metadata={"wire": "nextCursor", "required": False}
     )
     """Opaque cursor to pass to the next call to continue after the last item. If None, there are no more items to return."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6728,6 +7374,9 @@ class PermissionProfileSummary:
         default=None, metadata={"wire": "description", "required": False}
     )
     """Optional user-facing description for display in clients."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6745,6 +7394,9 @@ class PermissionsRequestApprovalParams:
         default=None, metadata={"wire": "environmentId", "required": False}
     )
     reason: str | None = attrs.field(default=None, metadata={"wire": "reason", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6759,6 +7411,9 @@ class PermissionsRequestApprovalResponse:
         default=None, metadata={"wire": "strictAutoReview", "required": False}
     )
     """Review every subsequent command in this turn before normal sandboxed execution."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6798,6 +7453,9 @@ class PluginDetail:
     share_url: str | None = attrs.field(
         default=None, metadata={"wire": "shareUrl", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6819,6 +7477,9 @@ class PluginInstallParams:
     remote_marketplace_name: str | None = attrs.field(
         default=None, metadata={"wire": "remoteMarketplaceName", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6839,6 +7500,9 @@ class PluginInstalledParams:
         default=None, metadata={"wire": "installSuggestionPluginNames", "required": False}
     )
     """Additional uninstalled plugin names that should be returned when present locally. This is used by mention surfaces that intentionally expose install entrypoints."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6848,6 +7512,9 @@ class PluginInstalledResponse:
     )
     marketplace_load_errors: list[MarketplaceLoadErrorInfo] | None = attrs.field(
         default=None, metadata={"wire": "marketplaceLoadErrors", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -6915,6 +7582,9 @@ class PluginInterface:
     website_url: str | None = attrs.field(
         default=None, metadata={"wire": "websiteUrl", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6931,6 +7601,9 @@ class PluginListParams:
         default=None, metadata={"wire": "marketplaceKinds", "required": False}
     )
     """Optional marketplace kind filter. When omitted, only local marketplaces are queried, plus the default remote catalog when enabled by feature flag."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6943,6 +7616,9 @@ class PluginListResponse:
     )
     marketplace_load_errors: list[MarketplaceLoadErrorInfo] | None = attrs.field(
         default=None, metadata={"wire": "marketplaceLoadErrors", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -6957,6 +7633,9 @@ class PluginMarketplaceEntry:
         default=None, metadata={"wire": "path", "required": False}
     )
     """Local marketplace file path when the marketplace is backed by a local file. Remote-only catalog marketplaces do not have a local path."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -6967,6 +7646,9 @@ class PluginReadParams:
     )
     remote_marketplace_name: str | None = attrs.field(
         default=None, metadata={"wire": "remoteMarketplaceName", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -6992,6 +7674,9 @@ class PluginReconcileChangedPlugin:
 class PluginReconcileParams:
     reason: str | None = attrs.field(default=None, metadata={"wire": "reason", "required": False})
     """Optional client-provided reason recorded with the reconciliation attempt."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7025,6 +7710,9 @@ class PluginSearchParams:
     scope: PluginSearchScope | None = attrs.field(
         default=None, metadata={"wire": "scope", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7035,6 +7723,9 @@ class PluginSearchResponse:
     next_cursor: str | None = attrs.field(
         default=None, metadata={"wire": "nextCursor", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7043,6 +7734,9 @@ class PluginSearchResult:
     plugin: PluginSummary = attrs.field(metadata={"wire": "plugin", "required": True})
     marketplace_path: AbsolutePathBuf | None = attrs.field(
         default=None, metadata={"wire": "marketplacePath", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -7063,6 +7757,9 @@ class PluginShareCheckoutResponse:
     remote_plugin_id: str = attrs.field(metadata={"wire": "remotePluginId", "required": True})
     remote_version: str | None = attrs.field(
         default=None, metadata={"wire": "remoteVersion", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -7091,6 +7788,9 @@ class PluginShareContext:
     share_url: str | None = attrs.field(
         default=None, metadata={"wire": "shareUrl", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7108,6 +7808,9 @@ class PluginShareListItem:
     plugin: PluginSummary = attrs.field(metadata={"wire": "plugin", "required": True})
     local_plugin_path: AbsolutePathBuf | None = attrs.field(
         default=None, metadata={"wire": "localPluginPath", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -7143,6 +7846,9 @@ class PluginShareSaveParams:
     share_targets: list[PluginShareTarget] | None = attrs.field(
         default=None, metadata={"wire": "shareTargets", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7151,6 +7857,9 @@ class PluginShareSaveResponse:
     share_url: str = attrs.field(metadata={"wire": "shareUrl", "required": True})
     can_publish_to_workspace: bool | None = attrs.field(
         default=None, metadata={"wire": "canPublishToWorkspace", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -7198,6 +7907,9 @@ class PluginSkillReadResponse:
     contents: str | None = attrs.field(
         default=None, metadata={"wire": "contents", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7217,6 +7929,9 @@ class GitPluginSource:
         default=None, metadata={"wire": "refName", "required": False}
     )
     sha: str | None = attrs.field(default=None, metadata={"wire": "sha", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7229,6 +7944,9 @@ class NpmPluginSource:
     """Optional HTTPS registry URL. Authentication stays in the user's npm config."""
     version: str | None = attrs.field(default=None, metadata={"wire": "version", "required": False})
     """Optional npm version or version range."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7301,6 +8019,9 @@ class PluginSummary:
     """Remote sharing context associated with this plugin when available."""
     version: str | None = attrs.field(default=None, metadata={"wire": "version", "required": False})
     """Version advertised by the remote marketplace backend when available."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7452,6 +8173,9 @@ class ProcessSpawnParams:
     """Enable PTY mode.
     
     This implies `streamStdin` and `streamStdoutStderr`."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7489,6 +8213,9 @@ class ProcessWriteStdinParams:
         default=None, metadata={"wire": "deltaBase64", "required": False}
     )
     """Optional base64-encoded stdin bytes to write."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7512,6 +8239,9 @@ class Project:
         default=None, metadata={"wire": "recencyAt", "required": False}
     )
     """Newest non-archived member thread's recency, in Unix seconds; null when none exist."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7529,6 +8259,9 @@ class ProjectCreateParams:
     roots: list[ProjectRoot] = attrs.field(metadata={"wire": "roots", "required": True})
     metadata: dict[str, str] | None = attrs.field(
         default=None, metadata={"wire": "metadata", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -7564,6 +8297,9 @@ class ProjectImportParams:
     threads: list[str] | None = attrs.field(
         default=None, metadata={"wire": "threads", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7587,6 +8323,9 @@ class ProjectListParams:
         default=None, metadata={"wire": "sortKey", "required": False}
     )
     """Defaults to position. Recency sorting always places empty projects last."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7597,6 +8336,9 @@ class ProjectListResponse:
     next_cursor: str | None = attrs.field(
         default=None, metadata={"wire": "nextCursor", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7606,6 +8348,9 @@ class ProjectMoveParams:
     project_id: str = attrs.field(metadata={"wire": "projectId", "required": True})
     before_project_id: str | None = attrs.field(
         default=None, metadata={"wire": "beforeProjectId", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -7645,6 +8390,9 @@ class ProjectUpdateParams:
     roots: list[ProjectRoot] | None = attrs.field(
         default=None, metadata={"wire": "roots", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7681,6 +8429,9 @@ class RateLimitResetCredit:
     """Unix timestamp in seconds when the credit expires, or `null` if it does not expire."""
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
     """Backend-provided display title for this credit, or `null` when unavailable."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7692,6 +8443,9 @@ class RateLimitResetCreditsSummary:
     """Detail rows for available reset credits, when the backend provides them.
     
     `null` means only `availableCount` is known, while an empty array means details were fetched and no available credits were returned. The backend may cap this list, so its length can be less than `availableCount`."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7728,6 +8482,9 @@ class RateLimitSnapshot:
         default=None, metadata={"wire": "spendControlReached", "required": False}
     )
     """Backend-reported spend-control state. `None` is unavailable, not a sparse-update recovery."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7738,6 +8495,9 @@ class RateLimitWindow:
     )
     window_duration_mins: int | None = attrs.field(
         default=None, metadata={"wire": "windowDurationMins", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -7753,6 +8513,9 @@ class RawResponseCompletedNotification:
     )
     usage_metadata: ResponseUsageMetadata | None = attrs.field(
         default=None, metadata={"wire": "usageMetadata", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -7771,6 +8534,9 @@ class RealtimeVoicesList:
     v2: list[RealtimeVoice] = attrs.field(metadata={"wire": "v2", "required": True})
     v3: list[RealtimeVoice] | None = attrs.field(
         default=None, metadata={"wire": "v3", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -7872,6 +8638,9 @@ class RemoteControlClient:
     platform: str | None = attrs.field(
         default=None, metadata={"wire": "platform", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7884,6 +8653,9 @@ class RemoteControlClientsListParams:
     order: RemoteControlClientsListOrder | None = attrs.field(
         default=None, metadata={"wire": "order", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7893,6 +8665,9 @@ class RemoteControlClientsListResponse:
     data: list[RemoteControlClient] = attrs.field(metadata={"wire": "data", "required": True})
     next_cursor: str | None = attrs.field(
         default=None, metadata={"wire": "nextCursor", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -7914,6 +8689,9 @@ class RemoteControlDisableParams:
     ephemeral: bool | None = attrs.field(
         default=None, metadata={"wire": "ephemeral", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7928,12 +8706,18 @@ class RemoteControlDisableResponse:
     environment_id: str | None = attrs.field(
         default=None, metadata={"wire": "environmentId", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
 class RemoteControlEnableParams:
     ephemeral: bool | None = attrs.field(
         default=None, metadata={"wire": "ephemeral", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -7949,6 +8733,9 @@ class RemoteControlEnableResponse:
     environment_id: str | None = attrs.field(
         default=None, metadata={"wire": "environmentId", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7957,6 +8744,9 @@ class RemoteControlPairingStartParams:
 
     manual_code: bool | None = attrs.field(
         default=None, metadata={"wire": "manualCode", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -7970,6 +8760,9 @@ class RemoteControlPairingStartResponse:
     manual_pairing_code: str | None = attrs.field(
         default=None, metadata={"wire": "manualPairingCode", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -7981,6 +8774,9 @@ class RemoteControlPairingStatusParams:
     )
     pairing_code: str | None = attrs.field(
         default=None, metadata={"wire": "pairingCode", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -8003,6 +8799,9 @@ class RemoteControlStatusChangedNotification:
     environment_id: str | None = attrs.field(
         default=None, metadata={"wire": "environmentId", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8016,6 +8815,9 @@ class RemoteControlStatusReadResponse:
     )
     environment_id: str | None = attrs.field(
         default=None, metadata={"wire": "environmentId", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -8032,6 +8834,9 @@ class RequestPermissionProfile:
     )
     network: AdditionalNetworkPermissions | None = attrs.field(
         default=None, metadata={"wire": "network", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -8056,6 +8861,9 @@ class Resource:
     )
     size: int | None = attrs.field(default=None, metadata={"wire": "size", "required": False})
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8074,6 +8882,9 @@ class ResourceTemplate:
         default=None, metadata={"wire": "mimeType", "required": False}
     )
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8084,6 +8895,9 @@ class AdditionalToolsResponseItem:
         default="additional_tools", metadata={"wire": "type", "required": True}
     )
     id: str | None = attrs.field(default=None, metadata={"wire": "id", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8107,6 +8921,9 @@ class MessageResponseItem:
         default=None, metadata={"wire": "phase", "required": False}
     )
     status: str | None = attrs.field(default=None, metadata={"wire": "status", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8125,6 +8942,9 @@ class AgentMessageResponseItem:
             default=None,
             metadata={"wire": "internal_chat_message_metadata_passthrough", "required": False},
         )
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -8149,6 +8969,9 @@ class ReasoningResponseItem:
             metadata={"wire": "internal_chat_message_metadata_passthrough", "required": False},
         )
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8170,6 +8993,9 @@ class LocalShellCallResponseItem:
             default=None,
             metadata={"wire": "internal_chat_message_metadata_passthrough", "required": False},
         )
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -8198,6 +9024,9 @@ class FunctionCallResponseItem:
         default=None, metadata={"wire": "namespace", "required": False}
     )
     status: str | None = attrs.field(default=None, metadata={"wire": "status", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8219,6 +9048,9 @@ class ToolSearchCallResponseItem:
         )
     )
     status: str | None = attrs.field(default=None, metadata={"wire": "status", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8238,6 +9070,9 @@ class FunctionCallOutputResponseItem:
     name: str | None = attrs.field(default=None, metadata={"wire": "name", "required": False})
     namespace: str | None = attrs.field(
         default=None, metadata={"wire": "namespace", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -8263,6 +9098,9 @@ class CustomToolCallResponseItem:
         default=None, metadata={"wire": "namespace", "required": False}
     )
     status: str | None = attrs.field(default=None, metadata={"wire": "status", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8280,6 +9118,9 @@ class CustomToolCallOutputResponseItem:
         )
     )
     name: str | None = attrs.field(default=None, metadata={"wire": "name", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8297,6 +9138,9 @@ class ToolSearchOutputResponseItem:
             default=None,
             metadata={"wire": "internal_chat_message_metadata_passthrough", "required": False},
         )
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -8319,6 +9163,9 @@ class WebSearchCallResponseItem:
         )
     )
     status: str | None = attrs.field(default=None, metadata={"wire": "status", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8341,6 +9188,9 @@ class ImageGenerationCallResponseItem:
     revised_prompt: str | None = attrs.field(
         default=None, metadata={"wire": "revised_prompt", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8355,6 +9205,9 @@ class CompactionResponseItem:
             default=None,
             metadata={"wire": "internal_chat_message_metadata_passthrough", "required": False},
         )
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -8392,6 +9245,9 @@ class ContextCompactionResponseItem:
             metadata={"wire": "internal_chat_message_metadata_passthrough", "required": False},
         )
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8415,6 +9271,9 @@ class ResponseUsageMetadata:
 
     amount: str | None = attrs.field(default=None, metadata={"wire": "amount", "required": False})
     metadata: Any = attrs.field(default=None, metadata={"wire": "metadata", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8426,6 +9285,9 @@ class SearchResponsesApiWebSearchAction:
         default=None, metadata={"wire": "queries", "required": False}
     )
     query: str | None = attrs.field(default=None, metadata={"wire": "query", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8434,6 +9296,9 @@ class OpenPageResponsesApiWebSearchAction:
         default="open_page", metadata={"wire": "type", "required": True}
     )
     url: str | None = attrs.field(default=None, metadata={"wire": "url", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8443,6 +9308,9 @@ class FindInPageResponsesApiWebSearchAction:
     )
     pattern: str | None = attrs.field(default=None, metadata={"wire": "pattern", "required": False})
     url: str | None = attrs.field(default=None, metadata={"wire": "url", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8468,6 +9336,9 @@ class ReviewStartParams:
         default=None, metadata={"wire": "delivery", "required": False}
     )
     """Where to run the review: inline (default) on the current thread or detached on a new thread (returned in `reviewThreadId`). Detached delivery is deprecated and emits `deprecationNotice`. Use `thread/start` followed by an inline review for a separate review thread."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8508,6 +9379,9 @@ class CommitReviewTarget:
     )
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
     """Optional human-readable label (e.g., commit subject) for UIs."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8551,6 +9425,9 @@ class ReadOnlySandboxPolicy:
     network_access: bool | None = attrs.field(
         default=None, metadata={"wire": "networkAccess", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8560,6 +9437,9 @@ class ExternalSandboxSandboxPolicy:
     )
     network_access: NetworkAccess | None = attrs.field(
         default=None, metadata={"wire": "networkAccess", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -8579,6 +9459,9 @@ class WorkspaceWriteSandboxPolicy:
     )
     writable_roots: list[AbsolutePathBuf] | None = attrs.field(
         default=None, metadata={"wire": "writableRoots", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -8604,6 +9487,9 @@ class SandboxWorkspaceWrite:
     writable_roots: list[str] | None = attrs.field(
         default=None, metadata={"wire": "writable_roots", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8614,6 +9500,9 @@ class HourlyScheduledTaskSchedule:
     )
     days: list[ScheduledTaskWeekday] | None = attrs.field(
         default=None, metadata={"wire": "days", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -8700,6 +9589,9 @@ class ServerDiagnosticsProcess:
     resident_memory_bytes: int | None = attrs.field(
         default=None, metadata={"wire": "residentMemoryBytes", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8720,6 +9612,15 @@ class ServerNotification:
         default=None, metadata={"wire": "emittedAtMs", "required": False}
     )
     """Unix timestamp (in milliseconds) when app-server emitted this notification."""
+    method: Literal["error"] | None = attrs.field(
+        default=None, metadata={"wire": "method", "required": False}
+    )
+    params_: ErrorNotification | None = attrs.field(
+        default=None, metadata={"wire": "params", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8873,6 +9774,9 @@ class SessionMigration:
     cwd: str = attrs.field(metadata={"wire": "cwd", "required": True})
     path: str = attrs.field(metadata={"wire": "path", "required": True})
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8885,6 +9789,9 @@ class Settings:
     )
     reasoning_effort: ReasoningEffort | None = attrs.field(
         default=None, metadata={"wire": "reasoning_effort", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -8927,6 +9834,9 @@ class SkillInterface:
     short_description: str | None = attrs.field(
         default=None, metadata={"wire": "shortDescription", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8950,6 +9860,9 @@ class SkillMetadata:
         default=None, metadata={"wire": "shortDescription", "required": False}
     )
     """Legacy short_description from SKILL.md. Prefer SKILL.json interface.short_description."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8971,6 +9884,9 @@ class SkillSummary:
     short_description: str | None = attrs.field(
         default=None, metadata={"wire": "shortDescription", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -8985,6 +9901,9 @@ class SkillToolDependency:
         default=None, metadata={"wire": "transport", "required": False}
     )
     url: str | None = attrs.field(default=None, metadata={"wire": "url", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9004,6 +9923,9 @@ class SkillsConfigWriteParams:
         default=None, metadata={"wire": "path", "required": False}
     )
     """Path-based selector."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9038,6 +9960,9 @@ class SkillsListParams:
         default=None, metadata={"wire": "forceReload", "required": False}
     )
     """When true, bypass the skills cache and re-scan skills from disk."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9083,6 +10008,9 @@ class TextElement:
         default=None, metadata={"wire": "placeholder", "required": False}
     )
     """Optional human-readable placeholder for the element, displayed in the UI."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9199,6 +10127,9 @@ class Thread:
         default=None, metadata={"wire": "threadSource", "required": False}
     )
     """Optional analytics source classification for this thread."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9266,6 +10197,9 @@ class ThreadAttachmentListParams:
     thread_id: str = attrs.field(metadata={"wire": "threadId", "required": True})
     cursor: str | None = attrs.field(default=None, metadata={"wire": "cursor", "required": False})
     limit: int | None = attrs.field(default=None, metadata={"wire": "limit", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9275,6 +10209,9 @@ class ThreadAttachmentListResponse:
     data: list[ThreadAttachment] = attrs.field(metadata={"wire": "data", "required": True})
     next_cursor: str | None = attrs.field(
         default=None, metadata={"wire": "nextCursor", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -9299,6 +10236,9 @@ class ThreadAttachmentOwnerListParams:
     """Omitted or null returns all matches; false returns non-archived threads only."""
     cursor: str | None = attrs.field(default=None, metadata={"wire": "cursor", "required": False})
     limit: int | None = attrs.field(default=None, metadata={"wire": "limit", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9308,6 +10248,9 @@ class ThreadAttachmentOwnerListResponse:
     data: list[ThreadAttachmentOwner] = attrs.field(metadata={"wire": "data", "required": True})
     next_cursor: str | None = attrs.field(
         default=None, metadata={"wire": "nextCursor", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -9351,6 +10294,9 @@ class ThreadBackgroundTerminal:
     )
     os_pid: int | None = attrs.field(default=None, metadata={"wire": "osPid", "required": False})
     rss_kb: int | None = attrs.field(default=None, metadata={"wire": "rssKb", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9374,6 +10320,9 @@ class ThreadBackgroundTerminalsListParams:
     """Opaque pagination cursor returned by a previous call."""
     limit: int | None = attrs.field(default=None, metadata={"wire": "limit", "required": False})
     """Optional page size."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9385,6 +10334,9 @@ class ThreadBackgroundTerminalsListResponse:
         default=None, metadata={"wire": "nextCursor", "required": False}
     )
     """Opaque cursor to pass to the next call to continue after the last item. If None, there are no more items to return."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9551,6 +10503,9 @@ class ThreadForkParams:
         default=None, metadata={"wire": "threadSource", "required": False}
     )
     """Optional client-supplied analytics source classification for this forked thread."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9596,6 +10551,9 @@ class ThreadForkResponse:
     service_tier: str | None = attrs.field(
         default=None, metadata={"wire": "serviceTier", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9610,6 +10568,9 @@ class ThreadGoal:
     token_budget: int | None = attrs.field(
         default=None, metadata={"wire": "tokenBudget", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9619,6 +10580,9 @@ class ThreadGoalClearParams:
         default=None, metadata={"wire": "origin", "required": False}
     )
     """Missing provenance does not supply user authorization."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9641,6 +10605,9 @@ class ThreadGoalGetResponse:
     goal: ThreadGoal | None = attrs.field(
         default=None, metadata={"wire": "goal", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9659,6 +10626,9 @@ class ThreadGoalSetParams:
     token_budget: int | None = attrs.field(
         default=None, metadata={"wire": "tokenBudget", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9671,6 +10641,9 @@ class ThreadGoalUpdatedNotification:
     goal: ThreadGoal = attrs.field(metadata={"wire": "goal", "required": True})
     thread_id: str = attrs.field(metadata={"wire": "threadId", "required": True})
     turn_id: str | None = attrs.field(default=None, metadata={"wire": "turnId", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9719,6 +10692,9 @@ class UserMessageThreadItem:
     client_id: str | None = attrs.field(
         default=None, metadata={"wire": "clientId", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9751,6 +10727,9 @@ class AgentMessageThreadItem:
     questions: list[AsyncUserInputQuestion] | None = attrs.field(
         default=None, metadata={"wire": "questions", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9763,6 +10742,9 @@ class FunctionCallOutputThreadItem:
     )
     namespace: str | None = attrs.field(
         default=None, metadata={"wire": "namespace", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -9786,6 +10768,9 @@ class ReasoningThreadItem:
     )
     summary: list[str] | None = attrs.field(
         default=None, metadata={"wire": "summary", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -9830,6 +10815,9 @@ class CommandExecutionThreadItem:
     """Safe plugin-relative path when this command resolves to one plugin script."""
     source: CommandExecutionSource | None = attrs.field(
         default=None, metadata={"wire": "source", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -9880,6 +10868,9 @@ class McpToolCallThreadItem:
     result: McpToolCallResult | None = attrs.field(
         default=None, metadata={"wire": "result", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9903,6 +10894,9 @@ class DynamicToolCallThreadItem:
     )
     success: bool | None = attrs.field(
         default=None, metadata={"wire": "success", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -9935,6 +10929,9 @@ class CollabAgentToolCallThreadItem:
         default=None, metadata={"wire": "reasoningEffort", "required": False}
     )
     """Reasoning effort requested for the spawned agent, when applicable."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9952,6 +10949,9 @@ class SubAgentActivityThreadItem:
         default=None, metadata={"wire": "reasoningEffort", "required": False}
     )
     """Resolved reasoning effort at sub-agent creation, when known."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -9970,6 +10970,9 @@ class WebSearchThreadItem:
     """Structured search results returned out-of-band by standalone web search.
     
     These stay as opaque JSON at the extension/app-server boundary so new result fields and result types can pass through without a Codex release."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10011,6 +11014,9 @@ class ImageGenerationThreadItem:
     )
     transparent_background: bool | None = attrs.field(
         default=None, metadata={"wire": "transparentBackground", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -10061,6 +11067,9 @@ class ThreadItemEntry:
         default=None, metadata={"wire": "startedAtMs", "required": False}
     )
     """Unix timestamp (milliseconds) when the item started, if recorded by the producer."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10094,6 +11103,9 @@ class ThreadItemsListParams:
     """Optional item pagination direction; defaults to ascending."""
     turn_id: str | None = attrs.field(default=None, metadata={"wire": "turnId", "required": False})
     """Optional turn id to filter by. When omitted, returns items across the thread."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10107,6 +11119,9 @@ class ThreadItemsListResponse:
         default=None, metadata={"wire": "nextCursor", "required": False}
     )
     """Opaque cursor to pass to the next call to continue after the last item. if None, there are no more items to return."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10196,6 +11211,9 @@ class ThreadListParams:
         default=None, metadata={"wire": "useStateDbOnly", "required": False}
     )
     """If true, return from the state DB without scanning JSONL rollouts to repair thread metadata. Omitted or false preserves scan-and-repair behavior."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10215,6 +11233,9 @@ class ThreadListResponse:
         default=None, metadata={"wire": "readStates", "required": False}
     )
     """Local receipts for eligible threads on this page, keyed by thread ID. Null means durable read state is unavailable; an absent key means that row is ineligible."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10223,6 +11244,9 @@ class ThreadLoadedListParams:
     """Opaque pagination cursor returned by a previous call."""
     limit: int | None = attrs.field(default=None, metadata={"wire": "limit", "required": False})
     """Optional page size; defaults to no limit."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10233,6 +11257,9 @@ class ThreadLoadedListResponse:
         default=None, metadata={"wire": "nextCursor", "required": False}
     )
     """Opaque cursor to pass to the next call to continue after the last item. if None, there are no more items to return."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10258,6 +11285,9 @@ class ThreadMetadataGitInfoUpdateParams:
     """Omit to leave the stored origin URL unchanged, set to `null` to clear it, or provide a non-empty string to replace it."""
     sha: str | None = attrs.field(default=None, metadata={"wire": "sha", "required": False})
     """Omit to leave the stored commit unchanged, set to `null` to clear it, or provide a non-empty string to replace it."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10277,6 +11307,9 @@ class ThreadMetadataUpdateParams:
         default=None, metadata={"wire": "projectId", "required": False}
     )
     """Omit to leave the project unchanged, use an empty string to clear it, or provide an existing project ID to assign it."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10289,6 +11322,9 @@ class ThreadNameUpdatedNotification:
     thread_id: str = attrs.field(metadata={"wire": "threadId", "required": True})
     thread_name: str | None = attrs.field(
         default=None, metadata={"wire": "threadName", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -10311,6 +11347,9 @@ class CompletedThreadPredictionResult:
         default="completed", metadata={"wire": "type", "required": True}
     )
     text: str | None = attrs.field(default=None, metadata={"wire": "text", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10392,6 +11431,9 @@ class ThreadQueueListParams:
     """Opaque pagination cursor returned by a previous call."""
     limit: int | None = attrs.field(default=None, metadata={"wire": "limit", "required": False})
     """Optional page size; defaults to the standard thread-list page size."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10403,6 +11445,9 @@ class ThreadQueueListResponse:
         default=None, metadata={"wire": "nextCursor", "required": False}
     )
     """Opaque cursor for the next page, or `null` when no submissions remain."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10427,6 +11472,9 @@ class ThreadQueueStartParams:
     thread_id: str = attrs.field(metadata={"wire": "threadId", "required": True})
     queued_submission_id: str | None = attrs.field(
         default=None, metadata={"wire": "queuedSubmissionId", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -10464,6 +11512,9 @@ class ThreadReadParams:
         default=None, metadata={"wire": "includeTurns", "required": False}
     )
     """When true, include turns and their items from rollout history. Full-history hydration is deprecated for paginated threads; prefer a metadata-only read and page with `thread/turns/list` and `thread/items/list`."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10475,6 +11526,9 @@ class ThreadReadResponse:
         default=None, metadata={"wire": "readState", "required": False}
     )
     """Local receipt. Null means this thread's durable read state is unavailable."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10484,6 +11538,9 @@ class ThreadReadState:
     revision: str = attrs.field(metadata={"wire": "revision", "required": True})
     first_unread: ThreadUnreadPosition | None = attrs.field(
         default=None, metadata={"wire": "firstUnread", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -10582,6 +11639,9 @@ class ThreadRealtimeAppendTextParams:
     role: ConversationTextRole | None = attrs.field(
         default=None, metadata={"wire": "role", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10602,6 +11662,9 @@ class ThreadRealtimeAudioChunk:
     item_id: str | None = attrs.field(default=None, metadata={"wire": "itemId", "required": False})
     samples_per_channel: int | None = attrs.field(
         default=None, metadata={"wire": "samplesPerChannel", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -10647,6 +11710,9 @@ class ThreadRealtimeClosedNotification:
 
     thread_id: str = attrs.field(metadata={"wire": "threadId", "required": True})
     reason: str | None = attrs.field(default=None, metadata={"wire": "reason", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10671,6 +11737,24 @@ class ThreadRealtimeItem:
 
     id: str = attrs.field(metadata={"wire": "id", "required": True})
     realtime_session_id: str = attrs.field(metadata={"wire": "realtimeSessionId", "required": True})
+    item_id: str | None = attrs.field(default=None, metadata={"wire": "item_id", "required": False})
+    outcome: ThreadRealtimeSessionOutcome | None = attrs.field(
+        default=None, metadata={"wire": "outcome", "required": False}
+    )
+    presentation: ThreadRealtimeBemItemPresentation | None = attrs.field(
+        default=None, metadata={"wire": "presentation", "required": False}
+    )
+    role: ThreadRealtimeTranscriptRole | None = attrs.field(
+        default=None, metadata={"wire": "role", "required": False}
+    )
+    text: str | None = attrs.field(default=None, metadata={"wire": "text", "required": False})
+    turn_id: str | None = attrs.field(default=None, metadata={"wire": "turn_id", "required": False})
+    type: Literal["realtimeSessionStarted"] | None = attrs.field(
+        default=None, metadata={"wire": "type", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10816,6 +11900,9 @@ class ThreadRealtimeStartParams:
     voice: RealtimeVoice | None = attrs.field(
         default=None, metadata={"wire": "voice", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10876,6 +11963,9 @@ class ThreadRealtimeStartedNotification:
     realtime_session_id: str | None = attrs.field(
         default=None, metadata={"wire": "realtimeSessionId", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10928,6 +12018,9 @@ class ThreadResumeInitialTurnsPageParams:
         default=None, metadata={"wire": "sortDirection", "required": False}
     )
     """Optional turn pagination direction; defaults to descending."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -10998,6 +12091,9 @@ class ThreadResumeParams:
     service_tier: str | None = attrs.field(
         default=None, metadata={"wire": "serviceTier", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11063,6 +12159,9 @@ class ThreadResumeResponse:
     """Opaque cursor for hydrating paginated turns backwards.
     
     Pass this as `cursor` to `thread/turns/list` with `sortDirection: "desc"`. The first page includes the turn identified by the cursor."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11093,6 +12192,9 @@ class ThreadRevertResponse:
     """Opaque cursor for hydrating paginated turns backwards.
     
     Pass this as `cursor` to `thread/turns/list` with `sortDirection: "desc"`. The first page includes the turn identified by the cursor."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11132,6 +12234,9 @@ class ThreadSearchOccurrencesParams:
     """Opaque cursor returned by a previous call for the same thread and search term."""
     limit: int | None = attrs.field(default=None, metadata={"wire": "limit", "required": False})
     """Optional occurrence page size."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11144,6 +12249,9 @@ class ThreadSearchOccurrencesResponse:
         default=None, metadata={"wire": "nextCursor", "required": False}
     )
     """Opaque cursor to continue after the last returned occurrence."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11172,6 +12280,9 @@ class ThreadSearchParams:
         default=None, metadata={"wire": "sourceKinds", "required": False}
     )
     """Optional source filter; when set, only sessions from these source kinds are returned. When omitted or empty, defaults to interactive sources."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11187,6 +12298,9 @@ class ThreadSearchResponse:
         default=None, metadata={"wire": "nextCursor", "required": False}
     )
     """Opaque cursor to pass to the next call to continue after the last item. if None, there are no more items to return."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11220,6 +12334,9 @@ class ThreadSection:
         default=None, metadata={"wire": "appearance", "required": False}
     )
     """Optional appearance synchronized across clients."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11228,6 +12345,9 @@ class ThreadSectionAppearance:
 
     color: str | None = attrs.field(default=None, metadata={"wire": "color", "required": False})
     icon: str | None = attrs.field(default=None, metadata={"wire": "icon", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11238,6 +12358,9 @@ class ThreadSectionCreateParams:
     """The user-visible name of the section."""
     appearance: ThreadSectionAppearance | None = attrs.field(
         default=None, metadata={"wire": "appearance", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -11269,6 +12392,9 @@ class ThreadSectionListParams:
     """Opaque pagination cursor returned by a previous call."""
     limit: int | None = attrs.field(default=None, metadata={"wire": "limit", "required": False})
     """Maximum number of sections to return."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11280,6 +12406,9 @@ class ThreadSectionListResponse:
         default=None, metadata={"wire": "nextCursor", "required": False}
     )
     """Opaque cursor for the next page, or `null` when no sections remain."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11294,6 +12423,9 @@ class ThreadSectionMoveParams:
         default=None, metadata={"wire": "beforeThreadId", "required": False}
     )
     """Existing thread to insert before; omission or null appends to the section."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11313,6 +12445,9 @@ class ThreadSectionUpdateParams:
         default=None, metadata={"wire": "appearance", "required": False}
     )
     """Omit to preserve appearance, use `null` to clear it, or provide a replacement."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11376,6 +12511,9 @@ class ThreadSettings:
     summary: ReasoningSummary | None = attrs.field(
         default=None, metadata={"wire": "summary", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11433,6 +12571,9 @@ class ThreadSettingsUpdateParams:
         default=None, metadata={"wire": "summary", "required": False}
     )
     """Override the reasoning summary for subsequent turns."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11457,6 +12598,9 @@ class ThreadShellCommandParams:
         default=None, metadata={"wire": "timeoutMs", "required": False}
     )
     """Maximum execution time in milliseconds. Defaults to one hour when omitted or null. Must be non-negative; zero requests an immediate timeout, not unlimited execution. Does not affect the immediate RPC acknowledgement."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11561,6 +12705,9 @@ class ThreadStartParams:
         default=None, metadata={"wire": "threadSource", "required": False}
     )
     """Optional client-supplied analytics source classification for this thread."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11605,6 +12752,9 @@ class ThreadStartResponse:
     """Thread-scoped runtime workspace roots used to materialize `:workspace_roots`."""
     service_tier: str | None = attrs.field(
         default=None, metadata={"wire": "serviceTier", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -11689,6 +12839,9 @@ class TurnStartedThreadTimelineEntry:
     started_at: int | None = attrs.field(
         default=None, metadata={"wire": "started_at", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11713,6 +12866,9 @@ class TurnCompletedThreadTimelineEntry:
     started_at: int | None = attrs.field(
         default=None, metadata={"wire": "started_at", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11733,6 +12889,9 @@ class ThreadTimelineListParams:
     thread_id: str = attrs.field(metadata={"wire": "threadId", "required": True})
     cursor: str | None = attrs.field(default=None, metadata={"wire": "cursor", "required": False})
     limit: int | None = attrs.field(default=None, metadata={"wire": "limit", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11749,6 +12908,9 @@ class ThreadTimelineListResponse:
     next_cursor: str | None = attrs.field(
         default=None, metadata={"wire": "nextCursor", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11757,6 +12919,9 @@ class ThreadTokenUsage:
     total: TokenUsageBreakdown = attrs.field(metadata={"wire": "total", "required": True})
     model_context_window: int | None = attrs.field(
         default=None, metadata={"wire": "modelContextWindow", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -11782,6 +12947,9 @@ class ThreadTurnsListParams:
         default=None, metadata={"wire": "sortDirection", "required": False}
     )
     """Optional turn pagination direction; defaults to descending."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11795,6 +12963,9 @@ class ThreadTurnsListResponse:
         default=None, metadata={"wire": "nextCursor", "required": False}
     )
     """Opaque cursor to pass to the next call to continue after the last turn. if None, there are no more turns to return."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11859,6 +13030,9 @@ class ThreadUsage:
     estimated_usage_usd_micros: int | None = attrs.field(
         default=None, metadata={"wire": "estimatedUsageUsdMicros", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11886,6 +13060,9 @@ class ThreadUsageBreakdownGroup:
     total_tokens: int | None = attrs.field(
         default=None, metadata={"wire": "totalTokens", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11899,6 +13076,9 @@ class TokenUsageBreakdown:
     total_tokens: int = attrs.field(metadata={"wire": "totalTokens", "required": True})
     cache_write_input_tokens: int | None = attrs.field(
         default=None, metadata={"wire": "cacheWriteInputTokens", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -11922,6 +13102,9 @@ class Tool:
         default=None, metadata={"wire": "outputSchema", "required": False}
     )
     title: str | None = attrs.field(default=None, metadata={"wire": "title", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11954,6 +13137,9 @@ class ToolRequestUserInputParams:
         default=None, metadata={"wire": "autoResolutionMs", "required": False}
     )
     """@deprecated Use `isBlocking` to decide whether the request should block."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11972,6 +13158,9 @@ class ToolRequestUserInputQuestion:
     options: list[ToolRequestUserInputOption] | None = attrs.field(
         default=None, metadata={"wire": "options", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -11987,6 +13176,9 @@ class ToolRequestUserInputResponse:
 class ToolsV2:
     web_search: WebSearchToolConfig | None = attrs.field(
         default=None, metadata={"wire": "web_search", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -12021,6 +13213,9 @@ class Turn:
         default=None, metadata={"wire": "startedAt", "required": False}
     )
     """Unix timestamp (in seconds) when the turn started."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12046,6 +13241,9 @@ class TurnEnvironmentParams:
         default=None, metadata={"wire": "runtimeWorkspaceRoots", "required": False}
     )
     """Environment-native runtime workspace roots. Omitted defaults to `cwd`."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12061,6 +13259,9 @@ class TurnError:
         default=None, metadata={"wire": "misalignment", "required": False}
     )
     """Optional public explanation and continuation instruction for a misalignment block."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12095,6 +13296,9 @@ class TurnPlanUpdatedNotification:
     explanation: str | None = attrs.field(
         default=None, metadata={"wire": "explanation", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12124,6 +13328,9 @@ class TurnSettingsUpdateParams:
         default=None, metadata={"wire": "summary", "required": False}
     )
     """Omission or `null` leaves the summary preference unchanged."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12245,6 +13452,9 @@ class TurnStartParams:
         default=None, metadata={"wire": "turnTrigger", "required": False}
     )
     """Optional source classification for the caller that starts this turn. Ignored when this request steers an already-active turn."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12281,6 +13491,9 @@ class TurnSteerParams:
     Entries are flattened into the JSON string sent as `client_metadata["x-codex-turn-metadata"]` on ResponsesAPI HTTP and websocket requests.
     
     They are not sent as top-level ResponsesAPI `client_metadata` keys, and reserved keys such as `session_id`, `thread_id`, `turn_id`, and `window_id` cannot be overridden."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12297,6 +13510,9 @@ class TurnToolOutput:
     )
     retain: bool | None = attrs.field(default=None, metadata={"wire": "retain", "required": False})
     """Requests retention of this output in the thread's model history."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12308,6 +13524,9 @@ class TurnsPage:
     next_cursor: str | None = attrs.field(
         default=None, metadata={"wire": "nextCursor", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12318,6 +13537,9 @@ class TextUserInput:
         default=None, metadata={"wire": "text_elements", "required": False}
     )
     """UI-defined spans within `text` used to render or persist special elements."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12327,6 +13549,11 @@ class ImageUserInput:
     )
     detail: ImageDetail | None = attrs.field(
         default=None, metadata={"wire": "detail", "required": False}
+    )
+    file_id: str | None = attrs.field(default=None, metadata={"wire": "fileId", "required": False})
+    url: str | None = attrs.field(default=None, metadata={"wire": "url", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -12338,6 +13565,9 @@ class LocalImageUserInput:
     )
     detail: ImageDetail | None = attrs.field(
         default=None, metadata={"wire": "detail", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -12431,6 +13661,9 @@ class UserVerificationEnrollResponse:
         default=None, metadata={"wire": "publicKey", "required": False}
     )
     """Unpadded base64url of the SubjectPublicKeyInfo DER encoding."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12546,6 +13779,9 @@ class UserVerificationStatusResponse:
     unavailable_reason: UserVerificationUnavailableReason | None = attrs.field(
         default=None, metadata={"wire": "unavailableReason", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12578,6 +13814,9 @@ class W3cTraceContext:
     tracestate: str | None = attrs.field(
         default=None, metadata={"wire": "tracestate", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12588,6 +13827,9 @@ class WarningNotification:
         default=None, metadata={"wire": "threadId", "required": False}
     )
     """Optional thread target when the warning applies to a specific thread."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12599,6 +13841,9 @@ class SearchWebSearchAction:
         default=None, metadata={"wire": "queries", "required": False}
     )
     query: str | None = attrs.field(default=None, metadata={"wire": "query", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12607,6 +13852,9 @@ class OpenPageWebSearchAction:
         default="openPage", metadata={"wire": "type", "required": True}
     )
     url: str | None = attrs.field(default=None, metadata={"wire": "url", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12616,6 +13864,9 @@ class FindInPageWebSearchAction:
     )
     pattern: str | None = attrs.field(default=None, metadata={"wire": "pattern", "required": False})
     url: str | None = attrs.field(default=None, metadata={"wire": "url", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12641,6 +13892,9 @@ class WebSearchLocation:
     timezone: str | None = attrs.field(
         default=None, metadata={"wire": "timezone", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12654,6 +13908,9 @@ class WebSearchToolConfig:
     location: WebSearchLocation | None = attrs.field(
         default=None, metadata={"wire": "location", "required": False}
     )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12666,6 +13923,9 @@ class WindowsSandboxSetupCompletedNotification:
     mode: WindowsSandboxSetupMode = attrs.field(metadata={"wire": "mode", "required": True})
     success: bool = attrs.field(metadata={"wire": "success", "required": True})
     error: str | None = attrs.field(default=None, metadata={"wire": "error", "required": False})
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -12673,6 +13933,9 @@ class WindowsSandboxSetupStartParams:
     mode: WindowsSandboxSetupMode = attrs.field(metadata={"wire": "mode", "required": True})
     cwd: AbsolutePathBuf | None = attrs.field(
         default=None, metadata={"wire": "cwd", "required": False}
+    )
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
     )
 
 
@@ -12703,6 +13966,9 @@ class WorkspaceMessage:
         default=None, metadata={"wire": "createdAt", "required": False}
     )
     """Unix timestamp (in seconds) when the message was created."""
+    _wire_nulls: frozenset[str] = attrs.field(
+        default=frozenset(), init=False, eq=False, repr=False, metadata={"internal": True}
+    )
 
 
 @attrs.frozen(kw_only=True)
