@@ -90,7 +90,7 @@ def build_converter(
             for f in fields
             if f.metadata.get("wire", f.name) != f.name
         }
-        base = make_dict_structure_fn(
+        base: Callable[[Any, Any], Any] = make_dict_structure_fn(
             cls,
             conv,
             _cattrs_forbid_extra_keys=False,
@@ -126,7 +126,7 @@ def build_converter(
                 rename=wire if wire != f.name else None,
                 omit_if_default=not f.metadata.get("required", True),
             )
-        base = make_dict_unstructure_fn(cls, conv, **fields)
+        base: Callable[[Any], Any] = make_dict_unstructure_fn(cls, conv, **fields)
         if not has_nulls:
             return base
 
