@@ -1,0 +1,228 @@
+"""The scripted model on its own (SSE framing, recording, failures) over raw HTTP, and each
+script kind against the real runtime."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import pytest
+
+from codex_anyio.testing import (
+    RecordedRequest,
+    ScriptedModel,
+    ScriptExhaustedError,
+    failed,
+    function_call,
+    http_error,
+    message,
+    reply,
+    stall,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def post(model: ScriptedModel, body: dict[str, Any]) -> bytes:
+    """POST /v1/responses with a raw socket; return the whole response (head + body)."""
+    port = int(model.base_url.rsplit(":", 1)[1].split("/")[0])
+    data = json.dumps(body).encode()
+    head = (
+        f"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    ).encode()
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(head + data)
+        received = b""
+        try:
+            while True:
+                received += await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            return received
+
+
+def events(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """The SSE events of a response, parsed."""
+    body = raw.partition(b"\r\n\r\n")[2].decode()
+    parsed = []
+    for block in body.split("\n\n"):
+        if not block.strip():
+            continue
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        parsed.append((fields["event"], json.loads(fields["data"])))
+    return parsed
+
+
+async def test_a_message_streams_as_sse_deltas_between_added_and_done() -> None:
+    with anyio.fail_after(10):
+        async with ScriptedModel([message("alpha beta", deltas=["alpha ", "beta"])]) as model:
+            raw = await post(model, {"input": []})
+    assert raw.startswith(b"HTTP/1.1 200")
+    assert b"text/event-stream" in raw
+    names = [name for name, _ in events(raw)]
+    assert names == [
+        "response.created",
+        "response.output_item.added",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    deltas = [data["delta"] for name, data in events(raw) if name == "response.output_text.delta"]
+    assert deltas == ["alpha ", "beta"]
+    done = events(raw)[4][1]["item"]
+    assert done["content"] == [{"type": "output_text", "text": "alpha beta"}]
+    assert events(raw)[-1][1]["response"]["usage"]["total_tokens"] == 15
+
+
+async def test_message_splitting_rules() -> None:
+    assert message("a b c").outputs[0].deltas == ("a ", "b ", "c")  # type: ignore[union-attr]
+    assert message("abcdef", deltas=3).outputs[0].deltas == ("ab", "cd", "ef")  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="add up"):
+        message("abc", deltas=["a", "x"])
+
+
+async def test_function_calls_and_combined_replies_carry_name_arguments_and_call_id() -> None:
+    script = [
+        reply(message("checking", deltas=1), function_call("lookup", {"id": 7}, call_id="c1"))
+    ]
+    with anyio.fail_after(10):
+        async with ScriptedModel(script) as model:
+            raw = await post(model, {})
+    done = [data["item"] for name, data in events(raw) if name == "response.output_item.done"]
+    assert done[0]["type"] == "message"
+    assert done[1] == {
+        "type": "function_call",
+        "id": done[1]["id"],
+        "call_id": "c1",
+        "name": "lookup",
+        "arguments": '{"id": 7}',
+    }
+
+
+async def test_every_request_body_is_recorded_in_order_and_awaitable() -> None:
+    with anyio.fail_after(10):
+        async with ScriptedModel([message("1"), message("2")]) as model:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(model.wait_for_requests, 2)
+                await post(model, {"n": 1})
+                await post(
+                    model,
+                    {
+                        "n": 2,
+                        "input": [{"type": "function_call_output", "call_id": "c", "output": "x"}],
+                    },
+                )
+            assert [r.body["n"] for r in model.requests] == [1, 2]
+            assert model.requests[0].path == "/v1/responses"
+            assert model.requests[0].headers["content-type"] == "application/json"
+            assert model.function_call_outputs() == [
+                {"type": "function_call_output", "call_id": "c", "output": "x"}
+            ]
+            assert all(e.finished.is_set() for e in model.exchanges)
+
+
+async def test_failures_http_errors_and_response_failed() -> None:
+    with anyio.fail_after(10):
+        async with ScriptedModel(
+            [http_error(429), http_error(500, "boom"), failed("nope")]
+        ) as model:
+            too_many = await post(model, {})
+            server_error = await post(model, {})
+            stream_failed = await post(model, {})
+    assert too_many.startswith(b"HTTP/1.1 429")
+    assert server_error.startswith(b"HTTP/1.1 500")
+    assert server_error.endswith(b"boom")
+    name, data = events(stream_failed)[-1]
+    assert name == "response.failed"
+    assert data["response"]["error"]["message"] == "nope"
+
+
+async def test_a_dropped_connection_ends_the_stream_after_n_events() -> None:
+    from codex_anyio.testing import Reply
+
+    dropping = Reply(outputs=message("a b c d").outputs, drop_after=3)
+    with anyio.fail_after(10):
+        async with ScriptedModel([dropping]) as model:
+            raw = await post(model, {})
+    assert len(events(raw)) == 3
+    assert "response.completed" not in [name for name, _ in events(raw)]
+
+
+async def test_a_stalled_stream_is_seen_as_abandoned_when_the_client_leaves() -> None:
+    with anyio.fail_after(10):
+        async with ScriptedModel([stall(message("partial", deltas=1))]) as model:
+            port = int(model.base_url.rsplit(":", 1)[1].split("/")[0])
+            body = b"{}"
+            head = f"POST /v1/responses HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n"
+            async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+                await stream.send(head.encode() + body)
+                await model.wait_for_requests(1)
+                assert not model.exchanges[0].abandoned.is_set()
+            exchange = model.exchanges[0]
+            await exchange.abandoned.wait()
+            await exchange.finished.wait()
+
+
+async def test_a_function_script_answers_from_the_request() -> None:
+    def echo(request: RecordedRequest) -> Any:
+        return message(f"you said {request.body['say']}", deltas=1)
+
+    with anyio.fail_after(10):
+        async with ScriptedModel(echo) as model:
+            raw = await post(model, {"say": "hi"})
+    deltas = [data["delta"] for name, data in events(raw) if name == "response.output_text.delta"]
+    assert deltas == ["you said hi"]
+
+
+async def test_an_exhausted_script_answers_500_and_fails_loudly_on_exit() -> None:
+    with anyio.fail_after(10):
+        with pytest.raises(ScriptExhaustedError, match="2 model requests but the script had 1"):
+            async with ScriptedModel([message("only one")]) as model:
+                await post(model, {})
+                extra = await post(model, {})
+                assert extra.startswith(b"HTTP/1.1 500")
+
+
+async def test_an_unknown_path_is_404_and_recorded() -> None:
+    with anyio.fail_after(10):
+        async with ScriptedModel([]) as model:
+            port = int(model.base_url.rsplit(":", 1)[1].split("/")[0])
+            async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+                await stream.send(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = await stream.receive()
+            assert answer.startswith(b"HTTP/1.1 404")
+            assert model.requests[0].path == "/v1/models"
+
+
+async def test_each_script_kind_drives_the_real_runtime(scripted_codex: Any) -> None:
+    async def shout(text: str) -> str:
+        """Upper-case a text."""
+        return text.upper()
+
+    script = [
+        message("plain"),
+        message("stream ed", deltas=["stream ", "ed"], delay=0.01),
+        function_call("shout", {"text": "hey"}),
+        message("tool done"),
+        failed("scripted failure"),
+        stall(),
+    ]
+    with anyio.fail_after(60):
+        async with scripted_codex(script) as s:
+            thread = await s.codex.thread_start(dynamic_tools=[shout])
+            assert (await thread.run("1")).final_response == "plain"
+            async with thread.turn("2") as turn:
+                assert [t async for t in turn.stream_text()] == ["stream ", "ed"]
+            assert (await thread.run("3")).final_response == "tool done"
+            assert s.model.function_call_outputs()[0]["output"] == "HEY"
+            async with thread.turn("4") as turn:
+                async for _ in turn.stream():
+                    pass
+            assert turn.status == "failed"
+            async with thread.turn("5") as turn:
+                await s.model.wait_for_requests(6)
+                result = await turn.interrupt()
+            assert result.status == "interrupted"
+            await s.model.exchanges[-1].abandoned.wait()
