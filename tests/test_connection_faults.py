@@ -404,7 +404,9 @@ async def test_a_consumer_that_falls_behind_is_cut_off_and_never_blocks_other_re
     hold()
     """
     with anyio.fail_after(10):
-        async with AsyncCodex(fake_config(script), limits=Limits(turn_buffer=5)) as codex:
+        async with AsyncCodex(
+            fake_config(script), limits=Limits(turn_buffer=5, overflow_grace=0.2)
+        ) as codex:
             _, stream = await codex.client.start_turn("th1", {"threadId": "th1", "input": []})
             # Nobody reads the turn; a response must still get through.
             assert await codex.client.request("test/echo") == {"still": "alive"}

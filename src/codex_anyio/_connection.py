@@ -4,10 +4,12 @@ Design, and why:
 
 * **One reader.** A single task, owned by the client's task group, reads the transport. It
   decodes each line and routes it synchronously: a response goes to the waiter of its id, a
-  notification to the router (``_router.py``), a server request to a new handler task. The
-  reader never awaits anything but the transport, so it never waits on user code or on a
-  slow consumer, and a response can always reach its waiter: a stalled turn consumer cannot
-  delay the ``turn/interrupt`` reply another task waits for.
+  notification to the router (``_router.py``), a server request to a new handler task. It
+  never runs user code. The only other thing it awaits is room in a full notification
+  buffer, for at most ``Limits.overflow_grace`` seconds (backpressure, see
+  ``_notifications.py``), so a stalled consumer can delay other responses by that much at
+  worst, never forever. It yields every :data:`READER_CHECKPOINT_EVERY` lines so that
+  consumers keep up with a burst arriving in one large read.
 * **Pending table.** Each request owns a one-slot memory stream keyed by its id. The buffer is
   one so the reader's ``send_nowait`` always succeeds even before the waiter parks. The waiter
   removes its entry in ``finally``, so a cancelled request leaves no residue; a response that
@@ -36,6 +38,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._exceptions import (
@@ -66,6 +69,9 @@ T = TypeVar("T")
 WRITE_TIMEOUT = 30.0
 """A write that cannot complete in this time means the runtime stopped reading stdin; the
 connection is then closed rather than left with a half-written message."""
+
+READER_CHECKPOINT_EVERY = 64
+"""The reader yields to other tasks at least once per this many lines."""
 
 _json_loads = json.loads
 _json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -153,8 +159,8 @@ class CodexClient(ClientMethods):
         if params is not None:
             message["params"] = params
         try:
-            await self._write(message)
             with receive:
+                await self._write(message)
                 try:
                     response = await receive.receive()
                 except anyio.EndOfStream:
@@ -272,6 +278,8 @@ class CodexClient(ClientMethods):
         receive = self._transport.receive
         reason = "the app-server closed its output"
         cause: BaseException | None = None
+        router = self._router
+        countdown = READER_CHECKPOINT_EVERY
         try:
             while True:
                 try:
@@ -280,6 +288,13 @@ class CodexClient(ClientMethods):
                     break
                 for line in splitter.feed(chunk):
                     handle_line(line)
+                    if router.blocked:
+                        await router.flush_blocked()
+                    countdown -= 1
+                    if not countdown:
+                        # One chunk can hold thousands of events: let consumers run.
+                        countdown = READER_CHECKPOINT_EVERY
+                        await anyio.lowlevel.checkpoint()
         except ProtocolError as exc:
             reason, cause = f"protocol error: {exc}", exc
         finally:

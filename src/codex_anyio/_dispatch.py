@@ -211,6 +211,10 @@ class PendingServerRequest:
         """Answer fail-closed, as if nobody had handled it."""
         self._answer("default", None)
 
+    def _discard(self) -> None:
+        self._send.close()
+        self._receive.close()
+
     async def _wait(self, answer_within: float) -> Any:
         with self._receive, self._send:
             kind: str | None = None
@@ -364,4 +368,5 @@ class Dispatcher:
             pending = PendingServerRequest(request)
             if queue.offer(pending):
                 return await pending._wait(queue.answer_timeout)
+            pending._discard()
         return await default_response(request)

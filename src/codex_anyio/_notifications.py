@@ -6,10 +6,12 @@ task. Events nobody inspects are never structured, and the cost of structuring i
 task that wants the types, not by the reader that every turn shares.
 
 A :class:`NotificationStream` is the receive end of one subscription (a turn, a thread, or the
-global stream). Backpressure policy: each subscription has a bounded buffer; the reader
-delivers with ``send_nowait`` and never waits for a consumer, because one stalled consumer
-must not delay the responses (``turn/interrupt`` among them) that every other task is waiting
-for. A consumer that falls a whole buffer behind is cut off: it receives everything that was
+global stream). Backpressure policy: each subscription has a bounded buffer, filled by the
+reader with ``send_nowait``. When a buffer is full the reader waits for room, which is real
+backpressure (it stops reading, the pipe fills, the runtime slows down), but only for a
+bounded grace period (``Limits.overflow_grace``): a consumer that is stalled or abandoned must
+not hold up for long the responses (``turn/interrupt`` among them) that every other task waits
+for. A consumer still full after the grace period is cut off: it receives everything that was
 buffered, then :class:`SubscriptionOverflowError`. Nothing is dropped silently.
 
 Receiving takes items with ``receive_nowait`` while any are buffered and parks only when the
@@ -121,7 +123,16 @@ class Notification:
 class _Subscription:
     """The router's end of one subscription: delivers without ever blocking the reader."""
 
-    __slots__ = ("_on_detach", "delivered", "error", "limit", "send", "what")
+    __slots__ = (
+        "_on_detach",
+        "delivered",
+        "error",
+        "finish_pending",
+        "limit",
+        "pending",
+        "send",
+        "what",
+    )
 
     def __init__(
         self,
@@ -136,29 +147,60 @@ class _Subscription:
         self.what = what
         self.error: BaseException | None = None
         self.delivered = 0
+        self.pending: Notification | None = None
+        self.finish_pending = False
         self._on_detach = on_detach
 
     def deliver(self, item: Notification) -> bool:
-        """Queue ``item``; False if the consumer is gone or has just been cut off.
+        """Queue ``item`` without waiting; False if the consumer is gone.
 
-        Being cut off detaches the subscription from the router, so it is reported once.
+        If the buffer is full the item is parked in ``pending`` (still True: it will be
+        delivered); the router then gives the consumer a bounded grace period to make room
+        (see ``Router.flush_blocked``) before cutting it off.
         """
         try:
             self.send.send_nowait(item)
         except anyio.WouldBlock:
-            error = SubscriptionOverflowError(self.what, self.limit)
-            logger.warning("%s", error)
-            self.finish(error)
-            return False
+            self.pending = item
+            return True
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return False
         self.delivered += 1
         return True
 
+    async def flush(self, grace: float) -> bool:
+        """Deliver the parked item, waiting at most ``grace`` seconds for room.
+
+        Returns False if the consumer was cut off (it then drains its buffer and sees
+        :class:`SubscriptionOverflowError`).
+        """
+        item, self.pending = self.pending, None
+        assert item is not None
+        with anyio.move_on_after(grace):
+            try:
+                await self.send.send(item)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return True
+            self.delivered += 1
+            if self.finish_pending:
+                self.finish()
+            return True
+        error = SubscriptionOverflowError(self.what, self.limit)
+        logger.warning("%s", error)
+        self.finish(error)
+        return False
+
     def finish(self, error: BaseException | None = None) -> None:
-        """End the stream: the consumer drains what is buffered, then sees ``error`` or the end."""
+        """End the stream: the consumer drains what is buffered, then sees ``error`` or the end.
+
+        A clean end waits for a parked item to be delivered first.
+        """
+        if error is None and self.pending is not None:
+            self.finish_pending = True
+            return
         if error is not None and self.error is None:
             self.error = error
+        self.pending = None
         self.send.close()
         self.detach()
 

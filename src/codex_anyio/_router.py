@@ -32,7 +32,6 @@ from typing import Any, NamedTuple
 
 import attrs
 
-from ._exceptions import SubscriptionOverflowError
 from ._generated.registry import NOTIFICATIONS
 from ._notifications import Notification, NotificationStream, _Subscription, open_subscription
 
@@ -49,6 +48,9 @@ class Limits:
         ``SubscriptionOverflowError`` (a turn with a long command output can send thousands
         of deltas; 10,000 small events is a few MB).
     :param subscription_buffer: likewise for each thread and global subscription.
+    :param overflow_grace: seconds the reader waits for room in a full buffer (backpressure:
+        meanwhile it reads nothing and the runtime's output pipe fills) before cutting that
+        consumer off; a bound, so a stalled consumer cannot hold everyone's responses.
     :param turn_start_stash: events held per thread while a ``turn/start`` is in flight and
         the new turn's id is not known yet; beyond it the oldest are routed as unowned.
     :param server_requests: server requests handled at once; more are answered at once with
@@ -59,6 +61,7 @@ class Limits:
 
     turn_buffer: int = 10_000
     subscription_buffer: int = 10_000
+    overflow_grace: float = 5.0
     turn_start_stash: int = 10_000
     server_requests: int = 256
     max_line_bytes: int = 256 * 1024 * 1024
@@ -139,6 +142,8 @@ class Router:
         self._routed = 0
         self._unrouted = 0
         self._overflowed = 0
+        self.blocked: list[_Subscription] = []
+        """Subscriptions whose buffer was full: the reader flushes them before reading on."""
 
     # -- subscribing -----------------------------------------------------------------------
 
@@ -282,11 +287,17 @@ class Router:
             self._on_turn_completed(turn_id)
 
     def _deliver(self, sub: _Subscription, note: Notification) -> bool:
-        if sub.deliver(note):
-            return True
-        if isinstance(sub.error, SubscriptionOverflowError):
-            self._overflowed += 1
-        return False
+        delivered = sub.deliver(note)
+        if sub.pending is not None and sub not in self.blocked:
+            self.blocked.append(sub)
+        return delivered
+
+    async def flush_blocked(self) -> None:
+        """Wait (bounded) for room in every full buffer, cutting off consumers that stay full."""
+        blocked, self.blocked = self.blocked, []
+        for sub in blocked:
+            if sub.pending is not None and not await sub.flush(self._limits.overflow_grace):
+                self._overflowed += 1
 
     # -- end --------------------------------------------------------------------------------
 

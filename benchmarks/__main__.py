@@ -1,0 +1,374 @@
+"""Run the benchmark scenarios side by side and report medians and ratios.
+
+    python -m benchmarks                 # full run
+    python -m benchmarks --quick         # scenarios 1, 2 and 4, few repeats (< 60 s)
+    python -m benchmarks --quick --json out.json
+
+Every measurement runs in a fresh process per client, alternating clients within each repeat,
+so the clients share the machine's state fairly; results are medians with min-max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+OURS = ("anyio-asyncio", "anyio-trio")
+
+
+def find_official_python(explicit: str | None) -> str | None:
+    candidates = [explicit] if explicit else [sys.executable, "/tmp/offsdk/bin/python"]
+    for python in candidates:
+        if python and Path(python).exists():
+            probe = subprocess.run([python, "-c", "import openai_codex"], capture_output=True)
+            if probe.returncode == 0:
+                return python
+    return None
+
+
+def worker(python: str, scenario: str, client: str, args: dict[str, Any]) -> dict[str, Any]:
+    done = subprocess.run(
+        [python, "-m", "benchmarks.workers", scenario, client, json.dumps(args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{scenario}/{client} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+@contextmanager
+def model_server(mode: str) -> Iterator[tuple[dict[str, Any], subprocess.Popen[str]]]:
+    """A scripted model in its own process, and a CODEX_HOME pointing at it."""
+    from codex_anyio.testing import write_codex_home
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.model_server", mode],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    base_url = json.loads(proc.stdout.readline())["base_url"]
+    scratch = Path(tempfile.mkdtemp(prefix="codex-bench-"))
+    try:
+        home = write_codex_home(scratch / "home", base_url=base_url)
+        (scratch / "workspace").mkdir()
+        import codex_cli_bin
+
+        args = {
+            "codex_home": str(home),
+            "workspace": str(scratch / "workspace"),
+            "codex_bin": str(codex_cli_bin.bundled_codex_path()),
+        }
+        yield args, proc
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def abandoned_times(proc: subprocess.Popen[str], count: int) -> list[float]:
+    """Read the model server's reports of dropped streams (it writes one line each)."""
+    assert proc.stdout is not None
+    return [json.loads(proc.stdout.readline())["abandoned_at"] for _ in range(count)]
+
+
+def scenario_stream(clients: dict[str, str], repeats: int, n: int) -> dict[str, Any]:
+    rates: dict[str, list[float]] = {c: [] for c in [*clients, "raw"]}
+    for _ in range(repeats):
+        for client, python in [*clients.items(), ("raw", sys.executable)]:
+            result = worker(python, "stream", client, {"n": n})
+            assert result["events"] == n, (client, result)
+            rates[client].append(result["events"] / result["seconds"])
+    out = {client: summary(values) for client, values in rates.items()}
+    return {"n": n, "events_per_s": out}
+
+
+def scenario_turns(clients: dict[str, str], repeats: int, turns: int) -> dict[str, Any]:
+    per_turn: dict[str, list[float]] = {c: [] for c in [*clients, "raw"]}
+    with model_server("instant") as (args, _):
+        for _ in range(repeats):
+            for client, python in [*clients.items(), ("raw", sys.executable)]:
+                result = worker(python, "turns", client, {**args, "turns": turns})
+                per_turn[client].append(statistics.median(result["turn_seconds"]) * 1000)
+    return {"turns": turns, "ms_per_turn": {c: summary(v) for c, v in per_turn.items()}}
+
+
+def scenario_concurrency(clients: dict[str, str], ks: list[int]) -> dict[str, Any]:
+    rows: dict[str, list[dict[str, Any]]] = {}
+    with model_server("instant") as (args, _):
+        for client, python in clients.items():
+            if client == "official-sync":
+                continue
+            rows[client] = [worker(python, "concurrency", client, {**args, "k": k}) for k in ks]
+    return {"ks": ks, "results": rows}
+
+
+def scenario_cancel(clients: dict[str, str], repeats: int, timeout: float) -> dict[str, Any]:
+    confirm: dict[str, list[float]] = {}
+    dropped: dict[str, list[float]] = {}
+    statuses: dict[str, list[str]] = {}
+    never: set[str] = set()
+    with model_server("stall") as (args, proc):
+        for _ in range(repeats):
+            for client, python in [*clients.items(), ("raw", sys.executable)]:
+                if client == "official-sync":
+                    continue
+                params = {**args, "timeout": timeout, "observe": 2.0}
+                result = worker(python, "cancel", client, params)
+                statuses.setdefault(client, []).append(result.get("status", "interrupted"))
+                # Every run's stream is dropped eventually: by an interrupt, or when the
+                # worker's runtime is killed at exit (the official SDK's case).
+                drop = abandoned_times(proc, 1)[0]
+                if result["completed_at"] is None:
+                    never.add(client)
+                    continue
+                confirm.setdefault(client, []).append(
+                    (result["completed_at"] - result["deadline"]) * 1000
+                )
+                dropped.setdefault(client, []).append((drop - result["deadline"]) * 1000)
+    out: dict[str, Any] = {}
+    for client in statuses:
+        out[client] = {
+            "status_on_server": statuses[client][-1],
+            "ms_to_interrupted": summary(confirm[client]) if client in confirm else "never",
+            "ms_to_stream_dropped": summary(dropped[client])
+            if client in dropped
+            else "never (only when its process exited)",
+        }
+    return {"timeout_s": timeout, "clients": out}
+
+
+def scenario_memory(n: int, idle_turns: int) -> dict[str, Any]:
+    out = {}
+    with model_server("stall") as (args, _):
+        for client in OURS:
+            params = {**args, "n": n, "idle_turns": idle_turns}
+            out[client] = worker(sys.executable, "memory", client, params)
+    return {"buffered_events": n, "idle_turns": idle_turns, "clients": out}
+
+
+def versions(official_python: str | None) -> dict[str, Any]:
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    official = None
+    if official_python:
+        probe = subprocess.run(
+            [
+                official_python,
+                "-c",
+                "from importlib import metadata; print(metadata.version('openai-codex'))",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        official = probe.stdout.strip() or None
+    return {
+        "python": platform.python_version(),
+        "codex-anyio": version("codex-anyio"),
+        "anyio": version("anyio"),
+        "trio": version("trio"),
+        "openai-codex": official,
+        "codex runtime": version("openai-codex-cli-bin"),
+    }
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"Benchmarks taken {report['date']} on {report['cpu_count']} CPUs "
+        f"(codex-anyio {report['versions']['codex-anyio']}, openai-codex "
+        f"{report['versions']['openai-codex']}, runtime {report['versions']['codex runtime']}); "
+        "medians over repeats, min-max in brackets.",
+        "",
+    ]
+    s = report["scenarios"]
+    if "stream" in s:
+        rates = s["stream"]["events_per_s"]
+        raw = rates["raw"]["median"]
+        lines += [
+            f"**1. Stream throughput** ({s['stream']['n']:,} deltas through each client's turn stream, typed)",
+            "",
+            "| client | events/s | vs raw loop | vs official async | vs official sync |",
+            "|---|---|---|---|---|",
+        ]
+        for client, v in rates.items():
+            oa = rates.get("official-async", {}).get("median", 0)
+            os_ = rates.get("official-sync", {}).get("median", 0)
+            lines.append(
+                f"| {client} | {v['median']:,.0f} [{v['min']:,.0f}-{v['max']:,.0f}] | "
+                f"{ratio(v['median'], raw)} | {ratio(v['median'], oa)} | {ratio(v['median'], os_)} |"
+            )
+        lines.append("")
+    if "turns" in s:
+        ms = s["turns"]["ms_per_turn"]
+        raw = ms["raw"]["median"]
+        lines += [
+            f"**2. Sequential turns, real runtime + instant scripted model** ({s['turns']['turns']} turns)",
+            "",
+            "| client | ms/turn | vs raw client |",
+            "|---|---|---|",
+        ]
+        for client, v in ms.items():
+            lines.append(
+                f"| {client} | {v['median']:.1f} [{v['min']:.1f}-{v['max']:.1f}] | {ratio(v['median'], raw)} |"
+            )
+        lines.append("")
+    if "concurrency" in s:
+        lines += [
+            "**3. Concurrent turns on one client** (real runtime)",
+            "",
+            "| client | K | wall s | client CPU s | CPU ms/turn | peak RSS MiB | completed |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for client, rows in s["concurrency"]["results"].items():
+            for row in rows:
+                lines.append(
+                    f"| {client} | {row['k']} | {row['wall_s']:.2f} | {row['cpu_s']:.2f} | "
+                    f"{row['cpu_s'] * 1000 / row['k']:.1f} | {row['peak_rss_mib']:.0f} | "
+                    f"{row['completed']}/{row['k']} |"
+                )
+        lines.append("")
+    if "cancel" in s:
+        lines += [
+            f"**4. Cancellation** (a {s['cancel']['timeout_s']} s scope around a turn whose model stalls)",
+            "",
+            "| client | turn on the server | ms to interrupted | ms to model stream dropped |",
+            "|---|---|---|---|",
+        ]
+        for client, v in s["cancel"]["clients"].items():
+
+            def fmt(x: Any) -> str:
+                return (
+                    x
+                    if isinstance(x, str)
+                    else f"{x['median']:.0f} [{x['min']:.0f}-{x['max']:.0f}]"
+                )
+
+            lines.append(
+                f"| {client} | {v['status_on_server']} | {fmt(v['ms_to_interrupted'])} | "
+                f"{fmt(v['ms_to_stream_dropped'])} |"
+            )
+        lines.append("")
+    if "memory" in s:
+        lines += [
+            "**5. Memory** (codex-anyio)",
+            "",
+            "| backend | KiB per buffered undelivered event | KiB per idle open turn |",
+            "|---|---|---|",
+        ]
+        for client, v in s["memory"]["clients"].items():
+            lines.append(
+                f"| {client} | {v['kib_per_buffered_event']:.2f} | {v['kib_per_idle_turn']:.1f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def chart(report: dict[str, Any], path: Path) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no chart (pip install codex-anyio[bench])"
+    s = report["scenarios"]
+    panels = [k for k in ("stream", "turns") if k in s]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4))
+    axes = axes if len(panels) > 1 else [axes]
+    for ax, key in zip(axes, panels, strict=True):
+        data = s[key]["events_per_s"] if key == "stream" else s[key]["ms_per_turn"]
+        names = list(data)
+        ax.bar(names, [data[n]["median"] for n in names], color="#4c72b0")
+        ax.set_title(
+            "events/s (higher is better)" if key == "stream" else "ms per turn (lower is better)"
+        )
+        ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="scenarios 1, 2, 4; few repeats")
+    parser.add_argument("--json", type=Path, help="also write the JSON report here")
+    parser.add_argument("--official-python", help="interpreter that has openai-codex installed")
+    parser.add_argument("--repeats", type=int)
+    options = parser.parse_args()
+
+    official_python = find_official_python(options.official_python)
+    clients = {c: sys.executable for c in OURS}
+    notes = []
+    if official_python:
+        clients["official-sync"] = official_python
+        clients["official-async"] = official_python
+    else:
+        notes.append("openai-codex not found: official SDK columns skipped")
+    repeats = options.repeats or (3 if options.quick else 5)
+    report: dict[str, Any] = {
+        "date": datetime.date.today().isoformat(),
+        "cpu_count": os.cpu_count(),
+        "quick": options.quick,
+        "versions": versions(official_python),
+        "notes": notes,
+        "scenarios": {},
+    }
+    scenarios = report["scenarios"]
+    scenarios["stream"] = scenario_stream(clients, repeats, 20_000 if options.quick else 50_000)
+    scenarios["turns"] = scenario_turns(clients, repeats, 10 if options.quick else 20)
+    if not options.quick:
+        scenarios["concurrency"] = scenario_concurrency(clients, [1, 8, 32, 128])
+    scenarios["cancel"] = scenario_cancel(clients, repeats, 0.5)
+    if not options.quick:
+        scenarios["memory"] = scenario_memory(100_000, 16)
+    text = markdown(report)
+    print(text)
+    for note in notes:
+        print("note:", note)
+    if options.json:
+        options.json.write_text(json.dumps(report, indent=2))
+    if not options.quick:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "latest.json").write_text(json.dumps(report, indent=2))
+        (RESULTS / "latest.md").write_text(text + "\n")
+        problem = chart(report, RESULTS / "latest.png")
+        if problem:
+            print("note:", problem)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

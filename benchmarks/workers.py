@@ -1,0 +1,375 @@
+"""One measurement, one client, one process: ``python -m benchmarks.workers SCENARIO CLIENT ARGS``.
+
+Clients: ``anyio-asyncio`` and ``anyio-trio`` (codex-anyio), ``official-sync`` and
+``official-async`` (``openai_codex``), ``raw`` (a minimal blocking JSON-RPC loop). ARGS is a
+JSON object; the result is one JSON object on stdout. Imports are local to each client, so
+the official SDK's interpreter never needs codex-anyio and vice versa.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPLAY = str(HERE / "replay_server.py")
+
+
+def rss_mib() -> float:
+    """Current resident set size of this process (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def usage() -> dict[str, float]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpu_s": r.ru_utime + r.ru_stime, "peak_rss_mib": r.ru_maxrss / 1024}
+
+
+def scripted_env(args: dict[str, Any]) -> dict[str, str]:
+    return {
+        "CODEX_HOME": args["codex_home"],
+        "CODEX_APP_SERVER_DISABLE_MANAGED_CONFIG": "1",
+        "RUST_LOG": "warn",
+    }
+
+
+# -- the raw minimal client ------------------------------------------------------------------
+
+
+class Raw:
+    """The floor: blocking pipes, json.loads, nothing else."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None):
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+        )
+        self.next_id = 0
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def request(self, method: str, params: dict[str, Any]) -> Any:
+        self.next_id += 1
+        self.send({"id": self.next_id, "method": method, "params": params})
+        while True:
+            message = self.read()
+            if message.get("id") == self.next_id and "method" not in message:
+                return message["result"]
+
+    def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        message: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        return message
+
+    def start(self) -> None:
+        init = {
+            "clientInfo": {"name": "raw", "version": "0"},
+            "capabilities": {"experimentalApi": True},
+        }
+        self.request("initialize", init)
+        self.send({"method": "initialized"})
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+
+def raw_stream(args: dict[str, Any]) -> dict[str, Any]:
+    raw = Raw([sys.executable, REPLAY, str(args["n"])])
+    raw.start()
+    thread = raw.request("thread/start", {})["thread"]["id"]
+    started = time.perf_counter()
+    raw.send({"id": 99, "method": "turn/start", "params": {"threadId": thread, "input": []}})
+    count = 0
+    while True:
+        message = raw.read()
+        method = message.get("method")
+        if method == "item/agentMessage/delta":
+            count += 1
+        elif method == "turn/completed":
+            break
+    elapsed = time.perf_counter() - started
+    raw.close()
+    return {"events": count, "seconds": elapsed}
+
+
+def raw_turns(args: dict[str, Any]) -> dict[str, Any]:
+    raw = Raw([args["codex_bin"], "app-server"], scripted_env(args), args["workspace"])
+    raw.start()
+    thread = raw.request("thread/start", {})["thread"]["id"]
+    times = []
+    for i in range(args["turns"] + 1):
+        started = time.perf_counter()
+        raw.request(
+            "turn/start", {"threadId": thread, "input": [{"type": "text", "text": f"t{i}"}]}
+        )
+        while raw.read().get("method") != "turn/completed":
+            pass
+        times.append(time.perf_counter() - started)
+    raw.close()
+    return {"turn_seconds": times[1:]}
+
+
+def raw_cancel(args: dict[str, Any]) -> dict[str, Any]:
+    raw = Raw([args["codex_bin"], "app-server"], scripted_env(args), args["workspace"])
+    raw.start()
+    thread = raw.request("thread/start", {})["thread"]["id"]
+    turn = raw.request("turn/start", {"threadId": thread, "input": [{"type": "text", "text": "x"}]})
+    deadline = time.time() + args["timeout"]
+    time.sleep(args["timeout"])
+    raw.request("turn/interrupt", {"threadId": thread, "turnId": turn["turn"]["id"]})
+    while raw.read().get("method") != "turn/completed":
+        pass
+    completed = time.time()
+    raw.close()
+    return {"deadline": deadline, "completed_at": completed}
+
+
+# -- codex-anyio ------------------------------------------------------------------------------
+
+
+def ours(backend: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
+    import anyio
+
+    from codex_anyio import AsyncCodex, CodexConfig, Limits
+
+    def replay_config(n: int) -> CodexConfig:
+        return CodexConfig(launch_args_override=(sys.executable, REPLAY, str(n)))
+
+    def real_config() -> CodexConfig:
+        return CodexConfig(
+            codex_bin=args["codex_bin"], env=scripted_env(args), cwd=args["workspace"]
+        )
+
+    async def stream() -> dict[str, Any]:
+        async with AsyncCodex(replay_config(args["n"])) as codex:
+            thread = await codex.thread_start()
+            started = time.perf_counter()
+            count = 0
+            async with thread.turn("go") as turn:
+                async for event in turn.stream():
+                    if event.method == "item/agentMessage/delta":
+                        event.params.delta  # noqa: B018 - typed access is the point
+                        count += 1
+            return {"events": count, "seconds": time.perf_counter() - started}
+
+    async def turns() -> dict[str, Any]:
+        async with AsyncCodex(real_config()) as codex:
+            thread = await codex.thread_start()
+            times = []
+            for i in range(args["turns"] + 1):
+                started = time.perf_counter()
+                await thread.run(f"t{i}")
+                times.append(time.perf_counter() - started)
+            return {"turn_seconds": times[1:]}
+
+    async def concurrency() -> dict[str, Any]:
+        k = args["k"]
+        async with AsyncCodex(real_config()) as codex:
+            limiter = anyio.CapacityLimiter(8)
+            threads: list[Any] = []
+
+            async def start() -> None:
+                async with limiter:
+                    threads.append(await codex.thread_start())
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(k):
+                    tg.start_soon(start)
+            before = usage()
+            completed = 0
+
+            async def run(thread: Any) -> None:
+                nonlocal completed
+                result = await thread.run("go")
+                completed += result.status == "completed"
+
+            started = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for thread in threads:
+                    tg.start_soon(run, thread)
+            wall = time.perf_counter() - started
+            after = usage()
+            return {
+                "k": k,
+                "wall_s": wall,
+                "cpu_s": after["cpu_s"] - before["cpu_s"],
+                "peak_rss_mib": after["peak_rss_mib"],
+                "completed": completed,
+            }
+
+    async def cancel() -> dict[str, Any]:
+        async with AsyncCodex(real_config()) as codex:
+            thread = await codex.thread_start()
+            with anyio.move_on_after(args["timeout"]) as scope:
+                await thread.run("x")
+            completed = time.time()
+            deadline = completed - (anyio.current_time() - scope.deadline)
+            status = (await thread.read(include_turns=True)).thread.turns[-1].status
+            return {"deadline": deadline, "completed_at": completed, "status": status}
+
+    async def memory() -> dict[str, Any]:
+        n = args["n"]
+        limits = Limits(turn_buffer=n + 100)
+        async with AsyncCodex(replay_config(n), limits=limits) as codex:
+            thread = await codex.thread_start()
+            before = rss_mib()
+            async with thread.turn("go") as turn:
+                while turn._stream.statistics().current_buffer_used < n + 1:
+                    await anyio.sleep(0.01)
+                after = rss_mib()
+                async for _ in turn.stream():
+                    pass
+        async with AsyncCodex(real_config()) as codex:
+            threads = [await codex.thread_start() for _ in range(args["idle_turns"])]
+            idle_before = rss_mib()
+            handles = [await t.turn("wait") for t in threads]
+            idle_after = rss_mib()
+            for handle in handles:
+                await handle.aclose()
+        return {
+            "kib_per_buffered_event": (after - before) * 1024 / n,
+            "kib_per_idle_turn": (idle_after - idle_before) * 1024 / len(threads),
+        }
+
+    run = {
+        "stream": stream,
+        "turns": turns,
+        "concurrency": concurrency,
+        "cancel": cancel,
+        "memory": memory,
+    }[scenario]
+    return anyio.run(run, backend=backend)
+
+
+# -- the official SDK --------------------------------------------------------------------------
+
+
+def official(mode: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
+    import asyncio
+
+    from openai_codex import AsyncCodex, Codex, CodexConfig
+
+    def replay_config(n: int) -> Any:
+        return CodexConfig(launch_args_override=(sys.executable, REPLAY, str(n)))
+
+    def real_config() -> Any:
+        return CodexConfig(
+            codex_bin=args["codex_bin"], env=scripted_env(args), cwd=args["workspace"]
+        )
+
+    if mode == "sync":
+        if scenario == "stream":
+            with Codex(replay_config(args["n"])) as codex:
+                thread = codex.thread_start()
+                started = time.perf_counter()
+                count = 0
+                for event in thread.turn("go").stream():
+                    if event.method == "item/agentMessage/delta":
+                        event.payload.delta  # noqa: B018
+                        count += 1
+                return {"events": count, "seconds": time.perf_counter() - started}
+        if scenario == "turns":
+            with Codex(real_config()) as codex:
+                thread = codex.thread_start()
+                times = []
+                for i in range(args["turns"] + 1):
+                    started = time.perf_counter()
+                    thread.run(f"t{i}")
+                    times.append(time.perf_counter() - started)
+                return {"turn_seconds": times[1:]}
+        raise SystemExit(f"official-sync has no {scenario} scenario")
+
+    async def stream() -> dict[str, Any]:
+        async with AsyncCodex(replay_config(args["n"])) as codex:
+            thread = await codex.thread_start()
+            started = time.perf_counter()
+            count = 0
+            handle = await thread.turn("go")
+            async for event in handle.stream():
+                if event.method == "item/agentMessage/delta":
+                    event.payload.delta  # noqa: B018
+                    count += 1
+            return {"events": count, "seconds": time.perf_counter() - started}
+
+    async def turns() -> dict[str, Any]:
+        async with AsyncCodex(real_config()) as codex:
+            thread = await codex.thread_start()
+            times = []
+            for i in range(args["turns"] + 1):
+                started = time.perf_counter()
+                await thread.run(f"t{i}")
+                times.append(time.perf_counter() - started)
+            return {"turn_seconds": times[1:]}
+
+    async def concurrency() -> dict[str, Any]:
+        k = args["k"]
+        async with AsyncCodex(real_config()) as codex:
+            sem = asyncio.Semaphore(8)
+
+            async def start() -> Any:
+                async with sem:
+                    return await codex.thread_start()
+
+            threads = await asyncio.gather(*(start() for _ in range(k)))
+            before = usage()
+            started = time.perf_counter()
+            results = await asyncio.gather(*(t.run("go") for t in threads))
+            wall = time.perf_counter() - started
+            after = usage()
+            completed = sum(str(r.status).endswith("completed") for r in results)
+            return {
+                "k": k,
+                "wall_s": wall,
+                "cpu_s": after["cpu_s"] - before["cpu_s"],
+                "peak_rss_mib": after["peak_rss_mib"],
+                "completed": completed,
+            }
+
+    async def cancel() -> dict[str, Any]:
+        async with AsyncCodex(real_config()) as codex:
+            thread = await codex.thread_start()
+            deadline = time.time() + args["timeout"]
+            try:
+                await asyncio.wait_for(thread.run("x"), args["timeout"])
+            except (asyncio.TimeoutError, TimeoutError):
+                pass
+            await asyncio.sleep(args["observe"])
+            read = await thread.read(include_turns=True)
+            status = str(read.thread.turns[-1].status)
+            return {"deadline": deadline, "completed_at": None, "status": status}
+
+    run = {"stream": stream, "turns": turns, "concurrency": concurrency, "cancel": cancel}[scenario]
+    return asyncio.run(run())
+
+
+def main() -> None:
+    scenario, client, raw_args = sys.argv[1], sys.argv[2], sys.argv[3]
+    args = json.loads(raw_args)
+    if client == "raw":
+        result = {"stream": raw_stream, "turns": raw_turns, "cancel": raw_cancel}[scenario](args)
+    elif client.startswith("anyio-"):
+        result = ours(client.removeprefix("anyio-"), scenario, args)
+    else:
+        result = official(client.removeprefix("official-"), scenario, args)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
