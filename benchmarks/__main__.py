@@ -71,7 +71,8 @@ def model_server(mode: str) -> Iterator[tuple[dict[str, Any], subprocess.Popen[s
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stdin is not None
     base_url = json.loads(proc.stdout.readline())["base_url"]
     scratch = Path(tempfile.mkdtemp(prefix="codex-bench-"))
     try:

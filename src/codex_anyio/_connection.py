@@ -41,6 +41,7 @@ import anyio.abc
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectSendStream
 
+from . import _json
 from ._exceptions import (
     JsonRpcError,
     ProtocolError,
@@ -73,8 +74,8 @@ connection is then closed rather than left with a half-written message."""
 READER_CHECKPOINT_EVERY = 64
 """The reader yields to other tasks at least once per this many lines."""
 
-_json_loads = json.loads
-_json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_json_loads = _json.loads
+_json_dumps = _json.dumps
 
 
 class ClientStatistics(NamedTuple):
@@ -235,7 +236,7 @@ class CodexClient(ClientMethods):
         return self._closed_error.clone()
 
     async def _write(self, message: dict[str, Any]) -> None:
-        data = (_json_dumps(message) + "\n").encode()
+        data = _json_dumps(message) + b"\n"
         async with self._write_lock:
             if self._closed_error is not None:
                 raise self._closed()

@@ -95,31 +95,43 @@ class _GlobalSub:
         self.everything = everything
 
 
-def _ids(method: str, params: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(thread id, turn id) of a notification, from the registry's knowledge of its shape."""
+_FLAT, _NESTED = 1, 2
+
+
+def _scope_of(method: str) -> tuple[int, int]:
+    """How to find (thread id, turn id) in a method's params: 0 absent, 1 flat, 2 nested."""
     spec = NOTIFICATIONS.get(method)
     if spec is None:  # a method newer than our schema: best effort on the usual names
-        thread_id, turn_id = params.get("threadId"), params.get("turnId")
-    else:
-        thread_key = spec.thread_id_key
-        if thread_key is None:
-            thread_id = None
-        elif thread_key == "threadId":
-            thread_id = params.get("threadId")
-        else:
-            thread = params.get("thread")
-            thread_id = thread.get("id") if isinstance(thread, dict) else None
-        turn_key = spec.turn_id_key
-        if turn_key is None:
-            turn_id = None
-        elif turn_key == "turnId":
-            turn_id = params.get("turnId")
-        else:
-            turn = params.get("turn")
-            turn_id = turn.get("id") if isinstance(turn, dict) else None
+        return _FLAT, _FLAT
+    thread = {None: 0, "threadId": _FLAT}.get(spec.thread_id_key, _NESTED)
+    turn = {None: 0, "turnId": _FLAT}.get(spec.turn_id_key, _NESTED)
+    return thread, turn
+
+
+_SCOPES: dict[str, tuple[int, int]] = {}
+
+
+def _ids(method: str, params: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(thread id, turn id) of a notification; anything but a string counts as absent."""
+    scope = _SCOPES.get(method)
+    if scope is None:
+        scope = _SCOPES[method] = _scope_of(method)
+    thread_mode, turn_mode = scope
+    thread_id: Any = None
+    turn_id: Any = None
+    if thread_mode == _FLAT:
+        thread_id = params.get("threadId")
+    elif thread_mode:
+        thread = params.get("thread")
+        thread_id = thread.get("id") if type(thread) is dict else None
+    if turn_mode == _FLAT:
+        turn_id = params.get("turnId")
+    elif turn_mode:
+        turn = params.get("turn")
+        turn_id = turn.get("id") if type(turn) is dict else None
     return (
-        thread_id if isinstance(thread_id, str) else None,
-        turn_id if isinstance(turn_id, str) else None,
+        thread_id if type(thread_id) is str else None,
+        turn_id if type(turn_id) is str else None,
     )
 
 
@@ -245,10 +257,11 @@ class Router:
         note = Notification(method, params, thread_id, turn_id)
         if (
             turn_id is not None
+            and self._starting
             and thread_id in self._starting
             and turn_id not in self._turns
-            and thread_id is not None
         ):
+            assert thread_id is not None
             stash = self._stash.setdefault(thread_id, [])
             stash.append(note)
             if len(stash) > self._limits.turn_start_stash:
@@ -259,32 +272,36 @@ class Router:
 
     def _route_note(self, note: Notification) -> None:
         self._routed += 1
-        taken = False
         turn_id = note.turn_id
+        thread_id = note.thread_id
         owner = self._turns.get(turn_id) if turn_id is not None else None
         if owner is not None:
             taken = True
-            self._deliver(owner, note)
-        thread_id = note.thread_id
-        if thread_id is not None:
+            if owner.deliver(note) and owner.pending is not None:
+                self.blocked.append(owner)
+        else:
+            taken = False
+        if thread_id is not None and self._threads:
             entries = self._threads.get(thread_id)
             if entries:
                 for entry in tuple(entries):
                     if turn_id is None or owner is None or entry.include_turns:
                         taken = self._deliver(entry.sub, note) or taken
-        for gentry in tuple(self._globals):
-            if gentry.everything or thread_id is None or not taken:
-                self._deliver(gentry.sub, note)
-                taken = True
+        if self._globals:
+            for gentry in tuple(self._globals):
+                if gentry.everything or thread_id is None or not taken:
+                    self._deliver(gentry.sub, note)
+                    taken = True
         if not taken:
             self._unrouted += 1
             logger.debug(
                 "no subscriber for %s (thread %s, turn %s)", note.method, thread_id, turn_id
             )
-        if owner is not None and note.method == "turn/completed":
-            owner.finish()
-        if note.method == "turn/completed" and turn_id is not None and self._on_turn_completed:
-            self._on_turn_completed(turn_id)
+        if turn_id is not None and note.method == "turn/completed":
+            if owner is not None:
+                owner.finish()
+            if self._on_turn_completed is not None:
+                self._on_turn_completed(turn_id)
 
     def _deliver(self, sub: _Subscription, note: Notification) -> bool:
         delivered = sub.deliver(note)
