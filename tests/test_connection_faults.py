@@ -464,3 +464,52 @@ async def test_a_runtime_that_ignores_stdin_eof_is_terminated(tmp_path: Path) ->
         async with AsyncCodex(fake_config(script)):
             pass
         assert not _pid_alive(int(pid_file.read_text()))
+
+
+async def test_a_server_request_handler_is_cancelled_when_its_turn_completes() -> None:
+    script = f"""
+    handshake()
+    r = expect("turn/start")
+    reply(r, {{"turn": turn("t1")}})
+    approval = "item/commandExecution/requestApproval"
+    send({{"id": 0, "method": approval, "params": {_APPROVAL_PARAMS!r}}})
+    expect("test/handler-started")
+    completed("th1", "t1")
+    hold()
+    """
+    started = anyio.Event()
+    cancelled = anyio.Event()
+    holder: dict[str, AsyncCodex] = {}
+
+    async def never_answers(params: object) -> object:
+        started.set()
+        await holder["codex"].client.notify("test/handler-started")
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    with anyio.fail_after(10):
+        async with AsyncCodex(
+            fake_config(script), handlers=Handlers(command_approval=never_answers)
+        ) as codex:
+            holder["codex"] = codex
+            _, stream = await codex.client.start_turn("th1", {"threadId": "th1", "input": []})
+            async with stream:
+                await started.wait()
+                await cancelled.wait()
+            assert codex.client.statistics().server_requests_in_flight == 0
+
+
+async def test_a_typed_auth_refresh_handler_answers_with_its_typed_response() -> None:
+    from codex_anyio.types import ChatgptAuthTokensRefreshResponse
+
+    async def refresh(params: object) -> ChatgptAuthTokensRefreshResponse:
+        return ChatgptAuthTokensRefreshResponse(access_token="tok", chatgpt_account_id="acct")
+
+    params = {"reason": "unauthorized"}
+    with anyio.fail_after(10):
+        answer = await _answer_to(
+            "account/chatgptAuthTokens/refresh", params, handlers=Handlers(auth_refresh=refresh)
+        )
+    assert answer == {"id": 0, "result": {"accessToken": "tok", "chatgptAccountId": "acct"}}

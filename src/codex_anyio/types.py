@@ -1,0 +1,11 @@
+"""The protocol's typed models, generated from the pinned runtime's JSON Schema.
+
+Every definition of the schema is here under its schema name: params and responses of each
+request (``ThreadStartParams``, ``ThreadStartResponse``), notification params
+(``AgentMessageDeltaNotification``), items (``ThreadItem`` and its variants), and an
+``Unknown...`` class per tagged union for values a newer runtime may send. Types and fields
+absent from the stable schema say "Experimental" in their docstrings.
+"""
+
+from ._generated.models import *  # noqa: F403
+from ._generated.models import __all__ as __all__
