@@ -20,7 +20,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
-    session.install("ruff>=0.6")
+    session.install("ruff==0.17.6")
     session.run("ruff", "check", "src", "tests", "benchmarks", "scripts", "examples", "noxfile.py")
     session.run(
         "ruff",
@@ -45,7 +45,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def codegen(session: nox.Session) -> None:
     """Regenerate schema/ from the pinned runtime, then the generated modules from schema/."""
-    session.install("-e", ".", "ruff>=0.6")
+    session.install("-e", ".", "ruff==0.17.6")
     session.run("python", "scripts/codegen.py", "--refresh-schema", *session.posargs)
 
 

@@ -155,8 +155,10 @@ class TurnHandle:
         """The next event, or None after ``turn/completed``; enforces the idle timeout."""
         if self._final is not None:
             return None
-        if self._failure is not None:
-            raise self._failure
+        failure = self._failure
+        if failure is not None:
+            clone = getattr(failure, "clone", None)
+            raise clone() if clone is not None else failure
         try:
             if self._idle_timeout is None:
                 note = await self._stream.receive()
