@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from codex_anyio import (
@@ -513,3 +514,26 @@ async def test_a_typed_auth_refresh_handler_answers_with_its_typed_response() ->
             "account/chatgptAuthTokens/refresh", params, handlers=Handlers(auth_refresh=refresh)
         )
     assert answer == {"id": 0, "result": {"accessToken": "tok", "chatgptAccountId": "acct"}}
+
+
+async def test_a_slow_but_live_consumer_gets_every_event_through_backpressure() -> None:
+    script = """
+    handshake()
+    r = expect("turn/start")
+    reply(r, {"turn": turn("t1")})
+    for i in range(300):
+        delta("th1", "t1", str(i))
+    completed("th1", "t1")
+    hold()
+    """
+    limits = Limits(turn_buffer=5, overflow_grace=10)
+    with anyio.fail_after(20):
+        async with AsyncCodex(fake_config(script), limits=limits) as codex:
+            _, stream = await codex.client.start_turn("th1", {"threadId": "th1", "input": []})
+            received = []
+            async for note in stream:
+                for _ in range(5):  # a consumer slower than the reader
+                    await anyio.lowlevel.checkpoint()
+                received.append(note.raw.get("delta"))
+            assert received[:-1] == [str(i) for i in range(300)]
+            assert codex.client.statistics().router.overflowed == 0

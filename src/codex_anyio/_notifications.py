@@ -23,6 +23,7 @@ starving the other tasks. (Measured: an ``await receive()`` per item caps a pipe
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -121,7 +122,7 @@ class Notification:
 
 
 class _Subscription:
-    """The router's end of one subscription: delivers without ever blocking the reader."""
+    """The router's end of one subscription: ``deliver`` never blocks; ``flush`` waits, bounded."""
 
     __slots__ = (
         "_on_detach",
@@ -147,7 +148,7 @@ class _Subscription:
         self.what = what
         self.error: BaseException | None = None
         self.delivered = 0
-        self.pending: Notification | None = None
+        self.pending: deque[Notification] = deque()
         self.finish_pending = False
         self._on_detach = on_detach
 
@@ -155,13 +156,16 @@ class _Subscription:
         """Queue ``item`` without waiting; False if the consumer is gone.
 
         If the buffer is full the item is parked in ``pending`` (still True: it will be
-        delivered); the router then gives the consumer a bounded grace period to make room
-        (see ``Router.flush_blocked``) before cutting it off.
+        delivered, in order); the router then gives the consumer a bounded grace period to
+        make room (see ``Router.flush_blocked``) before cutting it off.
         """
+        if self.pending:
+            self.pending.append(item)
+            return True
         try:
             self.send.send_nowait(item)
         except anyio.WouldBlock:
-            self.pending = item
+            self.pending.append(item)
             return True
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return False
@@ -169,19 +173,20 @@ class _Subscription:
         return True
 
     async def flush(self, grace: float) -> bool:
-        """Deliver the parked item, waiting at most ``grace`` seconds for room.
+        """Deliver the parked items, waiting at most ``grace`` seconds in all for room.
 
         Returns False if the consumer was cut off (it then drains its buffer and sees
         :class:`SubscriptionOverflowError`).
         """
-        item, self.pending = self.pending, None
-        assert item is not None
         with anyio.move_on_after(grace):
-            try:
-                await self.send.send(item)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                return True
-            self.delivered += 1
+            while self.pending:
+                try:
+                    await self.send.send(self.pending[0])
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    self.pending.clear()
+                    return True
+                self.pending.popleft()
+                self.delivered += 1
             if self.finish_pending:
                 self.finish()
             return True
@@ -193,14 +198,14 @@ class _Subscription:
     def finish(self, error: BaseException | None = None) -> None:
         """End the stream: the consumer drains what is buffered, then sees ``error`` or the end.
 
-        A clean end waits for a parked item to be delivered first.
+        A clean end waits for parked items to be delivered first.
         """
-        if error is None and self.pending is not None:
+        if error is None and self.pending:
             self.finish_pending = True
             return
         if error is not None and self.error is None:
             self.error = error
-        self.pending = None
+        self.pending.clear()
         self.send.close()
         self.detach()
 

@@ -277,7 +277,7 @@ class Router:
         owner = self._turns.get(turn_id) if turn_id is not None else None
         if owner is not None:
             taken = True
-            if owner.deliver(note) and owner.pending is not None:
+            if owner.deliver(note) and owner.pending and owner not in self.blocked:
                 self.blocked.append(owner)
         else:
             taken = False
@@ -305,7 +305,7 @@ class Router:
 
     def _deliver(self, sub: _Subscription, note: Notification) -> bool:
         delivered = sub.deliver(note)
-        if sub.pending is not None and sub not in self.blocked:
+        if sub.pending and sub not in self.blocked:
             self.blocked.append(sub)
         return delivered
 
@@ -313,7 +313,7 @@ class Router:
         """Wait (bounded) for room in every full buffer, cutting off consumers that stay full."""
         blocked, self.blocked = self.blocked, []
         for sub in blocked:
-            if sub.pending is not None and not await sub.flush(self._limits.overflow_grace):
+            if sub.pending and not await sub.flush(self._limits.overflow_grace):
                 self._overflowed += 1
 
     # -- end --------------------------------------------------------------------------------
