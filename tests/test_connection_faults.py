@@ -402,6 +402,7 @@ async def test_a_consumer_that_falls_behind_is_cut_off_and_never_blocks_other_re
     for i in range(20):
         delta("th1", "t1", str(i))
     reply(expect("test/echo"), {"still": "alive"})
+    reply(expect("test/echo"), {"still": "alive"})
     hold()
     """
     with anyio.fail_after(10):
@@ -409,7 +410,9 @@ async def test_a_consumer_that_falls_behind_is_cut_off_and_never_blocks_other_re
             fake_config(script), limits=Limits(turn_buffer=5, overflow_grace=0.2)
         ) as codex:
             _, stream = await codex.client.start_turn("th1", {"threadId": "th1", "input": []})
-            # Nobody reads the turn; a response must still get through.
+            # Nobody reads the turn; responses must still get through. The reader handles
+            # the second reply only after it has given up on the stalled consumer.
+            assert await codex.client.request("test/echo") == {"still": "alive"}
             assert await codex.client.request("test/echo") == {"still": "alive"}
             received = []
             with pytest.raises(SubscriptionOverflowError) as caught:

@@ -120,6 +120,7 @@ class CodexClient(ClientMethods):
         self._handler = server_request_handler
         self._router = Router(limits, on_turn_completed=self._cancel_turn_requests)
         self._pending: dict[int, MemoryObjectSendStream[dict[str, Any]]] = {}
+        self._response_hooks: dict[int, Callable[[dict[str, Any]], None]] = {}
         self._next_id = 1
         self._write_lock = anyio.Lock()
         self._server_tasks: dict[int | str, _ServerTask] = {}
@@ -148,6 +149,15 @@ class CodexClient(ClientMethods):
         :raises JsonRpcError: (a subclass per code) if the server answers with an error.
         :raises TransportClosedError: if the connection ends first.
         """
+        return await self._request(method, params)
+
+    async def _request(
+        self,
+        method: str,
+        params: Any = None,
+        on_response: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Any:
+        """``request``, with a hook the reader runs on the response before handing it over."""
         if self._closed_error is not None:
             raise self._closed()
         if params is not None and not isinstance(params, dict):
@@ -156,6 +166,8 @@ class CodexClient(ClientMethods):
         self._next_id += 1
         send, receive = anyio.create_memory_object_stream[dict[str, Any]](1)
         self._pending[request_id] = send
+        if on_response is not None:
+            self._response_hooks[request_id] = on_response
         message: dict[str, Any] = {"id": request_id, "method": method}
         if params is not None:
             message["params"] = params
@@ -168,6 +180,7 @@ class CodexClient(ClientMethods):
                     raise self._closed() from None
         finally:
             self._pending.pop(request_id, None)
+            self._response_hooks.pop(request_id, None)
             send.close()
         error = response.get("error")
         if error is not None:
@@ -211,14 +224,38 @@ class CodexClient(ClientMethods):
 
         Notifications the runtime sends for the new turn before its response are held and
         come first on the stream: nothing is lost between the write and the subscription.
+        The stream is created by the reader itself when it reads the response, so no event
+        of the new turn can be routed between the response and the subscription.
         """
+        outcome: list[NotificationStream | BaseException] = []
+        answered = False
+
+        def on_response(message: dict[str, Any]) -> None:
+            nonlocal answered
+            answered = True
+            try:
+                result = message.get("result")
+                if isinstance(result, dict):
+                    turn_id = result["turn"]["id"]
+                    outcome.append(self._router.claim_turn(thread_id, turn_id))
+            except Exception as exc:  # never let a bad response break the reader
+                outcome.append(exc)
+            finally:
+                self._router.end_turn_start(thread_id)
+
         self._router.begin_turn_start(thread_id)
         try:
-            result = await self.request("turn/start", params)
-            turn_id = result["turn"]["id"]
-            return result, self._router.claim_turn(thread_id, turn_id)
-        finally:
-            self._router.end_turn_start(thread_id)
+            result = await self._request("turn/start", params, on_response)
+        except BaseException:
+            if not answered:
+                self._router.end_turn_start(thread_id)
+            elif outcome and isinstance(outcome[0], NotificationStream):
+                outcome[0].close()  # the turn started, but its starter is gone
+            raise
+        claimed = outcome[0] if outcome else None
+        if not isinstance(claimed, NotificationStream):
+            raise ProtocolError(f"malformed turn/start response: {result!r}") from claimed
+        return result, claimed
 
     def statistics(self) -> ClientStatistics:
         return ClientStatistics(
@@ -322,11 +359,16 @@ class CodexClient(ClientMethods):
         method = message.get("method")
         if method is None:
             request_id = message.get("id")
-            waiter = self._pending.get(request_id) if type(request_id) is int else None
-            if waiter is None:
+            if type(request_id) is not int:
+                request_id = None
+            waiter = self._pending.get(request_id) if request_id is not None else None
+            if waiter is None or request_id is None:
                 self._unknown_responses += 1
                 logger.debug("response for unknown request id %r", request_id)
                 return
+            hook = self._response_hooks.pop(request_id, None)
+            if hook is not None:
+                hook(message)
             try:
                 waiter.send_nowait(message)
             except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):

@@ -264,7 +264,8 @@ class Router:
             assert thread_id is not None
             stash = self._stash.setdefault(thread_id, [])
             stash.append(note)
-            if len(stash) > self._limits.turn_start_stash:
+            # Never more than a turn stream holds: a claimed stash must fit without waiting.
+            if len(stash) > min(self._limits.turn_start_stash, self._limits.turn_buffer):
                 logger.warning("turn-start stash of thread %s is full; releasing", thread_id)
                 self._route_note(stash.pop(0))
             return
