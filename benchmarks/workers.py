@@ -41,6 +41,20 @@ def scripted_env(args: dict[str, Any]) -> dict[str, str]:
     }
 
 
+async def timed_turns(codex: Any, turns: int) -> dict[str, Any]:
+    """Sequential turns on one new thread, timed one by one; the first (warm-up) is dropped.
+
+    Both clients' async APIs spell this the same way (``thread_start``, ``thread.run``).
+    """
+    thread = await codex.thread_start()
+    times = []
+    for i in range(turns + 1):
+        started = time.perf_counter()
+        await thread.run(f"t{i}")
+        times.append(time.perf_counter() - started)
+    return {"turn_seconds": times[1:]}
+
+
 # -- the raw minimal client ------------------------------------------------------------------
 
 
@@ -171,13 +185,7 @@ def ours(backend: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
 
     async def turns() -> dict[str, Any]:
         async with AsyncCodex(real_config()) as codex:
-            thread = await codex.thread_start()
-            times = []
-            for i in range(args["turns"] + 1):
-                started = time.perf_counter()
-                await thread.run(f"t{i}")
-                times.append(time.perf_counter() - started)
-            return {"turn_seconds": times[1:]}
+            return await timed_turns(codex, args["turns"])
 
     async def concurrency() -> dict[str, Any]:
         k = args["k"]
@@ -311,13 +319,7 @@ def official(mode: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
 
     async def turns() -> dict[str, Any]:
         async with AsyncCodex(real_config()) as codex:
-            thread = await codex.thread_start()
-            times = []
-            for i in range(args["turns"] + 1):
-                started = time.perf_counter()
-                await thread.run(f"t{i}")
-                times.append(time.perf_counter() - started)
-            return {"turn_seconds": times[1:]}
+            return await timed_turns(codex, args["turns"])
 
     async def concurrency() -> dict[str, Any]:
         k = args["k"]
