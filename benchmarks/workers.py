@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+OFFICIAL_THREAD_DEFAULTS = {"approval_policy": "on-request", "approvals_reviewer": "auto_review"}
+"""What ``openai_codex`` sends with ``thread_start()`` by default (its ``auto_review`` mode)."""
 REPLAY = str(HERE / "replay_server.py")
 
 
@@ -195,7 +197,10 @@ def ours(backend: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
 
             async def start() -> None:
                 async with limiter:
-                    threads.append(await codex.thread_start())
+                    # The official client's default thread settings, so that both clients
+                    # ask the runtime for the same work (it changes the runtime's wall time).
+                    thread = await codex.thread_start(**OFFICIAL_THREAD_DEFAULTS)
+                    threads.append(thread)
 
             async with anyio.create_task_group() as tg:
                 for _ in range(k):
