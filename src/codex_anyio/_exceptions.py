@@ -169,6 +169,16 @@ class TurnIdleTimeoutError(CodexError):
         super().__init__(f"turn {turn_id} sent no event for {idle_timeout:g} s and was interrupted")
 
 
+def fresh(error: BaseException) -> BaseException:
+    """A new instance of a stored error, to raise it again in another task.
+
+    One connection failure reaches many waiters; raising the same instance in each would
+    splice their tracebacks together. Errors that know how to copy themselves (``clone``) do.
+    """
+    clone = getattr(error, "clone", None)
+    return clone() if clone is not None else error
+
+
 def _mentions_retry_limit(message: str) -> bool:
     lowered = message.lower()
     return "retry limit" in lowered or "too many failed attempts" in lowered

@@ -36,7 +36,7 @@ from anyio.streams.memory import (
     MemoryObjectStreamStatistics,
 )
 
-from ._exceptions import ProtocolError, SubscriptionOverflowError
+from ._exceptions import ProtocolError, SubscriptionOverflowError, fresh
 from ._generated.converter import converter
 from ._generated.registry import NOTIFICATIONS
 
@@ -250,8 +250,7 @@ class NotificationStream(anyio.abc.ObjectReceiveStream[Notification]):
         self._receive.close()
         error = self._subscription.error
         if error is not None:
-            clone = getattr(error, "clone", None)
-            raise clone() if clone is not None else error
+            raise fresh(error)
         raise anyio.EndOfStream
 
     def receive_nowait(self) -> Notification:

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 import attrs
 
+from ._exceptions import fresh
 from ._generated.registry import NOTIFICATIONS
 from ._notifications import Notification, NotificationStream, _Subscription, open_subscription
 
@@ -162,8 +163,7 @@ class Router:
     def _check_open(self) -> None:
         error = self._closed_error
         if error is not None:
-            clone = getattr(error, "clone", None)
-            raise clone() if clone is not None else error
+            raise fresh(error)
 
     def subscribe_turn(self, turn_id: str) -> NotificationStream:
         """A stream of one turn's notifications (for a turn this client did not start)."""

@@ -28,6 +28,7 @@ from ._exceptions import (
     TransportClosedError,
     TurnFailedError,
     TurnIdleTimeoutError,
+    fresh,
 )
 from ._generated.converter import converter
 from ._generated.models import Turn, TurnSteerResponse
@@ -157,8 +158,7 @@ class TurnHandle:
             return None
         failure = self._failure
         if failure is not None:
-            clone = getattr(failure, "clone", None)
-            raise clone() if clone is not None else failure
+            raise fresh(failure)
         try:
             if self._idle_timeout is None:
                 note = await self._stream.receive()
