@@ -339,7 +339,7 @@ async def test_json_rpc_errors_map_to_typed_exceptions_with_code_message_and_dat
     hold()
     """
     with anyio.fail_after(10):
-        async with AsyncCodex(fake_config(script)) as codex:
+        async with AsyncCodex(fake_config(script), limits=Limits(overload_retries=1)) as codex:
             with pytest.raises(MethodNotFoundError) as a:
                 await codex.client.request("a")
             assert (a.value.code, a.value.message) == (-32601, "no such method")
@@ -360,7 +360,7 @@ async def test_retry_on_overload_retries_busy_errors_and_then_succeeds() -> None
     hold()
     """
     with anyio.fail_after(10):
-        async with AsyncCodex(fake_config(script)) as codex:
+        async with AsyncCodex(fake_config(script), limits=Limits(overload_retries=1)) as codex:
             attempts = 0
 
             async def work() -> object:
@@ -402,7 +402,10 @@ async def test_a_consumer_that_falls_behind_is_cut_off_and_never_blocks_other_re
     for i in range(20):
         delta("th1", "t1", str(i))
     reply(expect("test/echo"), {"still": "alive"})
-    reply(expect("test/echo"), {"still": "alive"})
+    r = expect("test/more")
+    for i in range(20, 40):
+        delta("th1", "t1", str(i))
+    reply(r, {"more": True})
     hold()
     """
     with anyio.fail_after(10):
@@ -410,10 +413,13 @@ async def test_a_consumer_that_falls_behind_is_cut_off_and_never_blocks_other_re
             fake_config(script), limits=Limits(turn_buffer=5, overflow_grace=0.2)
         ) as codex:
             _, stream = await codex.client.start_turn("th1", {"threadId": "th1", "input": []})
-            # Nobody reads the turn; responses must still get through. The reader handles
-            # the second reply only after it has given up on the stalled consumer.
+            # Nobody reads the turn: its events park behind the full buffer, and responses
+            # still get through at once.
             assert await codex.client.request("test/echo") == {"still": "alive"}
-            assert await codex.client.request("test/echo") == {"still": "alive"}
+            # The consumer takes nothing for longer than the grace period; the reader cuts it
+            # off as soon as it reads on.
+            await anyio.sleep(0.5)
+            assert await codex.client.request("test/more") == {"more": True}
             received = []
             with pytest.raises(SubscriptionOverflowError) as caught:
                 async for note in stream:

@@ -223,6 +223,6 @@ async def test_each_script_kind_drives_the_real_runtime(scripted_codex: Any) -> 
             assert turn.status == "failed"
             async with thread.turn("5") as turn:
                 await s.model.wait_for_requests(6)
-                result = await turn.interrupt()
+                result = await turn.cancel()
             assert result.status == "interrupted"
             await s.model.exchanges[-1].abandoned.wait()

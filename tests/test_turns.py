@@ -111,7 +111,7 @@ async def test_interrupt_returns_once_the_turn_has_completed_as_interrupted(
             thread = await s.codex.thread_start()
             async with thread.turn("wait") as turn:
                 await s.model.wait_for_requests(1)
-                result = await turn.interrupt()
+                result = await turn.cancel()
             assert result.status == "interrupted"
             assert turn.done
             with anyio.fail_after(5):
@@ -124,14 +124,23 @@ async def _assert_interrupted(s: ScriptedCodex, thread_id: str) -> None:
         await s.model.exchanges[-1].abandoned.wait()
 
 
+async def _expire_once_the_model_is_asked(s: ScriptedCodex, scope: anyio.CancelScope) -> None:
+    """End ``scope`` (as its deadline would) once the turn has reached the model, so the test
+    does not depend on how long the runtime takes to get there on a loaded machine."""
+    await s.model.wait_for_requests(1)
+    scope.deadline = anyio.current_time()
+
+
 async def test_run_inside_move_on_after_leaves_the_turn_interrupted_on_the_server(
     scripted_codex: Any,
 ) -> None:
     with anyio.fail_after(30):
         async with scripted_codex([stall(message("thinking", deltas=1))]) as s:
             thread = await s.codex.thread_start()
-            with anyio.move_on_after(1) as scope:
-                await thread.run("take your time")
+            with anyio.move_on_after(20) as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_expire_once_the_model_is_asked, s, scope)
+                    await thread.run("take your time")
             assert scope.cancelled_caught
             await _assert_interrupted(s, thread.id)
 
@@ -140,8 +149,10 @@ async def test_fail_after_interrupts_the_turn_before_raising(scripted_codex: Any
     with anyio.fail_after(30):
         async with scripted_codex([stall()]) as s:
             thread = await s.codex.thread_start()
-            with pytest.raises(TimeoutError), anyio.fail_after(0.5):
-                await thread.run("slow")
+            with pytest.raises(TimeoutError), anyio.fail_after(20) as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_expire_once_the_model_is_asked, s, scope)
+                    await thread.run("slow")
             await _assert_interrupted(s, thread.id)
 
 

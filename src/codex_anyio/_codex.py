@@ -17,10 +17,9 @@ from typing import Any
 import anyio
 
 from ._config import CodexConfig
-from ._connection import CodexClient, open_client
+from ._connection import CodexClient, open_client, protect_from_ctrl_c, structure_result
 from ._dispatch import Dispatcher, Handlers
 from ._exceptions import StartupError, TransportClosedError
-from ._generated.converter import converter
 from ._generated.models import InitializeResponse
 from ._groups import collapse_groups
 from ._router import Limits
@@ -92,7 +91,7 @@ class AsyncCodex(CodexThreadsMixin):
     ) -> bool | None:
         cm, self._lifespan_cm = self._lifespan_cm, None
         assert cm is not None
-        with collapse_groups():
+        with collapse_groups(exc):
             return await cm.__aexit__(exc_type, exc, tb)
 
     @asynccontextmanager
@@ -100,7 +99,7 @@ class AsyncCodex(CodexThreadsMixin):
         transport = await spawn_stdio(self.config, stderr_tail_bytes=self._limits.stderr_tail_bytes)
         try:
             async with anyio.create_task_group() as tg:
-                await tg.start(transport.drain_stderr, name="codex stderr")
+                await tg.start(protect_from_ctrl_c(transport.drain_stderr), name="codex stderr")
                 async with open_client(
                     transport,
                     limits=self._limits,
@@ -142,7 +141,7 @@ class AsyncCodex(CodexThreadsMixin):
                 returncode=exc.returncode,
                 stderr_tail=exc.stderr_tail,
             ) from None
-        metadata: InitializeResponse = converter.structure(result, InitializeResponse)
+        metadata: InitializeResponse = structure_result("initialize", result, InitializeResponse)
         return metadata
 
 

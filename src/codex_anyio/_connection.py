@@ -1,40 +1,62 @@
-"""The JSON-RPC connection: one reader task, a pending table, serialized writes, handler tasks.
+"""The JSON-RPC connection: one reader task, one writer task, a pending table, handler tasks.
 
-Design, and why:
+Design, and the contracts (who may call what, from which task, with which bound):
 
 * **One reader.** A single task, owned by the client's task group, reads the transport. It
   decodes each line and routes it synchronously: a response goes to the waiter of its id, a
   notification to the router (``_router.py``), a server request to a new handler task. It
-  never runs user code. The only other thing it awaits is room in a full notification
-  buffer, for at most ``Limits.overflow_grace`` seconds (backpressure, see
-  ``_notifications.py``), so a stalled consumer can delay other responses by that much at
-  worst, never forever. It yields every :data:`READER_CHECKPOINT_EVERY` lines so that
-  consumers keep up with a burst arriving in one large read.
-* **Pending table.** Each request owns a one-slot memory stream keyed by its id. The buffer is
-  one so the reader's ``send_nowait`` always succeeds even before the waiter parks. The waiter
-  removes its entry in ``finally``, so a cancelled request leaves no residue; a response that
-  arrives after that is counted (``statistics().unknown_responses``) and logged.
-* **Writes.** Serialized by a lock, and each message is written in a shielded, bounded scope:
-  it goes out whole or, if the pipe stays blocked for :data:`WRITE_TIMEOUT`, the connection
-  is declared dead. A half-written line would corrupt every later message.
+  never runs user code and never waits on a consumer: events for a consumer whose buffer is
+  full are parked (``_notifications.py``), so responses never queue behind a notification
+  buffer. It stops reading only when ``Limits.backlog`` events are parked (real
+  backpressure), and yields every :data:`READER_CHECKPOINT_EVERY` lines so consumers keep up
+  with a burst. On Trio it is protected from ``KeyboardInterrupt``, which Trio then delivers
+  to the main task: a Ctrl-C reaches the user's code (which interrupts its turn), never the
+  reader.
+* **Pending table.** Each request owns a one-slot memory stream keyed by its id; the reader
+  pops the entry when it delivers, so a duplicate response is counted
+  (``statistics().unknown_responses``), and the waiter removes it in ``finally``, so a
+  cancelled request leaves no residue. At most ``Limits.requests_in_flight`` requests wait for
+  answers at once; more wait their turn in the client. A request the runtime rejects as
+  overloaded (``-32001``, before doing anything) is retried with jittered backoff, at most
+  ``Limits.overload_retries`` attempts in all.
+* **Writes.** Callers queue whole messages; one writer task writes them in order, so a
+  message goes out whole or not at all. A caller's deadline or cancellation wins: it stops
+  waiting at once, and its message is dropped if the writer has not started it. A write the
+  runtime does not read for ``Limits.write_timeout`` seconds declares the connection dead.
+* **Turn starts.** ``start_turn`` creates the turn's stream in the reader when it reads the
+  ``turn/start`` response. If the caller is gone by then (cancelled, a ``KeyboardInterrupt``,
+  an asyncio-native ``task.cancel()``), the reader hands the new turn to a reaper task that
+  interrupts it: a turn never runs on the server without an owner. The caller itself waits
+  for that (shielded, within ``Limits.interrupt_timeout`` in all) before its exception
+  continues, unless it is interrupted again while waiting.
 * **Server requests.** Each runs as its own task in the client's task group, behind a wrapper
   that turns an exception into a JSON-RPC error reply (the connection lives on). At most
-  ``Limits.server_requests`` run at once; beyond that the runtime gets "server busy" at once.
-  A handler is cancelled when its turn completes or the runtime says the request is resolved.
+  ``Limits.server_requests`` run at once; beyond that the runtime gets "server busy" at once;
+  a duplicate id is answered with an error and starts nothing. A handler is cancelled when its
+  turn completes or the runtime says the request is resolved (``serverRequest/resolved``).
 * **The end.** When the transport ends (exit, crash, or our own shutdown) every pending
   request, every stream and every subscription ends with :class:`TransportClosedError`
-  carrying the exit status and the stderr tail. Nothing waits forever.
-* **Bad input.** A line that is not JSON, or JSON that is not an object, is counted and
-  logged and the connection continues; with ``strict=True`` it is fatal.
+  carrying the exit status and the stderr tail. A protocol error (strict mode, an over-long
+  line) ends everything at once, with the :class:`ProtocolError` as ``__cause__``.
+* **Bad input.** A line that is not JSON, not an object, or has a non-string method is
+  counted and logged and the connection continues (with ``strict=True`` it is fatal). If an
+  undecodable line is a response whose id can still be read, that request fails with
+  :class:`ProtocolError`; an undecodable server request is answered with a parse error.
+  Integers beyond 64 bits in responses and server requests stay exact (such lines are decoded
+  by the stdlib decoder; orjson would turn them into floats); notifications carry no such
+  values in the pinned schema.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+import math
+import random
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -45,13 +67,15 @@ from . import _json
 from ._exceptions import (
     JsonRpcError,
     ProtocolError,
+    ServerBusyError,
     TransportClosedError,
-    map_jsonrpc_error,
+    error_from_wire,
 )
 from ._framing import LineSplitter
 from ._generated.converter import converter
 from ._generated.methods import ClientMethods
-from ._notifications import NotificationStream
+from ._interrupt import interrupt_and_wait
+from ._notifications import Notification, NotificationStream
 from ._router import Limits, Router, RouterStatistics
 from ._server_requests import (
     ServerRequest,
@@ -61,21 +85,42 @@ from ._server_requests import (
 )
 from ._transport import Transport
 
-__all__ = ["ClientStatistics", "CodexClient", "open_client"]
+__all__ = ["ClientStatistics", "CodexClient", "open_client", "structure_result"]
 
 logger = logging.getLogger("codex_anyio")
 
 T = TypeVar("T")
 
-WRITE_TIMEOUT = 30.0
-"""A write that cannot complete in this time means the runtime stopped reading stdin; the
-connection is then closed rather than left with a half-written message."""
+READER_CHECKPOINT_EVERY: Final = 64
+"""The reader yields to other tasks, and services full buffers, once per this many lines."""
 
-READER_CHECKPOINT_EVERY = 64
-"""The reader yields to other tasks at least once per this many lines."""
+OVERLOAD_FIRST_DELAY: Final = 0.05
+OVERLOAD_MAX_DELAY: Final = 1.0
+"""Backoff between attempts of a request rejected as overloaded (seconds, +-25 % jitter)."""
 
 _json_loads = _json.loads
 _json_dumps = _json.dumps
+_BIG_INT = re.compile(rb"\d{19,}")
+"""A run of digits that orjson may turn into a float (beyond 64 bits): decode exactly."""
+
+
+def structure_result(method: str, result: Any, response_type: Any) -> Any:
+    """A response's ``result`` as ``response_type``.
+
+    :raises ProtocolError: if it does not match the pinned schema (schema drift), naming the
+        method and chaining the converter's error, instead of a bare ``KeyError``.
+    """
+    try:
+        return converter.structure(result if result is not None else {}, response_type)
+    except Exception as exc:
+        raise ProtocolError(
+            f"the response to {method!r} does not match the schema of this client's pinned "
+            f"runtime: {exc!r}"
+        ) from exc
+
+
+def _raise_closed(error: TransportClosedError) -> None:
+    raise error from error.__cause__
 
 
 class ClientStatistics(NamedTuple):
@@ -85,6 +130,8 @@ class ClientStatistics(NamedTuple):
     server_requests_in_flight: int
     bad_lines: int
     unknown_responses: int
+    overload_retries: int
+    turns_reaped: int
     router: RouterStatistics
 
 
@@ -96,12 +143,93 @@ class _ServerTask:
         self.scope = scope
 
 
+_QUEUED, _WRITING, _WRITTEN, _DROPPED = range(4)
+
+
+class _Outgoing:
+    """One message in the writer's queue."""
+
+    __slots__ = ("data", "done", "failed", "state")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.done = anyio.Event()
+        self.failed = False
+        self.state = _QUEUED
+
+
+class _ResponseHook(Protocol):
+    """Runs in the reader on a request's response, even after its caller has gone."""
+
+    def on_response(self, message: dict[str, Any]) -> None: ...
+
+    def on_unsent(self) -> None:
+        """The request was never written: no response will come."""
+
+
+class _TurnStart:
+    """One ``turn/start`` in flight: what the reader found in its response, and who owns it."""
+
+    __slots__ = (
+        "answered",
+        "client",
+        "error",
+        "orphaned",
+        "reaped",
+        "responded",
+        "stream",
+        "thread_id",
+        "turn_id",
+    )
+
+    def __init__(self, client: CodexClient, thread_id: str) -> None:
+        self.client = client
+        self.thread_id = thread_id
+        self.answered = False
+        self.orphaned = False
+        self.stream: NotificationStream | None = None
+        self.turn_id: str | None = None
+        self.error: BaseException | None = None
+        self.reaped: anyio.Event | None = None
+        self.responded = anyio.Event()
+
+    def on_response(self, message: dict[str, Any]) -> None:
+        router = self.client._router
+        try:
+            result = message.get("result")
+            turn = result.get("turn") if type(result) is dict else None
+            turn_id = turn.get("id") if type(turn) is dict else None
+            if type(turn_id) is str:
+                self.stream = router.claim_turn(turn_id)
+                self.turn_id = turn_id
+        except Exception as exc:  # never let a bad response break the reader
+            self.error = exc
+        finally:
+            self.answered = True
+            router.end_turn_start(self.thread_id)
+        if self.orphaned:
+            self.orphan()
+        self.responded.set()
+
+    def on_unsent(self) -> None:
+        self.answered = True
+        self.client._router.end_turn_start(self.thread_id)
+        self.responded.set()
+
+    def orphan(self) -> None:
+        """The caller is gone: a reaper interrupts the turn (now, or when the response comes)."""
+        self.orphaned = True
+        if self.stream is not None and self.turn_id is not None and self.reaped is None:
+            self.reaped = self.client._spawn_reaper(self.thread_id, self.turn_id, self.stream)
+
+
 class CodexClient(ClientMethods):
     """Low-level typed JSON-RPC client over one transport.
 
     Use it through ``AsyncCodex.client``; :func:`open_client` exists for custom transports.
     ``request`` sends any method; the generated methods (``thread_start``, ``fs_read_file``,
-    ...) take and return the typed models.
+    ...) take and return the typed models. Every method may be called from any task of the
+    event loop that runs the client.
     """
 
     def __init__(
@@ -119,21 +247,32 @@ class CodexClient(ClientMethods):
         self._strict = strict
         self._handler = server_request_handler
         self._router = Router(limits, on_turn_completed=self._cancel_turn_requests)
-        self._pending: dict[int, MemoryObjectSendStream[dict[str, Any]]] = {}
-        self._response_hooks: dict[int, Callable[[dict[str, Any]], None]] = {}
+        self._pending: dict[int, MemoryObjectSendStream[dict[str, Any] | BaseException]] = {}
+        self._response_hooks: dict[int, _ResponseHook] = {}
         self._next_id = 1
-        self._write_lock = anyio.Lock()
+        self._in_flight = anyio.CapacityLimiter(limits.requests_in_flight)
+        outbox = anyio.create_memory_object_stream[_Outgoing](math.inf)
+        self._outbox_send, self._outbox_receive = outbox
         self._server_tasks: dict[int | str, _ServerTask] = {}
         self._closed_error: TransportClosedError | None = None
         self._closing = False
         self._bad_lines = 0
         self._unknown_responses = 0
+        self._overload_retries = 0
+        self._turns_reaped = 0
+        self.dropped_turns: list[tuple[str, str]] = []
+        """Turns whose handle was garbage-collected unfinished (appended by its finalizer);
+        the reader hands each to a reaper."""
 
     # -- public -----------------------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
         return self._closed_error is not None
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
 
     def set_server_request_handler(self, handler: ServerRequestHandler | None) -> None:
         """Replace the function that answers server requests (``None``: fail-closed defaults)."""
@@ -143,67 +282,88 @@ class CodexClient(ClientMethods):
         """Send request ``method`` and return the raw ``result``.
 
         Bound the wait the AnyIO way, with ``anyio.fail_after`` around the call; a cancelled
-        request leaves nothing behind.
+        request leaves nothing behind. A ``-32001`` "overloaded" answer is retried (see
+        ``Limits.overload_retries``).
 
         :param params: a dict, an attrs params object, or None for no params.
         :raises JsonRpcError: (a subclass per code) if the server answers with an error.
         :raises TransportClosedError: if the connection ends first.
+        :raises ProtocolError: if the response could not be decoded.
         """
-        return await self._request(method, params)
-
-    async def _request(
-        self,
-        method: str,
-        params: Any = None,
-        on_response: Callable[[dict[str, Any]], None] | None = None,
-    ) -> Any:
-        """``request``, with a hook the reader runs on the response before handing it over."""
-        if self._closed_error is not None:
-            raise self._closed()
         if params is not None and not isinstance(params, dict):
             params = converter.unstructure(params)
-        request_id = self._next_id
-        self._next_id += 1
-        send, receive = anyio.create_memory_object_stream[dict[str, Any]](1)
-        self._pending[request_id] = send
-        if on_response is not None:
-            self._response_hooks[request_id] = on_response
-        message: dict[str, Any] = {"id": request_id, "method": method}
-        if params is not None:
-            message["params"] = params
-        try:
-            with receive:
-                await self._write(message)
-                try:
-                    response = await receive.receive()
-                except anyio.EndOfStream:
-                    raise self._closed() from None
-        finally:
-            self._pending.pop(request_id, None)
-            self._response_hooks.pop(request_id, None)
-            send.close()
+        return await self._with_overload_retries(lambda: self._request_once(method, params))
+
+    async def _with_overload_retries(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        attempts = max(1, self._limits.overload_retries)
+        delay = OVERLOAD_FIRST_DELAY
+        for number in range(1, attempts + 1):
+            try:
+                return await attempt()
+            except ServerBusyError:
+                if number >= attempts:
+                    raise
+            self._overload_retries += 1
+            await anyio.sleep(delay * random.uniform(0.75, 1.25))
+            delay = min(OVERLOAD_MAX_DELAY, delay * 2)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _request_once(
+        self, method: str, params: Any, hook: _ResponseHook | None = None
+    ) -> Any:
+        """One attempt. A ``hook`` outlives the caller: the reader runs it on the response."""
+        if self._closed_error is not None:
+            _raise_closed(self._closed())
+        async with self._in_flight:
+            request_id = self._next_id
+            self._next_id += 1
+            send, receive = anyio.create_memory_object_stream[dict[str, Any] | BaseException](1)
+            self._pending[request_id] = send
+            message: dict[str, Any] = {"id": request_id, "method": method}
+            if params is not None:
+                message["params"] = params
+            outgoing = self._enqueue(message)
+            if hook is not None:
+                self._response_hooks[request_id] = hook
+            try:
+                with receive:
+                    await self._written(outgoing)
+                    try:
+                        response = await receive.receive()
+                    except anyio.EndOfStream:
+                        _raise_closed(self._closed())
+            except BaseException:
+                unsent = hook is not None and outgoing.state == _DROPPED
+                if unsent and self._response_hooks.pop(request_id, None) is not None:
+                    hook.on_unsent()  # type: ignore[union-attr]
+                raise
+            finally:
+                self._pending.pop(request_id, None)
+                send.close()
+        if isinstance(response, BaseException):
+            raise response
         error = response.get("error")
         if error is not None:
-            if not isinstance(error, dict):
-                raise JsonRpcError(-32603, f"malformed error response: {error!r}")
-            raise map_jsonrpc_error(
-                int(error.get("code", -32603)), str(error.get("message", "")), error.get("data")
-            )
+            raise error_from_wire(error)
         return response.get("result")
 
     async def _call_typed(self, method: str, params: object | None, response_type: Any) -> Any:
-        result = await self.request(method, params)
-        return converter.structure(result if result is not None else {}, response_type)
+        return structure_result(method, await self.request(method, params), response_type)
 
     async def notify(self, method: str, params: Any = None) -> None:
         """Send a client notification (``initialized`` is the only one the schema has)."""
         message: dict[str, Any] = {"method": method}
         if params is not None:
             message["params"] = params
-        await self._write(message)
+        await self._written(self._enqueue(message))
 
     def subscribe_turn(self, turn_id: str) -> NotificationStream:
-        """Notifications of turn ``turn_id`` (for a turn not started by this client)."""
+        """Notifications of turn ``turn_id``.
+
+        For a turn no stream of this client follows yet (one started by another client),
+        this is its stream; for one that has a stream already (one this client started), an
+        observer: an independent stream of every later event of the turn.
+        """
         return self._router.subscribe_turn(turn_id)
 
     def subscribe_thread(
@@ -224,38 +384,44 @@ class CodexClient(ClientMethods):
 
         Notifications the runtime sends for the new turn before its response are held and
         come first on the stream: nothing is lost between the write and the subscription.
-        The stream is created by the reader itself when it reads the response, so no event
-        of the new turn can be routed between the response and the subscription.
+        The stream is created by the reader itself when it reads the response. If this call
+        is left before it returns (cancelled, interrupted) once the request was written, the
+        turn is interrupted by a reaper task, and this call waits for that (shielded, within
+        ``Limits.interrupt_timeout``) before its exception continues.
+
+        If the thread has a turn running, the runtime joins the input into it: the stream is
+        then an observer of that turn.
+
+        :raises ProtocolError: if the response names no turn (nothing is left installed).
         """
-        outcome: list[NotificationStream | BaseException] = []
-        answered = False
 
-        def on_response(message: dict[str, Any]) -> None:
-            nonlocal answered
-            answered = True
+        async def attempt() -> tuple[dict[str, Any], NotificationStream]:
+            start = _TurnStart(self, thread_id)
+            self._router.begin_turn_start(thread_id)
             try:
-                result = message.get("result")
-                if isinstance(result, dict):
-                    turn_id = result["turn"]["id"]
-                    outcome.append(self._router.claim_turn(thread_id, turn_id))
-            except Exception as exc:  # never let a bad response break the reader
-                outcome.append(exc)
-            finally:
-                self._router.end_turn_start(thread_id)
+                result = await self._request_once("turn/start", params, start)
+            except BaseException:
+                if not start.answered or start.stream is not None:
+                    # Its response is still to come (the reader then hands the turn to a
+                    # reaper), or it came and the turn has no owner: reap it.
+                    start.orphan()
+                await self._await_reaped(start)
+                raise
+            if start.stream is None:
+                raise ProtocolError(f"malformed turn/start response: {result!r}") from start.error
+            return result, start.stream
 
-        self._router.begin_turn_start(thread_id)
-        try:
-            result = await self._request("turn/start", params, on_response)
-        except BaseException:
-            if not answered:
-                self._router.end_turn_start(thread_id)
-            elif outcome and isinstance(outcome[0], NotificationStream):
-                outcome[0].close()  # the turn started, but its starter is gone
-            raise
-        claimed = outcome[0] if outcome else None
-        if not isinstance(claimed, NotificationStream):
-            raise ProtocolError(f"malformed turn/start response: {result!r}") from claimed
-        return result, claimed
+        return await self._with_overload_retries(attempt)
+
+    async def _await_reaped(self, start: _TurnStart) -> None:
+        """Give an orphaned start's reaper the chance to finish before the caller's exception
+        continues (shielded, bounded); an interrupted wait leaves the reaper running."""
+        if not start.orphaned or self._closed_error is not None:
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._limits.interrupt_timeout):
+            await start.responded.wait()
+            if start.reaped is not None:
+                await start.reaped.wait()
 
     def statistics(self) -> ClientStatistics:
         return ClientStatistics(
@@ -263,8 +429,59 @@ class CodexClient(ClientMethods):
             server_requests_in_flight=len(self._server_tasks),
             bad_lines=self._bad_lines,
             unknown_responses=self._unknown_responses,
+            overload_retries=self._overload_retries,
+            turns_reaped=self._turns_reaped,
             router=self._router.statistics(),
         )
+
+    # -- orphaned turns ------------------------------------------------------------------------
+
+    def reap_turn(self, thread_id: str, turn_id: str, stream: NotificationStream) -> anyio.Event:
+        """Interrupt a turn nobody owns any more, in a task of the client; the event is set when
+        it has completed or the attempt ended (``Limits.interrupt_timeout``)."""
+        return self._spawn_reaper(thread_id, turn_id, stream)
+
+    def _spawn_reaper(
+        self, thread_id: str, turn_id: str, stream: NotificationStream | None
+    ) -> anyio.Event:
+        done = anyio.Event()
+        if self._closed_error is not None:
+            if stream is not None:
+                stream.close()
+            done.set()
+            return done
+        self._task_group.start_soon(
+            self._reap, thread_id, turn_id, stream, done, name=f"codex reaper {turn_id}"
+        )
+        return done
+
+    async def _reap(
+        self,
+        thread_id: str,
+        turn_id: str,
+        stream: NotificationStream | None,
+        done: anyio.Event,
+    ) -> None:
+        try:
+            if stream is None:
+                stream = self._router.subscribe_turn(turn_id)
+            try:
+                deadline = anyio.current_time() + self._limits.interrupt_timeout
+                await interrupt_and_wait(
+                    self, thread_id, turn_id, stream, _ignore, seen=False, deadline=deadline
+                )
+            finally:
+                stream.close()
+            self._turns_reaped += 1
+        except TransportClosedError:
+            pass
+        finally:
+            done.set()
+
+    def _reap_dropped(self) -> None:
+        dropped, self.dropped_turns = self.dropped_turns, []
+        for thread_id, turn_id in dropped:
+            self._spawn_reaper(thread_id, turn_id, None)
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -272,26 +489,59 @@ class CodexClient(ClientMethods):
         assert self._closed_error is not None
         return self._closed_error.clone()
 
-    async def _write(self, message: dict[str, Any]) -> None:
-        data = _json_dumps(message) + b"\n"
-        async with self._write_lock:
-            if self._closed_error is not None:
-                raise self._closed()
-            with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(WRITE_TIMEOUT) as scope:
+    def _enqueue(self, message: dict[str, Any]) -> _Outgoing:
+        outgoing = _Outgoing(_json_dumps(message) + b"\n")
+        if self._closed_error is not None:
+            _raise_closed(self._closed())
+        self._outbox_send.send_nowait(outgoing)
+        return outgoing
+
+    async def _written(self, outgoing: _Outgoing) -> None:
+        """Wait until the writer has written ``outgoing``. Leaving early drops it if the
+        writer has not started it (a message is never half-written)."""
+        try:
+            await outgoing.done.wait()
+        except BaseException:
+            if outgoing.state == _QUEUED:
+                outgoing.state = _DROPPED
+            raise
+        if outgoing.failed:
+            _raise_closed(self._closed())
+
+    async def write_loop(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The writer: run it in the client's task group; it writes queued messages in order."""
+        task_status.started()
+        timeout = self._limits.write_timeout
+        send = self._transport.send
+        with self._outbox_receive:
+            async for outgoing in self._outbox_receive:
+                if outgoing.state == _DROPPED:
+                    continue
+                outgoing.state = _WRITING
+                with anyio.move_on_after(timeout) as scope:
                     try:
-                        await self._transport.send(data)
+                        await send(outgoing.data)
                     except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                         # The reader sees the end too; it knows the exit status.
                         await self._wait_closed()
-                        raise self._closed() from None
-                if scope.cancelled_caught:
+                if self._closed_error is None and scope.cancelled_caught:
                     self._shut(
                         TransportClosedError(
-                            f"the app-server did not read {len(data)} bytes in {WRITE_TIMEOUT} s"
+                            f"the app-server read none of a {len(outgoing.data)}-byte message "
+                            f"in {timeout:g} s (Limits.write_timeout)",
+                            stderr_tail=self._transport.stderr_tail(),
                         )
                     )
-                    raise self._closed()
+                    with anyio.CancelScope(shield=True):
+                        await self._transport.aclose()
+                if self._closed_error is not None:
+                    outgoing.failed = True
+                    outgoing.done.set()
+                    return
+                outgoing.state = _WRITTEN
+                outgoing.done.set()
 
     async def _wait_closed(self) -> None:
         if self._closed_error is None:
@@ -315,34 +565,43 @@ class CodexClient(ClientMethods):
         handle_line = self._handle_line
         receive = self._transport.receive
         reason = "the app-server closed its output"
-        cause: BaseException | None = None
+        cause: ProtocolError | None = None
         router = self._router
+        backlog = self._limits.backlog
         countdown = READER_CHECKPOINT_EVERY
         try:
             while True:
                 try:
                     chunk = await receive()
                 except anyio.EndOfStream:
+                    if splitter.pending_bytes:
+                        self._bad_line(b"", "the output ended inside an unterminated line")
                     break
                 for line in splitter.feed(chunk):
                     handle_line(line)
-                    if router.blocked:
-                        await router.flush_blocked()
                     countdown -= 1
                     if not countdown:
                         # One chunk can hold thousands of events: let consumers run.
                         countdown = READER_CHECKPOINT_EVERY
+                        if router.blocked and router.service(anyio.current_time()) >= backlog:
+                            await router.relieve()
                         await anyio.lowlevel.checkpoint()
+                if router.blocked and router.service(anyio.current_time()) >= backlog:
+                    await router.relieve()
+                if self.dropped_turns:
+                    self._reap_dropped()
         except ProtocolError as exc:
             reason, cause = f"protocol error: {exc}", exc
+            # Fail everyone now, with the cause; the process's exit status is not worth a wait.
+            error = TransportClosedError(reason, stderr_tail=self._transport.stderr_tail())
+            error.__cause__ = exc
+            self._shut(error)
         finally:
             if self._closed_error is None:
                 if self._closing:
                     reason = "the client was closed"
                 returncode, tail = await self._transport.exit_info()
-                error = TransportClosedError(reason, returncode=returncode, stderr_tail=tail)
-                error.__cause__ = cause
-                self._shut(error)
+                self._shut(TransportClosedError(reason, returncode=returncode, stderr_tail=tail))
         if cause is not None:
             with anyio.CancelScope(shield=True):
                 await self._transport.aclose()
@@ -351,36 +610,82 @@ class CodexClient(ClientMethods):
         try:
             message = _json_loads(line)
         except ValueError:
-            self._bad_line(line, "it is not JSON")
+            self._undecodable(line)
             return
         if type(message) is not dict:
             self._bad_line(line, "it is not a JSON object")
             return
         method = message.get("method")
         if method is None:
-            request_id = message.get("id")
-            if type(request_id) is not int:
-                request_id = None
-            waiter = self._pending.get(request_id) if request_id is not None else None
-            if waiter is None or request_id is None:
-                self._unknown_responses += 1
-                logger.debug("response for unknown request id %r", request_id)
-                return
-            hook = self._response_hooks.pop(request_id, None)
-            if hook is not None:
-                hook(message)
-            try:
-                waiter.send_nowait(message)
-            except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._unknown_responses += 1
+            self._response(message, line)
+            return
+        if type(method) is not str:
+            self._bad_line(line, "its method is not a string")
             return
         params = message.get("params")
-        if not isinstance(params, dict):
+        if type(params) is not dict:
             params = {}
         if "id" in message:
+            if _BIG_INT.search(line):
+                message = json.loads(line)
             self._start_server_request(message["id"], method, params)
         else:
+            if method == "serverRequest/resolved":
+                self._resolved(params)
             self._router.route(method, params)
+
+    def _response(self, message: dict[str, Any], line: bytes) -> None:
+        request_id = message.get("id")
+        if type(request_id) is not int:
+            if request_id is not None and _BIG_INT.search(line):
+                request_id = json.loads(line).get("id")
+            self._unknown_responses += 1
+            logger.debug("response for unknown request id %r", request_id)
+            return
+        hook = self._response_hooks.pop(request_id, None) if self._response_hooks else None
+        waiter = self._pending.pop(request_id, None)
+        if hook is not None:
+            hook.on_response(message)
+        if waiter is None:
+            if hook is None:
+                self._unknown_responses += 1
+                logger.debug("response for unknown request id %r", request_id)
+            return
+        try:
+            waiter.send_nowait(message)
+        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._unknown_responses += 1
+
+    def _undecodable(self, line: bytes) -> None:
+        """A line orjson rejects: count it, and if it still names a request, answer that."""
+        self._bad_line(line, "it is not valid JSON")
+        try:
+            message = json.loads(line.decode("utf-8", "replace"))
+        except ValueError:
+            return
+        if type(message) is not dict:
+            return
+        request_id = message.get("id")
+        method = message.get("method")
+        if method is None and type(request_id) is int:
+            error = ProtocolError(
+                f"the response to request {request_id} is not valid JSON "
+                f"(invalid UTF-8, a lone surrogate or a number out of range): "
+                f"{line[:200].decode('utf-8', 'replace')!r}"
+            )
+            hook = self._response_hooks.pop(request_id, None)
+            if hook is not None:
+                hook.on_response({"id": request_id, "error": {"code": -32700, "message": ""}})
+            waiter = self._pending.pop(request_id, None)
+            if waiter is not None:
+                try:
+                    waiter.send_nowait(error)
+                except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass
+        elif type(method) is str and isinstance(request_id, (int, str)):
+            self._task_group.start_soon(
+                self._reply_error, request_id, -32700, "the client could not decode this request"
+            )
 
     def _bad_line(self, line: bytes, why: str) -> None:
         self._bad_lines += 1
@@ -395,7 +700,15 @@ class CodexClient(ClientMethods):
         if not isinstance(request_id, (int, str)) or isinstance(request_id, bool):
             self._bad_line(json.dumps(request_id).encode(), "a request id must be int or string")
             return
-        request = ServerRequest(request_id, method, params)
+        if request_id in self._server_tasks:
+            logger.warning("the app-server reused request id %r while it was in flight", request_id)
+            self._task_group.start_soon(
+                self._reply_error,
+                request_id,
+                -32600,
+                f"duplicate request id {request_id!r}: a request with this id is in flight",
+            )
+            return
         if len(self._server_tasks) >= self._limits.server_requests:
             self._task_group.start_soon(
                 self._reply_error,
@@ -404,11 +717,15 @@ class CodexClient(ClientMethods):
                 f"client is busy: {len(self._server_tasks)} server requests in flight",
             )
             return
-        if method == "serverRequest/resolved":  # pragma: no cover - it is a notification
-            return
+        request = ServerRequest(request_id, method, params)
         task = _ServerTask(request, anyio.CancelScope())
         self._server_tasks[request_id] = task
         self._task_group.start_soon(self._serve, task, name=f"codex server request {method}")
+
+    def _resolved(self, params: dict[str, Any]) -> None:
+        request_id = params.get("requestId")
+        if isinstance(request_id, (int, str)) and not isinstance(request_id, bool):
+            self.cancel_server_request(request_id)
 
     async def _serve(self, task: _ServerTask) -> None:
         request = task.request
@@ -434,11 +751,12 @@ class CodexClient(ClientMethods):
                     return
                 await self._reply({"id": request.id, "result": payload})
         finally:
-            self._server_tasks.pop(request.id, None)
+            if self._server_tasks.get(request.id) is task:
+                del self._server_tasks[request.id]
 
     async def _reply(self, message: dict[str, Any]) -> None:
         try:
-            await self._write(message)
+            await self._written(self._enqueue(message))
         except TransportClosedError:
             pass
 
@@ -456,7 +774,7 @@ class CodexClient(ClientMethods):
                 task.scope.cancel()
 
     def cancel_server_request(self, request_id: int | str) -> None:
-        """Stop the handler of a request the runtime no longer waits for."""
+        """Stop the handler of a request the runtime no longer waits for (no reply is sent)."""
         task = self._server_tasks.get(request_id)
         if task is not None:
             task.scope.cancel()
@@ -469,15 +787,53 @@ class CodexClient(ClientMethods):
         self._closed_error = error
         for send in list(self._pending.values()):
             send.close()
+        self._pending.clear()
+        self._response_hooks.clear()
         self._router.close(error)
         for task in list(self._server_tasks.values()):
             task.scope.cancel()
+        self._outbox_send.close()
+        while True:
+            try:
+                outgoing = self._outbox_receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            outgoing.failed = True
+            outgoing.done.set()
 
     async def aclose(self) -> None:
-        """Close the transport; the reader then ends every waiter with TransportClosedError."""
+        """Interrupt turns whose handles were dropped unfinished, then close the transport; the
+        reader then ends every waiter with TransportClosedError."""
+        if self.dropped_turns and self._closed_error is None:
+            with anyio.CancelScope(shield=True):
+                dropped, self.dropped_turns = self.dropped_turns, []
+                events = [self._spawn_reaper(th, tu, None) for th, tu in dropped]
+                for event in events:
+                    await event.wait()
         self._closing = True
         with anyio.CancelScope(shield=True):
             await self._transport.aclose()
+
+
+def _ignore(note: Notification) -> None:
+    pass
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def protect_from_ctrl_c(function: _F) -> _F:
+    """On Trio, run ``function`` protected from ``KeyboardInterrupt``: a Ctrl-C that arrives
+    while it runs is delivered to the main task instead (the user's code, which interrupts its
+    turn), never into the reader or a drain task. No-op on asyncio, where Ctrl-C cancels the
+    main task."""
+    import sniffio
+
+    if sniffio.current_async_library() != "trio":
+        return function
+    import trio
+
+    return trio.lowlevel.enable_ki_protection(function)
 
 
 @asynccontextmanager
@@ -491,8 +847,8 @@ async def open_client(
 ) -> AsyncIterator[CodexClient]:
     """Run a :class:`CodexClient` over ``transport`` for the duration of the block.
 
-    The reader and every handler task live in a task group owned by this block; on exit the
-    transport is closed (shielded, bounded) and no task outlives it.
+    The reader, the writer and every handler task live in a task group owned by this block;
+    on exit the transport is closed (shielded, bounded) and no task outlives it.
     """
     async with anyio.create_task_group() as tg:
         client = CodexClient(
@@ -502,7 +858,8 @@ async def open_client(
             strict=strict,
             server_request_handler=server_request_handler,
         )
-        await tg.start(client.read_loop, name="codex reader")
+        await tg.start(protect_from_ctrl_c(client.read_loop), name="codex reader")
+        await tg.start(protect_from_ctrl_c(client.write_loop), name="codex writer")
         if on_started is not None:
             on_started(client)
         try:

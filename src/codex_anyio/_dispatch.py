@@ -307,6 +307,7 @@ class Dispatcher:
         self._thread_handlers: dict[str, Handlers] = {}
         self._turn_handlers: dict[str, Handlers] = {}
         self._tools: dict[str, dict[str, DynamicTool]] = {}
+        self._registrations: dict[str, object] = {}
         self._queues: list[ServerRequestQueue] = []
         self._client: CodexClient | None = None
 
@@ -326,11 +327,32 @@ class Dispatcher:
         *,
         handlers: Handlers | None = None,
         tools: list[DynamicTool] | None = None,
-    ) -> None:
+    ) -> object | None:
+        """Register a thread's handlers and tools; returns a token for :meth:`forget_thread`
+        (None if there was nothing to register)."""
+        if handlers is None and not tools:
+            return None
         if handlers is not None:
             self._thread_handlers[thread_id] = handlers
         if tools:
             self._tools.setdefault(thread_id, {}).update({tool.name: tool for tool in tools})
+        token = self._registrations[thread_id] = object()
+        return token
+
+    def forget_thread(self, thread_id: str, token: object | None = None) -> None:
+        """Drop a thread's handlers and tools: it was archived (``token`` None), or the
+        ``Thread`` object that registered them (``token``) was garbage-collected and no later
+        registration replaced it. Called from finalizers too: plain dict work only."""
+        if token is not None and self._registrations.get(thread_id) is not token:
+            return
+        self._registrations.pop(thread_id, None)
+        self._thread_handlers.pop(thread_id, None)
+        self._tools.pop(thread_id, None)
+        self._turn_handlers.pop(thread_id, None)
+
+    def registered_threads(self) -> int:
+        """How many threads have handlers or tools registered (a gauge for leak tests)."""
+        return len(self._thread_handlers.keys() | self._tools.keys())
 
     def push_turn_handlers(self, thread_id: str, handlers: Handlers) -> None:
         """Handlers for the thread's active turn (a thread runs one turn at a time)."""

@@ -27,6 +27,7 @@ __all__ = [
     "TransportClosedError",
     "TurnFailedError",
     "TurnIdleTimeoutError",
+    "error_from_wire",
     "is_retryable_error",
     "map_jsonrpc_error",
 ]
@@ -80,7 +81,9 @@ class StartupError(TransportClosedError):
 
 
 class ProtocolError(CodexError):
-    """The peer sent something that is not valid for this protocol (strict mode only)."""
+    """The peer sent something this client cannot use: a line that is not JSON (fatal in
+    strict mode), an undecodable response (that request fails), a response that does not match
+    the pinned schema (schema drift), or an over-long line."""
 
 
 class SubscriptionOverflowError(CodexError):
@@ -105,13 +108,15 @@ class SubscriptionOverflowError(CodexError):
 
 
 class JsonRpcError(CodexError):
-    """A JSON-RPC error response from the server, with its ``code``, ``message`` and ``data``."""
+    """A JSON-RPC error response from the server, with its ``code``, ``message`` and ``data``;
+    ``raw`` is the error object as received (None when the error was made here)."""
 
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
+    def __init__(self, code: int, message: str, data: Any = None, *, raw: Any = None) -> None:
         super().__init__(f"JSON-RPC error {code}: {message}")
         self.code = code
         self.message = message
         self.data = data
+        self.raw = raw
 
 
 class CodexRpcError(JsonRpcError):
@@ -204,7 +209,31 @@ def _is_server_overloaded(data: Any) -> bool:
     return False
 
 
-def map_jsonrpc_error(code: int, message: str, data: Any = None) -> JsonRpcError:
+def error_from_wire(error: Any) -> JsonRpcError:
+    """The exception for an ``error`` member as received, however malformed.
+
+    A well-formed error maps by its code (:func:`map_jsonrpc_error`); one whose ``code`` is
+    not an integer (or that is not an object at all) is a :class:`JsonRpcError` with code
+    -32603, never a bare ``TypeError``. ``raw`` always holds what was received.
+    """
+    if isinstance(error, dict):
+        code = error.get("code")
+        message = error.get("message", "")
+        if type(code) is int:
+            return map_jsonrpc_error(
+                code,
+                message if isinstance(message, str) else repr(message),
+                error.get("data"),
+                raw=error,
+            )
+    return JsonRpcError(
+        -32603, f"malformed error response from the app-server: {error!r}", raw=error
+    )
+
+
+def map_jsonrpc_error(
+    code: int, message: str, data: Any = None, *, raw: Any = None
+) -> JsonRpcError:
     """Turn a wire error into the most specific exception class for it."""
     by_code: dict[int, type[CodexRpcError]] = {
         -32700: ParseError,
@@ -214,16 +243,16 @@ def map_jsonrpc_error(code: int, message: str, data: Any = None) -> JsonRpcError
         -32603: InternalRpcError,
     }
     if code in by_code:
-        return by_code[code](code, message, data)
+        return by_code[code](code, message, data, raw=raw)
     if code == SERVER_OVERLOADED:
-        return ServerBusyError(code, message, data)
+        return ServerBusyError(code, message, data, raw=raw)
     if -32099 <= code <= -32000:
         if _mentions_retry_limit(message):
-            return RetryLimitExceededError(code, message, data)
+            return RetryLimitExceededError(code, message, data, raw=raw)
         if _is_server_overloaded(data):
-            return ServerBusyError(code, message, data)
-        return CodexRpcError(code, message, data)
-    return JsonRpcError(code, message, data)
+            return ServerBusyError(code, message, data, raw=raw)
+        return CodexRpcError(code, message, data, raw=raw)
+    return JsonRpcError(code, message, data, raw=raw)
 
 
 def is_retryable_error(exc: BaseException) -> bool:

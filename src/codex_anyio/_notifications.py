@@ -6,18 +6,31 @@ task. Events nobody inspects are never structured, and the cost of structuring i
 task that wants the types, not by the reader that every turn shares.
 
 A :class:`NotificationStream` is the receive end of one subscription (a turn, a thread, or the
-global stream). Backpressure policy: each subscription has a bounded buffer, filled by the
-reader with ``send_nowait``. When a buffer is full the reader waits for room, which is real
-backpressure (it stops reading, the pipe fills, the runtime slows down), but only for a
-bounded grace period (``Limits.overflow_grace``): a consumer that is stalled or abandoned must
-not hold up for long the responses (``turn/interrupt`` among them) that every other task waits
-for. A consumer still full after the grace period is cut off: it receives everything that was
-buffered, then :class:`SubscriptionOverflowError`. Nothing is dropped silently.
+global stream). Backpressure policy (the contract, tested in ``tests/test_reliability.py``):
+
+* Each subscription has a bounded buffer (``Limits.turn_buffer`` / ``subscription_buffer``)
+  that the reader fills with ``send_nowait``.
+* When a buffer is full the reader does **not** stop: later events for that consumer are
+  *parked* in order behind the buffer, and the reader goes on reading, so a response (the one
+  the lagging consumer itself may be waiting for, or a ``turn/interrupt``) never queues behind
+  a notification buffer. The consumer takes parked events itself once its buffer is empty.
+* The reader stops reading (real backpressure: the pipe fills and the runtime slows down) only
+  when ``Limits.backlog`` events are parked across all subscriptions.
+* A consumer that takes nothing for ``Limits.overflow_grace`` seconds while events wait for it
+  is cut off: it receives what its buffer holds, then :class:`SubscriptionOverflowError`;
+  the parked events are dropped and counted. The reader checks this while it reads and while
+  it waits on a full backlog, so several stalled consumers cost one grace period, not one each.
+* A connection that ends (:class:`TransportClosedError`) loses nothing: every buffered and
+  parked event is received first.
 
 Receiving takes items with ``receive_nowait`` while any are buffered and parks only when the
 buffer is empty; a checkpoint every :data:`CHECKPOINT_EVERY` items keeps one busy stream from
 starving the other tasks. (Measured: an ``await receive()`` per item caps a pipeline at about
 30k events/s; this pattern runs at the speed of the JSON decoder.)
+
+Who may call what: the reader (and only the reader) calls ``_Subscription.deliver`` and the
+router's servicing; a stream's consumer calls ``receive``/``close`` from one task at a time.
+Both run on the event loop thread; every operation that touches both sides is synchronous.
 """
 
 from __future__ import annotations
@@ -36,7 +49,7 @@ from anyio.streams.memory import (
     MemoryObjectStreamStatistics,
 )
 
-from ._exceptions import ProtocolError, SubscriptionOverflowError, fresh
+from ._exceptions import SubscriptionOverflowError, fresh
 from ._generated.converter import converter
 from ._generated.registry import NOTIFICATIONS
 
@@ -51,7 +64,7 @@ _UNSET: Any = object()
 _structure_hooks: dict[str, tuple[Callable[[Any, Any], Any], type]] = {}
 
 
-def _structure_params(method: str, raw: dict[str, Any]) -> Any:
+def _structure_params(method: str, raw: dict[str, Any], mismatches: dict[str, int] | None) -> Any:
     cached = _structure_hooks.get(method)
     if cached is None:
         spec = NOTIFICATIONS.get(method)
@@ -63,10 +76,17 @@ def _structure_params(method: str, raw: dict[str, Any]) -> Any:
     try:
         return hook(raw, params_type)
     except Exception as exc:
-        raise ProtocolError(
-            f"the params of notification {method!r} do not match the schema of this "
-            f"client's pinned runtime: {exc!r}"
-        ) from exc
+        # Schema drift (a newer or older runtime): deliver the raw params rather than fail
+        # the consumer's turn or mask its cancellation; count it so it is visible.
+        if mismatches is not None:
+            mismatches[method] = mismatches.get(method, 0) + 1
+        logger.warning(
+            "the params of notification %r do not match the schema of this client's pinned "
+            "runtime (%r); delivering them untyped",
+            method,
+            exc,
+        )
+        return raw
 
 
 class Notification:
@@ -78,7 +98,7 @@ class Notification:
     ``turn_id`` are what routing used.
     """
 
-    __slots__ = ("_params", "method", "raw", "thread_id", "turn_id")
+    __slots__ = ("_mismatches", "_params", "method", "raw", "thread_id", "turn_id")
 
     def __init__(
         self,
@@ -86,29 +106,39 @@ class Notification:
         raw: dict[str, Any],
         thread_id: str | None = None,
         turn_id: str | None = None,
+        mismatches: dict[str, int] | None = None,
     ) -> None:
         self.method = method
         self.raw = raw
         self.thread_id = thread_id
         self.turn_id = turn_id
         self._params = _UNSET
+        self._mismatches = mismatches
 
     @property
     def params(self) -> Any:
         """The typed params, built on first access.
 
-        :raises ProtocolError: if the payload does not fit the schema (a required field
-            missing or of the wrong type); unknown fields and unknown union tags do not raise.
+        For a method the pinned schema does not know, or a payload that does not fit it (a
+        required field missing or of the wrong type: schema drift after a runtime upgrade),
+        this is the raw dict; such mismatches are logged and counted in
+        ``client.statistics().router.schema_mismatches``. Unknown fields and unknown union tags
+        are not mismatches.
         """
         params = self._params
         if params is _UNSET:
-            params = self._params = _structure_params(self.method, self.raw)
+            params = self._params = _structure_params(self.method, self.raw, self._mismatches)
         return params
 
     @property
     def known(self) -> bool:
         """Whether the pinned schema knows this method (else ``params`` is the raw dict)."""
         return self.method in NOTIFICATIONS
+
+    @property
+    def typed(self) -> bool:
+        """Whether ``params`` is a typed object (False: the raw dict, see ``params``)."""
+        return self.params is not self.raw
 
     def __repr__(self) -> str:
         return f"Notification(method={self.method!r}, raw={self.raw!r})"
@@ -122,16 +152,18 @@ class Notification:
 
 
 class _Subscription:
-    """The router's end of one subscription: ``deliver`` never blocks; ``flush`` waits, bounded."""
+    """The router's end of one subscription: ``deliver`` never blocks (see the module doc)."""
 
     __slots__ = (
         "_on_detach",
-        "delivered",
+        "blocked",
         "error",
         "finish_pending",
         "limit",
         "pending",
+        "progressed",
         "send",
+        "stalled_since",
         "what",
     )
 
@@ -147,17 +179,20 @@ class _Subscription:
         self.limit = limit
         self.what = what
         self.error: BaseException | None = None
-        self.delivered = 0
         self.pending: deque[Notification] = deque()
+        """Events parked behind a full buffer, in order; the consumer takes them itself."""
         self.finish_pending = False
+        self.blocked = False
+        """Registered in the router's list of subscriptions with parked events."""
+        self.progressed = False
+        self.stalled_since: float | None = None
         self._on_detach = on_detach
 
     def deliver(self, item: Notification) -> bool:
         """Queue ``item`` without waiting; False if the consumer is gone.
 
-        If the buffer is full the item is parked in ``pending`` (still True: it will be
-        delivered, in order); the router then gives the consumer a bounded grace period to
-        make room (see ``Router.flush_blocked``) before cutting it off.
+        If the buffer is full (or events are already parked) the item is parked, in order;
+        the router then services this subscription (see ``Router.service``).
         """
         if self.pending:
             self.pending.append(item)
@@ -169,43 +204,54 @@ class _Subscription:
             return True
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return False
-        self.delivered += 1
         return True
 
-    async def flush(self, grace: float) -> bool:
-        """Deliver the parked items, waiting at most ``grace`` seconds in all for room.
+    def refill(self) -> bool:
+        """Move parked events into the buffer while it has room; True if any moved."""
+        pending = self.pending
+        moved = False
+        while pending:
+            try:
+                self.send.send_nowait(pending[0])
+            except anyio.WouldBlock:
+                break
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pending.clear()
+                break
+            pending.popleft()
+            moved = True
+        if not pending and self.finish_pending:
+            self.finish()
+        return moved
 
-        Returns False if the consumer was cut off (it then drains its buffer and sees
-        :class:`SubscriptionOverflowError`).
-        """
-        with anyio.move_on_after(grace):
-            while self.pending:
-                try:
-                    await self.send.send(self.pending[0])
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    self.pending.clear()
-                    return True
-                self.pending.popleft()
-                self.delivered += 1
-            if self.finish_pending:
-                self.finish()
-            return True
+    def take_parked(self) -> Notification | None:
+        """The consumer's side: the oldest parked event, once the buffer is empty."""
+        pending = self.pending
+        if not pending:
+            return None
+        self.progressed = True
+        item = pending.popleft()
+        if not pending and self.finish_pending:
+            self.finish()
+        return item
+
+    def cut_off(self) -> int:
+        """The consumer stalled: end its stream with an overflow error; returns events dropped."""
+        dropped = len(self.pending)
         error = SubscriptionOverflowError(self.what, self.limit)
         logger.warning("%s", error)
+        self.pending.clear()
         self.finish(error)
-        return False
+        return dropped
 
     def finish(self, error: BaseException | None = None) -> None:
-        """End the stream: the consumer drains what is buffered, then sees ``error`` or the end.
-
-        A clean end waits for parked items to be delivered first.
-        """
+        """End the stream: the consumer receives what is buffered and parked, then ``error``
+        or the end."""
         if error is None and self.pending:
             self.finish_pending = True
             return
         if error is not None and self.error is None:
             self.error = error
-        self.pending.clear()
         self.send.close()
         self.detach()
 
@@ -261,6 +307,11 @@ class NotificationStream(anyio.abc.ObjectReceiveStream[Notification]):
         """
         try:
             return self._receive.receive_nowait()
+        except anyio.WouldBlock:
+            item = self._subscription.take_parked()
+            if item is None:
+                raise
+            return item
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             return self._end_or_closed()
 
@@ -272,6 +323,9 @@ class NotificationStream(anyio.abc.ObjectReceiveStream[Notification]):
         try:
             return self._receive.receive_nowait()
         except anyio.WouldBlock:
+            item = self._subscription.take_parked()
+            if item is not None:
+                return item
             self._countdown = CHECKPOINT_EVERY
             try:
                 return await self._receive.receive()
@@ -283,6 +337,9 @@ class NotificationStream(anyio.abc.ObjectReceiveStream[Notification]):
     def _end_or_closed(self) -> Notification:
         if self._receive._closed and not self._ended:  # closed by the consumer
             raise anyio.ClosedResourceError
+        item = self._subscription.take_parked()  # the connection ended with events parked
+        if item is not None:
+            return item
         return self._end()
 
     async def __anext__(self) -> Notification:
@@ -292,9 +349,22 @@ class NotificationStream(anyio.abc.ObjectReceiveStream[Notification]):
             raise StopAsyncIteration from None
 
     def close(self) -> None:
-        """Unsubscribe now; buffered events are discarded."""
+        """Unsubscribe now; buffered and parked events are discarded."""
         self._receive.close()
+        self._subscription.pending.clear()
         self._subscription.detach()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the consumer closed this stream (or it ended and was released)."""
+        return self._receive._closed
+
+    @property
+    def ended(self) -> bool:
+        """Whether its subject has ended (or the connection did): nothing more will arrive
+        beyond what is buffered."""
+        sub = self._subscription
+        return sub.send._closed or sub.finish_pending
 
     async def aclose(self) -> None:
         self.close()

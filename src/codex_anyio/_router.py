@@ -12,16 +12,22 @@ Three kinds of subscription:
   ...) and anything no turn or thread subscriber took; ``everything=True`` makes it a tap
   that sees every notification.
 
+A turn may also have **observers** (``client.subscribe_turn(turn_id)`` on a turn that already
+has a stream, or ``TurnHandle.observe()``): independent streams that see every later event of
+the turn; the owner's stream is what ``TurnHandle`` consumes.
+
 A turn stream must exist from the moment ``turn/start`` is written, but its id is only known
 from the response, and the runtime may send the turn's first notifications before that
-response. So while a ``turn/start`` is in flight on a thread, notifications for that thread's
-unknown turns are stashed (bounded); when the response names the turn, the stash for it moves
-into the new turn stream ahead of anything later, and when no start is in flight any more the
-rest of the stash is routed as usual. Order per turn is preserved.
+response. So while a ``turn/start`` is in flight on a thread, every notification of that
+thread is stashed (bounded) in wire order; when the response names the turn, its stream is
+created and the stash is routed in order, so the turn stream, and the thread's subscribers,
+see wire order. ``everything`` taps receive each notification as it is read, stashed or not,
+so they see wire order too. Only the catch-all global subscription may see a stashed
+notification of a thread after a later one of another thread.
 
 Notifications that nobody subscribes to are counted (``statistics().unrouted``) and dropped:
 holding them for a reader that may never come is how the official SDK's queue grows without
-bound.
+bound. Full buffers: see the backpressure policy in ``_notifications.py``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import anyio
 import attrs
 
 from ._exceptions import fresh
@@ -43,41 +50,66 @@ logger = logging.getLogger("codex_anyio")
 
 @attrs.frozen(kw_only=True)
 class Limits:
-    """Every buffer the client keeps, with its bound. All are per client unless noted.
+    """Every bound the client keeps: buffers, waits and in-flight work. Per client unless noted.
 
-    :param turn_buffer: events buffered per turn stream before its consumer is cut off with
-        ``SubscriptionOverflowError`` (a turn with a long command output can send thousands
-        of deltas; 10,000 small events is a few MB).
+    :param turn_buffer: events buffered per turn stream (a turn with a long command output
+        can send thousands of deltas; 10,000 small events is a few MB).
     :param subscription_buffer: likewise for each thread and global subscription.
-    :param overflow_grace: seconds the reader waits for room in a full buffer (backpressure:
-        meanwhile it reads nothing and the runtime's output pipe fills) before cutting that
-        consumer off; a bound, so a stalled consumer cannot hold everyone's responses.
+    :param backlog: events parked behind full buffers, across all subscriptions, before the
+        reader stops reading (real backpressure into the pipe; see ``_notifications.py``).
+    :param overflow_grace: seconds a consumer may take nothing while events wait for it
+        before it is cut off with ``SubscriptionOverflowError``.
     :param turn_start_stash: events held per thread while a ``turn/start`` is in flight and
-        the new turn's id is not known yet; beyond it the oldest are routed as unowned.
+        the new turn's id is not known yet; beyond it the oldest are routed at once.
     :param server_requests: server requests handled at once; more are answered at once with
         a JSON-RPC "server busy" error instead of queuing without bound.
+    :param requests_in_flight: client requests awaiting their response at once; more wait
+        their turn in the client. The runtime answers ``-32001 Server overloaded`` beyond
+        ~128-170 queued requests per process (measured), so a burst queues here instead.
+    :param overload_retries: attempts in all for a request the runtime rejects as overloaded
+        (``-32001``, answered before it did anything), with jittered exponential backoff from
+        0.05 s to 1 s. 1 disables the retries.
+    :param interrupt_timeout: seconds, in all, for the clean-up of a turn whose owner left
+        early: ``turn/interrupt`` (retried while the runtime has not set the turn up yet) and
+        the wait for its ``turn/completed`` (measured: ~115 ms). After it, the owner's
+        exception or cancellation continues anyway.
+    :param write_timeout: seconds a message may take to be written; a runtime that reads
+        nothing for that long is declared dead. A caller's own deadline wins before that.
     :param max_line_bytes: longest line accepted from the app-server.
     :param stderr_tail_bytes: how much of the app-server's stderr is kept for error messages.
     """
 
     turn_buffer: int = 10_000
     subscription_buffer: int = 10_000
+    backlog: int = 10_000
     overflow_grace: float = 5.0
     turn_start_stash: int = 10_000
     server_requests: int = 256
+    requests_in_flight: int = 100
+    overload_retries: int = 8
+    interrupt_timeout: float = 10.0
+    write_timeout: float = 30.0
     max_line_bytes: int = 256 * 1024 * 1024
     stderr_tail_bytes: int = 64 * 1024
 
 
 class RouterStatistics(NamedTuple):
     turn_streams: int
+    turn_observers: int
     thread_subscriptions: int
     global_subscriptions: int
     turn_starts_in_flight: int
     stashed: int
+    parked: int
     routed: int
     unrouted: int
     overflowed: int
+    schema_mismatches: int
+
+
+BACKLOG_POLL: float = 0.01
+"""While the backlog is full the reader re-checks its consumers this often (it stops reading
+then, so this only runs when ``Limits.backlog`` events wait for stalled or slow consumers)."""
 
 
 class _ThreadSub:
@@ -147,16 +179,19 @@ class Router:
         self._limits = limits
         self._on_turn_completed = on_turn_completed
         self._turns: dict[str, _Subscription] = {}
+        self._observers: dict[str, list[_Subscription]] = {}
         self._threads: dict[str, list[_ThreadSub]] = {}
         self._globals: list[_GlobalSub] = []
+        self._taps = 0
         self._starting: dict[str, int] = {}
         self._stash: dict[str, list[Notification]] = {}
         self._closed_error: BaseException | None = None
         self._routed = 0
         self._unrouted = 0
         self._overflowed = 0
+        self._mismatches: dict[str, int] = {}
         self.blocked: list[_Subscription] = []
-        """Subscriptions whose buffer was full: the reader flushes them before reading on."""
+        """Subscriptions with parked events: the reader services them (``service``)."""
 
     # -- subscribing -----------------------------------------------------------------------
 
@@ -166,16 +201,37 @@ class Router:
             raise fresh(error)
 
     def subscribe_turn(self, turn_id: str) -> NotificationStream:
-        """A stream of one turn's notifications (for a turn this client did not start)."""
+        """A stream of one turn's notifications.
+
+        The first stream of a turn is its owner's (``turn/completed`` ends it and runs the
+        turn's clean-up); a turn that already has one gets an observer: an independent
+        stream of every later event, which also ends after ``turn/completed``.
+        """
         self._check_open()
         if turn_id in self._turns:
-            raise RuntimeError(f"turn {turn_id} already has a stream on this client")
+            return self._observe_turn(turn_id)
         sub, stream = open_subscription(
             limit=self._limits.turn_buffer,
             what=f"the stream of turn {turn_id}",
             on_detach=lambda s: self._detach_turn(turn_id, s),
         )
         self._turns[turn_id] = sub
+        return stream
+
+    def _observe_turn(self, turn_id: str) -> NotificationStream:
+        def detach(sub: _Subscription) -> None:
+            observers = self._observers.get(turn_id)
+            if observers is not None and sub in observers:
+                observers.remove(sub)
+                if not observers:
+                    del self._observers[turn_id]
+
+        sub, stream = open_subscription(
+            limit=self._limits.turn_buffer,
+            what=f"an observer of turn {turn_id}",
+            on_detach=detach,
+        )
+        self._observers.setdefault(turn_id, []).append(sub)
         return stream
 
     def _detach_turn(self, turn_id: str, sub: _Subscription) -> None:
@@ -211,6 +267,7 @@ class Router:
         def detach(_: _Subscription) -> None:
             if entry in self._globals:
                 self._globals.remove(entry)
+                self._taps -= entry.everything
 
         sub, stream = open_subscription(
             limit=self._limits.subscription_buffer,
@@ -219,67 +276,68 @@ class Router:
         )
         entry = _GlobalSub(sub, everything)
         self._globals.append(entry)
+        self._taps += everything
         return stream
 
     # -- turn starts ------------------------------------------------------------------------
 
     def begin_turn_start(self, thread_id: str) -> None:
-        """A ``turn/start`` for ``thread_id`` is about to be written: stash its turn's events."""
+        """A ``turn/start`` for ``thread_id`` is about to be written: stash its thread's events."""
         self._check_open()
         self._starting[thread_id] = self._starting.get(thread_id, 0) + 1
 
-    def claim_turn(self, thread_id: str, turn_id: str) -> NotificationStream:
-        """The response named the new turn: its stream, starting with what was stashed."""
-        stream = self.subscribe_turn(turn_id)
-        stash = self._stash.get(thread_id)
-        if stash:
-            mine = [note for note in stash if note.turn_id == turn_id]
-            if mine:
-                stash[:] = [note for note in stash if note.turn_id != turn_id]
-                for note in mine:
-                    self._route_note(note)
-        return stream
+    def claim_turn(self, turn_id: str) -> NotificationStream:
+        """The response named the new turn: its stream (an observer's if it already has an
+        owner: the runtime joined the input into a running turn). The stash is routed when
+        the start ends (``end_turn_start``), right after."""
+        return self.subscribe_turn(turn_id)
 
     def end_turn_start(self, thread_id: str) -> None:
-        """The ``turn/start`` finished (or failed): release what no turn claimed."""
+        """The ``turn/start`` finished (or failed): route the stash, in wire order."""
         count = self._starting.get(thread_id, 0) - 1
         if count > 0:
             self._starting[thread_id] = count
             return
         self._starting.pop(thread_id, None)
         for note in self._stash.pop(thread_id, ()):
-            self._route_note(note)
+            self._route_note(note, tapped=True)
 
     # -- routing (reader task) ---------------------------------------------------------------
 
     def route(self, method: str, params: dict[str, Any]) -> None:
         thread_id, turn_id = _ids(method, params)
-        note = Notification(method, params, thread_id, turn_id)
-        if (
-            turn_id is not None
-            and self._starting
-            and thread_id in self._starting
-            and turn_id not in self._turns
-        ):
+        note = Notification(method, params, thread_id, turn_id, self._mismatches)
+        if self._starting and thread_id in self._starting:
             assert thread_id is not None
+            if self._taps:
+                self._tap(note)
             stash = self._stash.setdefault(thread_id, [])
             stash.append(note)
-            # Never more than a turn stream holds: a claimed stash must fit without waiting.
+            # Never more than a turn stream holds: a claimed stash must fit without parking.
             if len(stash) > min(self._limits.turn_start_stash, self._limits.turn_buffer):
                 logger.warning("turn-start stash of thread %s is full; releasing", thread_id)
-                self._route_note(stash.pop(0))
+                self._route_note(stash.pop(0), tapped=True)
             return
         self._route_note(note)
 
-    def _route_note(self, note: Notification) -> None:
+    def _tap(self, note: Notification) -> None:
+        for gentry in tuple(self._globals):
+            if gentry.everything:
+                self._deliver(gentry.sub, note)
+
+    def _route_note(self, note: Notification, *, tapped: bool = False) -> None:
         self._routed += 1
         turn_id = note.turn_id
         thread_id = note.thread_id
         owner = self._turns.get(turn_id) if turn_id is not None else None
         if owner is not None:
             taken = True
-            if owner.deliver(note) and owner.pending and owner not in self.blocked:
-                self.blocked.append(owner)
+            self._deliver(owner, note)
+            if self._observers:
+                observers = self._observers.get(turn_id)  # type: ignore[arg-type]
+                if observers:
+                    for observer in tuple(observers):
+                        self._deliver(observer, note)
         else:
             taken = False
         if thread_id is not None and self._threads:
@@ -290,7 +348,11 @@ class Router:
                         taken = self._deliver(entry.sub, note) or taken
         if self._globals:
             for gentry in tuple(self._globals):
-                if gentry.everything or thread_id is None or not taken:
+                if gentry.everything:
+                    if not tapped:
+                        self._deliver(gentry.sub, note)
+                    taken = True
+                elif thread_id is None or not taken:
                     self._deliver(gentry.sub, note)
                     taken = True
         if not taken:
@@ -301,50 +363,93 @@ class Router:
         if turn_id is not None and note.method == "turn/completed":
             if owner is not None:
                 owner.finish()
+            observers = self._observers.pop(turn_id, None) if self._observers else None
+            if observers:
+                for observer in observers:
+                    observer.finish()
             if self._on_turn_completed is not None:
                 self._on_turn_completed(turn_id)
 
     def _deliver(self, sub: _Subscription, note: Notification) -> bool:
         delivered = sub.deliver(note)
-        if sub.pending and sub not in self.blocked:
+        if sub.pending and not sub.blocked:
+            sub.blocked = True
             self.blocked.append(sub)
         return delivered
 
-    async def flush_blocked(self) -> None:
-        """Wait (bounded) for room in every full buffer, cutting off consumers that stay full."""
-        blocked, self.blocked = self.blocked, []
-        for sub in blocked:
-            if sub.pending and not await sub.flush(self._limits.overflow_grace):
+    # -- full buffers (reader task) ------------------------------------------------------------
+
+    def parked(self) -> int:
+        return sum(len(sub.pending) for sub in self.blocked)
+
+    def service(self, now: float) -> int:
+        """Refill buffers from parked events, cut off consumers stalled past the grace period;
+        returns how many events are still parked."""
+        grace = self._limits.overflow_grace
+        still: list[_Subscription] = []
+        parked = 0
+        for sub in self.blocked:
+            moved = sub.refill()
+            if not sub.pending:
+                sub.blocked = False
+                sub.stalled_since = None
+                continue
+            if moved or sub.progressed or sub.stalled_since is None:
+                sub.stalled_since = now
+                sub.progressed = False
+            elif now - sub.stalled_since >= grace:
+                sub.cut_off()
+                sub.blocked = False
                 self._overflowed += 1
+                continue
+            still.append(sub)
+            parked += len(sub.pending)
+        self.blocked = still
+        return parked
+
+    async def relieve(self) -> None:
+        """Called by the reader when ``Limits.backlog`` events are parked: stop reading until
+        consumers make room or are cut off (at most ``overflow_grace`` without progress)."""
+        while self.blocked:
+            if self.service(anyio.current_time()) < self._limits.backlog:
+                return
+            await anyio.sleep(BACKLOG_POLL)
 
     # -- end --------------------------------------------------------------------------------
 
     def close(self, error: BaseException) -> None:
-        """The connection ended: every stream drains, then raises ``error``."""
+        """The connection ended: every stream drains (buffered and parked), then raises
+        ``error``."""
         if self._closed_error is not None:
             return
         self._closed_error = error
         for thread_id in list(self._stash):
             for note in self._stash.pop(thread_id):
-                self._route_note(note)
+                self._route_note(note, tapped=True)
         subs = [*self._turns.values()]
+        subs += [sub for observers in self._observers.values() for sub in observers]
         subs += [entry.sub for entries in self._threads.values() for entry in entries]
         subs += [entry.sub for entry in self._globals]
         for sub in subs:
             sub.finish(error)
         self._turns.clear()
+        self._observers.clear()
         self._threads.clear()
         self._globals.clear()
         self._starting.clear()
+        self.blocked = []
 
     def statistics(self) -> RouterStatistics:
         return RouterStatistics(
             turn_streams=len(self._turns),
+            turn_observers=sum(len(v) for v in self._observers.values()),
             thread_subscriptions=sum(len(v) for v in self._threads.values()),
             global_subscriptions=len(self._globals),
             turn_starts_in_flight=sum(self._starting.values()),
             stashed=sum(len(v) for v in self._stash.values()),
+            parked=self.parked(),
             routed=self._routed,
             unrouted=self._unrouted,
             overflowed=self._overflowed,
+            schema_mismatches=sum(self._mismatches.values()),
         )

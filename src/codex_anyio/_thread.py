@@ -9,14 +9,14 @@ is a ``TypeError`` here rather than a silently ignored field on the wire.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Generator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
-import anyio
-import anyio.lowlevel
 import attrs
 
+from ._connection import structure_result
 from ._generated import models as m
 from ._generated.converter import converter
 from ._inputs import Input, to_wire_input
@@ -29,10 +29,6 @@ if TYPE_CHECKING:
     from ._dispatch import Dispatcher, Handlers, ServerRequestQueue
 
 __all__ = ["CodexThreadsMixin", "Thread", "TurnStarter"]
-
-TURN_START_TIMEOUT: Final = 60.0
-"""``turn/start`` is written and awaited in a shielded scope, so a turn cannot start on the
-server without a handle here to own it; this bounds that shield."""
 
 
 def _wire_params(params_type: type, fixed: dict[str, Any], extra: dict[str, Any]) -> Any:
@@ -93,29 +89,32 @@ class TurnStarter:
         if handlers is not None:
             dispatcher.push_turn_handlers(thread_id, handlers)
         try:
-            with anyio.CancelScope(shield=True), anyio.fail_after(TURN_START_TIMEOUT):
-                result, stream = await client.start_turn(thread_id, self._params)
+            # Not shielded: if this is cancelled or interrupted once the request is written,
+            # the client interrupts the turn itself (see CodexClient.start_turn).
+            result, stream = await client.start_turn(thread_id, self._params)
         except BaseException:
             if handlers is not None:
                 dispatcher.pop_turn_handlers(thread_id, handlers)
             raise
-        handle = TurnHandle(
-            client=client,
-            dispatcher=dispatcher,
-            thread_id=thread_id,
-            turn=converter.structure(result["turn"], m.Turn),
-            stream=stream,
-            idle_timeout=self._options.get("idle_timeout"),
-            handlers=handlers,
-        )
         try:
-            # A cancellation that arrived while the start was shielded is delivered here,
-            # after the turn has an owner that interrupts it.
-            await anyio.lowlevel.checkpoint_if_cancelled()
+            turn: m.Turn = structure_result("turn/start", result.get("turn"), m.Turn)
+            return TurnHandle(
+                client=client,
+                dispatcher=dispatcher,
+                thread_id=thread_id,
+                turn=turn,
+                stream=stream,
+                idle_timeout=self._options.get("idle_timeout"),
+                handlers=handlers,
+                owner=self._thread,
+            )
         except BaseException:
-            await handle.aclose()
+            # No handle will own the turn (a response that does not fit the schema raises
+            # ProtocolError): interrupt it and leave nothing installed.
+            if handlers is not None:
+                dispatcher.pop_turn_handlers(thread_id, handlers)
+            client.reap_turn(thread_id, result["turn"]["id"], stream)
             raise
-        return handle
 
     async def __aenter__(self) -> TurnHandle:
         self._handle = await self._start()
@@ -227,8 +226,13 @@ class CodexThreadsMixin:
         tools: list[DynamicTool],
     ) -> Thread:
         info: m.Thread = response.thread
-        self._dispatcher.set_thread(info.id, handlers=handlers, tools=tools)
-        return Thread(self, info.id, info)
+        thread = Thread(self, info.id, info)
+        token = self._dispatcher.set_thread(info.id, handlers=handlers, tools=tools)
+        if token is not None:
+            # The thread's handlers and tools live as long as some Thread object (or a turn
+            # handle of it) does, or until the thread is archived.
+            weakref.finalize(thread, self._dispatcher.forget_thread, info.id, token)
+        return thread
 
     async def thread_start(
         self,
@@ -271,7 +275,7 @@ class CodexThreadsMixin:
         if tools:
             wire["dynamicTools"] = [tool.spec() for tool in tools]
         result = await self.client.request("thread/start", wire)
-        response = converter.structure(result, m.ThreadStartResponse)
+        response = structure_result("thread/start", result, m.ThreadStartResponse)
         return self._register(response, handlers, tools)
 
     async def thread_resume(
@@ -286,7 +290,7 @@ class CodexThreadsMixin:
         the tools the thread was started with."""
         wire = _wire_params(m.ThreadResumeParams, {"thread_id": thread_id}, params)
         result = await self.client.request("thread/resume", wire)
-        response = converter.structure(result, m.ThreadResumeResponse)
+        response = structure_result("thread/resume", result, m.ThreadResumeResponse)
         return self._register(response, handlers, _tools(dynamic_tools))
 
     async def thread_fork(
@@ -300,7 +304,7 @@ class CodexThreadsMixin:
         """Fork a thread into a new one (``last_turn_id``/``before_turn_id`` pick the point)."""
         wire = _wire_params(m.ThreadForkParams, {"thread_id": thread_id}, params)
         result = await self.client.request("thread/fork", wire)
-        response = converter.structure(result, m.ThreadForkResponse)
+        response = structure_result("thread/fork", result, m.ThreadForkResponse)
         return self._register(response, handlers, _tools(dynamic_tools))
 
     def thread(self, thread_id: str) -> Thread:
@@ -311,11 +315,17 @@ class CodexThreadsMixin:
         """List stored threads (``limit``, ``cursor``, ``archived``, ``search_term``, ...)."""
         wire = _wire_params(m.ThreadListParams, {}, params)
         result = await self.client.request("thread/list", wire)
-        response: m.ThreadListResponse = converter.structure(result, m.ThreadListResponse)
+        response: m.ThreadListResponse = structure_result(
+            "thread/list", result, m.ThreadListResponse
+        )
         return response
 
     async def thread_archive(self, thread_id: str) -> m.ThreadArchiveResponse:
-        return await self.client.thread_archive(thread_id=thread_id)
+        """Archive a thread: the runtime unloads it (~0.9 MB each), and this client forgets
+        its handlers and dynamic tools."""
+        response = await self.client.thread_archive(thread_id=thread_id)
+        self._dispatcher.forget_thread(thread_id)
+        return response
 
     async def thread_unarchive(self, thread_id: str) -> Thread:
         response = await self.client.thread_unarchive(thread_id=thread_id)
@@ -325,14 +335,16 @@ class CodexThreadsMixin:
         """The models the runtime offers."""
         wire = _wire_params(m.ModelListParams, {"include_hidden": include_hidden or None}, params)
         result = await self.client.request("model/list", wire)
-        response: m.ModelListResponse = converter.structure(result, m.ModelListResponse)
+        response: m.ModelListResponse = structure_result("model/list", result, m.ModelListResponse)
         return response
 
     async def account(self, *, refresh_token: bool = False) -> m.GetAccountResponse:
         """The signed-in account, if any."""
         wire = _wire_params(m.GetAccountParams, {"refresh_token": refresh_token or None}, {})
         result = await self.client.request("account/read", wire)
-        response: m.GetAccountResponse = converter.structure(result, m.GetAccountResponse)
+        response: m.GetAccountResponse = structure_result(
+            "account/read", result, m.GetAccountResponse
+        )
         return response
 
     def notifications(self, *, everything: bool = False) -> NotificationStream:

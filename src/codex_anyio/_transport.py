@@ -65,6 +65,10 @@ class Transport(Protocol):
         """Exit status (if known, after a bounded wait) and the stderr tail."""
         ...
 
+    def stderr_tail(self) -> str:
+        """What the peer said on stderr lately (empty where there is none), without waiting."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

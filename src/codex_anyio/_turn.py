@@ -2,20 +2,36 @@
 
 The rule this module exists for: a turn never outlives its scope. When the block that owns a
 running turn is left early (``break`` out of its stream, an exception, a ``move_on_after`` or
-``fail_after`` expiring, the task group being cancelled, ``KeyboardInterrupt``), the handle
-sends ``turn/interrupt`` in a shielded scope bounded by :data:`INTERRUPT_TIMEOUT`, waits for
-the turn's ``turn/completed``, and only then lets the exception or cancellation continue. The
-runtime then drops the model's stream, so an abandoned turn stops spending.
+``fail_after`` expiring, the task group being cancelled, ``KeyboardInterrupt``, an
+asyncio-native cancellation), the handle interrupts the turn (``_interrupt.py``: shielded,
+``Limits.interrupt_timeout`` seconds in all, once, however many ways it is left), waits for
+its ``turn/completed``, and only then lets the exception or cancellation continue. The runtime
+then drops the model's stream, so an abandoned turn stops spending.
 
 The owning scope is ``async with thread.turn(...) as handle`` (or ``async with await
 thread.turn(...)``); ``thread.run(...)`` and ``handle.run()`` own their turn themselves. A
 handle obtained with a bare ``await thread.turn(...)`` is owned by whoever consumes it:
-``run()`` or ``stream()`` interrupt it when they are left early.
+``run()`` or ``stream()`` interrupt it when they are left early. A handle dropped unfinished
+(garbage-collected) releases its buffers at once and its turn is interrupted by the client
+as soon as the reader next runs, and at the latest when the client closes.
+
+Who may call what, from which task:
+
+* One consumer at a time: ``stream()``/``stream_text()`` iteration, ``run()`` and
+  ``cancel()`` consume the turn's events. A second task that starts iterating while another
+  task's iterator is live gets ``RuntimeError`` at once (use :meth:`TurnHandle.observe` or
+  ``client.subscribe_turn(turn_id)`` for an independent stream of the same events).
+  ``run()``/``cancel()`` called while another task streams wait for that task to see the
+  end instead of taking events from it.
+* ``interrupt()`` and ``steer()`` may be called from any task at any time: they only send a
+  request. ``interrupt()`` returns the runtime's answer; the consumer then sees the turn
+  complete (``interrupted``). ``cancel()`` is interrupt-and-wait.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
@@ -23,7 +39,6 @@ import anyio
 import attrs
 
 from ._exceptions import (
-    JsonRpcError,
     SubscriptionOverflowError,
     TransportClosedError,
     TurnFailedError,
@@ -31,8 +46,9 @@ from ._exceptions import (
     fresh,
 )
 from ._generated.converter import converter
-from ._generated.models import Turn, TurnSteerResponse
+from ._generated.models import Turn, TurnInterruptResponse, TurnSteerResponse
 from ._inputs import Input, to_wire_input
+from ._interrupt import RETRY_FIRST, RETRY_MAX, interrupt_and_wait, is_no_active_turn
 from ._notifications import Notification, NotificationStream
 
 if TYPE_CHECKING:
@@ -41,12 +57,18 @@ if TYPE_CHECKING:
 
 __all__ = ["INTERRUPT_TIMEOUT", "TurnEvents", "TurnHandle", "TurnResult"]
 
-logger = logging.getLogger("codex_anyio")
+logger = logging.getLogger("codex_anyio.turn")
 
 INTERRUPT_TIMEOUT: Final = 10.0
-"""Upper bound on the clean-up after a turn's scope is left early: ``turn/interrupt`` plus
-waiting for ``turn/completed`` (measured: about 115 ms on the real runtime). If it runs out,
-the exception continues anyway; a dead runtime cannot hold a cancellation hostage."""
+"""Default of ``Limits.interrupt_timeout``: the bound, in all, on the clean-up after a turn's
+scope is left early (``turn/interrupt`` plus waiting for ``turn/completed``; measured: about
+115 ms on the real runtime). If it runs out, the exception continues anyway; a dead runtime
+cannot hold a cancellation hostage."""
+
+
+CONSUMER_RECHECK: Final = 0.25
+"""While another task streams the turn, ``run()``/``cancel()`` wait for it to see the end and
+re-check this often (seconds) whether that task still holds its iterator."""
 
 
 @attrs.frozen(kw_only=True)
@@ -87,6 +109,31 @@ def _final_response(items: list[Any]) -> str | None:
     return unphased
 
 
+def _turn_of(note: Notification, turn_id: str) -> Turn:
+    """The final turn of a ``turn/completed``, even if its params do not fit the schema."""
+    params = note.params
+    turn = getattr(params, "turn", None)
+    if isinstance(turn, Turn):
+        return turn
+    raw = note.raw.get("turn")
+    raw = raw if isinstance(raw, dict) else {}
+    try:
+        typed: Turn = converter.structure(raw, Turn)
+    except Exception:
+        status: Any = raw.get("status")
+        if not isinstance(status, str):
+            status = "completed"
+        typed = Turn(id=turn_id, items=[], status=status)
+    return typed
+
+
+def _field(params: Any, name: str, key: str) -> Any:
+    """``params.name`` for typed params, ``params[key]`` for raw (untypeable) ones."""
+    if isinstance(params, dict):
+        return params.get(key)
+    return getattr(params, name, None)
+
+
 class TurnHandle:
     """A running (or finished) turn.
 
@@ -105,6 +152,7 @@ class TurnHandle:
         stream: NotificationStream,
         idle_timeout: float | None = None,
         handlers: Handlers | None = None,
+        owner: object = None,
     ) -> None:
         self._client = client
         self._dispatcher = dispatcher
@@ -114,11 +162,17 @@ class TurnHandle:
         self._stream = stream
         self._idle_timeout = idle_timeout
         self._handlers = handlers
+        self._owner = owner  # keeps the Thread (its handlers and tools) alive while we are
         self._final: Turn | None = None
         self._items: list[Any] = []
         self._usage: Any = None
         self._errors: list[Any] = []
         self._failure: BaseException | None = None
+        self._seen = False
+        self._abandoned = False
+        self._released = False
+        self._consumer: tuple[weakref.ref[object], int] | None = None
+        self._ended: anyio.Event | None = None
 
     # -- state ----------------------------------------------------------------------------
 
@@ -136,21 +190,32 @@ class TurnHandle:
     # -- consuming -------------------------------------------------------------------------
 
     def _observe(self, note: Notification) -> None:
+        """Collect what the result needs. Never raises: a payload that does not fit the
+        schema is taken raw (or skipped), it must not fail the turn or mask a cancellation."""
         method = note.method
         if method == "item/completed":
-            self._items.append(note.params.item)
+            item = _field(note.params, "item", "item")
+            if item is not None:
+                self._items.append(item)
         elif method == "thread/tokenUsage/updated":
-            self._usage = note.params.token_usage
+            self._usage = _field(note.params, "token_usage", "tokenUsage")
         elif method == "error":
             self._errors.append(note.params)
         elif method == "turn/completed":
-            self._final = note.params.turn
+            self._final = _turn_of(note, self.id)
             self._finished()
 
     def _finished(self) -> None:
         if self._handlers is not None:
             self._dispatcher.pop_turn_handlers(self.thread_id, self._handlers)
         self._stream.close()
+        self._signal_end()
+
+    def _signal_end(self) -> None:
+        ended = self._ended
+        if ended is not None:
+            self._ended = None
+            ended.set()
 
     async def _next(self) -> Notification | None:
         """The next event, or None after ``turn/completed``; enforces the idle timeout."""
@@ -165,9 +230,10 @@ class TurnHandle:
             else:
                 with anyio.fail_after(self._idle_timeout):
                     note = await self._stream.receive()
-        except anyio.EndOfStream:
-            # The stream ended without turn/completed: only if we closed it ourselves.
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            # The stream ended without turn/completed: only if it was released here.
             self._failure = RuntimeError(f"the stream of turn {self.id} was closed")
+            self._signal_end()
             raise self._failure from None
         except TimeoutError:
             assert self._idle_timeout is not None
@@ -176,7 +242,9 @@ class TurnHandle:
             raise error from None
         except (TransportClosedError, SubscriptionOverflowError) as exc:
             self._failure = exc
+            self._signal_end()
             raise
+        self._seen = True
         self._observe(note)
         return note
 
@@ -185,13 +253,40 @@ class TurnHandle:
 
         A plain async iterator, not a generator, so ``break`` leaves nothing to finalize;
         the turn itself is interrupted when its owning ``async with`` block ends. If the
-        iteration is cancelled or fails, the turn is interrupted right away.
+        iteration is cancelled or fails, the turn is interrupted right away. One consumer at
+        a time (see the module docstring); :meth:`observe` gives another task its own stream.
         """
         return TurnEvents(self, text_only=False)
 
     def stream_text(self) -> TurnEvents[str]:
         """Just the agent's message text, delta by delta, as it is generated."""
         return TurnEvents(self, text_only=True)
+
+    def observe(self) -> NotificationStream:
+        """An independent stream of every later event of this turn (for a second task: a
+        progress display, a logger), ending after ``turn/completed``. Close it when done
+        (``async with handle.observe() as events``)."""
+        return self._client.subscribe_turn(self.id)
+
+    def _claim(self, consumer: object) -> None:
+        """Make ``consumer`` (an iterator) the one that takes this turn's events."""
+        task = anyio.get_current_task().id
+        current = self._consumer
+        if current is not None and current[1] != task:
+            holder = current[0]()
+            if holder is not None and holder is not consumer and not self.done:
+                raise RuntimeError(
+                    f"turn {self.id} is already being consumed by another task; a turn has one "
+                    "consumer at a time: use handle.observe() (or "
+                    "codex.client.subscribe_turn(turn_id)) for an independent stream of its events"
+                )
+        self._consumer = (weakref.ref(consumer), task)
+
+    def _streamed_elsewhere(self) -> bool:
+        current = self._consumer
+        if current is None or current[0]() is None:
+            return False
+        return current[1] != anyio.get_current_task().id
 
     async def _next_owned(self) -> Notification | None:
         """``_next``, interrupting the turn if waiting is cancelled or fails."""
@@ -202,14 +297,28 @@ class TurnHandle:
                 await self._abandon()
             raise
 
+    async def _wait_end(self) -> None:
+        """Consume until the end, or wait for the task that streams to see it."""
+        while self._final is None:
+            failure = self._failure
+            if failure is not None:
+                raise fresh(failure)
+            if self._streamed_elsewhere():
+                if self._ended is None:
+                    self._ended = anyio.Event()
+                # Re-check now and then: that task may drop its iterator without the end.
+                with anyio.move_on_after(CONSUMER_RECHECK):
+                    await self._ended.wait()
+                continue
+            await self._next_owned()
+
     async def run(self) -> TurnResult:
         """Wait for the turn to finish and collect its result.
 
         :raises TurnFailedError: if the turn ended with status ``failed``.
         :raises TurnIdleTimeoutError: if an idle timeout is set and the turn went silent.
         """
-        while await self._next_owned() is not None:
-            pass
+        await self._wait_end()
         return self.result()
 
     def result(self) -> TurnResult:
@@ -225,8 +334,8 @@ class TurnHandle:
         error = turn.error
         if error is None:
             for notice in reversed(self._errors):
-                if not notice.will_retry:
-                    error = notice.error
+                if not _field(notice, "will_retry", "willRetry"):
+                    error = _field(notice, "error", "error")
                     break
         if str(turn.status) == "failed":
             raise TurnFailedError(turn, error)
@@ -256,48 +365,86 @@ class TurnHandle:
         response: TurnSteerResponse = converter.structure(result, TurnSteerResponse)
         return response
 
-    async def interrupt(self) -> TurnResult:
-        """Interrupt the turn and return once it has completed (status ``interrupted``,
-        or whatever it reached first)."""
+    def _visible(self) -> bool:
+        """Whether the turn has sent an event (consumed here or waiting in the stream)."""
+        return self._seen or self._stream.statistics().current_buffer_used > 0
+
+    async def interrupt(self) -> TurnInterruptResponse:
+        """Send ``turn/interrupt`` and return the runtime's answer, as the official client does.
+
+        Safe from any task at any time: the consumer of the turn then sees it complete
+        (``interrupted``). Before the runtime has set the turn up it answers "no active turn";
+        that is retried (within ``Limits.interrupt_timeout``) until the turn is seen or has
+        ended. After the turn's end this returns an empty answer without a request. To
+        interrupt and wait for the end, use :meth:`cancel`.
+        """
+        params = {"threadId": self.thread_id, "turnId": self.id}
+        delay = RETRY_FIRST
+        deadline = anyio.current_time() + self._client.limits.interrupt_timeout
+        while not (self.done or self._stream.ended):
+            try:
+                await self._client.request("turn/interrupt", params)
+            except Exception as exc:
+                if not is_no_active_turn(exc):
+                    raise
+                if self._visible() or self.done or self._stream.ended:
+                    break  # it has ended; its turn/completed is on the stream
+                if anyio.current_time() + delay > deadline:
+                    raise
+                await anyio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+            else:
+                break
+        return TurnInterruptResponse()
+
+    async def cancel(self) -> TurnResult:
+        """Interrupt the turn and return its result once it has completed (status
+        ``interrupted``, or whatever it reached first)."""
         if not self.done:
-            await self._client.request(
-                "turn/interrupt", {"threadId": self.thread_id, "turnId": self.id}
-            )
-            while await self._next() is not None:
-                pass
+            await self.interrupt()
+            await self._wait_end()
         return self.result()
 
     async def _abandon(self) -> None:
-        """Interrupt and wait for completion, shielded and bounded; never raises."""
-        if self.done:
+        """Interrupt and wait for completion, shielded, bounded, once; never raises."""
+        if self.done or self._abandoned:
             return
-        with anyio.CancelScope(shield=True), anyio.move_on_after(INTERRUPT_TIMEOUT) as scope:
-            try:
-                await self._client.request(
-                    "turn/interrupt", {"threadId": self.thread_id, "turnId": self.id}
-                )
-            except JsonRpcError as exc:
-                # Typically: the turn completed meanwhile. Its turn/completed is on the stream.
-                logger.debug("turn/interrupt for %s: %s", self.id, exc)
-            except TransportClosedError:
-                return
-            try:
-                while self._final is None:
-                    note = await self._stream.receive()
-                    self._observe(note)
-            except (anyio.EndOfStream, TransportClosedError, SubscriptionOverflowError):
-                return
-        if scope.cancelled_caught:
-            logger.warning(
-                "turn %s did not confirm its interruption within %g s", self.id, INTERRUPT_TIMEOUT
+        self._abandoned = True
+        deadline = anyio.current_time() + self._client.limits.interrupt_timeout
+        with anyio.CancelScope(shield=True):
+            await interrupt_and_wait(
+                self._client,
+                self.thread_id,
+                self.id,
+                self._stream,
+                self._observe,
+                seen=self._visible(),
+                deadline=deadline,
             )
+        self._signal_end()
 
     async def aclose(self) -> None:
         """Interrupt the turn if it is still running, and release its stream."""
         await self._abandon()
+        self._release()
+
+    def _release(self) -> None:
+        self._released = True
         self._stream.close()
         if self._handlers is not None:
             self._dispatcher.pop_turn_handlers(self.thread_id, self._handlers)
+
+    def __del__(self) -> None:
+        # Dropped without being closed: free the buffers now (no ResourceWarning), and let
+        # the client interrupt the turn. Only plain attribute work here: this may run inside
+        # the event loop at any point.
+        if getattr(self, "_released", True):
+            return
+        stream = self._stream
+        running = self._final is None and not stream.ended
+        stream.close()
+        if running:
+            self._client.dropped_turns.append((self.thread_id, self.id))
 
     async def __aenter__(self) -> TurnHandle:
         return self
@@ -320,16 +467,24 @@ T_co = TypeVar("T_co", covariant=True)
 class TurnEvents(Generic[T_co]):
     """Iterator over a turn's events (or only its text deltas): see ``TurnHandle.stream``."""
 
+    __slots__ = ("__weakref__", "_claimed", "_handle", "_text_only")
+
     def __init__(self, handle: TurnHandle, *, text_only: bool) -> None:
         self._handle = handle
         self._text_only = text_only
+        self._claimed = False
 
     def __aiter__(self) -> TurnEvents[T_co]:
         return self
 
     async def __anext__(self) -> T_co:
+        handle = self._handle
+        if not self._claimed:
+            if not handle.done:
+                handle._claim(self)
+            self._claimed = True
         while True:
-            note = await self._handle._next_owned()
+            note = await handle._next_owned()
             if note is None:
                 raise StopAsyncIteration
             if not self._text_only:

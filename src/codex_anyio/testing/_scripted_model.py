@@ -26,6 +26,8 @@ import anyio
 import anyio.abc
 import attrs
 
+from .._groups import collapse_groups
+
 __all__ = [
     "Exchange",
     "RecordedRequest",
@@ -308,7 +310,8 @@ class ScriptedModel:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        result: bool | None = await self._cm.__aexit__(exc_type, exc, tb)
+        with collapse_groups(exc):
+            result: bool | None = await self._cm.__aexit__(exc_type, exc, tb)
         if exc is None and self.exhausted:
             raise ScriptExhaustedError(
                 f"the runtime made {len(self.exchanges)} model requests but the script had "
