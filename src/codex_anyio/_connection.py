@@ -579,15 +579,18 @@ class CodexClient(ClientMethods):
                     break
                 for line in splitter.feed(chunk):
                     handle_line(line)
+                    if router.blocked and router.parked() >= backlog:
+                        # Real backpressure: read nothing more until consumers make room.
+                        await router.relieve()
                     countdown -= 1
                     if not countdown:
                         # One chunk can hold thousands of events: let consumers run.
                         countdown = READER_CHECKPOINT_EVERY
-                        if router.blocked and router.service(anyio.current_time()) >= backlog:
-                            await router.relieve()
+                        if router.blocked:
+                            router.service(anyio.current_time())
                         await anyio.lowlevel.checkpoint()
-                if router.blocked and router.service(anyio.current_time()) >= backlog:
-                    await router.relieve()
+                if router.blocked:
+                    router.service(anyio.current_time())
                 if self.dropped_turns:
                     self._reap_dropped()
         except ProtocolError as exc:
@@ -617,7 +620,9 @@ class CodexClient(ClientMethods):
             return
         method = message.get("method")
         if method is None:
-            self._response(message, line)
+            if _BIG_INT.search(line):
+                message = json.loads(line)
+            self._response(message)
             return
         if type(method) is not str:
             self._bad_line(line, "its method is not a string")
@@ -634,11 +639,9 @@ class CodexClient(ClientMethods):
                 self._resolved(params)
             self._router.route(method, params)
 
-    def _response(self, message: dict[str, Any], line: bytes) -> None:
+    def _response(self, message: dict[str, Any]) -> None:
         request_id = message.get("id")
         if type(request_id) is not int:
-            if request_id is not None and _BIG_INT.search(line):
-                request_id = json.loads(line).get("id")
             self._unknown_responses += 1
             logger.debug("response for unknown request id %r", request_id)
             return

@@ -6,8 +6,9 @@ TransportClosedError`` around ``async with AsyncCodex()`` should still catch it,
 body raised ``ValueError`` (or its own ``ExceptionGroup``) should get exactly that back. So,
 for a group raised by our task groups:
 
-* if its only leaf is the body's own exception (``user``: compared by identity, and not
-  looked into, since a group the user raised is theirs), that exception is re-raised as it is;
+* if its leaves are exactly those of the body's own exception (``user``, compared by
+  identity: Trio rebuilds a group the body raised when it filters out cancellations, so the
+  group object itself may differ), ``user`` itself is re-raised as it is;
 * else if it holds exactly one exception (nested groups flattened), that one is raised bare,
   with its own cause;
 * genuine multi-error groups propagate unchanged.
@@ -25,21 +26,22 @@ if sys.version_info < (3, 11):  # pragma: no cover
 __all__ = ["collapse_groups", "single_exception"]
 
 
-def single_exception(
-    group: BaseExceptionGroup[BaseException], user: BaseException | None = None
-) -> BaseException | None:
-    """The one leaf of ``group`` (``user`` counts as a leaf), or None if it holds several."""
+def _leaves(exc: BaseException) -> list[BaseException]:
     leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
+    stack: list[BaseException] = [exc]
     while stack:
         exc = stack.pop()
-        if isinstance(exc, BaseExceptionGroup) and exc is not user:
+        if isinstance(exc, BaseExceptionGroup):
             stack.extend(exc.exceptions)
         else:
             leaves.append(exc)
-        if len(leaves) > 1:
-            return None
-    return leaves[0] if leaves else None
+    return leaves
+
+
+def single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one leaf of ``group``, or None if it holds several."""
+    leaves = _leaves(group)
+    return leaves[0] if len(leaves) == 1 else None
 
 
 @contextmanager
@@ -52,10 +54,12 @@ def collapse_groups(user: BaseException | None = None) -> Iterator[None]:
     except BaseExceptionGroup as group:
         if group is user:
             raise
-        leaf = single_exception(group, user)
-        if leaf is None:
-            raise
-        if leaf is not user:
+        if user is not None and {id(e) for e in _leaves(group)} == {id(e) for e in _leaves(user)}:
+            leaf = user
+        else:
+            leaf = single_exception(group)
+            if leaf is None:
+                raise
             raise leaf from leaf.__cause__
     # The body's own exception, re-raised outside the handler so that it keeps its context.
     if leaf is not None:

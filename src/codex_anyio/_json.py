@@ -27,4 +27,12 @@ except ImportError:  # pragma: no cover - exercised where orjson is unavailable
     loads = json.loads
 else:
     loads = orjson.loads
-    dumps = orjson.dumps
+    _orjson_dumps = orjson.dumps
+    _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+    def dumps(value: Any) -> bytes:
+        try:
+            return _orjson_dumps(value)
+        except TypeError:
+            # orjson refuses integers beyond 64 bits (an id the runtime chose, echoed back).
+            return _encode(value).encode()

@@ -380,7 +380,11 @@ class Router:
     # -- full buffers (reader task) ------------------------------------------------------------
 
     def parked(self) -> int:
-        return sum(len(sub.pending) for sub in self.blocked)
+        """Events parked behind full buffers, in all."""
+        blocked = self.blocked
+        if len(blocked) == 1:
+            return len(blocked[0].pending)
+        return sum(len(sub.pending) for sub in blocked)
 
     def service(self, now: float) -> int:
         """Refill buffers from parked events, cut off consumers stalled past the grace period;
