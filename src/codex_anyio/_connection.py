@@ -468,7 +468,7 @@ class CodexClient(ClientMethods):
             try:
                 deadline = anyio.current_time() + self._limits.interrupt_timeout
                 await interrupt_and_wait(
-                    self, thread_id, turn_id, stream, _ignore, seen=False, deadline=deadline
+                    self, thread_id, turn_id, stream, _ignore, deadline=deadline
                 )
             finally:
                 stream.close()

@@ -5,13 +5,11 @@ whose owner is gone (a ``turn/start`` whose caller was cancelled before the resp
 dropped handle). The caller gives a deadline and shields the call; this never raises.
 
 Why the retries: the runtime answers ``turn/interrupt`` with ``-32600 "no active turn to
-interrupt"`` both for a turn it has not set up yet (right after ``turn/start``; a retry a
-few milliseconds later works) and for one that has ended. The turn's own stream tells the two
-apart: a turn that has sent an event exists, so "no active turn" then means it is ending
-and its ``turn/completed`` is on the way (waited for); before any event, the interrupt is
-retried (backing off from :data:`RETRY_FIRST` to :data:`RETRY_MAX`) while waiting for the
-turn's first event.
-``-32001`` (overloaded) is retried by the client's request layer.
+interrupt"`` both for a turn it has not set up yet (right after ``turn/start``, and even after
+it has sent ``turn/started``: measured) and for one that has just ended. So that answer is
+retried, backing off from :data:`RETRY_FIRST` to :data:`RETRY_MAX`, while the turn's own
+stream is consumed in between: its ``turn/completed`` ends the procedure at once, whichever
+case it was. ``-32001`` (overloaded) is retried by the client's request layer.
 """
 
 from __future__ import annotations
@@ -56,19 +54,14 @@ async def interrupt_and_wait(
     stream: NotificationStream,
     observe: Callable[[Notification], None],
     *,
-    seen: bool,
     deadline: float,
 ) -> bool:
     """Interrupt ``turn_id`` and consume ``stream`` (each event to ``observe``) until its
-    ``turn/completed`` or ``deadline``; True if the completion was seen.
-
-    :param seen: whether the turn has already sent an event (see the module docstring).
-    """
+    ``turn/completed`` or ``deadline``; True if the completion was seen."""
     done = False
 
     def take(note: Notification) -> None:
-        nonlocal seen, done
-        seen = True
+        nonlocal done
         observe(note)
         if note.method == "turn/completed":
             done = True
@@ -92,8 +85,6 @@ async def interrupt_and_wait(
                     if not is_no_active_turn(exc):
                         logger.debug("turn/interrupt for %s: %s", turn_id, exc)
                         return done
-                    if seen:
-                        break  # it is ending (or ended): its turn/completed is on the way
                     with anyio.move_on_after(delay):
                         take(await stream.receive())
                     drain()

@@ -168,7 +168,6 @@ class TurnHandle:
         self._usage: Any = None
         self._errors: list[Any] = []
         self._failure: BaseException | None = None
-        self._seen = False
         self._abandoned = False
         self._released = False
         self._consumer: tuple[weakref.ref[object], int] | None = None
@@ -244,7 +243,6 @@ class TurnHandle:
             self._failure = exc
             self._signal_end()
             raise
-        self._seen = True
         self._observe(note)
         return note
 
@@ -365,18 +363,17 @@ class TurnHandle:
         response: TurnSteerResponse = converter.structure(result, TurnSteerResponse)
         return response
 
-    def _visible(self) -> bool:
-        """Whether the turn has sent an event (consumed here or waiting in the stream)."""
-        return self._seen or self._stream.statistics().current_buffer_used > 0
-
     async def interrupt(self) -> TurnInterruptResponse:
         """Send ``turn/interrupt`` and return the runtime's answer, as the official client does.
 
         Safe from any task at any time: the consumer of the turn then sees it complete
         (``interrupted``). Before the runtime has set the turn up it answers "no active turn";
-        that is retried (within ``Limits.interrupt_timeout``) until the turn is seen or has
-        ended. After the turn's end this returns an empty answer without a request. To
+        that is retried (within ``Limits.interrupt_timeout``) until it is accepted or the turn
+        has ended. After the turn's end this returns an empty answer without a request. To
         interrupt and wait for the end, use :meth:`cancel`.
+
+        :raises InvalidRequestError: if the runtime still has no such active turn after
+            ``Limits.interrupt_timeout`` seconds while the turn has not ended either.
         """
         params = {"threadId": self.thread_id, "turnId": self.id}
         delay = RETRY_FIRST
@@ -387,7 +384,7 @@ class TurnHandle:
             except Exception as exc:
                 if not is_no_active_turn(exc):
                     raise
-                if self._visible() or self.done or self._stream.ended:
+                if self.done or self._stream.ended:
                     break  # it has ended; its turn/completed is on the stream
                 if anyio.current_time() + delay > deadline:
                     raise
@@ -418,7 +415,6 @@ class TurnHandle:
                 self.id,
                 self._stream,
                 self._observe,
-                seen=self._visible(),
                 deadline=deadline,
             )
         self._signal_end()
