@@ -303,12 +303,18 @@ class CodexPool:
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
-            for member in self._members:
-                tg.start_soon(self._supervise, member, name=f"codex pool member {member.index}")
-            while self._startup_error is None and not all(
-                member.first_ready.is_set() for member in self._members
-            ):
-                await self._changed.wait()
+            # The first member starts alone: runtimes sharing a CODEX_HOME that none has
+            # initialized yet race to create its state database, and all but one fail.
+            for batch in (self._members[:1], self._members[1:]):
+                for member in batch:
+                    name = f"codex pool member {member.index}"
+                    tg.start_soon(self._supervise, member, name=name)
+                while self._startup_error is None and not all(
+                    member.first_ready.is_set() for member in batch
+                ):
+                    await self._changed.wait()
+                if self._startup_error is not None:
+                    break
             if self._startup_error is not None:
                 # One error, not a group of N identical ones: every member reads the same config.
                 tg.cancel_scope.cancel()
