@@ -77,6 +77,10 @@ class _Tally:
         self.statuses: Counter[str] = Counter()
         self.durations: list[float] = []
         self.tokens = 0
+        self.launched = self.started = time.monotonic()
+
+    def pool_ready(self) -> None:
+        """Rates and the tasks' wall time count from here, start-up is reported apart."""
         self.started = time.monotonic()
 
     @property
@@ -216,6 +220,7 @@ def _summary_rows(tally: _Tally) -> list[tuple[str, str]]:
     wall = time.monotonic() - tally.started
     rows += [
         ("skipped (already done)", str(tally.skipped)),
+        ("start-up", f"{tally.started - tally.launched:.1f} s"),
         ("duration p50", f"{percentile(tally.durations, 50):.2f} s"),
         ("duration p95", f"{percentile(tally.durations, 95):.2f} s"),
         ("tokens", f"{tally.tokens:,}"),
@@ -277,6 +282,7 @@ async def _run(args: argparse.Namespace) -> int:
             tg.start_soon(on_signal)
             if pending:
                 async with run as results:
+                    tally.pool_ready()
                     async for result in results:
                         writer.write(result)
                         tally.add(result)
