@@ -201,3 +201,31 @@ async def test_the_cli_resumes_after_ctrl_c_without_repeating_or_losing_a_task(
     every = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted(r["id"] for r in every) == ids  # none twice, none missing
     assert {r["status"] for r in every} == {"completed"}
+
+
+def test_the_rich_progress_and_summary_render_counts_and_tokens() -> None:
+    import io
+
+    from codex_anyio._batch_cli import _print_summary, _RichProgress, _Tally
+
+    tally = _Tally(total=3, skipped=1)
+    run = run_batch([], concurrency=2)
+    out = io.StringIO()
+    with _RichProgress(tally, run, out) as progress:
+        for i, status in enumerate(["completed", "timeout"]):
+            result = BatchResult(
+                id=str(i),
+                status=status,
+                duration_ms=1000 * (i + 1),
+                usage={"total": {"totalTokens": 15}},
+            )
+            tally.add(result)
+            progress.update(result)
+    assert "3/3" in out.getvalue()
+    assert "30 tokens" in out.getvalue()
+    summary = io.StringIO()
+    _print_summary(tally, True, summary)
+    text = summary.getvalue()
+    assert "batch summary" in text
+    assert "timeout" in text
+    assert "duration p95" in text

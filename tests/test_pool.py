@@ -190,3 +190,15 @@ async def test_a_pool_that_cannot_start_raises_the_runtimes_reason(tmp_path: Pat
         with pytest.raises(StartupError, match="untrusted"):
             async with CodexPool(2, config=CodexConfig(codex_home=home)):
                 pass
+
+
+async def test_a_member_is_recycled_after_so_many_threads_once_idle(tmp_path: Path) -> None:
+    with anyio.fail_after(60):
+        async with open_scripted_pool(echo, servers=1, recycle_after=2, directory=tmp_path) as s:
+            first_pid = s.pool.member_pids()[0]
+            for i in range(3):
+                assert (await s.pool.run(f"r{i}")).status == "completed"
+            stats = s.pool.statistics()
+            assert stats.members[0].starts == 2
+            assert stats.restarts == 0  # a recycle is not a crash
+            assert s.pool.member_pids()[0] != first_pid
