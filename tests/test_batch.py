@@ -144,12 +144,12 @@ def test_a_tasks_file_takes_prompt_or_input_and_rejects_repeated_ids(tmp_path: P
 
 
 async def _run_cli(
-    tasks: Path, output: Path, env: dict[str, str], *, interrupt_after: int | None
+    tasks: Path, output: Path, env: dict[str, str], *, interrupt_after: int | None, backend: str
 ) -> tuple[int, list[str], str]:
     """Run ``codex-anyio batch`` (plain progress: its stderr is a pipe); with
     ``interrupt_after``, send SIGINT once that many results have been reported."""
     argv = [sys.executable, "-m", "codex_anyio", "batch", str(tasks), "-o", str(output)]
-    argv += ["--servers", "2", "--concurrency", "2"]
+    argv += ["--servers", "2", "--concurrency", "2", "--backend", backend]
     process = await anyio.open_process(argv, env=env)
     lines: list[str] = []
     async with process:
@@ -170,7 +170,7 @@ async def _run_cli(
 
 
 async def test_the_cli_resumes_after_ctrl_c_without_repeating_or_losing_a_task(
-    tmp_path: Path,
+    tmp_path: Path, anyio_backend: str
 ) -> None:
     ids = [f"t{i}" for i in range(8)]
     tasks = tmp_path / "tasks.jsonl"
@@ -184,7 +184,9 @@ async def test_the_cli_resumes_after_ctrl_c_without_repeating_or_losing_a_task(
         async with ScriptedModel(script) as model:
             home = write_codex_home(tmp_path / "home", base_url=model.base_url)
             env = {**os.environ, **scripted_env(home)}
-            code, lines, _ = await _run_cli(tasks, output, env, interrupt_after=2)
+            code, lines, _ = await _run_cli(
+                tasks, output, env, interrupt_after=2, backend=anyio_backend
+            )
             assert code == 130, "\n".join(lines)
             first = [json.loads(line)["id"] for line in output.read_text().splitlines()]
             assert 2 <= len(first) < len(ids)
@@ -193,7 +195,9 @@ async def test_the_cli_resumes_after_ctrl_c_without_repeating_or_losing_a_task(
             assert any(line.startswith("[1/8] completed t") for line in lines)
             assert any("run the same command again" in line for line in lines)
 
-            code, lines, stdout = await _run_cli(tasks, output, env, interrupt_after=None)
+            code, lines, stdout = await _run_cli(
+                tasks, output, env, interrupt_after=None, backend=anyio_backend
+            )
             assert code == 0
             assert lines[0].startswith(f"batch: 8 tasks, {len(first)} already done")
             assert "batch summary" in stdout

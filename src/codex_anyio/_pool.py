@@ -121,10 +121,11 @@ class _Member:
         if self.codex is None:
             return None
         try:
-            transport = self.codex.client._transport
+            client = self.codex.client
         except RuntimeError:
             return None
-        pid = getattr(transport, "pid", None)
+        # AsyncCodex does not expose its process id; the stdio transport knows it.
+        pid = getattr(getattr(client, "_transport", None), "pid", None)
         return pid if isinstance(pid, int) else None
 
     @property
