@@ -411,7 +411,13 @@ class CodexPool:
     # -- placement and slots --------------------------------------------------------------
 
     def _candidates(self) -> list[_Member]:
-        return [mb for mb in self._members if mb.ready and not mb.retiring]
+        ready = [mb for mb in self._members if mb.ready]
+        fresh = [mb for mb in ready if not mb.retiring]
+        if fresh:
+            return fresh
+        # Every member is retiring: wait for one to drain and restart, unless all that keeps
+        # it up is threads nobody finished and no turn runs on it; that wait would never end.
+        return [mb for mb in ready if mb.running_turns == 0 and mb.open_threads > 0]
 
     async def _place(self) -> _Member:
         """The least-loaded ready member, its open-thread count already taken."""
@@ -427,7 +433,7 @@ class CodexPool:
 
     def _release_thread(self, member: _Member) -> None:
         member.open_threads -= 1
-        if member.retiring and member.idle:
+        if member.retiring:
             self._notify()
 
     def _check_alive(self, thread: PooledThread) -> None:
@@ -459,7 +465,7 @@ class CodexPool:
                 return
             released = True
             member.running_turns -= 1
-            if member.retiring and member.idle:
+            if member.retiring:
                 self._notify()
             if self._turn_slots is not None:
                 self._turn_slots.release()
