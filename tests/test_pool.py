@@ -202,3 +202,21 @@ async def test_a_member_is_recycled_after_so_many_threads_once_idle(tmp_path: Pa
             assert stats.members[0].starts == 2
             assert stats.restarts == 0  # a recycle is not a crash
             assert s.pool.member_pids()[0] != first_pid
+
+
+def test_the_pool_benchmark_runs_every_client_end_to_end() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.pool", "--ks", "2", "--repeats", "1"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and " 2 |" in line]
+    assert [row.split("|")[1].strip() for row in rows] == ["default", "lean-1", "pool", "batch"]
+    assert all(row.rstrip(" |").endswith("0") for row in rows)  # no failures
