@@ -15,7 +15,7 @@ from codex_anyio.testing import (
     RecordedRequest,
     Reply,
     ScriptedModel,
-    exec_command,
+    function_call,
     message,
     open_scripted_pool,
     stall,
@@ -163,7 +163,8 @@ async def test_leaving_the_pool_reaps_a_setsid_child_of_a_command(tmp_path: Path
         f"setsid sh -c 'echo $$ > {pid_file}; exec sleep 300' >/dev/null 2>&1 </dev/null & "
         f"while [ ! -s {pid_file} ]; do sleep 0.05; done"
     )
-    script = [exec_command(command), message("started it")]
+    # login=False: no rc files, so a slow or locked ~/.bashrc cannot stall the command.
+    script = [function_call("exec_command", {"cmd": command, "login": False}), message("started")]
     with anyio.fail_after(60):
         async with open_scripted_pool(
             script, servers=2, sandbox_mode="danger-full-access", directory=tmp_path

@@ -76,9 +76,8 @@ def default_servers() -> int:
     return max(2, min(32, 4 * (os.cpu_count() or 1)))
 
 
-def default_max_turns() -> int:
-    """Turns running at once when not given: 8 per CPU."""
-    return 8 * (os.cpu_count() or 1)
+DEFAULT_MAX_TURNS: Final = 8 * (os.cpu_count() or 1)
+"""Turns running at once by default: 8 per CPU (more adds latency, not throughput)."""
 
 
 class MemberStatistics(NamedTuple):
@@ -238,7 +237,7 @@ class CodexPool:
         config: CodexConfig | Sequence[CodexConfig] | Callable[[int], CodexConfig] | None = None,
         handlers: Handlers | None = None,
         limits: Limits | None = None,
-        max_turns: int | None = -1,
+        max_turns: int | None = DEFAULT_MAX_TURNS,
         turns_per_server: int | None = None,
         thread_defaults: Mapping[str, Any] | None = None,
         max_restarts: int = 5,
@@ -253,8 +252,9 @@ class CodexPool:
         self._config = config
         self._handlers = handlers
         self._limits = limits
-        if max_turns == -1:
-            max_turns = default_max_turns()
+        if max_turns is not None and max_turns < 1:
+            raise ValueError("max_turns must be >= 1 (or None: no limit)")
+        self.max_turns = max_turns
         self._turn_slots = anyio.Semaphore(max_turns) if max_turns else None
         self._turns_per_server = turns_per_server
         self.thread_defaults: dict[str, Any] = dict(

@@ -43,7 +43,7 @@ from ._dispatch import ApprovalPolicy, Handlers
 from ._exceptions import TurnFailedError
 from ._generated.converter import converter
 from ._groups import collapse_groups
-from ._pool import CodexPool, PooledThread
+from ._pool import DEFAULT_MAX_TURNS, CodexPool, PooledThread
 from ._turn import TurnResult
 
 __all__ = [
@@ -462,7 +462,7 @@ def run_batch(
         tasks,
         pool=pool,
         servers=servers,
-        concurrency=concurrency or 8 * (os.cpu_count() or 1),
+        concurrency=concurrency or DEFAULT_MAX_TURNS,
         timeout=timeout,
         attempts=attempts,
         model=model,
