@@ -221,3 +221,30 @@ def test_the_pool_benchmark_runs_every_client_end_to_end() -> None:
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and " 2 |" in line]
     assert [row.split("|")[1].strip() for row in rows] == ["default", "lean-1", "pool", "batch"]
     assert all(row.rstrip(" |").endswith("0") for row in rows)  # no failures
+
+
+def marked_processes() -> list[int]:
+    """Living processes started by a runtime of this test process (their marker names us)."""
+    prefix = f"CODEX_ANYIO_RUNTIME_MARKER={os.getpid()}-".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{name}/environ").read_bytes()
+        except OSError:
+            continue
+        if any(entry.startswith(prefix) for entry in environ.split(b"\0")) and alive(int(name)):
+            found.append(int(name))
+    return found
+
+
+async def test_nothing_the_runtimes_started_outlives_the_pool(tmp_path: Path) -> None:
+    # Default threads: every thread/start spawns a shell-snapshot shell in a session of its
+    # own; leaving right away catches them mid-flight.
+    with anyio.fail_after(60):
+        async with open_scripted_pool(echo, servers=2, thread_defaults={}, directory=tmp_path) as s:
+            for _ in range(4):
+                await s.pool.thread_start()
+            assert marked_processes()  # the runtimes themselves, at least
+        assert marked_processes() == []
