@@ -255,7 +255,7 @@ class CodexPool:
         if max_turns is not None and max_turns < 1:
             raise ValueError("max_turns must be >= 1 (or None: no limit)")
         self.max_turns = max_turns
-        self._turn_slots = anyio.Semaphore(max_turns) if max_turns else None
+        self._turn_slots: anyio.Semaphore | None = None
         self._turns_per_server = turns_per_server
         self.thread_defaults: dict[str, Any] = dict(
             lean_thread_options() if thread_defaults is None else thread_defaults
@@ -263,8 +263,10 @@ class CodexPool:
         self._max_restarts = max_restarts
         self._restart_window = restart_window
         self._recycle_after = recycle_after
-        self._members = [_Member(i) for i in range(self.servers)]
-        self._changed = anyio.Event()
+        # Events and semaphores are made in _lifespan, inside the event loop that uses them
+        # (the pool may be constructed outside one).
+        self._members: list[_Member] = []
+        self._changed: anyio.Event | None = None
         self._restarts = 0
         self._startup_error: TransportClosedError | None = None
         self._lifespan_cm: AbstractAsyncContextManager[None] | None = None
@@ -303,6 +305,10 @@ class CodexPool:
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
+        self._members = [_Member(i) for i in range(self.servers)]
+        self._changed = anyio.Event()
+        self._turn_slots = anyio.Semaphore(self.max_turns) if self.max_turns else None
+        self._startup_error = None
         async with anyio.create_task_group() as tg:
             # The first member starts alone: runtimes sharing a CODEX_HOME that none has
             # initialized yet race to create its state database, and all but one fail.
@@ -313,7 +319,7 @@ class CodexPool:
                 while self._startup_error is None and not all(
                     member.first_ready.is_set() for member in batch
                 ):
-                    await self._changed.wait()
+                    await self._wait_changed()
                 if self._startup_error is not None:
                     break
             if self._startup_error is not None:
@@ -326,8 +332,13 @@ class CodexPool:
                 tg.cancel_scope.cancel()
 
     def _notify(self) -> None:
+        assert self._changed is not None
         self._changed.set()
         self._changed = anyio.Event()
+
+    async def _wait_changed(self) -> None:
+        assert self._changed is not None
+        await self._changed.wait()
 
     async def _supervise(self, member: _Member) -> None:
         while True:
@@ -371,7 +382,7 @@ class CodexPool:
             async def until_retired() -> None:
                 nonlocal retired
                 while not (member.retiring and member.idle):
-                    await self._changed.wait()
+                    await self._wait_changed()
                 retired = True
                 tg.cancel_scope.cancel()
 
@@ -429,7 +440,7 @@ class CodexPool:
                 member = min(ready, key=lambda mb: (mb.open_threads, mb.running_turns, mb.index))
                 member.open_threads += 1
                 return member
-            await self._changed.wait()
+            await self._wait_changed()
 
     def _release_thread(self, member: _Member) -> None:
         member.open_threads -= 1
@@ -538,12 +549,12 @@ class CodexPool:
         """Wait until every member (or one) has a running app-server."""
         targets = self._members if member is None else [self._members[member]]
         while not all(mb.ready for mb in targets):
-            await self._changed.wait()
+            await self._wait_changed()
 
     async def wait_changed(self) -> None:
         """Wait for the next change of the pool's members: one down, up, retiring or idle.
         Loop on it with a condition on :meth:`statistics`."""
-        await self._changed.wait()
+        await self._wait_changed()
 
     def statistics(self) -> PoolStatistics:
         members = tuple(
