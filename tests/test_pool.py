@@ -248,3 +248,30 @@ async def test_nothing_the_runtimes_started_outlives_the_pool(tmp_path: Path) ->
                 await s.pool.thread_start()
             assert marked_processes()  # the runtimes themselves, at least
         assert marked_processes() == []
+
+
+async def test_cancelling_a_one_shot_run_interrupts_its_turn(tmp_path: Path) -> None:
+    with anyio.fail_after(60):
+        async with open_scripted_pool(echo, servers=2, directory=tmp_path) as s:
+            with anyio.move_on_after(0.5) as scope:
+                await s.pool.run("stall forever")
+            assert scope.cancelled_caught
+            await s.model.exchanges[0].abandoned.wait()  # the runtime dropped the stream
+            assert s.pool.statistics().running_turns == 0
+            assert all(m.open_threads == 0 for m in s.pool.statistics().members)
+
+
+async def test_turns_per_server_bounds_each_member(tmp_path: Path) -> None:
+    with anyio.fail_after(60):
+        async with open_scripted_pool(
+            echo, servers=2, max_turns=None, turns_per_server=1, directory=tmp_path
+        ) as s:
+            threads = [await s.pool.thread_start() for _ in range(4)]
+            async with threads[0].turn("stall a") as first:
+                # The other thread on member 0 must wait; member 1 still serves.
+                assert threads[2].member == threads[0].member != threads[1].member
+                with anyio.move_on_after(0.3) as waited:
+                    await threads[2].run("hello")
+                assert waited.cancelled_caught
+                assert (await threads[1].run("hello")).status == "completed"
+                await first.interrupt()
