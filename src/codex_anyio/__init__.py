@@ -46,7 +46,8 @@ from ._inputs import (
     TextInput,
 )
 from ._notifications import Notification, NotificationStream
-from ._pool import CodexPool, MemberStatistics, PooledThread, PoolStatistics
+from ._pool import CodexPool, MemberStatistics, PoolStatistics
+from ._pool_thread import PooledThread
 from ._presets import lean_thread_options
 from ._retry import retry_on_overload
 from ._router import Limits

@@ -50,11 +50,11 @@ from ._exceptions import (
 from ._generated import models as m
 from ._groups import collapse_groups
 from ._inputs import Input
+from ._pool_thread import PooledThread
 from ._presets import lean_thread_options, merge_options
 from ._retry import retry_on_overload
 from ._router import Limits
-from ._thread import Thread, TurnStarter
-from ._turn import TurnHandle, TurnResult
+from ._turn import TurnResult
 
 __all__ = ["CodexPool", "MemberStatistics", "PoolStatistics", "default_servers"]
 
@@ -141,59 +141,6 @@ class _Member:
     @property
     def idle(self) -> bool:
         return self.open_threads == 0 and self.running_turns == 0
-
-
-class PooledThread(Thread):
-    """A :class:`Thread` on one pool member; its turns take the pool's turn slots."""
-
-    def __init__(self, pool: CodexPool, member: _Member, thread: Thread) -> None:
-        super().__init__(thread._codex, thread.id, thread.info)
-        self._pool = pool
-        self._member = member
-        self._finished = False
-
-    @property
-    def member(self) -> int:
-        """Index of the pool member (process) holding this thread."""
-        return self._member.index
-
-    def turn(self, input: Input, **options: Any) -> TurnStarter:
-        starter = super().turn(input, **options)
-        return _PooledTurnStarter(self, starter)
-
-
-class _PooledTurnStarter(TurnStarter):
-    """``thread.turn(...)`` of a pooled thread: ``async with`` holds a turn slot for the life
-    of the turn; a bare ``await`` only checks that the thread's process is still the one."""
-
-    def __init__(self, thread: PooledThread, starter: TurnStarter) -> None:
-        super().__init__(thread, starter._params, **starter._options)
-        self._pooled = thread
-        self._release: Callable[[], None] | None = None
-
-    async def _start(self) -> TurnHandle:
-        self._pooled._pool._check_alive(self._pooled)
-        return await super()._start()
-
-    async def __aenter__(self) -> TurnHandle:
-        release = self._release = await self._pooled._pool._take_turn_slot(self._pooled)
-        try:
-            return await super().__aenter__()
-        except BaseException:
-            release()
-            raise
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            await super().__aexit__(exc_type, exc, tb)
-        finally:
-            if self._release is not None:
-                self._release()
 
 
 def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
