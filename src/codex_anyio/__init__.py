@@ -46,6 +46,9 @@ from ._inputs import (
     TextInput,
 )
 from ._notifications import Notification, NotificationStream
+from ._pool import CodexPool, MemberStatistics, PoolStatistics
+from ._pool_thread import PooledThread
+from ._presets import lean_thread_options
 from ._retry import retry_on_overload
 from ._router import Limits
 from ._server_requests import ServerRequest
@@ -60,6 +63,7 @@ __all__ = [
     "CodexClient",
     "CodexConfig",
     "CodexError",
+    "CodexPool",
     "CodexRpcError",
     "DynamicTool",
     "Handlers",
@@ -72,12 +76,15 @@ __all__ = [
     "JsonRpcError",
     "Limits",
     "LocalImageInput",
+    "MemberStatistics",
     "MentionInput",
     "MethodNotFoundError",
     "Notification",
     "NotificationStream",
     "ParseError",
     "PendingServerRequest",
+    "PoolStatistics",
+    "PooledThread",
     "ProtocolError",
     "RetryLimitExceededError",
     "ServerBusyError",
@@ -97,6 +104,7 @@ __all__ = [
     "__version__",
     "dynamic_tool",
     "is_retryable_error",
+    "lean_thread_options",
     "map_jsonrpc_error",
     "open_codex",
     "retry_on_overload",

@@ -1,5 +1,7 @@
 """``codex-anyio demo``: a real conversation with the real runtime, offline by default.
 
+(``codex-anyio batch`` runs a JSONL file of tasks through a pool: see ``_batch_cli``.)
+
 The demo starts the pinned ``codex app-server`` against a built-in scripted model on loopback
 (no network, no credentials), streams a reply as it is generated, lets the model call a
 Python tool, then runs a slow turn under a timeout and shows that leaving the timeout's scope
@@ -19,6 +21,7 @@ from typing import Any
 import anyio
 
 from . import AsyncCodex, Thread, __version__
+from ._batch_cli import add_batch_parser, batch_command
 
 TIMEOUT = 1.5
 """Seconds the slow turn is given before its scope expires."""
@@ -116,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("demo", help="run the demo conversation")
     run.add_argument("--live", action="store_true", help="use your Codex login and a real model")
     run.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    add_batch_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "batch":
+        return batch_command(args)
     try:
         anyio.run(demo, args.live, backend=args.backend)
     except KeyboardInterrupt:

@@ -5,7 +5,7 @@
 initialized :class:`~codex_anyio.AsyncCodex`. No network, no credentials.
 """
 
-from ._harness import ScriptedCodex, open_scripted_codex
+from ._harness import ScriptedCodex, ScriptedPool, open_scripted_codex, open_scripted_pool
 from ._home import scripted_env, write_codex_home
 from ._scripted_model import (
     Exchange,
@@ -30,12 +30,14 @@ __all__ = [
     "ScriptExhaustedError",
     "ScriptedCodex",
     "ScriptedModel",
+    "ScriptedPool",
     "exec_command",
     "failed",
     "function_call",
     "http_error",
     "message",
     "open_scripted_codex",
+    "open_scripted_pool",
     "reply",
     "request_user_input",
     "scripted_env",

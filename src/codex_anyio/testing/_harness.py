@@ -20,11 +20,12 @@ import attrs
 from .._codex import AsyncCodex
 from .._config import CodexConfig
 from .._dispatch import Handlers
+from .._pool import CodexPool
 from .._router import Limits
 from ._home import scripted_env, write_codex_home
 from ._scripted_model import ScriptedModel
 
-__all__ = ["ScriptedCodex", "open_scripted_codex"]
+__all__ = ["ScriptedCodex", "ScriptedPool", "open_scripted_codex", "open_scripted_pool"]
 
 
 @attrs.frozen
@@ -79,3 +80,55 @@ async def open_scripted_codex(
             config = CodexConfig(cwd=workspace, env=scripted_env(home), codex_home=home)
             async with AsyncCodex(config, handlers=handlers, limits=limits) as codex:
                 yield ScriptedCodex(codex=codex, model=model, workspace=workspace, codex_home=home)
+
+
+@attrs.frozen
+class ScriptedPool:
+    """What :func:`open_scripted_pool` yields."""
+
+    pool: CodexPool
+    """The running pool; every member's runtime uses ``model``."""
+    model: ScriptedModel
+    workspace: Path
+    """The members' working directory (shared, empty at start)."""
+    codex_homes: list[Path]
+    """One ``CODEX_HOME`` per member."""
+
+
+@asynccontextmanager
+async def open_scripted_pool(
+    script: Any,
+    *,
+    servers: int = 2,
+    approval_policy: str = "never",
+    sandbox_mode: str = "read-only",
+    extra_config: str = "",
+    directory: str | os.PathLike[str] | None = None,
+    **pool_options: Any,
+) -> AsyncIterator[ScriptedPool]:
+    """:func:`open_scripted_codex` for a :class:`~codex_anyio.CodexPool`: one scripted model,
+    ``servers`` real runtimes, each with a ``CODEX_HOME`` of its own pointing at it.
+
+    ``pool_options`` go to ``CodexPool`` (``max_turns``, ``thread_defaults``, ...).
+    """
+    with tempfile.TemporaryDirectory(prefix="codex-anyio-pool-") as scratch:
+        root = Path(directory) if directory is not None else Path(scratch)
+        workspace = root / "workspace"
+        workspace.mkdir(parents=True, exist_ok=True)
+        async with ScriptedModel(script) as model:
+            homes = [
+                write_codex_home(
+                    root / f"codex-home-{index}",
+                    base_url=model.base_url,
+                    approval_policy=approval_policy,
+                    sandbox_mode=sandbox_mode,
+                    extra_config=extra_config,
+                )
+                for index in range(servers)
+            ]
+            configs = [
+                CodexConfig(cwd=workspace, env=scripted_env(home), codex_home=home)
+                for home in homes
+            ]
+            async with CodexPool(servers, config=configs, **pool_options) as pool:
+                yield ScriptedPool(pool=pool, model=model, workspace=workspace, codex_homes=homes)

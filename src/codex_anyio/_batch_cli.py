@@ -1,0 +1,310 @@
+"""``codex-anyio batch``: the command-line face of :mod:`codex_anyio.batch`.
+
+What lives here and nowhere else: the progress display (``rich`` when it is installed and
+stderr is a terminal, one plain line per result otherwise), the summary table, and the
+signal policy. Ctrl-C (SIGINT) or SIGTERM cancels the batch: every running turn is
+interrupted on the server (shielded, bounded), the results written so far are already on
+disk (one flushed line each), and the command exits with 130 (143 for SIGTERM). Running the
+same command again skips every id already in the results file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections import Counter
+from typing import Any, TextIO
+
+import anyio
+
+from ._config import CodexConfig
+from .batch import (
+    STATUSES,
+    BatchResult,
+    BatchRun,
+    ResultWriter,
+    TaskFileError,
+    percentile,
+    read_results,
+    read_tasks,
+    run_batch,
+)
+
+__all__ = ["add_batch_parser", "batch_command"]
+
+
+def add_batch_parser(commands: Any) -> None:
+    batch = commands.add_parser(
+        "batch",
+        help="run a JSONL file of tasks through a pool of app-servers, resumably",
+        description=(
+            "Run one turn per task line (id, prompt, optional cwd, model, output_schema, "
+            "config, approval, timeout) and append one result line per task to the output. "
+            "Re-running the same command skips ids already in the output."
+        ),
+    )
+    batch.add_argument("tasks", help="tasks file (JSON lines)")
+    batch.add_argument("-o", "--output", required=True, help="results file (JSON lines, appended)")
+    batch.add_argument("--servers", type=int, default=None, help="app-server processes")
+    batch.add_argument("--concurrency", type=int, default=None, help="tasks in flight at once")
+    batch.add_argument("--timeout", type=float, default=None, help="seconds per task")
+    batch.add_argument("--attempts", type=int, default=1, help="tries per failed task")
+    batch.add_argument("--model", default=None, help="model for tasks that name none")
+    batch.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="runtime config override for every server (TOML value), repeatable",
+    )
+    batch.add_argument(
+        "--progress",
+        choices=("auto", "rich", "plain", "none"),
+        default="auto",
+        help="progress display (auto: rich on a terminal if installed, else plain lines)",
+    )
+    batch.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+
+
+class _Tally:
+    """Counts, durations and tokens of the results seen so far."""
+
+    def __init__(self, total: int, skipped: int) -> None:
+        self.total = total
+        self.skipped = skipped
+        self.statuses: Counter[str] = Counter()
+        self.durations: list[float] = []
+        self.tokens = 0
+        self.launched = self.started = time.monotonic()
+
+    def pool_ready(self) -> None:
+        """Rates and the tasks' wall time count from here, start-up is reported apart."""
+        self.started = time.monotonic()
+
+    @property
+    def done(self) -> int:
+        return sum(self.statuses.values())
+
+    def add(self, result: BatchResult) -> None:
+        self.statuses[result.status] += 1
+        self.durations.append(result.duration_ms / 1000)
+        self.tokens += result.total_tokens
+
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def eta(self) -> str:
+        rate, left = self.rate(), self.total - self.skipped - self.done
+        if not left:
+            return "0s"
+        return f"{left / rate:.0f}s" if rate else "?"
+
+    def not_completed(self) -> int:
+        return self.done - self.statuses["completed"]
+
+
+class _PlainProgress:
+    """One line per result on a stream: readable in CI logs and files."""
+
+    def __init__(self, tally: _Tally, run: BatchRun, stream: TextIO) -> None:
+        self._tally = tally
+        self._run = run
+        self._stream = stream
+
+    def __enter__(self) -> _PlainProgress:
+        t = self._tally
+        print(
+            f"batch: {t.total} tasks, {t.skipped} already done, "
+            f"{t.total - t.skipped} to run, {self._run.concurrency} at a time",
+            file=self._stream,
+            flush=True,
+        )
+        return self
+
+    def update(self, result: BatchResult) -> None:
+        t = self._tally
+        print(
+            f"[{t.skipped + t.done}/{t.total}] {result.status} {result.id} "
+            f"{result.duration_ms / 1000:.2f}s | running {self._run.running} "
+            f"not completed {t.not_completed()} | {t.rate():.1f} tasks/s eta {t.eta()} "
+            f"tokens {t.tokens}",
+            file=self._stream,
+            flush=True,
+        )
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+
+class _RichProgress:
+    """A live bar: done / running / not completed, throughput, ETA and tokens."""
+
+    def __init__(self, tally: _Tally, run: BatchRun, stream: TextIO) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._tally = tally
+        self._run = run
+        self._progress = Progress(
+            TextColumn("[bold]batch"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[stats]}"),
+            console=Console(file=stream),
+            refresh_per_second=4,
+        )
+        self._task = self._progress.add_task(
+            "batch", total=tally.total, completed=tally.skipped, stats=""
+        )
+
+    def __enter__(self) -> _RichProgress:
+        self._progress.start()
+        return self
+
+    def update(self, result: BatchResult) -> None:
+        t = self._tally
+        stats = (
+            f"running {self._run.running} · not completed {t.not_completed()} · "
+            f"{t.rate():.1f}/s · {t.tokens:,} tokens"
+        )
+        self._progress.update(self._task, completed=t.skipped + t.done, stats=stats)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._progress.stop()
+
+
+def _rich_available() -> bool:
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _progress(mode: str, tally: _Tally, run: BatchRun, stream: TextIO) -> Any:
+    if mode == "auto":
+        mode = "rich" if stream.isatty() and _rich_available() else "plain"
+    if mode == "rich":
+        return _RichProgress(tally, run, stream)
+    if mode == "plain":
+        return _PlainProgress(tally, run, stream)
+    return _NoProgress()
+
+
+class _NoProgress:
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def update(self, result: BatchResult) -> None:
+        pass
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+
+def _summary_rows(tally: _Tally) -> list[tuple[str, str]]:
+    rows = [(status, str(tally.statuses[status])) for status in STATUSES if tally.statuses[status]]
+    wall = time.monotonic() - tally.started
+    rows += [
+        ("skipped (already done)", str(tally.skipped)),
+        ("start-up", f"{tally.started - tally.launched:.1f} s"),
+        ("duration p50", f"{percentile(tally.durations, 50):.2f} s"),
+        ("duration p95", f"{percentile(tally.durations, 95):.2f} s"),
+        ("tokens", f"{tally.tokens:,}"),
+        ("wall time", f"{wall:.1f} s"),
+        ("throughput", f"{tally.rate():.2f} tasks/s"),
+    ]
+    return rows
+
+
+def _print_summary(tally: _Tally, rich: bool, stream: TextIO) -> None:
+    rows = _summary_rows(tally)
+    if rich:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="batch summary")
+        table.add_column("")
+        table.add_column("", justify="right")
+        for name, value in rows:
+            table.add_row(name, value)
+        Console(file=stream).print(table)
+        return
+    width = max(len(name) for name, _ in rows)
+    print("batch summary", file=stream)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}", file=stream)
+    stream.flush()
+
+
+async def _run(args: argparse.Namespace) -> int:
+    tasks = read_tasks(args.tasks)
+    done = read_results(args.output, repair=True)
+    pending = [task for task in tasks if task.id not in done]
+    config = CodexConfig(config_overrides=tuple(args.config)) if args.config else None
+    run = run_batch(
+        pending,
+        servers=args.servers,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+        attempts=args.attempts,
+        model=args.model,
+        codex_config=config,
+    )
+    tally = _Tally(total=len(tasks), skipped=len(tasks) - len(pending))
+    stream = sys.stderr
+    progress = _progress(args.progress, tally, run, stream)
+    caught: int | None = None
+    with ResultWriter(args.output) as writer, progress:
+        async with anyio.create_task_group() as tg:
+
+            async def on_signal() -> None:
+                nonlocal caught
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        caught = signum
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(on_signal)
+            if pending:
+                async with run as results:
+                    tally.pool_ready()
+                    async for result in results:
+                        writer.write(result)
+                        tally.add(result)
+                        progress.update(result)
+            tg.cancel_scope.cancel()
+    _print_summary(tally, isinstance(progress, _RichProgress), sys.stdout)
+    if caught is not None:
+        print(
+            f"batch: interrupted; {tally.skipped + tally.done} of {tally.total} done, "
+            "run the same command again to continue",
+            file=stream,
+            flush=True,
+        )
+        return 128 + caught
+    return 0
+
+
+def batch_command(args: argparse.Namespace) -> int:
+    try:
+        return anyio.run(_run, args, backend=args.backend)
+    except TaskFileError as exc:
+        print(f"codex-anyio batch: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return 130

@@ -1,0 +1,318 @@
+"""Run many one-turn tasks through a :class:`~codex_anyio.CodexPool`, resumably.
+
+The Python API behind ``codex-anyio batch``, for harnesses that embed it::
+
+    from codex_anyio.batch import BatchTask, run_batch
+
+    tasks = [BatchTask(id=str(i), prompt=f"Solve {i}") for i in range(1000)]
+    async with run_batch(tasks, concurrency=16, timeout=120) as results:
+        async for result in results:          # in completion order
+            print(result.id, result.status, result.final_response)
+
+Each task gets a fresh (lean, by default) thread and one turn. A result's ``status`` is the
+turn's (``completed``, ``interrupted``, ``failed``), ``timeout`` when the task's deadline
+interrupted its turn, or ``error`` when something else failed (the runtime died under it, a
+request was rejected); ``failed`` and ``error`` are retried up to ``attempts`` times.
+Leaving the ``async with`` early (``break``, Ctrl-C, cancellation) interrupts every running
+turn on the server (shielded, bounded) and produces no result for them, so they run again on
+the next attempt.
+
+Resuming is a property of the files (``_batch_files``, re-exported here): :class:`ResultWriter`
+appends one JSON line per result and flushes it; :func:`read_results` reads a results file
+back, tolerating a truncated last line (a run killed mid-write), so
+``pending = [t for t in tasks if t.id not in done]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from types import TracebackType
+from typing import Any, Final
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._batch_files import (
+    APPROVALS,
+    STATUSES,
+    BatchResult,
+    BatchTask,
+    ResultWriter,
+    TaskFileError,
+    read_results,
+    read_tasks,
+)
+from ._config import CodexConfig
+from ._dispatch import Handlers
+from ._exceptions import TurnFailedError
+from ._generated.converter import converter
+from ._groups import collapse_groups
+from ._pool import DEFAULT_MAX_TURNS, CodexPool
+from ._pool_thread import PooledThread
+from ._turn import TurnResult
+
+__all__ = [
+    "STATUSES",
+    "BatchResult",
+    "BatchRun",
+    "BatchTask",
+    "ResultWriter",
+    "TaskFileError",
+    "percentile",
+    "read_results",
+    "read_tasks",
+    "run_batch",
+]
+
+logger = logging.getLogger("codex_anyio.batch")
+
+RETRIED: Final = frozenset({"failed", "error"})
+"""Statuses that are tried again while attempts remain."""
+
+RECYCLE_AFTER: Final = 200
+"""Threads a batch pool member starts before it is recycled: ephemeral threads hold ~0.9 MB
+each in the runtime until its process exits, so this bounds a member at ~200 MB of them."""
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def _error(exc: BaseException) -> dict[str, str]:
+    return {"type": type(exc).__name__, "message": str(exc)}
+
+
+def _structured(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+class BatchRun:
+    """``async with run_batch(...) as results``: the pool, the tasks, and a stream of results.
+
+    The results stream is bounded (``concurrency`` results): a consumer that stops reading
+    pauses the batch rather than letting results pile up.
+    """
+
+    def __init__(
+        self,
+        tasks: Iterable[BatchTask] | AsyncIterable[BatchTask],
+        *,
+        pool: CodexPool | None,
+        servers: int | None,
+        concurrency: int,
+        timeout: float | None,
+        attempts: int,
+        model: str | None,
+        codex_config: CodexConfig | None,
+        thread_options: Mapping[str, Any],
+        pool_options: Mapping[str, Any],
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be >= 1")
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self._tasks = tasks
+        self._pool = pool
+        self._servers = servers
+        self.concurrency = concurrency
+        self._timeout = timeout
+        self._attempts = attempts
+        self._model = model
+        self._codex_config = codex_config
+        self._thread_options = dict(thread_options)
+        self._pool_options = dict(pool_options)
+        self.running = 0
+        """Tasks in flight right now (for progress displays)."""
+        self._cm: AbstractAsyncContextManager[MemoryObjectReceiveStream[BatchResult]] | None = None
+
+    async def __aenter__(self) -> MemoryObjectReceiveStream[BatchResult]:
+        cm = self._lifespan()
+        with collapse_groups():
+            stream = await cm.__aenter__()
+        self._cm = cm
+        return stream
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        cm, self._cm = self._cm, None
+        assert cm is not None
+        with collapse_groups():
+            return await cm.__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[MemoryObjectReceiveStream[BatchResult]]:
+        async with AsyncExitStack() as stack:
+            pool = self._pool
+            if pool is None:
+                options: dict[str, Any] = {
+                    "max_turns": self.concurrency,
+                    "recycle_after": RECYCLE_AFTER,
+                    **self._pool_options,
+                }
+                if self._codex_config is not None:
+                    options.setdefault("config", self._codex_config)
+                pool = await stack.enter_async_context(CodexPool(self._servers, **options))
+            send, receive = anyio.create_memory_object_stream[BatchResult](self.concurrency)
+            stack.enter_context(receive)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._feed, pool, send)
+                try:
+                    yield receive
+                finally:
+                    tg.cancel_scope.cancel()
+
+    async def _feed(self, pool: CodexPool, send: MemoryObjectSendStream[BatchResult]) -> None:
+        slots = anyio.Semaphore(self.concurrency)
+        async with send, anyio.create_task_group() as tg:
+            if isinstance(self._tasks, AsyncIterable):
+                async for task in self._tasks:
+                    await slots.acquire()
+                    tg.start_soon(self._run_task, pool, task, send, slots)
+            else:
+                for task in self._tasks:
+                    await slots.acquire()
+                    tg.start_soon(self._run_task, pool, task, send, slots)
+
+    async def _run_task(
+        self,
+        pool: CodexPool,
+        task: BatchTask,
+        send: MemoryObjectSendStream[BatchResult],
+        slots: anyio.Semaphore,
+    ) -> None:
+        self.running += 1
+        try:
+            for attempt in range(1, self._attempts + 1):
+                result = await self._attempt(pool, task, attempt)
+                if result.status not in RETRIED:
+                    break
+            await send.send(result)
+        finally:
+            self.running -= 1
+            slots.release()
+
+    def _options(self, task: BatchTask) -> tuple[dict[str, Any], dict[str, Any]]:
+        thread: dict[str, Any] = dict(self._thread_options)
+        model = task.model or self._model
+        if model is not None:
+            thread["model"] = model
+        if task.cwd is not None:
+            thread["cwd"] = task.cwd
+        if task.config is not None:
+            thread["config"] = dict(task.config)
+        turn: dict[str, Any] = {}
+        if task.output_schema is not None:
+            turn["output_schema"] = task.output_schema
+        if task.approval is not None:
+            turn["handlers"] = Handlers(approvals=APPROVALS[task.approval]())
+        return thread, turn
+
+    async def _attempt(self, pool: CodexPool, task: BatchTask, attempt: int) -> BatchResult:
+        thread_options, turn_options = self._options(task)
+        timeout = task.timeout if task.timeout is not None else self._timeout
+        started = time.monotonic()
+        thread: PooledThread | None = None
+        turn_id: str | None = None
+        outcome: TurnResult | None = None
+        status = "error"
+        error: dict[str, str] | None = None
+        try:
+            with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+                thread = await pool.thread_start(**thread_options)
+                # Leaving this block before the turn completes interrupts it on the server.
+                async with thread.turn(task.prompt, **turn_options) as handle:
+                    turn_id = handle.id
+                    outcome = await handle.run()
+            if scope.cancelled_caught:
+                status = "timeout"
+                error = {"type": "Timeout", "message": f"the task took longer than {timeout} s"}
+            elif outcome is not None:
+                status = outcome.status
+        except TurnFailedError as exc:
+            status, error = "failed", _error(exc)
+        except Exception as exc:
+            status, error = "error", _error(exc)
+        finally:
+            if thread is not None:
+                await pool.finish_thread(thread)
+        final = outcome.final_response if outcome is not None else None
+        return BatchResult(
+            id=task.id,
+            status=status,
+            final_response=final,
+            structured_output=_structured(final) if task.output_schema is not None else None,
+            usage=converter.unstructure(outcome.usage) if outcome and outcome.usage else None,
+            duration_ms=round((time.monotonic() - started) * 1000),
+            thread_id=thread.id if thread is not None else None,
+            turn_id=turn_id,
+            attempt=attempt,
+            error=error,
+        )
+
+
+def run_batch(
+    tasks: Iterable[BatchTask] | AsyncIterable[BatchTask],
+    *,
+    pool: CodexPool | None = None,
+    servers: int | None = None,
+    concurrency: int | None = None,
+    timeout: float | None = None,
+    attempts: int = 1,
+    model: str | None = None,
+    codex_config: CodexConfig | None = None,
+    thread_options: Mapping[str, Any] | None = None,
+    pool_options: Mapping[str, Any] | None = None,
+) -> BatchRun:
+    """Run ``tasks``; ``async with run_batch(tasks) as results: async for r in results``.
+
+    :param pool: a running :class:`CodexPool` to use; default: one started for the batch
+        (``servers`` processes, lean threads, members recycled every
+        :data:`RECYCLE_AFTER` threads).
+    :param concurrency: tasks in flight at once (default: 8 per CPU; the pool's turn limit).
+    :param timeout: seconds per task (a task's own ``timeout`` wins); the turn is interrupted
+        and the result's status is ``timeout``.
+    :param attempts: tries per task while the status is ``failed`` or ``error``.
+    :param model: model for tasks that name none.
+    :param codex_config: how to launch each member of the batch's own pool.
+    :param thread_options: ``thread_start`` keywords for every task (over the pool's
+        ``thread_defaults``).
+    :param pool_options: more :class:`CodexPool` keywords for the batch's own pool.
+    """
+    return BatchRun(
+        tasks,
+        pool=pool,
+        servers=servers,
+        concurrency=concurrency or DEFAULT_MAX_TURNS,
+        timeout=timeout,
+        attempts=attempts,
+        model=model,
+        codex_config=codex_config,
+        thread_options=thread_options or {},
+        pool_options=pool_options or {},
+    )
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return float(ordered[rank])
+
+
+for _name in ("BatchResult", "BatchTask", "ResultWriter", "TaskFileError"):
+    globals()[_name].__module__ = __name__
+del _name
