@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("client", ["anyio-asyncio", "anyio-trio", "raw"])
+@pytest.mark.parametrize("client", ["anyio-asyncio", "anyio-trio", "raw", "raw-stdlib"])
 def test_the_stream_worker_receives_every_replayed_event(client: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.workers", "stream", client, json.dumps({"n": 3000})],
