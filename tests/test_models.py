@@ -337,3 +337,33 @@ def test_the_written_out_hook_keeps_absent_optionals_absent_and_nulls_null(
     fast = kind._from_wire(payload)
     assert fast == strict.structure(payload, kind)
     assert converter.unstructure(fast) == payload
+
+
+def test_the_valid_keywords_of_a_params_type_do_not_include_wire_nulls() -> None:
+    from codex_anyio._thread import _wire_params
+
+    with pytest.raises(TypeError, match="valid: ") as caught:
+        _wire_params(m.ThreadStartParams, {}, {"modle": "x"})
+    assert "_wire_nulls" not in str(caught.value)
+    assert "model" in str(caught.value)
+
+
+def test_model_validate_also_takes_python_names_at_any_depth() -> None:
+    wire = {
+        "threadId": "t",
+        "turnId": "u",
+        "item": {"type": "agentMessage", "id": "i", "text": "hi"},
+        "completedAtMs": 1,
+    }
+    note = m.ItemCompletedNotification.model_validate(wire)
+    assert m.ItemCompletedNotification.model_validate(note.model_dump()) == note
+    turn = m.Turn.model_validate(
+        {
+            "id": "t",
+            "items": [],
+            "status": "failed",
+            "error": {"message": "x", "codex_error_info": None},
+        }
+    )
+    assert turn.error is not None
+    assert turn.error.to_wire() == {"message": "x", "codexErrorInfo": None}

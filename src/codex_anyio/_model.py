@@ -172,16 +172,18 @@ class Model:
 
     @classmethod
     def model_validate(cls: type[_M], obj: Any) -> _M:
-        """Build this model from a wire dict (camelCase keys), or return ``obj`` if it is one.
+        """Build this model from a wire dict, or return ``obj`` if it is one.
 
-        Unknown keys are ignored (a newer runtime may add fields), unknown enum values and
-        union tags pass through, as when the client receives them.
+        Keys are the wire (camelCase) names; a field given under its Python name instead is
+        accepted too, at any depth (as the official models' ``populate_by_name``), so
+        ``model_validate(value.model_dump())`` round-trips. Unknown keys are ignored (a newer
+        runtime may add fields); unknown enum values and union tags pass through.
         """
         if isinstance(obj, cls):
             return obj
         from ._generated.converter import converter
 
-        value: _M = converter.structure(obj, cls)
+        value: _M = converter.structure(_wire_keys(obj, cls), cls)
         return value
 
     @classmethod
@@ -190,6 +192,40 @@ class Model:
         if isinstance(data, str):
             data = data.encode()
         return cls.model_validate(_json.loads(bytes(data)))
+
+
+def _wire_keys(data: Any, tp: Any) -> Any:
+    """``data`` with Python field names renamed to wire names, following the type ``tp``."""
+    if isinstance(tp, type) and issubclass(tp, Model):
+        if not isinstance(data, dict) or tp._UNKNOWN:
+            return data
+        out = dict(data)
+        for field in attrs.fields(tp):
+            name, wire = field.name, field.metadata["wire"]
+            if name != wire and name in out and wire not in out:
+                out[wire] = out.pop(name)
+            if wire in out and out[wire] is not None:
+                out[wire] = _wire_keys(out[wire], field.type)
+        return out
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is list and args and isinstance(data, list):
+        return [_wire_keys(item, args[0]) for item in data]
+    if origin is dict and len(args) == 2 and isinstance(data, dict):
+        return {key: _wire_keys(item, args[1]) for key, item in data.items()}
+    if args and origin is not Literal and isinstance(data, dict):  # a union
+        for option in args:
+            is_model = isinstance(option, type) and issubclass(option, Model)
+            if is_model and _tag_matches(option, data):
+                return _wire_keys(data, option)
+    return data
+
+
+def _tag_matches(cls: type[Model], data: dict[str, Any]) -> bool:
+    """Whether ``data`` carries the constant tag of ``cls`` (a tagged union's variant)."""
+    for name, wire, required, default in cls._SPEC:
+        if required and default is not NOTHING:
+            return bool(data.get(wire, data.get(name)) == default)
+    return len(cls._SPEC) > 0 and not cls._UNKNOWN
 
 
 def _slots(cls: type) -> tuple[str, ...]:
