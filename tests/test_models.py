@@ -199,6 +199,24 @@ def test_importing_the_package_builds_no_attrs_fields() -> None:
     assert done.stdout.strip() == "0"
 
 
+def test_asking_the_base_class_for_its_fields_does_not_hide_the_models_fields() -> None:
+    probe = (
+        "import attrs\n"
+        "from codex_anyio._model import Model\n"
+        "from codex_anyio._generated import models as m\n"
+        "assert attrs.fields(Model) == ()\n"
+        "print(len(attrs.fields(m.Turn)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 3
+
+
+def test_enums_refuse_a_value_that_is_not_a_string() -> None:
+    with pytest.raises(ValueError, match="TurnStatus"):
+        m.TurnStatus(3)  # type: ignore[arg-type]
+
+
 def test_models_are_attrs_classes_with_the_wire_names_in_field_metadata() -> None:
     assert attrs.has(m.Turn)
     status = attrs.fields(m.Turn).status

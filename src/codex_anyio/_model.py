@@ -87,7 +87,8 @@ class _LazyFields:
 
     def __get__(self, instance: object, owner: type[Model]) -> _Fields:
         fields = _build_fields(owner)
-        type.__setattr__(owner, "__attrs_attrs__", fields)
+        if owner is not Model:  # cached on the base, it would hide every subclass's fields
+            type.__setattr__(owner, "__attrs_attrs__", fields)
         return fields
 
 
