@@ -385,3 +385,11 @@ def test_model_validate_also_takes_python_names_at_any_depth() -> None:
     )
     assert turn.error is not None
     assert turn.error.to_wire() == {"message": "x", "codexErrorInfo": None}
+
+
+@given(turns)
+def test_generated_turns_round_trip_through_the_pydantic_names(payload: dict[str, Any]) -> None:
+    turn = m.Turn.model_validate(payload)
+    assert turn.model_dump(by_alias=True, exclude_unset=True, mode="json") == payload
+    assert m.Turn.model_validate(turn.model_dump()) == turn
+    assert m.Turn.model_validate_json(turn.model_dump_json()) == turn
