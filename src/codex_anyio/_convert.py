@@ -101,11 +101,11 @@ def build_converter(
     conv.register_structure_hook_factory(lambda t: tagged_union_of(t) is not None, make_union_hook)
 
     def make_structure(cls: type) -> Callable[[Any, Any], Any]:
-        fast = None if detailed_validation else getattr(cls, "_from_wire", None)
-        if fast is not None:
-            # Written out by codegen for hot notification params: the same result as the
-            # hook below for plain JSON values, without a keyword call and per-field hooks.
-            hook: Callable[[Any, Any], Any] = fast
+        if not detailed_validation and "_from_wire" in vars(cls):  # its own, not inherited
+            # Written out by codegen for hot notification params whose fields are plain JSON
+            # values: the hook below's result without a keyword call and per-field hooks
+            # (values are kept as sent, as for ``Literal`` fields: no ``str()`` coercion).
+            hook: Callable[[Any, Any], Any] = getattr(cls, "_from_wire")  # noqa: B009
             return hook
         fields = attrs.fields(cls)
         renames: dict[str, Any] = {
