@@ -1,8 +1,11 @@
 """One measurement, one client, one process: ``python -m benchmarks.workers SCENARIO CLIENT ARGS``.
 
 Clients: ``anyio-asyncio`` and ``anyio-trio`` (codex-anyio), ``official-sync`` and
-``official-async`` (``openai_codex``), ``raw`` (a minimal blocking JSON-RPC loop). ARGS is a
-JSON object; the result is one JSON object on stdout. Imports are local to each client, so
+``official-async`` (``openai_codex``), ``raw`` (a minimal blocking JSON-RPC loop decoding with
+orjson, the library's own decoder: the like-for-like floor) and ``raw-stdlib`` (the same loop
+with stdlib ``json``, the baseline of earlier releases, kept so the change of baseline is
+visible). ARGS is a JSON object; the result is one JSON object on stdout. Imports are local
+to each client, so
 the official SDK's interpreter never needs codex-anyio and vice versa.
 """
 
@@ -47,23 +50,51 @@ async def timed_turns(codex: Any, turns: int) -> dict[str, Any]:
     """Sequential turns on one new thread, timed one by one; the first (warm-up) is dropped.
 
     Both clients' async APIs spell this the same way (``thread_start``, ``thread.run``).
+    ``turn_cpu_seconds`` is this process's CPU time per turn (the client's own cost; the
+    runtime is another process), to compare with the raw client's in the same run.
     """
     thread = await codex.thread_start()
     times = []
+    cpu = []
     for i in range(turns + 1):
+        cpu_before = time.process_time()
         started = time.perf_counter()
         await thread.run(f"t{i}")
         times.append(time.perf_counter() - started)
-    return {"turn_seconds": times[1:]}
+        cpu.append(time.process_time() - cpu_before)
+    return {"turn_seconds": times[1:], "turn_cpu_seconds": cpu[1:]}
 
 
 # -- the raw minimal client ------------------------------------------------------------------
 
 
-class Raw:
-    """The floor: blocking pipes, json.loads, nothing else."""
+def json_codec(decoder: str) -> tuple[Any, Any]:
+    """``(loads, dumps)`` for a raw client: ``orjson`` (what codex-anyio uses) or ``stdlib``."""
+    if decoder == "orjson":
+        import orjson
 
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None):
+        return orjson.loads, orjson.dumps
+    if decoder == "stdlib":
+        return json.loads, lambda value: json.dumps(value).encode()
+    raise SystemExit(f"unknown decoder {decoder!r}")
+
+
+class Raw:
+    """The floor: blocking pipes, one JSON decode per line, nothing else.
+
+    ``decoder`` is ``orjson`` by default, the decoder codex-anyio uses, so the ratios compare
+    like with like; ``stdlib`` reproduces the baseline of earlier releases.
+    """
+
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        *,
+        decoder: str = "orjson",
+    ):
+        self.loads, self.dumps = json_codec(decoder)
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -76,7 +107,7 @@ class Raw:
 
     def send(self, message: dict[str, Any]) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.write(self.dumps(message) + b"\n")
         self.proc.stdin.flush()
 
     def request(self, method: str, params: dict[str, Any]) -> Any:
@@ -89,7 +120,7 @@ class Raw:
 
     def read(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
-        message: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        message: dict[str, Any] = self.loads(self.proc.stdout.readline())
         return message
 
     def start(self) -> None:
@@ -106,8 +137,8 @@ class Raw:
         self.proc.wait(timeout=10)
 
 
-def raw_stream(args: dict[str, Any]) -> dict[str, Any]:
-    raw = Raw([sys.executable, REPLAY, str(args["n"])])
+def raw_stream(args: dict[str, Any], decoder: str) -> dict[str, Any]:
+    raw = Raw([sys.executable, REPLAY, str(args["n"])], decoder=decoder)
     raw.start()
     thread = raw.request("thread/start", {})["thread"]["id"]
     started = time.perf_counter()
@@ -125,12 +156,16 @@ def raw_stream(args: dict[str, Any]) -> dict[str, Any]:
     return {"events": count, "seconds": elapsed}
 
 
-def raw_turns(args: dict[str, Any]) -> dict[str, Any]:
-    raw = Raw([args["codex_bin"], "app-server"], scripted_env(args), args["workspace"])
+def raw_turns(args: dict[str, Any], decoder: str) -> dict[str, Any]:
+    raw = Raw(
+        [args["codex_bin"], "app-server"], scripted_env(args), args["workspace"], decoder=decoder
+    )
     raw.start()
     thread = raw.request("thread/start", {})["thread"]["id"]
     times = []
+    cpu = []
     for i in range(args["turns"] + 1):
+        cpu_before = time.process_time()
         started = time.perf_counter()
         raw.request(
             "turn/start", {"threadId": thread, "input": [{"type": "text", "text": f"t{i}"}]}
@@ -138,12 +173,15 @@ def raw_turns(args: dict[str, Any]) -> dict[str, Any]:
         while raw.read().get("method") != "turn/completed":
             pass
         times.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_before)
     raw.close()
-    return {"turn_seconds": times[1:]}
+    return {"turn_seconds": times[1:], "turn_cpu_seconds": cpu[1:]}
 
 
-def raw_cancel(args: dict[str, Any]) -> dict[str, Any]:
-    raw = Raw([args["codex_bin"], "app-server"], scripted_env(args), args["workspace"])
+def raw_cancel(args: dict[str, Any], decoder: str) -> dict[str, Any]:
+    raw = Raw(
+        [args["codex_bin"], "app-server"], scripted_env(args), args["workspace"], decoder=decoder
+    )
     raw.start()
     thread = raw.request("thread/start", {})["thread"]["id"]
     turn = raw.request("turn/start", {"threadId": thread, "input": [{"type": "text", "text": "x"}]})
@@ -303,11 +341,14 @@ def official(mode: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
             with Codex(real_config()) as codex:
                 thread = codex.thread_start()
                 times = []
+                cpu = []
                 for i in range(args["turns"] + 1):
+                    cpu_before = time.process_time()
                     started = time.perf_counter()
                     thread.run(f"t{i}")
                     times.append(time.perf_counter() - started)
-                return {"turn_seconds": times[1:]}
+                    cpu.append(time.process_time() - cpu_before)
+                return {"turn_seconds": times[1:], "turn_cpu_seconds": cpu[1:]}
         raise SystemExit(f"official-sync has no {scenario} scenario")
 
     async def stream() -> dict[str, Any]:
@@ -370,8 +411,10 @@ def official(mode: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     scenario, client, raw_args = sys.argv[1], sys.argv[2], sys.argv[3]
     args = json.loads(raw_args)
-    if client == "raw":
-        result = {"stream": raw_stream, "turns": raw_turns, "cancel": raw_cancel}[scenario](args)
+    if client in ("raw", "raw-stdlib"):
+        decoder = "stdlib" if client == "raw-stdlib" else "orjson"
+        scenarios = {"stream": raw_stream, "turns": raw_turns, "cancel": raw_cancel}
+        result = scenarios[scenario](args, decoder)
     elif client.startswith("anyio-"):
         result = ours(client.removeprefix("anyio-"), scenario, args)
     else:

@@ -10,9 +10,15 @@ definitions, no timestamps, formatted by ruff when it is installed.
 
 Mapping rules (each chosen for forward compatibility with a newer runtime):
 
-* object schemas become frozen, slotted, keyword-only attrs classes; attributes are
+* object schemas become frozen, slotted, keyword-only classes deriving ``_model.Model``,
+  with ``__slots__`` and ``__init__`` written out here (no class decorator runs at import);
+  they are attrs classes to ``attrs.fields``/cattrs (built on first use); attributes are
   snake_case, the wire name is kept in field metadata (``wire``), the converter renames;
-* string enums become ``Literal`` aliases, and the converter lets unknown strings through;
+* named string enums become ``WireEnum`` classes (``str`` subclasses, members named as
+  the official SDK names them); an unknown value becomes a pseudo-member and passes through;
+  inline enums stay ``Literal``, and the converter lets unknown strings through;
+* notification params whose fields are all plain JSON values also get ``_from_wire``, their
+  structure hook written out (the converter's fast path for the per-event types);
 * ``oneOf`` unions whose variants all carry a constant discriminator (``type``, ``method``,
   ``kind``) become one class per variant plus ``Unknown<Union>``, which the converter uses
   (with the raw payload) for a tag it does not know;
@@ -103,12 +109,16 @@ class Generator:
     def __init__(self, defs: dict[str, Any], stable: dict[str, Any]) -> None:
         self.defs = defs
         self.stable = stable
+        # Notification params: structured once per event, so they get a written-out
+        # ``_from_wire`` when their fields need no conversion (see render_record).
+        self.hot = {p for _, p in methods_of(defs, "ServerNotification") if p is not None}
         self.classes: list[str] = []  # rendered class source, in order
         self.class_names: list[str] = []
         self.aliases: dict[str, str] = {}  # name -> type expression
         self.alias_docs: dict[str, str] = {}
         self.unions: dict[str, tuple[str, dict[str, str], str]] = {}  # union -> (tag, map, unknown)
-        self.literal_aliases: set[str] = set()
+        self.enum_names: list[str] = []
+        self.enums: dict[str, list[str]] = {}  # enum -> its wire values
         self.taken = set(defs)
         self.required: dict[str, dict[str, bool]] = {}
         self.fields_of: dict[str, list[tuple[str, str, str, bool]]] = {}
@@ -217,49 +227,60 @@ class Generator:
             experimental, new_fields = self.experimental_note(name, schema)
         else:  # a union's variant: stable or not as its union is
             experimental, new_fields = doc_name not in self.stable, []
-        out = ["@attrs.frozen(kw_only=True)", f"class {name}:"]
         doc = self.docstring(schema.get("description"), experimental, new_fields)
-        body: list[str] = []
         used: set[str] = set()
         fields: list[tuple[str, str, str, bool]] = []
+        record: list[Field] = []
         for wire in sorted(props, key=lambda w: (w not in required, w)):
             prop = props[wire]
             py = snake(wire)
-            while py in used:
+            while py in used or py in RESERVED:
                 py += "_"
             used.add(py)
-            meta = f'metadata={{"wire": {json.dumps(wire)}, "required": {wire in required}}}'
             if tag is not None and wire == tag[0]:
                 expr = f"Literal[{json.dumps(tag[1])}]"
-                body.append(f"    {py}: {expr} = attrs.field(default={json.dumps(tag[1])}, {meta})")
+                record.append(Field(py, wire, expr, True, json.dumps(tag[1]), None))
                 fields.append((py, wire, expr, True))
                 continue
             expr = self.type_expr(prop)
+            pdesc = prop.get("description") if isinstance(prop, dict) else None
             if wire in required:
-                body.append(f"    {py}: {expr} = attrs.field({meta})")
+                record.append(Field(py, wire, expr, True, None, pdesc))
             else:
                 if expr != "Any" and not expr.endswith("| None") and expr != "None":
                     expr = f"{expr} | None"
-                body.append(f"    {py}: {expr} = attrs.field(default=None, {meta})")
+                record.append(Field(py, wire, expr, False, "None", pdesc))
             fields.append((py, wire, expr, wire in required))
-            pdesc = prop.get("description") if isinstance(prop, dict) else None
-            if pdesc:
-                text = pdesc.strip().replace("\\", "\\\\").replace('"""', "'''")
-                body.append('    """' + "\n    ".join(text.splitlines()) + '"""')
-        if any(not required for *_, required in fields):
-            # Which optional fields arrived as an explicit null, so they go back out as null
-            # (absent stays absent): exact round-trips without sending nulls we never got.
-            body.append(
-                "    _wire_nulls: frozenset[str] = attrs.field("
-                "default=frozenset(), init=False, eq=False, repr=False, "
-                'metadata={"internal": True})'
-            )
-        if not body:
-            body.append("    pass" if not doc else "")
-        out_src = "\n".join(out) + "\n" + doc + "\n".join(line for line in body if line) + "\n"
-        self.classes.append(out_src)
+        self.classes.append(render_record(name, doc, record, hot=name in self.hot))
         self.class_names.append(name)
         self.fields_of[name] = fields
+
+    def render_enum(self, name: str, values: list[str]) -> None:
+        """A ``WireEnum``: member names are snake_case of the values (the official SDK's)."""
+        doc = (self.alias_docs.pop(name, "") or "").strip()
+        experimental = name not in self.stable
+        if experimental:
+            doc = (doc + "\n\n" if doc else "") + "Experimental: not in the stable schema."
+        lines = [f"class {name}(_WireEnum):"]
+        if doc:
+            text = doc.replace("\\", "\\\\").replace('"""', "'''")
+            lines.append(
+                '    """' + "\n    ".join(text.splitlines()) + '\n    """'
+                if "\n" in text
+                else f'    """{text}"""'
+            )
+            lines.append("")
+        seen: set[str] = set()
+        for value in values:
+            member = snake(value)
+            if member in seen or member in ENUM_RESERVED:
+                raise SystemExit(f"enum {name}: member name {member!r} for {value!r} is taken")
+            seen.add(member)
+            shadows = "  # type: ignore[assignment]" if member in STR_ATTRIBUTES else ""
+            lines.append(f"    {member} = {json.dumps(value)}{shadows}")
+        self.classes.append("\n".join(lines) + "\n")
+        self.enum_names.append(name)
+        self.enums[name] = values
 
     def handle(self, name: str, schema: Any) -> None:
         if not isinstance(schema, dict):
@@ -277,16 +298,23 @@ class Generator:
             else:
                 self.render_class(name, schema)
             return
+        if name in KNOWN_VALUES and schema.get("type") == "string" and "enum" not in schema:
+            self.alias_docs[name] = schema.get("description", "")
+            self.render_enum(name, KNOWN_VALUES[name])
+            return
         if "enum" in schema:
+            values = schema["enum"]
+            if all(isinstance(v, str) for v in values):
+                self.alias_docs[name] = schema.get("description", "")
+                self.render_enum(name, values)
+                return
             self.aliases[name] = self.type_expr(schema)
-            self.literal_aliases.add(name)
             self.alias_docs[name] = schema.get("description", "")
             return
         if variants:
             if is_string_enum_union(variants):
-                self.aliases[name] = self.type_expr(schema)
-                self.literal_aliases.add(name)
                 self.alias_docs[name] = schema.get("description", "")
+                self.render_enum(name, [x for v in variants for x in v["enum"]])
                 return
             tag = tag_of(variants)
             if tag is not None:
@@ -307,11 +335,15 @@ class Generator:
                     unknown = f"Unknown{name}Tag"  # the schema has a variant of that name
                 self.taken.add(unknown)
                 self.classes.append(
-                    "@attrs.frozen(kw_only=True)\n"
-                    f"class {unknown}:\n"
-                    f'    """A {name} with a {tag} this client does not know: kept raw."""\n'
-                    f"    {snake(tag)}: str\n"
-                    "    raw: dict[str, Any]\n"
+                    render_record(
+                        unknown,
+                        f'    """A {name} with a {tag} this client does not know: kept raw."""\n',
+                        [
+                            Field(snake(tag), tag, "str", True, None, None),
+                            Field("raw", "raw", "dict[str, Any]", True, None, None),
+                        ],
+                        unknown=True,
+                    )
                 )
                 self.class_names.append(unknown)
                 self.unions[name] = (tag, mapping, unknown)
@@ -333,13 +365,23 @@ class Generator:
     # -- output -----------------------------------------------------------------------------
 
     def models_source(self, version: str) -> str:
-        parts = [header(version, "The protocol's types: attrs classes, Literal and union aliases.")]
+        parts = [
+            header(
+                version,
+                "The protocol's types: records (``Model``), enums (``WireEnum``), union aliases.",
+            )
+        ]
         parts.append(
             "from __future__ import annotations\n\n"
             "from typing import Any, Literal, TypeAlias\n\n"
-            "import attrs\n"
+            "from .._model import NO_NULLS as _NO_NULLS\n"
+            "from .._model import NOTHING as _NOTHING\n"
+            "from .._model import new as _new\n"
+            "from .._model import Model as _Model\n"
+            "from .._model import WireEnum as _WireEnum\n"
+            "from .._model import setattr_of as _setattr_of\n"
         )
-        # Classes first: their annotations are strings, resolved once everything exists.
+        # Classes first: their annotations are strings, resolved on first use (attrs.fields).
         parts.extend(self.classes)
         # Aliases are runtime expressions, so they come after the classes, in dependency order.
         for name in self.alias_order():
@@ -349,12 +391,11 @@ class Generator:
                 doc = doc.replace("\\", "\\\\").replace('"""', "'''")
                 parts.append('"""' + doc + '"""')
             parts.append("")
-        names = sorted([*self.class_names, *self.aliases])
+        names = sorted([*self.class_names, *self.enum_names, *self.aliases])
         parts.append("CLASSES: tuple[type, ...] = (" + ", ".join(sorted(self.class_names)) + ",)")
+        parts.append("ENUMS: tuple[type, ...] = (" + ", ".join(sorted(self.enum_names)) + ",)")
         parts.append("")
         parts.append("__all__ = [" + ", ".join(json.dumps(n) for n in names) + "]")
-        parts.append("")
-        parts.append("for _cls in CLASSES:\n    attrs.resolve_types(_cls, globals())\ndel _cls\n")
         return "\n\n".join(p.rstrip("\n") if p else p for p in parts) + "\n"
 
     def alias_order(self) -> list[str]:
@@ -402,6 +443,109 @@ class Generator:
         )
         lines.append("converter = make_converter()\n")
         return "\n".join(lines)
+
+
+KNOWN_VALUES = {
+    # Strings the schema leaves open, for which the official SDK has an enum (its list, in its
+    # order): an enum here too, so ``ReasoningEffort.high`` works; any other value still
+    # passes through as a pseudo-member.
+    "ReasoningEffort": ["none", "minimal", "low", "medium", "high", "xhigh", "max", "ultra"],
+}
+
+RESERVED = frozenset(
+    {"model_dump", "model_dump_json", "model_validate", "model_validate_json", "to_wire"}
+)
+"""Names of ``Model`` methods, which a field may not take."""
+ENUM_RESERVED = frozenset({"name", "value", "mro"})
+"""Names an enum member may not take. (A member may shadow a ``str`` method, as
+``MergeStrategy.replace`` does: the official SDK's name wins over ``str.replace``.)"""
+STR_ATTRIBUTES = frozenset(dir(str))
+
+
+class Field:
+    """One field of a record: names, type expression, requiredness, default source, doc."""
+
+    def __init__(
+        self, py: str, wire: str, expr: str, required: bool, default: str | None, doc: str | None
+    ) -> None:
+        self.py, self.wire, self.expr = py, wire, expr
+        self.required, self.default, self.doc = required, default, doc
+
+
+PLAIN = frozenset({"str", "int", "float", "bool", "Any"})
+"""Field types whose JSON value is taken as it is: no conversion to structure them."""
+
+
+def is_plain(expr: str) -> bool:
+    expr = expr.removesuffix(" | None")
+    return expr in PLAIN or (expr.startswith("Literal[") and "]" not in expr[:-1])
+
+
+def render_record(
+    name: str, doc: str, fields: list[Field], *, unknown: bool = False, hot: bool = False
+) -> str:
+    """A ``Model`` subclass with its slots, ``_SPEC`` and a written-out keyword-only __init__.
+
+    Optional fields (default None) get the ``_wire_nulls`` slot: which of them arrived as an
+    explicit null, so they go back out as null (absent stays absent). A ``hot`` class whose
+    fields are all plain JSON values also gets ``_from_wire``, its structure hook written out
+    (no keyword call, no per-field hook): the converter uses it on the fast path.
+    """
+    nulls = any(not f.required for f in fields)
+    slots = [f.py for f in fields] + (["_wire_nulls"] if nulls else [])
+    out = [f"class {name}(_Model):", doc.rstrip("\n") if doc else ""]
+    out.append(f"    __slots__ = ({''.join(json.dumps(n) + ', ' for n in slots)})")
+    spec = "".join(
+        f"({json.dumps(f.py)}, {json.dumps(f.wire)}, {f.required}, "
+        f"{f.default if f.default is not None else '_NOTHING'}), "
+        for f in fields
+    )
+    out.append(f"    _SPEC = ({spec})")
+    if unknown:
+        out.append("    _UNKNOWN = True")
+    out.append("")
+    for f in fields:
+        out.append(f"    {f.py}: {f.expr}")
+        if f.doc:
+            text = f.doc.strip().replace("\\", "\\\\").replace('"""', "'''")
+            out.append('    """' + "\n    ".join(text.splitlines()) + '"""')
+    if nulls:
+        out.append("    _wire_nulls: frozenset[str]")
+    if fields:
+        params = ", ".join(
+            f"{f.py}: {f.expr}" + (f" = {f.default}" if f.default is not None else "")
+            for f in fields
+        )
+        out.append("")
+        out.append(f"    def __init__(self, *, {params}) -> None:")
+        out.append("        _set = _setattr_of(self)")
+        for f in fields:
+            out.append(f"        _set({json.dumps(f.py)}, {f.py})")
+        if nulls:
+            out.append('        _set("_wire_nulls", _NO_NULLS)')
+    if hot and fields and all(is_plain(f.expr) for f in fields):
+        out.append("")
+        out.append("    @staticmethod")
+        out.append(f"    def _from_wire(o: dict[str, Any], _: Any = None) -> {name}:")
+        out.append(f"        self: {name} = _new({name})")
+        out.append("        _set = _setattr_of(self)")
+        if nulls:
+            out.append("        nulls: list[str] = []")
+        for f in fields:
+            key = json.dumps(f.wire)
+            if f.required and f.default is None:
+                out.append(f"        _set({json.dumps(f.py)}, o[{key}])")
+            elif f.required:  # a union's tag: always sent, defaulted in code
+                out.append(f"        _set({json.dumps(f.py)}, o.get({key}, {f.default}))")
+            else:
+                out.append(f"        value = o.get({key})")
+                out.append(f"        if value is None and {key} in o:")
+                out.append(f"            nulls.append({key})")
+                out.append(f"        _set({json.dumps(f.py)}, value)")
+        if nulls:
+            out.append('        _set("_wire_nulls", frozenset(nulls) if nulls else _NO_NULLS)')
+        out.append("        return self")
+    return "\n".join(line for line in out if line is not None) + "\n"
 
 
 def header(version: str, what: str) -> str:
@@ -531,7 +675,7 @@ def methods_source(
     out = [
         header(version, "``ClientMethods``: one typed coroutine per client request."),
         "from __future__ import annotations\n",
-        "from typing import Any\n",
+        "from typing import Any, Literal\n",
         "from . import models as m\n",
         "\nclass ClientMethods:",
         '    """Typed wrappers, one per client request; ``CodexClient`` provides ``_call_typed``."""\n',
@@ -599,18 +743,23 @@ _IDENT = re.compile(r"\b([A-Z][A-Za-z0-9_]*)\b")
 
 
 def qualify(expr: str, gen: Generator) -> str:
-    """Prefix generated names with ``m.`` (leaving typing names and Literal strings alone)."""
+    """Prefix generated names with ``m.`` (leaving typing names and Literal strings alone).
+
+    An enum also accepts its wire strings (``m.ReasoningEffort | Literal["low", ...]``), so a
+    keyword argument can be given either way and type-check.
+    """
     known = set(gen.class_names) | set(gen.aliases)
+
+    def name(mt: re.Match[str]) -> str:
+        ident = mt.group(1)
+        if ident in gen.enums:
+            values = ", ".join(json.dumps(v) for v in gen.enums[ident])
+            return f"m.{ident} | Literal[{values}]"
+        return f"m.{ident}" if ident in known else ident
+
     result = []
     for i, chunk in enumerate(re.split(r'("[^"]*")', expr)):
-        if i % 2:
-            result.append(chunk)
-        else:
-            result.append(
-                _IDENT.sub(
-                    lambda mt: f"m.{mt.group(1)}" if mt.group(1) in known else mt.group(1), chunk
-                )
-            )
+        result.append(chunk if i % 2 else _IDENT.sub(name, chunk))
     return "".join(result)
 
 

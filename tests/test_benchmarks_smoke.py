@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("client", ["anyio-asyncio", "anyio-trio", "raw"])
+@pytest.mark.parametrize("client", ["anyio-asyncio", "anyio-trio", "raw", "raw-stdlib"])
 def test_the_stream_worker_receives_every_replayed_event(client: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.workers", "stream", client, json.dumps({"n": 3000})],
@@ -25,3 +25,30 @@ def test_the_stream_worker_receives_every_replayed_event(client: str) -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["events"] == 3000
     assert result["seconds"] > 0
+
+
+def test_the_report_shows_the_fair_ratio_and_the_old_one_side_by_side() -> None:
+    from benchmarks.__main__ import markdown
+
+    def s(median: float) -> dict[str, float]:
+        return {"median": median, "min": median, "max": median}
+
+    report = {
+        "date": "today",
+        "cpu_count": 2,
+        "versions": {"codex-anyio": "x", "openai-codex": "y", "codex runtime": "z"},
+        "scenarios": {
+            "stream": {
+                "n": 10,
+                "events_per_s": {"anyio-asyncio": s(100), "raw": s(400), "raw-stdlib": s(200)},
+            },
+            "turns": {
+                "turns": 2,
+                "ms_per_turn": {"anyio-asyncio": s(40), "raw": s(40)},
+                "client_cpu_ms_per_turn": {"anyio-asyncio": s(2), "raw": s(0.5)},
+            },
+        },
+    }
+    text = markdown(report)
+    assert "| anyio-asyncio | 100 [100-100] | 0.25x | 0.50x |" in text
+    assert "| anyio-asyncio | 40.0 [40.0-40.0] | 1.00x | 2.00 [2.00-2.00] | 4.00x |" in text

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,6 +18,7 @@ from hypothesis import strategies as st
 from codex_anyio._generated import models as m
 from codex_anyio._generated.converter import converter, make_converter
 from codex_anyio._generated.registry import CLIENT_REQUESTS, NOTIFICATIONS, SERVER_REQUESTS
+from codex_anyio._model import Model
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 strict = make_converter(detailed_validation=True)
@@ -176,3 +182,214 @@ def test_any_unknown_user_input_tag_is_kept_raw(tag: str) -> None:
     value = converter.structure(raw, m.UserInput)
     assert isinstance(value, m.UnknownUserInput)
     assert converter.unstructure(value) == raw
+
+
+# -- the generated classes: attrs to every caller, methods written out ahead of time ------------
+
+
+def test_importing_the_package_builds_no_attrs_fields() -> None:
+    """Fields are built on first use: import loads bytecode and runs no class decorator."""
+    probe = (
+        "import codex_anyio\n"
+        "from codex_anyio._generated import models as m\n"
+        "print(sum('__attrs_attrs__' in vars(c) for c in m.CLASSES))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"
+
+
+def test_asking_the_base_class_for_its_fields_does_not_hide_the_models_fields() -> None:
+    probe = (
+        "import attrs\n"
+        "from codex_anyio._model import Model\n"
+        "from codex_anyio._generated import models as m\n"
+        "assert attrs.fields(Model) == ()\n"
+        "print(len(attrs.fields(m.Turn)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 3
+
+
+def test_enums_refuse_a_value_that_is_not_a_string() -> None:
+    with pytest.raises(ValueError, match="TurnStatus"):
+        m.TurnStatus(3)  # type: ignore[arg-type]
+
+
+def test_models_are_attrs_classes_with_the_wire_names_in_field_metadata() -> None:
+    assert attrs.has(m.Turn)
+    status = attrs.fields(m.Turn).status
+    assert status.type is m.TurnStatus
+    assert dict(status.metadata) == {"wire": "status", "required": True}
+    started = attrs.fields(m.Turn).started_at
+    assert (started.default, started.metadata["wire"]) == (None, "startedAt")
+
+
+def test_explicit_nulls_are_remembered_outside_the_fields() -> None:
+    turn = m.Turn.model_validate({"id": "t", "items": [], "status": "completed", "error": None})
+    assert "_wire_nulls" not in {f.name for f in attrs.fields(m.Turn)}
+    assert "_wire_nulls" not in attrs.asdict(turn)
+    assert turn == m.Turn(id="t", items=[], status=m.TurnStatus.completed)
+    error = m.TurnError.model_validate({"message": "boom", "additionalDetails": None})
+    assert (error, hash(error)) == (m.TurnError(message="boom"), hash(m.TurnError(message="boom")))
+
+
+def test_models_are_frozen_keyword_only_and_evolve() -> None:
+    error = m.TurnError(message="boom")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        error.message = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        m.TurnError("boom")  # type: ignore[misc]
+    assert attrs.evolve(error, message="other") == m.TurnError(message="other")
+    assert repr(error).startswith("TurnError(message='boom', additional_details=None, ")
+
+
+def test_models_pickle_and_copy_with_their_explicit_nulls() -> None:
+    wire = {"id": "t", "items": [], "status": "completed", "error": None}
+    turn = m.Turn.model_validate(wire)
+    for clone in (pickle.loads(pickle.dumps(turn)), copy.copy(turn), copy.deepcopy(turn)):
+        assert clone == turn
+        assert clone.to_wire() == wire
+
+
+# -- enums --------------------------------------------------------------------------------------
+
+
+def test_enum_members_have_the_official_names_and_equal_their_wire_strings() -> None:
+    status = m.Turn.model_validate({"id": "t", "items": [], "status": "inProgress"}).status
+    assert status is m.TurnStatus.in_progress
+    assert status == "inProgress"
+    assert status.value == "inProgress"
+    assert (str(status), f"{status}") == ("inProgress", "inProgress")
+    assert m.ReasoningEffort.high.value == "high"
+
+
+def test_an_unknown_enum_value_becomes_a_pseudo_member_and_round_trips() -> None:
+    wire = {"id": "t", "items": [], "status": "pausedByTheFuture"}
+    status = m.Turn.model_validate(wire).status
+    assert isinstance(status, m.TurnStatus)
+    assert status == "pausedByTheFuture"
+    assert status not in list(m.TurnStatus)
+    assert m.Turn.model_validate(wire).to_wire() == wire
+
+
+def test_a_plain_string_given_for_an_enum_goes_out_as_it_is() -> None:
+    assert m.Turn(id="t", items=[], status="completed").to_wire()["status"] == "completed"  # type: ignore[arg-type]
+
+
+# -- pydantic-named methods ---------------------------------------------------------------------
+
+
+def test_model_dump_by_default_has_every_field_under_its_python_name() -> None:
+    turn = m.Turn.model_validate({"id": "t", "items": [], "status": "completed", "startedAt": 5})
+    dumped = turn.model_dump()
+    assert dumped["started_at"] == 5
+    assert dumped["completed_at"] is None
+    assert dumped["status"] is m.TurnStatus.completed
+    assert turn.model_dump(exclude_none=True) == {
+        "id": "t",
+        "items": [],
+        "status": "completed",
+        "started_at": 5,
+    }
+
+
+def test_model_dump_by_alias_of_the_set_fields_in_json_mode_is_the_wire_dict() -> None:
+    wire = {"id": "t", "items": [], "status": "completed", "error": None, "startedAt": 5}
+    turn = m.Turn.model_validate(wire)
+    assert turn.model_dump(by_alias=True, exclude_unset=True, mode="json") == wire
+    assert json.loads(turn.model_dump_json(by_alias=True, exclude_unset=True)) == wire
+    assert m.Turn.model_validate_json(json.dumps(wire)) == turn
+    assert m.Turn.model_validate(turn) is turn
+
+
+def test_an_unknown_union_member_dumps_as_its_raw_payload() -> None:
+    raw = {"type": "holographicMessage", "id": "x"}
+    note = m.ItemCompletedNotification.model_validate(
+        {"threadId": "t", "turnId": "u", "item": raw, "completedAtMs": 1}
+    )
+    assert note.model_dump()["item"] == raw
+
+
+@pytest.mark.parametrize(("label", "kind", "payload"), CASES, ids=[c[0] for c in CASES])
+def test_real_messages_dump_back_to_the_wire_through_the_pydantic_names(
+    label: str, kind: Any, payload: Any
+) -> None:
+    if not (isinstance(kind, type) and issubclass(kind, Model)):
+        pytest.skip("a union alias: no class methods")
+    value = kind.model_validate(payload)
+    assert value.to_wire() == payload
+    assert value.model_dump(by_alias=True, exclude_unset=True, mode="json") == payload
+
+
+FAST = [c for c in CASES if "_from_wire" in getattr(c[1], "__dict__", {})]
+
+
+def test_the_hot_notifications_have_a_written_out_structure_hook() -> None:
+    for method in ("item/agentMessage/delta", "item/reasoning/textDelta", "warning"):
+        assert "_from_wire" in vars(NOTIFICATIONS[method].params_type), method
+    kind = NOTIFICATIONS["item/agentMessage/delta"].params_type
+    assert converter.get_structure_hook(kind) == kind._from_wire
+    assert strict.get_structure_hook(kind) != kind._from_wire  # detailed validation: cattrs'
+
+
+@pytest.mark.parametrize(("label", "kind", "payload"), FAST, ids=[c[0] for c in FAST])
+def test_the_written_out_hook_builds_what_the_generic_one_builds(
+    label: str, kind: Any, payload: Any
+) -> None:
+    fast, generic = kind._from_wire(payload), strict.structure(payload, kind)
+    assert fast == generic
+    assert getattr(fast, "_wire_nulls", None) == getattr(generic, "_wire_nulls", None)
+    assert converter.unstructure(fast) == payload
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"message": "m"}, {"message": "m", "threadId": None}, {"message": "m", "threadId": "t"}],
+)
+def test_the_written_out_hook_keeps_absent_optionals_absent_and_nulls_null(
+    payload: dict[str, Any],
+) -> None:
+    kind = NOTIFICATIONS["warning"].params_type
+    fast = kind._from_wire(payload)
+    assert fast == strict.structure(payload, kind)
+    assert converter.unstructure(fast) == payload
+
+
+def test_the_valid_keywords_of_a_params_type_do_not_include_wire_nulls() -> None:
+    from codex_anyio._thread import _wire_params
+
+    with pytest.raises(TypeError, match="valid: ") as caught:
+        _wire_params(m.ThreadStartParams, {}, {"modle": "x"})
+    assert "_wire_nulls" not in str(caught.value)
+    assert "model" in str(caught.value)
+
+
+def test_model_validate_also_takes_python_names_at_any_depth() -> None:
+    wire = {
+        "threadId": "t",
+        "turnId": "u",
+        "item": {"type": "agentMessage", "id": "i", "text": "hi"},
+        "completedAtMs": 1,
+    }
+    note = m.ItemCompletedNotification.model_validate(wire)
+    assert m.ItemCompletedNotification.model_validate(note.model_dump()) == note
+    turn = m.Turn.model_validate(
+        {
+            "id": "t",
+            "items": [],
+            "status": "failed",
+            "error": {"message": "x", "codex_error_info": None},
+        }
+    )
+    assert turn.error is not None
+    assert turn.error.to_wire() == {"message": "x", "codexErrorInfo": None}
+
+
+@given(turns)
+def test_generated_turns_round_trip_through_the_pydantic_names(payload: dict[str, Any]) -> None:
+    turn = m.Turn.model_validate(payload)
+    assert turn.model_dump(by_alias=True, exclude_unset=True, mode="json") == payload
+    assert m.Turn.model_validate(turn.model_dump()) == turn
+    assert m.Turn.model_validate_json(turn.model_dump_json()) == turn

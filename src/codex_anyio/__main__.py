@@ -100,7 +100,7 @@ async def demo(live: bool) -> None:
             read = await thread.read(include_turns=True)
             status = read.thread.turns[-1].status
             print(
-                f"\n  [scope expired; the server says the turn is {status!r} "
+                f"\n  [scope expired; the server says the turn is '{status}' "
                 f"({took:.0f} ms after the deadline)]"
             )
             if model is not None:

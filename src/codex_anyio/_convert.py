@@ -9,7 +9,9 @@ read and tested as ordinary code:
   ``_wire_nulls``), so what the runtime sent round-trips exactly;
 * a tagged union is structured by looking its tag up in a dict, never by trying each class;
   an unknown tag gives the union's ``Unknown...`` class with the raw payload;
-* ``Literal`` types let any value through, so a new enum value is data, not an error.
+* ``Literal`` types let any value through, so a new enum value is data, not an error;
+* a ``WireEnum`` is structured by one dict lookup of its members (an unknown value becomes
+  a pseudo-member, see ``_model.WireEnum``) and unstructured to its string.
 
 Hooks are built lazily by cattrs, the first time a type is converted, and cached; import
 stays cheap although the schema has ~900 types.
@@ -24,6 +26,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from ._model import WireEnum
 
 __all__ = ["TaggedUnion", "build_converter"]
 
@@ -43,6 +47,11 @@ def _is_union(t: Any) -> bool:
     return get_origin(t) in (Union, types.UnionType)
 
 
+def _enum_value(value: Any) -> Any:
+    """A member's string; anything else (a plain string given in code) as it is."""
+    return value._value_ if isinstance(value, WireEnum) else value
+
+
 def build_converter(
     unions: tuple[TaggedUnion, ...], *, detailed_validation: bool = False
 ) -> cattrs.Converter:
@@ -54,6 +63,14 @@ def build_converter(
         return get_origin(t) is Literal
 
     conv.register_structure_hook_func(is_literal, lambda value, _: value)
+
+    # Enums by class, not by predicate: cattrs' own hooks for ``str`` would match first.
+    def structure_enum(value: Any, cls: type[WireEnum]) -> Any:
+        member = cls._value2member_map_.get(value)
+        return member if member is not None else cls(value)
+
+    conv.register_structure_hook(WireEnum, structure_enum)
+    conv.register_unstructure_hook(WireEnum, _enum_value)
 
     def tagged_union_of(t: Any) -> TaggedUnion | None:
         if not _is_union(t):
@@ -84,6 +101,12 @@ def build_converter(
     conv.register_structure_hook_factory(lambda t: tagged_union_of(t) is not None, make_union_hook)
 
     def make_structure(cls: type) -> Callable[[Any, Any], Any]:
+        if not detailed_validation and "_from_wire" in vars(cls):  # its own, not inherited
+            # Written out by codegen for hot notification params whose fields are plain JSON
+            # values: the hook below's result without a keyword call and per-field hooks
+            # (values are kept as sent, as for ``Literal`` fields: no ``str()`` coercion).
+            hook: Callable[[Any, Any], Any] = getattr(cls, "_from_wire")  # noqa: B009
+            return hook
         fields = attrs.fields(cls)
         renames: dict[str, Any] = {
             f.name: override(rename=f.metadata["wire"])
@@ -115,12 +138,8 @@ def build_converter(
         if cls in unknown_classes:
             return lambda obj: obj.raw
         fields: dict[str, Any] = {}
-        has_nulls = False
+        has_nulls = hasattr(cls, "_wire_nulls")  # a slot of generated models with optionals
         for f in attrs.fields(cls):
-            if f.metadata.get("internal"):
-                fields[f.name] = override(omit=True)
-                has_nulls = True
-                continue
             wire = f.metadata.get("wire", f.name)
             fields[f.name] = override(
                 rename=wire if wire != f.name else None,

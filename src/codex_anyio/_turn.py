@@ -46,7 +46,7 @@ from ._exceptions import (
     fresh,
 )
 from ._generated.converter import converter
-from ._generated.models import Turn, TurnInterruptResponse, TurnSteerResponse
+from ._generated.models import Turn, TurnInterruptResponse, TurnStatus, TurnSteerResponse
 from ._inputs import Input, to_wire_input
 from ._interrupt import RETRY_FIRST, RETRY_MAX, interrupt_and_wait, is_no_active_turn
 from ._notifications import Notification, NotificationStream
@@ -83,7 +83,8 @@ class TurnResult:
 
     id: str
     thread_id: str
-    status: str
+    status: TurnStatus
+    """A ``str`` enum: ``== "completed"`` and ``TurnStatus.completed`` both work."""
     error: Any
     final_response: str | None
     items: list[Any]
@@ -121,9 +122,11 @@ def _turn_of(note: Notification, turn_id: str) -> Turn:
         typed: Turn = converter.structure(raw, Turn)
     except Exception:
         status: Any = raw.get("status")
-        if not isinstance(status, str):
-            status = "completed"
-        typed = Turn(id=turn_id, items=[], status=status)
+        typed = Turn(
+            id=turn_id,
+            items=[],
+            status=TurnStatus(status if isinstance(status, str) else "completed"),
+        )
     return typed
 
 
@@ -181,10 +184,10 @@ class TurnHandle:
         return self._final is not None
 
     @property
-    def status(self) -> str:
+    def status(self) -> TurnStatus:
         """``inProgress`` until completion, then ``completed``, ``interrupted`` or ``failed``."""
         turn = self._final or self._started_turn
-        return str(turn.status)
+        return TurnStatus(turn.status)
 
     # -- consuming -------------------------------------------------------------------------
 
@@ -340,7 +343,7 @@ class TurnHandle:
         return TurnResult(
             id=turn.id,
             thread_id=self.thread_id,
-            status=str(turn.status),
+            status=TurnStatus(turn.status),
             error=error,
             final_response=_final_response(items),
             items=items,

@@ -5,6 +5,11 @@ request (``ThreadStartParams``, ``ThreadStartResponse``), notification params
 (``AgentMessageDeltaNotification``), items (``ThreadItem`` and its variants), and an
 ``Unknown...`` class per tagged union for values a newer runtime may send. Types and fields
 absent from the stable schema say "Experimental" in their docstrings.
+
+Named enums are ``str`` enums with the official SDK's member names (``TurnStatus.completed``,
+``ReasoningEffort.high``); records have ``model_dump()``, ``model_dump_json()``,
+``model_validate()``, ``model_validate_json()`` and ``to_wire()`` (see the README, "Models and
+enums").
 """
 
 from ._generated.models import *  # noqa: F403

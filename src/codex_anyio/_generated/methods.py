@@ -6,7 +6,7 @@ Regenerate with `nox -s codegen`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from . import models as m
 
@@ -165,7 +165,9 @@ class ClientMethods:
         *,
         allow_provider_model_fallback: bool | None = None,
         approval_policy: m.AskForApproval | None = None,
-        approvals_reviewer: m.ApprovalsReviewer | None = None,
+        approvals_reviewer: m.ApprovalsReviewer
+        | Literal["user", "auto_review", "guardian_subagent"]
+        | None = None,
         base_instructions: str | None = None,
         config: dict[str, Any] | None = None,
         cwd: str | None = None,
@@ -175,20 +177,22 @@ class ClientMethods:
         environments: list[m.TurnEnvironmentParams] | None = None,
         ephemeral: bool | None = None,
         experimental_raw_events: bool | None = None,
-        history_mode: m.ThreadHistoryMode | None = None,
+        history_mode: m.ThreadHistoryMode | Literal["legacy", "paginated"] | None = None,
         mock_experimental_field: str | None = None,
         model: str | None = None,
         model_provider: str | None = None,
         multi_agent_mode: m.MultiAgentMode | None = None,
         permissions: str | None = None,
-        personality: m.Personality | None = None,
+        personality: m.Personality | Literal["none", "friendly", "pragmatic"] | None = None,
         project_id: str | None = None,
         runtime_workspace_roots: list[m.AbsolutePathBuf] | None = None,
-        sandbox: m.SandboxMode | None = None,
+        sandbox: m.SandboxMode
+        | Literal["read-only", "workspace-write", "danger-full-access"]
+        | None = None,
         selected_capability_roots: list[m.SelectedCapabilityRoot] | None = None,
         service_name: str | None = None,
         service_tier: str | None = None,
-        session_start_source: m.ThreadStartSource | None = None,
+        session_start_source: m.ThreadStartSource | Literal["startup", "clear"] | None = None,
         thread_source: m.ThreadSource | None = None,
     ) -> m.ThreadStartResponse:
         """``thread/start``."""
@@ -241,7 +245,9 @@ class ClientMethods:
         *,
         thread_id: str | None = None,
         approval_policy: m.AskForApproval | None = None,
-        approvals_reviewer: m.ApprovalsReviewer | None = None,
+        approvals_reviewer: m.ApprovalsReviewer
+        | Literal["user", "auto_review", "guardian_subagent"]
+        | None = None,
         base_instructions: str | None = None,
         config: dict[str, Any] | None = None,
         cwd: str | None = None,
@@ -253,9 +259,11 @@ class ClientMethods:
         model_provider: str | None = None,
         path: str | None = None,
         permissions: str | None = None,
-        personality: m.Personality | None = None,
+        personality: m.Personality | Literal["none", "friendly", "pragmatic"] | None = None,
         runtime_workspace_roots: list[m.AbsolutePathBuf] | None = None,
-        sandbox: m.SandboxMode | None = None,
+        sandbox: m.SandboxMode
+        | Literal["read-only", "workspace-write", "danger-full-access"]
+        | None = None,
         service_tier: str | None = None,
     ) -> m.ThreadResumeResponse:
         """``thread/resume``: There are three ways to resume a thread: 1. By thread_id: load the thread from disk by thread_id and resume it. 2. By history: instantiate the thread from memory and resume it. 3. By path: load the thread from disk by path and resume it."""
@@ -299,7 +307,9 @@ class ClientMethods:
         *,
         thread_id: str | None = None,
         approval_policy: m.AskForApproval | None = None,
-        approvals_reviewer: m.ApprovalsReviewer | None = None,
+        approvals_reviewer: m.ApprovalsReviewer
+        | Literal["user", "auto_review", "guardian_subagent"]
+        | None = None,
         base_instructions: str | None = None,
         before_turn_id: str | None = None,
         config: dict[str, Any] | None = None,
@@ -315,7 +325,9 @@ class ClientMethods:
         path: str | None = None,
         permissions: str | None = None,
         runtime_workspace_roots: list[m.AbsolutePathBuf] | None = None,
-        sandbox: m.SandboxMode | None = None,
+        sandbox: m.SandboxMode
+        | Literal["read-only", "workspace-write", "danger-full-access"]
+        | None = None,
         service_tier: str | None = None,
         thread_source: m.ThreadSource | None = None,
     ) -> m.ThreadForkResponse:
@@ -512,8 +524,10 @@ class ClientMethods:
         *,
         thread_id: str | None = None,
         objective: str | None = None,
-        origin: m.ThreadGoalMutationOrigin | None = None,
-        status: m.ThreadGoalStatus | None = None,
+        origin: m.ThreadGoalMutationOrigin | Literal["user", "automatic"] | None = None,
+        status: m.ThreadGoalStatus
+        | Literal["active", "paused", "blocked", "usageLimited", "budgetLimited", "complete"]
+        | None = None,
         token_budget: int | None = None,
     ) -> m.ThreadGoalSetResponse:
         """``thread/goal/set``."""
@@ -561,7 +575,7 @@ class ClientMethods:
         /,
         *,
         thread_id: str | None = None,
-        origin: m.ThreadGoalMutationOrigin | None = None,
+        origin: m.ThreadGoalMutationOrigin | Literal["user", "automatic"] | None = None,
     ) -> m.ThreadGoalClearResponse:
         """``thread/goal/clear``."""
         given: dict[str, Any] = {
@@ -935,18 +949,22 @@ class ClientMethods:
         *,
         thread_id: str | None = None,
         approval_policy: m.AskForApproval | None = None,
-        approvals_reviewer: m.ApprovalsReviewer | None = None,
+        approvals_reviewer: m.ApprovalsReviewer
+        | Literal["user", "auto_review", "guardian_subagent"]
+        | None = None,
         collaboration_mode: m.CollaborationMode | None = None,
         cwd: str | None = None,
         disabled_plugin_ids: list[str] | None = None,
-        effort: m.ReasoningEffort | None = None,
+        effort: m.ReasoningEffort
+        | Literal["none", "minimal", "low", "medium", "high", "xhigh", "max", "ultra"]
+        | None = None,
         model: str | None = None,
         multi_agent_mode: m.MultiAgentMode | None = None,
         permissions: str | None = None,
-        personality: m.Personality | None = None,
+        personality: m.Personality | Literal["none", "friendly", "pragmatic"] | None = None,
         sandbox_policy: m.SandboxPolicy | None = None,
         service_tier: str | None = None,
-        summary: m.ReasoningSummary | None = None,
+        summary: m.ReasoningSummary | Literal["auto", "concise", "detailed", "none"] | None = None,
     ) -> m.ThreadSettingsUpdateResponse:
         """``thread/settings/update``.
 
@@ -986,7 +1004,7 @@ class ClientMethods:
         params: m.ThreadMemoryModeSetParams | None = None,
         /,
         *,
-        mode: m.ThreadMemoryMode | None = None,
+        mode: m.ThreadMemoryMode | Literal["enabled", "disabled"] | None = None,
         thread_id: str | None = None,
     ) -> m.ThreadMemoryModeSetResponse:
         """``thread/memoryMode/set``.
@@ -1261,9 +1279,26 @@ class ClientMethods:
         project_id: str | None = None,
         search_term: str | None = None,
         section_id: str | None = None,
-        sort_direction: m.SortDirection | None = None,
-        sort_key: m.ThreadSortKey | None = None,
-        source_kinds: list[m.ThreadSourceKind] | None = None,
+        sort_direction: m.SortDirection | Literal["asc", "desc"] | None = None,
+        sort_key: m.ThreadSortKey
+        | Literal["created_at", "updated_at", "recency_at", "section_position"]
+        | None = None,
+        source_kinds: list[
+            m.ThreadSourceKind
+            | Literal[
+                "cli",
+                "vscode",
+                "exec",
+                "appServer",
+                "subAgent",
+                "subAgentReview",
+                "subAgentCompact",
+                "subAgentThreadSpawn",
+                "subAgentOther",
+                "unknown",
+            ]
+        ]
+        | None = None,
         use_state_db_only: bool | None = None,
     ) -> m.ThreadListResponse:
         """``thread/list``."""
@@ -1305,8 +1340,8 @@ class ClientMethods:
         *,
         cursor: str | None = None,
         limit: int | None = None,
-        sort_direction: m.SortDirection | None = None,
-        sort_key: m.ProjectSortKey | None = None,
+        sort_direction: m.SortDirection | Literal["asc", "desc"] | None = None,
+        sort_key: m.ProjectSortKey | Literal["position", "recencyAt"] | None = None,
     ) -> m.ProjectListResponse:
         """``project/list``.
 
@@ -1599,9 +1634,26 @@ class ClientMethods:
         archived: bool | None = None,
         cursor: str | None = None,
         limit: int | None = None,
-        sort_direction: m.SortDirection | None = None,
-        sort_key: m.ThreadSearchSortKey | None = None,
-        source_kinds: list[m.ThreadSourceKind] | None = None,
+        sort_direction: m.SortDirection | Literal["asc", "desc"] | None = None,
+        sort_key: m.ThreadSearchSortKey
+        | Literal["created_at", "updated_at", "recency_at"]
+        | None = None,
+        source_kinds: list[
+            m.ThreadSourceKind
+            | Literal[
+                "cli",
+                "vscode",
+                "exec",
+                "appServer",
+                "subAgent",
+                "subAgentReview",
+                "subAgentCompact",
+                "subAgentThreadSpawn",
+                "subAgentOther",
+                "unknown",
+            ]
+        ]
+        | None = None,
     ) -> m.ThreadSearchResponse:
         """``thread/search``.
 
@@ -1748,9 +1800,9 @@ class ClientMethods:
         *,
         thread_id: str | None = None,
         cursor: str | None = None,
-        items_view: m.TurnItemsView | None = None,
+        items_view: m.TurnItemsView | Literal["notLoaded", "summary", "full"] | None = None,
         limit: int | None = None,
-        sort_direction: m.SortDirection | None = None,
+        sort_direction: m.SortDirection | Literal["asc", "desc"] | None = None,
     ) -> m.ThreadTurnsListResponse:
         """``thread/turns/list``."""
         given: dict[str, Any] = {
@@ -1781,7 +1833,7 @@ class ClientMethods:
         thread_id: str | None = None,
         cursor: m.ThreadItemsListCursor | None = None,
         limit: int | None = None,
-        sort_direction: m.SortDirection | None = None,
+        sort_direction: m.SortDirection | Literal["asc", "desc"] | None = None,
         turn_id: str | None = None,
     ) -> m.ThreadItemsListResponse:
         """``thread/items/list``."""
@@ -1987,7 +2039,13 @@ class ClientMethods:
         *,
         cwds: list[m.AbsolutePathBuf] | None = None,
         force_refetch: bool | None = None,
-        marketplace_kinds: list[m.PluginListMarketplaceKind] | None = None,
+        marketplace_kinds: list[
+            m.PluginListMarketplaceKind
+            | Literal[
+                "local", "vertical", "workspace-directory", "shared-with-me", "created-by-me-remote"
+            ]
+        ]
+        | None = None,
     ) -> m.PluginListResponse:
         """``plugin/list``."""
         given: dict[str, Any] = {
@@ -2017,7 +2075,7 @@ class ClientMethods:
         cursor: str | None = None,
         cwds: list[m.AbsolutePathBuf] | None = None,
         limit: int | None = None,
-        scope: m.PluginSearchScope | None = None,
+        scope: m.PluginSearchScope | Literal["global", "workspace", "personal"] | None = None,
     ) -> m.PluginSearchResponse:
         """``plugin/search``.
 
@@ -2149,7 +2207,9 @@ class ClientMethods:
         /,
         *,
         plugin_path: m.AbsolutePathBuf | None = None,
-        discoverability: m.PluginShareDiscoverability | None = None,
+        discoverability: m.PluginShareDiscoverability
+        | Literal["LISTED", "UNLISTED", "PRIVATE"]
+        | None = None,
         remote_plugin_id: str | None = None,
         share_targets: list[m.PluginShareTarget] | None = None,
     ) -> m.PluginShareSaveResponse:
@@ -2178,7 +2238,9 @@ class ClientMethods:
         params: m.PluginShareUpdateTargetsParams | None = None,
         /,
         *,
-        discoverability: m.PluginShareUpdateDiscoverability | None = None,
+        discoverability: m.PluginShareUpdateDiscoverability
+        | Literal["UNLISTED", "PRIVATE", "LISTED"]
+        | None = None,
         remote_plugin_id: str | None = None,
         share_targets: list[m.PluginShareTarget] | None = None,
     ) -> m.PluginShareUpdateTargetsResponse:
@@ -2595,27 +2657,33 @@ class ClientMethods:
         thread_id: str | None = None,
         additional_context: dict[str, m.AdditionalContextEntry] | None = None,
         approval_policy: m.AskForApproval | None = None,
-        approvals_reviewer: m.ApprovalsReviewer | None = None,
+        approvals_reviewer: m.ApprovalsReviewer
+        | Literal["user", "auto_review", "guardian_subagent"]
+        | None = None,
         client_user_message_id: str | None = None,
         collaboration_mode: m.CollaborationMode | None = None,
         cwd: str | None = None,
-        cyber_access_program: m.CyberAccessProgram | None = None,
+        cyber_access_program: m.CyberAccessProgram
+        | Literal["standard", "daybreakBlue", "daybreakRed"]
+        | None = None,
         disabled_plugin_ids: list[str] | None = None,
-        effort: m.ReasoningEffort | None = None,
+        effort: m.ReasoningEffort
+        | Literal["none", "minimal", "low", "medium", "high", "xhigh", "max", "ultra"]
+        | None = None,
         environments: list[m.TurnEnvironmentParams] | None = None,
         model: str | None = None,
         multi_agent_mode: m.MultiAgentMode | None = None,
         output_schema: Any = None,
         parent_turn_id: str | None = None,
         permissions: str | None = None,
-        personality: m.Personality | None = None,
+        personality: m.Personality | Literal["none", "friendly", "pragmatic"] | None = None,
         responsesapi_client_metadata: dict[str, str] | None = None,
         root_turn_id: str | None = None,
         runtime_workspace_roots: list[m.AbsolutePathBuf] | None = None,
         sandbox_policy: m.SandboxPolicy | None = None,
         service_tier: str | None = None,
         service_tier_for_turn: str | None = None,
-        summary: m.ReasoningSummary | None = None,
+        summary: m.ReasoningSummary | Literal["auto", "concise", "detailed", "none"] | None = None,
         tool_output: m.TurnToolOutput | None = None,
         turn_trigger: str | None = None,
     ) -> m.TurnStartResponse:
@@ -2669,11 +2737,15 @@ class ClientMethods:
         *,
         thread_id: str | None = None,
         turn_id: str | None = None,
-        approvals_reviewer: m.ApprovalsReviewer | None = None,
-        effort: m.ReasoningEffort | None = None,
+        approvals_reviewer: m.ApprovalsReviewer
+        | Literal["user", "auto_review", "guardian_subagent"]
+        | None = None,
+        effort: m.ReasoningEffort
+        | Literal["none", "minimal", "low", "medium", "high", "xhigh", "max", "ultra"]
+        | None = None,
         model: str | None = None,
         service_tier: str | None = None,
-        summary: m.ReasoningSummary | None = None,
+        summary: m.ReasoningSummary | Literal["auto", "concise", "detailed", "none"] | None = None,
     ) -> m.TurnSettingsUpdateResponse:
         """``turn/settings/update``: Experimental settings changes for one running turn, not future turns. Unsupported fields are rejected rather than silently ignored. Any live task kind may accept publication. Child sessions and consumers of frozen initial settings are unchanged.
 
@@ -2761,12 +2833,14 @@ class ClientMethods:
         params: m.ThreadRealtimeStartParams | None = None,
         /,
         *,
-        output_modality: m.RealtimeOutputModality | None = None,
+        output_modality: m.RealtimeOutputModality | Literal["text", "audio"] | None = None,
         thread_id: str | None = None,
         backend_reasoning_status: bool | None = None,
         client_managed_handoffs: bool | None = None,
         codex_response_handoff_channel_prefixes: dict[str, list[str]] | None = None,
-        codex_response_handoff_mode: m.CodexResponseHandoffMode | None = None,
+        codex_response_handoff_mode: m.CodexResponseHandoffMode
+        | Literal["thinking", "commentary", "bemTags"]
+        | None = None,
         codex_response_item_prefix: str | None = None,
         codex_responses_as_items: bool | None = None,
         delegation_ack_filler: bool | None = None,
@@ -2779,8 +2853,46 @@ class ClientMethods:
         realtime_session_id: str | None = None,
         realtime_start_instructions: str | None = None,
         transport: m.ThreadRealtimeStartTransport | None = None,
-        version: m.RealtimeConversationVersion | None = None,
-        voice: m.RealtimeVoice | None = None,
+        version: m.RealtimeConversationVersion | Literal["v1", "v2", "v3"] | None = None,
+        voice: m.RealtimeVoice
+        | Literal[
+            "alloy",
+            "arbor",
+            "ash",
+            "aube",
+            "ballad",
+            "breeze",
+            "bubbie",
+            "cedar",
+            "coral",
+            "cove",
+            "echo",
+            "ember",
+            "haetsal",
+            "hanul",
+            "himari",
+            "juniper",
+            "leher",
+            "maple",
+            "marin",
+            "miko",
+            "neer",
+            "porto",
+            "rindo",
+            "rio",
+            "rivage",
+            "sage",
+            "selva",
+            "shimmer",
+            "sol",
+            "sonna",
+            "spruce",
+            "tinta",
+            "vale",
+            "verse",
+            "viola",
+        ]
+        | None = None,
     ) -> m.ThreadRealtimeStartResponse:
         """``thread/realtime/start``: EXPERIMENTAL - start a thread-scoped realtime session.
 
@@ -2854,7 +2966,7 @@ class ClientMethods:
         *,
         text: str | None = None,
         thread_id: str | None = None,
-        role: m.ConversationTextRole | None = None,
+        role: m.ConversationTextRole | Literal["user", "developer", "assistant"] | None = None,
     ) -> m.ThreadRealtimeAppendTextResponse:
         """``thread/realtime/appendText``: EXPERIMENTAL - append text input to thread realtime.
 
@@ -2973,7 +3085,7 @@ class ClientMethods:
         *,
         target: m.ReviewTarget | None = None,
         thread_id: str | None = None,
-        delivery: m.ReviewDelivery | None = None,
+        delivery: m.ReviewDelivery | Literal["inline", "detached"] | None = None,
     ) -> m.ReviewStartResponse:
         """``review/start``."""
         given: dict[str, Any] = {
@@ -3212,7 +3324,7 @@ class ClientMethods:
         environment_id: str | None = None,
         cursor: str | None = None,
         limit: int | None = None,
-        order: m.RemoteControlClientsListOrder | None = None,
+        order: m.RemoteControlClientsListOrder | Literal["asc", "desc"] | None = None,
     ) -> m.RemoteControlClientsListResponse:
         """``remoteControl/client/list``.
 
@@ -3395,7 +3507,9 @@ class ClientMethods:
         /,
         *,
         name: str | None = None,
-        client_registration: m.McpServerOauthClientRegistration | None = None,
+        client_registration: m.McpServerOauthClientRegistration
+        | Literal["auto", "cimd", "dcr"]
+        | None = None,
         scopes: list[str] | None = None,
         thread_id: str | None = None,
         timeout_secs: int | None = None,
@@ -3434,7 +3548,7 @@ class ClientMethods:
         /,
         *,
         cursor: str | None = None,
-        detail: m.McpServerStatusDetail | None = None,
+        detail: m.McpServerStatusDetail | Literal["full", "toolsAndAuthOnly"] | None = None,
         limit: int | None = None,
         server_name: str | None = None,
         thread_id: str | None = None,
@@ -3597,7 +3711,7 @@ class ClientMethods:
         params: m.WindowsSandboxSetupStartParams | None = None,
         /,
         *,
-        mode: m.WindowsSandboxSetupMode | None = None,
+        mode: m.WindowsSandboxSetupMode | Literal["elevated", "unelevated"] | None = None,
         cwd: m.AbsolutePathBuf | None = None,
     ) -> m.WindowsSandboxSetupStartResponse:
         """``windowsSandbox/setupStart``."""
@@ -3751,7 +3865,7 @@ class ClientMethods:
         params: m.SendAddCreditsNudgeEmailParams | None = None,
         /,
         *,
-        credit_type: m.AddCreditsNudgeCreditType | None = None,
+        credit_type: m.AddCreditsNudgeCreditType | Literal["credits", "usage_limit"] | None = None,
     ) -> m.SendAddCreditsNudgeEmailResponse:
         """``account/sendAddCreditsNudgeEmail``."""
         given: dict[str, Any] = {
@@ -4180,7 +4294,7 @@ class ClientMethods:
         /,
         *,
         key_path: str | None = None,
-        merge_strategy: m.MergeStrategy | None = None,
+        merge_strategy: m.MergeStrategy | Literal["replace", "upsert"] | None = None,
         value: Any = None,
         expected_version: str | None = None,
         file_path: str | None = None,
