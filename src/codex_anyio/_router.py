@@ -143,6 +143,14 @@ def _scope_of(method: str) -> tuple[int, int]:
 
 _SCOPES: dict[str, tuple[int, int]] = {}
 
+_FLAT_TURN = frozenset(
+    method
+    for method, spec in NOTIFICATIONS.items()
+    if spec.turn_id_key == "turnId" and spec.thread_id_key == "threadId"
+)
+"""Methods whose params carry ``turnId`` and ``threadId`` at the top (deltas among them): the
+fast path of ``Router.route`` handles them without computing a scope."""
+
 
 def _ids(method: str, params: dict[str, Any]) -> tuple[str | None, str | None]:
     """(thread id, turn id) of a notification; anything but a string counts as absent."""
@@ -305,6 +313,36 @@ class Router:
     # -- routing (reader task) ---------------------------------------------------------------
 
     def route(self, method: str, params: dict[str, Any]) -> None:
+        if (
+            method in _FLAT_TURN
+            and not self._starting
+            and not self._threads
+            and not self._globals
+            and not self._observers
+        ):
+            # Fast path: the event of a turn whose only subscriber is its owner's stream.
+            turn_id = params.get("turnId")
+            owner = self._turns.get(turn_id) if type(turn_id) is str else None
+            if owner is not None and not owner.pending:
+                thread_id = params.get("threadId")
+                note = Notification(
+                    method,
+                    params,
+                    thread_id if type(thread_id) is str else None,
+                    turn_id,
+                    self._mismatches,
+                )
+                try:
+                    owner.send.send_nowait(note)
+                except anyio.WouldBlock:
+                    owner.pending.append(note)
+                    owner.blocked = True
+                    self.blocked.append(owner)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    self._route_note(note)  # the consumer left: counted as unrouted there
+                    return
+                self._routed += 1
+                return
         thread_id, turn_id = _ids(method, params)
         note = Notification(method, params, thread_id, turn_id, self._mismatches)
         if self._starting and thread_id in self._starting:

@@ -483,7 +483,12 @@ class TurnEvents(Generic[T_co]):
                 handle._claim(self)
             self._claimed = True
         while True:
-            note = await handle._next_owned()
+            try:  # TurnHandle._next_owned, inlined: this runs once per event
+                note = await handle._next()
+            except BaseException:
+                if not handle.done:
+                    await handle._abandon()
+                raise
             if note is None:
                 raise StopAsyncIteration
             if not self._text_only:
