@@ -83,7 +83,8 @@ def model_server(mode: str) -> Iterator[tuple[dict[str, Any], subprocess.Popen[s
     base_url = json.loads(proc.stdout.readline())["base_url"]
     scratch = Path(tempfile.mkdtemp(prefix="codex-bench-"))
     try:
-        home = write_codex_home(scratch / "home", base_url=base_url)
+        # The runtime's own defaults (shell snapshot on), as a user's default setup has them.
+        home = write_codex_home(scratch / "home", base_url=base_url, shell_snapshot=True)
         (scratch / "workspace").mkdir()
         import codex_cli_bin
 

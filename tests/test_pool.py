@@ -243,7 +243,10 @@ async def test_nothing_the_runtimes_started_outlives_the_pool(tmp_path: Path) ->
     # Default threads: every thread/start spawns a shell-snapshot shell in a session of its
     # own; leaving right away catches them mid-flight.
     with anyio.fail_after(60):
-        async with open_scripted_pool(echo, servers=2, thread_defaults={}, directory=tmp_path) as s:
+        snapshots_on = {"config": {"features": {"shell_snapshot": True}}}
+        async with open_scripted_pool(
+            echo, servers=2, thread_defaults=snapshots_on, directory=tmp_path
+        ) as s:
             for _ in range(4):
                 await s.pool.thread_start()
             assert marked_processes()  # the runtimes themselves, at least

@@ -10,8 +10,7 @@ left behind. A cancellation that arrives while the runtime is starting (a timeou
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from types import TracebackType
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -21,7 +20,7 @@ from ._connection import CodexClient, open_client, protect_from_ctrl_c, structur
 from ._dispatch import Dispatcher, Handlers
 from ._exceptions import StartupError, TransportClosedError
 from ._generated.models import InitializeResponse
-from ._groups import collapse_groups
+from ._groups import Lifespan
 from ._router import Limits
 from ._thread import CodexThreadsMixin
 from ._transport import spawn_stdio
@@ -29,7 +28,7 @@ from ._transport import spawn_stdio
 __all__ = ["AsyncCodex", "open_codex"]
 
 
-class AsyncCodex(CodexThreadsMixin):
+class AsyncCodex(CodexThreadsMixin, Lifespan[None]):
     """A running Codex app-server and a typed client for it.
 
     :param config: how to launch the runtime (default: the pinned bundled binary).
@@ -53,7 +52,6 @@ class AsyncCodex(CodexThreadsMixin):
         self._dispatcher = Dispatcher(handlers or Handlers())
         self._client: CodexClient | None = None
         self._metadata: InitializeResponse | None = None
-        self._lifespan_cm: AbstractAsyncContextManager[None] | None = None
 
     @property
     def client(self) -> CodexClient:
@@ -75,24 +73,8 @@ class AsyncCodex(CodexThreadsMixin):
         return self._dispatcher.handlers
 
     async def __aenter__(self) -> AsyncCodex:
-        if self._lifespan_cm is not None:
-            raise RuntimeError("this AsyncCodex is already running")
-        cm = self._lifespan()
-        with collapse_groups():
-            await cm.__aenter__()
-        self._lifespan_cm = cm
+        await self._enter_lifespan()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        cm, self._lifespan_cm = self._lifespan_cm, None
-        assert cm is not None
-        with collapse_groups(exc):
-            return await cm.__aexit__(exc_type, exc, tb)
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:

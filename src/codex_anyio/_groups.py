@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
+from types import TracebackType
+from typing import Generic, TypeVar
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["collapse_groups", "single_exception"]
+__all__ = ["Lifespan", "collapse_groups", "single_exception"]
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -64,3 +66,41 @@ def collapse_groups(user: BaseException | None = None) -> Iterator[None]:
     # The body's own exception, re-raised outside the handler so that it keeps its context.
     if leaf is not None:
         raise leaf
+
+
+T = TypeVar("T")
+
+
+class Lifespan(Generic[T]):
+    """Base of the objects whose ``async with`` runs one ``_lifespan()`` context manager that
+    owns their task groups (``AsyncCodex``, ``CodexPool``, a batch run): entered once at a
+    time, with the groups those raise unwrapped as described above."""
+
+    _lifespan_cm: AbstractAsyncContextManager[T] | None = None
+
+    def _lifespan(self) -> AbstractAsyncContextManager[T]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def _running(self) -> bool:
+        return self._lifespan_cm is not None
+
+    async def _enter_lifespan(self) -> T:
+        if self._lifespan_cm is not None:
+            raise RuntimeError(f"this {type(self).__name__} is already running")
+        cm = self._lifespan()
+        with collapse_groups():
+            value = await cm.__aenter__()
+        self._lifespan_cm = cm
+        return value
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        cm, self._lifespan_cm = self._lifespan_cm, None
+        assert cm is not None
+        with collapse_groups(exc):
+            return await cm.__aexit__(exc_type, exc, tb)

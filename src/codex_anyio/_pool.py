@@ -32,8 +32,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from types import TracebackType
+from contextlib import asynccontextmanager
 from typing import Any, Final, NamedTuple
 
 import anyio
@@ -48,7 +47,7 @@ from ._exceptions import (
     TransportClosedError,
 )
 from ._generated import models as m
-from ._groups import collapse_groups
+from ._groups import Lifespan
 from ._inputs import Input
 from ._pool_thread import PooledThread
 from ._presets import lean_thread_options, merge_options
@@ -157,7 +156,7 @@ def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
     return thread, turn
 
 
-class CodexPool:
+class CodexPool(Lifespan[None]):
     """``servers`` app-server processes; threads placed on the least-loaded one.
 
     :param servers: how many processes (default :func:`default_servers`: 4 per CPU, 2-32).
@@ -216,7 +215,6 @@ class CodexPool:
         self._changed: anyio.Event | None = None
         self._restarts = 0
         self._startup_error: TransportClosedError | None = None
-        self._lifespan_cm: AbstractAsyncContextManager[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -231,24 +229,8 @@ class CodexPool:
         return config(index)
 
     async def __aenter__(self) -> CodexPool:
-        if self._lifespan_cm is not None:
-            raise RuntimeError("this CodexPool is already running")
-        cm = self._lifespan()
-        with collapse_groups():
-            await cm.__aenter__()
-        self._lifespan_cm = cm
+        await self._enter_lifespan()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        cm, self._lifespan_cm = self._lifespan_cm, None
-        assert cm is not None
-        with collapse_groups():
-            return await cm.__aexit__(exc_type, exc, tb)
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:

@@ -138,6 +138,12 @@ def _signal(processes: dict[int, int], sig: int) -> None:
             pass
 
 
+async def _wait_gone(processes: dict[int, int]) -> None:
+    with anyio.move_on_after(REAP_TERM_GRACE):
+        while _living(processes):  # noqa: ASYNC110 - not our children: nothing to await
+            await anyio.sleep(REAP_POLL)
+
+
 class ProcessTreeReaper:
     """Remembers a runtime's descendants and kills them, and its marked orphans, at the end."""
 
@@ -171,7 +177,6 @@ class ProcessTreeReaper:
             return
         logger.debug("stopping %d process(es) app-server %d left behind", len(targets), self._root)
         _signal(targets, signal.SIGTERM)
-        with anyio.move_on_after(REAP_TERM_GRACE):
-            while _living(targets):  # noqa: ASYNC110 - not our children: nothing to await
-                await anyio.sleep(REAP_POLL)
+        await _wait_gone(targets)
         _signal(targets, signal.SIGKILL)
+        await _wait_gone(targets)  # SIGKILL is not instant: "nothing alive" when we return

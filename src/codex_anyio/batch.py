@@ -29,8 +29,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from types import TracebackType
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final
 
 import anyio
@@ -50,7 +49,7 @@ from ._config import CodexConfig
 from ._dispatch import Handlers
 from ._exceptions import TurnFailedError
 from ._generated.converter import converter
-from ._groups import collapse_groups
+from ._groups import Lifespan
 from ._pool import DEFAULT_MAX_TURNS, CodexPool
 from ._pool_thread import PooledThread
 from ._turn import TurnResult
@@ -94,7 +93,7 @@ def _structured(text: str | None) -> Any:
         return None
 
 
-class BatchRun:
+class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
     """``async with run_batch(...) as results``: the pool, the tasks, and a stream of results.
 
     The results stream is bounded (``concurrency`` results): a consumer that stops reading
@@ -131,25 +130,9 @@ class BatchRun:
         self._pool_options = dict(pool_options)
         self.running = 0
         """Tasks in flight right now (for progress displays)."""
-        self._cm: AbstractAsyncContextManager[MemoryObjectReceiveStream[BatchResult]] | None = None
 
     async def __aenter__(self) -> MemoryObjectReceiveStream[BatchResult]:
-        cm = self._lifespan()
-        with collapse_groups():
-            stream = await cm.__aenter__()
-        self._cm = cm
-        return stream
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        cm, self._cm = self._cm, None
-        assert cm is not None
-        with collapse_groups():
-            return await cm.__aexit__(exc_type, exc, tb)
+        return await self._enter_lifespan()
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[MemoryObjectReceiveStream[BatchResult]]:

@@ -16,11 +16,15 @@ def write_codex_home(
     sandbox_mode: str = "read-only",
     model: str = "mock-model",
     extra_config: str = "",
+    shell_snapshot: bool = False,
 ) -> Path:
     """Write ``config.toml`` for a custom ``mock`` provider at ``base_url``; return the folder.
 
     Retries are off (a scripted failure must surface, not be retried into the next reply), and
     the plugin and app features are off: at start-up they would try to reach the network.
+    The shell snapshot is off unless ``shell_snapshot``: with it, every new thread runs a login
+    shell through the machine's rc files and its first turn waits for it (up to 10 s), so a
+    slow or lock-taking rc file (pyenv's ``rehash``) would make tests slow and flaky.
     """
     home = Path(path)
     home.mkdir(parents=True, exist_ok=True)
@@ -34,6 +38,7 @@ sandbox_mode = "{sandbox_mode}"
 plugins = false
 remote_plugin = false
 apps = false
+shell_snapshot = {"true" if shell_snapshot else "false"}
 
 [model_providers.mock]
 name = "mock"
