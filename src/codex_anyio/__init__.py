@@ -7,6 +7,7 @@ typed protocol models live in :mod:`codex_anyio.types`.
 from __future__ import annotations
 
 from .__about__ import __version__
+from ._account import AsyncChatgptLoginHandle, AsyncDeviceCodeLoginHandle, LoginHandle
 from ._codex import AsyncCodex, open_codex
 from ._config import CodexConfig
 from ._connection import ClientStatistics, CodexClient
@@ -18,6 +19,7 @@ from ._dispatch import (
 )
 from ._exceptions import (
     CodexError,
+    CodexNotFoundError,
     CodexRpcError,
     InternalRpcError,
     InvalidParamsError,
@@ -37,31 +39,53 @@ from ._exceptions import (
     map_jsonrpc_error,
 )
 from ._inputs import (
+    ExternalMessage,
     ImageInput,
     Input,
     InputItem,
+    JsonObject,
     LocalImageInput,
     MentionInput,
+    RunInput,
     SkillInput,
     TextInput,
 )
+from ._metadata import CodexMetadata, ServerInfo
+from ._modes import ApprovalMode, Sandbox
 from ._notifications import Notification, NotificationStream
 from ._retry import retry_on_overload
 from ._router import Limits
 from ._server_requests import ServerRequest
+from ._sync import ChatgptLoginHandle, Codex, DeviceCodeLoginHandle, SyncThread, SyncTurnHandle
 from ._thread import Thread, TurnStarter
 from ._tools import DynamicTool, dynamic_tool
 from ._turn import TurnHandle, TurnResult
 
+AsyncThread = Thread
+"""The official SDK's name for the async :class:`Thread`."""
+AsyncTurnHandle = TurnHandle
+"""The official SDK's name for the async :class:`TurnHandle`."""
+
 __all__ = [
+    "ApprovalMode",
     "ApprovalPolicy",
+    "AsyncChatgptLoginHandle",
     "AsyncCodex",
+    "AsyncDeviceCodeLoginHandle",
+    "AsyncThread",
+    "AsyncTurnHandle",
+    "ChatgptLoginHandle",
     "ClientStatistics",
+    "Codex",
     "CodexClient",
     "CodexConfig",
     "CodexError",
+    "CodexMetadata",
+    "CodexNotFoundError",
     "CodexRpcError",
+    "DeviceCodeLoginHandle",
     "DynamicTool",
+    "ExternalMessage",
     "Handlers",
     "ImageInput",
     "Input",
@@ -69,9 +93,11 @@ __all__ = [
     "InternalRpcError",
     "InvalidParamsError",
     "InvalidRequestError",
+    "JsonObject",
     "JsonRpcError",
     "Limits",
     "LocalImageInput",
+    "LoginHandle",
     "MentionInput",
     "MethodNotFoundError",
     "Notification",
@@ -80,12 +106,17 @@ __all__ = [
     "PendingServerRequest",
     "ProtocolError",
     "RetryLimitExceededError",
+    "RunInput",
+    "Sandbox",
     "ServerBusyError",
+    "ServerInfo",
     "ServerRequest",
     "ServerRequestQueue",
     "SkillInput",
     "StartupError",
     "SubscriptionOverflowError",
+    "SyncThread",
+    "SyncTurnHandle",
     "TextInput",
     "Thread",
     "TransportClosedError",

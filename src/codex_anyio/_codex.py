@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 
+from ._account import CodexAccountMixin
 from ._config import CodexConfig
 from ._connection import CodexClient, open_client
 from ._dispatch import Dispatcher, Handlers
@@ -23,6 +24,7 @@ from ._exceptions import StartupError, TransportClosedError
 from ._generated.converter import converter
 from ._generated.models import InitializeResponse
 from ._groups import collapse_groups
+from ._metadata import CodexMetadata
 from ._router import Limits
 from ._thread import CodexThreadsMixin
 from ._transport import spawn_stdio
@@ -30,7 +32,7 @@ from ._transport import spawn_stdio
 __all__ = ["AsyncCodex", "open_codex"]
 
 
-class AsyncCodex(CodexThreadsMixin):
+class AsyncCodex(CodexThreadsMixin, CodexAccountMixin):
     """A running Codex app-server and a typed client for it.
 
     :param config: how to launch the runtime (default: the pinned bundled binary).
@@ -53,7 +55,7 @@ class AsyncCodex(CodexThreadsMixin):
         self._strict = strict
         self._dispatcher = Dispatcher(handlers or Handlers())
         self._client: CodexClient | None = None
-        self._metadata: InitializeResponse | None = None
+        self._metadata: CodexMetadata | None = None
         self._lifespan_cm: AbstractAsyncContextManager[None] | None = None
 
     @property
@@ -64,8 +66,9 @@ class AsyncCodex(CodexThreadsMixin):
         return self._client
 
     @property
-    def metadata(self) -> InitializeResponse:
-        """The typed ``initialize`` response (user agent, codex home, platform)."""
+    def metadata(self) -> CodexMetadata:
+        """What the runtime said in ``initialize`` (user agent, codex home, platform,
+        ``serverInfo``)."""
         if self._metadata is None:
             raise RuntimeError("AsyncCodex is not running; use 'async with AsyncCodex() as codex'")
         return self._metadata
@@ -110,7 +113,7 @@ class AsyncCodex(CodexThreadsMixin):
                     self._client = client
                     self._dispatcher.attach(client)
                     try:
-                        self._metadata = await self._handshake(client)
+                        self._metadata = CodexMetadata(response=await self._handshake(client))
                         yield
                     finally:
                         self._dispatcher.detach()

@@ -4,8 +4,22 @@ Every definition of the schema is here under its schema name: params and respons
 request (``ThreadStartParams``, ``ThreadStartResponse``), notification params
 (``AgentMessageDeltaNotification``), items (``ThreadItem`` and its variants), and an
 ``Unknown...`` class per tagged union for values a newer runtime may send. Types and fields
-absent from the stable schema say "Experimental" in their docstrings.
+absent from the stable schema say "Experimental" in their docstrings. The official SDK's
+``JsonObject``, ``RunInput``, ``ExternalMessage`` and ``Notification`` are here too.
 """
 
 from ._generated.models import *  # noqa: F403
-from ._generated.models import __all__ as __all__
+from ._generated.models import __all__ as _generated_all
+from ._inputs import ExternalMessage, JsonObject, RunInput
+from ._metadata import CodexMetadata, ServerInfo
+from ._notifications import Notification
+
+__all__ = [
+    *_generated_all,
+    "CodexMetadata",
+    "ExternalMessage",
+    "JsonObject",
+    "Notification",
+    "RunInput",
+    "ServerInfo",
+]
