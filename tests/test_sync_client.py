@@ -205,3 +205,14 @@ def test_ctrl_c_interrupts_the_turn_before_keyboard_interrupt_propagates(
     assert child.returncode == 0, err
     assert "status: interrupted" in out
     assert "abandoned: True" in out
+
+
+def test_stream_text_delivers_every_delta_in_order_past_the_batch_limit(
+    backend: str, tmp_path: Path
+) -> None:
+    words = [f"w{i} " for i in range(3000)]
+    with scripted_runtime([message("".join(words), deltas=words)], directory=tmp_path) as rt:
+        with Codex(rt.config, backend=backend) as codex:
+            handle = codex.thread_start().turn("go")
+            assert list(handle.stream_text()) == words
+            assert handle.result().final_response == "".join(words)

@@ -37,6 +37,7 @@ from ._inputs import RunInput
 from ._metadata import CodexMetadata
 from ._notifications import Notification
 from ._router import Limits
+from ._sync_stream import iterate_in_batches
 from ._turn import INTERRUPT_TIMEOUT, TurnResult
 
 __all__ = [
@@ -203,13 +204,11 @@ class SyncTurnHandle(_Wrapper[_turn.TurnHandle]):
         return self._iterate(self._async.stream_text())
 
     def _iterate(self, events: _turn.TurnEvents[A]) -> Iterator[A]:
+        bridge = self._bridge
         try:
-            while True:
-                try:
-                    event = self._bridge.call(events.__anext__)
-                except StopAsyncIteration:
-                    return
-                yield event
+            yield from iterate_in_batches(
+                bridge.portal, events, call=bridge.call, cleanup_wait=CLEANUP_WAIT
+            )
         finally:
             if not self._async.done:
                 self.close()
