@@ -20,6 +20,7 @@ from ._generated.converter import converter
 
 if TYPE_CHECKING:
     from ._connection import CodexClient
+    from ._credentials import CredentialsCheck
     from ._notifications import NotificationStream
 
 __all__ = [
@@ -109,6 +110,8 @@ class AsyncDeviceCodeLoginHandle(LoginHandle):
 class CodexAccountMixin:
     """The account half of ``AsyncCodex``."""
 
+    _credentials: CredentialsCheck
+
     @property
     def client(self) -> CodexClient:  # pragma: no cover - defined by AsyncCodex
         raise NotImplementedError
@@ -132,6 +135,7 @@ class CodexAccountMixin:
     async def logout(self) -> None:
         """Forget the stored credentials."""
         await self.client.account_logout()
+        self._credentials.reset()
 
     async def _start_login(self, params: dict[str, str]) -> tuple[NotificationStream, object]:
         stream = self.client.subscribe()

@@ -19,6 +19,7 @@ import anyio
 from ._account import CodexAccountMixin
 from ._config import CodexConfig
 from ._connection import CodexClient, open_client
+from ._credentials import CredentialsCheck
 from ._dispatch import Dispatcher, Handlers
 from ._exceptions import StartupError, TransportClosedError
 from ._generated.converter import converter
@@ -40,6 +41,9 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin):
         anything without a handler fails closed: approvals are declined.
     :param limits: bounds of every buffer (see :class:`Limits`).
     :param strict: make a malformed line from the runtime fatal instead of logged.
+    :param require_credentials: check, when a thread is started, resumed or forked, that the
+        runtime has the login its model provider needs, and raise
+        :class:`CredentialsMissingError` at once rather than let the runtime retry for minutes.
     """
 
     def __init__(
@@ -49,11 +53,13 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin):
         handlers: Handlers | None = None,
         limits: Limits | None = None,
         strict: bool = False,
+        require_credentials: bool = True,
     ) -> None:
         self.config = config or CodexConfig()
         self._limits = limits or Limits()
         self._strict = strict
         self._dispatcher = Dispatcher(handlers or Handlers())
+        self._credentials = CredentialsCheck(enabled=require_credentials)
         self._client: CodexClient | None = None
         self._metadata: CodexMetadata | None = None
         self._lifespan_cm: AbstractAsyncContextManager[None] | None = None
@@ -155,6 +161,13 @@ def open_codex(
     handlers: Handlers | None = None,
     limits: Limits | None = None,
     strict: bool = False,
+    require_credentials: bool = True,
 ) -> AsyncCodex:
     """Alias of :class:`AsyncCodex` for ``async with open_codex(...) as codex``."""
-    return AsyncCodex(config, handlers=handlers, limits=limits, strict=strict)
+    return AsyncCodex(
+        config,
+        handlers=handlers,
+        limits=limits,
+        strict=strict,
+        require_credentials=require_credentials,
+    )

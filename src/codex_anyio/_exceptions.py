@@ -15,6 +15,7 @@ __all__ = [
     "CodexError",
     "CodexNotFoundError",
     "CodexRpcError",
+    "CredentialsMissingError",
     "InternalRpcError",
     "InvalidParamsError",
     "InvalidRequestError",
@@ -98,6 +99,23 @@ class CodexNotFoundError(StartupError, FileNotFoundError):
     def __str__(self) -> str:
         # OSError formats itself as "[Errno 2] ..." once errno is set; keep our message.
         return str(self.args[0]) if self.args else self.reason
+
+
+class CredentialsMissingError(CodexError):
+    """The runtime's model provider needs an OpenAI login and the runtime has none.
+
+    Raised by ``thread_start``/``thread_resume``/``thread_fork`` before any turn is sent,
+    because the runtime itself would accept the turn and retry the unauthenticated model
+    request for minutes before failing it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the Codex runtime has no credentials and its model provider needs them: run "
+            "`codex login` once on this machine, or call codex.login_api_key(...) / "
+            "codex.login_chatgpt() first; codex.account() shows the current state "
+            "(pass require_credentials=False to skip this check)"
+        )
 
 
 class ProtocolError(CodexError):

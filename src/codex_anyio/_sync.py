@@ -330,6 +330,8 @@ class Codex(_Wrapper[AsyncCodex]):
     :param handlers: answers to server requests; approvals are declined without one.
     :param limits: bounds of every buffer.
     :param strict: make a malformed line from the runtime fatal instead of logged.
+    :param require_credentials: fail fast with ``CredentialsMissingError`` when the runtime
+        has no login its model provider needs (see :class:`AsyncCodex`).
     """
 
     thread_start = _forward(AsyncCodex.thread_start, _thread_of)
@@ -353,8 +355,15 @@ class Codex(_Wrapper[AsyncCodex]):
         handlers: Handlers | None = None,
         limits: Limits | None = None,
         strict: bool = False,
+        require_credentials: bool = True,
     ) -> None:
-        codex = AsyncCodex(config, handlers=handlers, limits=limits, strict=strict)
+        codex = AsyncCodex(
+            config,
+            handlers=handlers,
+            limits=limits,
+            strict=strict,
+            require_credentials=require_credentials,
+        )
         self._stack = ExitStack()
         try:
             portal = self._stack.enter_context(start_blocking_portal(backend))

@@ -27,6 +27,7 @@ from ._turn import TurnHandle, TurnResult
 
 if TYPE_CHECKING:
     from ._connection import CodexClient
+    from ._credentials import CredentialsCheck
     from ._dispatch import Dispatcher, Handlers, ServerRequestQueue
 
 __all__ = ["CodexThreadsMixin", "Thread", "TurnStarter"]
@@ -256,6 +257,7 @@ class CodexThreadsMixin:
     """The thread-level half of ``AsyncCodex``."""
 
     _dispatcher: Dispatcher
+    _credentials: CredentialsCheck
 
     @property
     def client(self) -> CodexClient:  # pragma: no cover - defined by AsyncCodex
@@ -317,6 +319,7 @@ class CodexThreadsMixin:
         )
         if tools:
             wire["dynamicTools"] = [tool.spec() for tool in tools]
+        await self._credentials.ensure(self.client)
         result = await self.client.request("thread/start", wire)
         response = converter.structure(result, m.ThreadStartResponse)
         return self._register(response, handlers, tools)
@@ -340,6 +343,7 @@ class CodexThreadsMixin:
             {"thread_id": thread_id},
             _thread_options(approval_mode, sandbox, include_turns, params),
         )
+        await self._credentials.ensure(self.client)
         result = await self.client.request("thread/resume", wire)
         response = converter.structure(result, m.ThreadResumeResponse)
         return self._register(response, handlers, _tools(dynamic_tools))
@@ -362,6 +366,7 @@ class CodexThreadsMixin:
             {"thread_id": thread_id},
             _thread_options(approval_mode, sandbox, include_turns, params),
         )
+        await self._credentials.ensure(self.client)
         result = await self.client.request("thread/fork", wire)
         response = converter.structure(result, m.ThreadForkResponse)
         return self._register(response, handlers, _tools(dynamic_tools))
