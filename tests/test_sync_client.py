@@ -216,3 +216,30 @@ def test_stream_text_delivers_every_delta_in_order_past_the_batch_limit(
             handle = codex.thread_start().turn("go")
             assert list(handle.stream_text()) == words
             assert handle.result().final_response == "".join(words)
+
+
+LEAK_CHILD = """
+import sys, tempfile
+from codex_anyio import Codex, CodexConfig
+from codex_anyio.testing import scripted_env
+
+home = tempfile.mkdtemp()
+config = CodexConfig(env=scripted_env(home), codex_home=home, cwd=home)
+codex = Codex(config, backend=sys.argv[1], require_credentials=False)
+print(codex.metadata.serverInfo.name, flush=True)
+"""
+
+
+def test_a_client_never_closed_is_closed_at_exit_instead_of_hanging_the_interpreter(
+    backend: str,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", textwrap.dedent(LEAK_CHILD), backend],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "codex_anyio"
+    assert "ResourceWarning: unclosed" in done.stderr

@@ -19,7 +19,9 @@ interrupts the turn the same way, and ``run(..., timeout=S)`` runs the turn unde
 from __future__ import annotations
 
 import functools
+import sys
 import threading
+import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack
 from types import TracebackType
@@ -56,6 +58,25 @@ CLEANUP_WAIT: Final = INTERRUPT_TIMEOUT + 5.0
 """How long the calling thread waits, after an interruption, for the cancelled portal task to
 finish its clean-up. The async layer bounds its own clean-up by ``INTERRUPT_TIMEOUT``; the
 margin covers scheduling, so a wedged event loop cannot hold Ctrl-C hostage forever."""
+
+
+def _close_at_exit(stack: ExitStack) -> None:
+    """Close a client that was never closed before the interpreter joins its threads.
+
+    The portal's event loop runs in a non-daemon executor thread, which the interpreter joins
+    at exit: a forgotten ``close()`` would hang the program there. ``threading``'s own exit
+    hooks run before that join, latest registered first, so this one runs before the
+    executor's. It holds the stack, not the client, so an unreferenced client can still be
+    collected.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # pragma: no cover - CPython has had it since 3.9
+        return
+
+    try:
+        register(stack.close)
+    except RuntimeError:  # pragma: no cover - a client created during interpreter shutdown
+        pass
 
 
 class _Bridge:
@@ -364,14 +385,19 @@ class Codex(_Wrapper[AsyncCodex]):
             strict=strict,
             require_credentials=require_credentials,
         )
-        self._stack = ExitStack()
+        self._stack = stack = ExitStack()
+        self._closed = True
         try:
-            portal = self._stack.enter_context(start_blocking_portal(backend))
+            portal = stack.enter_context(start_blocking_portal(backend))
             super().__init__(_Bridge(portal), codex)
-            self._stack.enter_context(portal.wrap_async_context_manager(codex))
+            stack.enter_context(portal.wrap_async_context_manager(codex))
         except BaseException:
-            self._stack.close()
-            raise
+            # With the exception passed on, the portal cancels the start-up task (after
+            # Ctrl-C it would still be running) instead of waiting for it.
+            if not stack.__exit__(*sys.exc_info()):
+                raise
+        self._closed = False
+        _close_at_exit(stack)
 
     @property
     def metadata(self) -> CodexMetadata:
@@ -394,7 +420,14 @@ class Codex(_Wrapper[AsyncCodex]):
 
     def close(self) -> None:
         """Stop the runtime and the event loop thread; idempotent."""
+        self._closed = True
         self._stack.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            # Loud, like an unclosed stream: the runtime and a thread were left running
+            # (they are closed at interpreter exit at the latest).
+            warnings.warn(f"unclosed {self!r}; use 'with Codex() as codex:'", ResourceWarning, 2)
 
     def __enter__(self) -> Codex:
         return self
