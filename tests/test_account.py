@@ -40,7 +40,8 @@ requires_netns = pytest.mark.skipif(
 
 def offline_config(home: Path) -> CodexConfig:
     """The bundled runtime with its default (OpenAI) provider, in a private network
-    namespace, with an empty ``CODEX_HOME``: what a new machine without a login looks like."""
+    namespace, with an empty ``CODEX_HOME``: what a new machine without a login looks like.
+    (Launched through ``unshare``, so the credentials check is off unless asked for.)"""
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text(
         "[features]\nplugins = false\nremote_plugin = false\napps = false\n", encoding="utf-8"
@@ -71,7 +72,8 @@ async def test_api_key_login_writes_auth_and_account_reflects_it(tmp_path: Path)
 @requires_netns
 async def test_starting_a_thread_without_credentials_fails_fast(tmp_path: Path) -> None:
     with anyio.fail_after(30):
-        async with AsyncCodex(offline_config(tmp_path / "home")) as codex:
+        config = offline_config(tmp_path / "home")
+        async with AsyncCodex(config, require_credentials=True) as codex:
             with pytest.raises(CredentialsMissingError, match="codex login"):
                 await codex.thread_start()
             await codex.login_api_key("sk-test-not-a-real-key")

@@ -44,6 +44,8 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin):
     :param require_credentials: check, when a thread is started, resumed or forked, that the
         runtime has the login its model provider needs, and raise
         :class:`CredentialsMissingError` at once rather than let the runtime retry for minutes.
+        Default: on when launching the ``codex`` binary, off with ``launch_args_override``
+        (a wrapper or a fake server answers whatever it was written to answer).
     """
 
     def __init__(
@@ -53,12 +55,14 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin):
         handlers: Handlers | None = None,
         limits: Limits | None = None,
         strict: bool = False,
-        require_credentials: bool = True,
+        require_credentials: bool | None = None,
     ) -> None:
         self.config = config or CodexConfig()
         self._limits = limits or Limits()
         self._strict = strict
         self._dispatcher = Dispatcher(handlers or Handlers())
+        if require_credentials is None:
+            require_credentials = self.config.launch_args_override is None
         self._credentials = CredentialsCheck(enabled=require_credentials)
         self._client: CodexClient | None = None
         self._metadata: CodexMetadata | None = None
@@ -161,7 +165,7 @@ def open_codex(
     handlers: Handlers | None = None,
     limits: Limits | None = None,
     strict: bool = False,
-    require_credentials: bool = True,
+    require_credentials: bool | None = None,
 ) -> AsyncCodex:
     """Alias of :class:`AsyncCodex` for ``async with open_codex(...) as codex``."""
     return AsyncCodex(

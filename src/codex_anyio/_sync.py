@@ -376,7 +376,7 @@ class Codex(_Wrapper[AsyncCodex]):
         handlers: Handlers | None = None,
         limits: Limits | None = None,
         strict: bool = False,
-        require_credentials: bool = True,
+        require_credentials: bool | None = None,
     ) -> None:
         codex = AsyncCodex(
             config,
