@@ -243,3 +243,40 @@ def test_a_client_never_closed_is_closed_at_exit_instead_of_hanging_the_interpre
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "codex_anyio"
     assert "ResourceWarning: unclosed" in done.stderr
+
+
+STARTUP_CHILD = """
+import sys, tempfile
+from codex_anyio import Codex, CodexConfig
+from codex_anyio.testing import scripted_env
+
+home = tempfile.mkdtemp()
+config = CodexConfig(env=scripted_env(home), codex_home=home, cwd=home)
+print("starting", flush=True)
+try:
+    with Codex(config, backend=sys.argv[1], require_credentials=False):
+        print("started", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_ctrl_c_while_the_client_starts_ends_the_start_without_hanging(backend: str) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(STARTUP_CHILD), backend],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "starting"
+        child.send_signal(signal.SIGINT)  # lands while the portal or the runtime starts
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:  # pragma: no cover - only on failure
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err
+    assert out.strip() in {"interrupted", "started"}

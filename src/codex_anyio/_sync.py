@@ -19,11 +19,12 @@ interrupts the turn the same way, and ``run(..., timeout=S)`` runs the turn unde
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 import threading
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from types import TracebackType
 from typing import Any, Concatenate, Final, Generic, Literal, ParamSpec, TypeVar, overload
 
@@ -77,6 +78,34 @@ def _close_at_exit(stack: ExitStack) -> None:
         register(stack.close)
     except RuntimeError:  # pragma: no cover - a client created during interpreter shutdown
         pass
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C back while the portal's thread starts.
+
+    AnyIO's ``start_blocking_portal`` (4.x) cannot be interrupted while it waits for its event
+    loop to come up: ``KeyboardInterrupt`` there leaves the loop running and the interpreter
+    then waits for it forever. A blocked SIGINT is delivered when unblocked, a moment later,
+    where the portal is ours to stop.
+    """
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        yield  # pragma: no cover - Windows, or not the thread Ctrl-C interrupts
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _unblock_sigint() -> None:
+    # The loop thread inherited the blocked mask, and the runtime it spawns would inherit
+    # it from there: give both the usual mask.
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 class _Bridge:
@@ -388,7 +417,9 @@ class Codex(_Wrapper[AsyncCodex]):
         self._stack = stack = ExitStack()
         self._closed = True
         try:
-            portal = stack.enter_context(start_blocking_portal(backend))
+            with _sigint_deferred():
+                portal = stack.enter_context(start_blocking_portal(backend))
+                portal.call(_unblock_sigint)
             super().__init__(_Bridge(portal), codex)
             stack.enter_context(portal.wrap_async_context_manager(codex))
         except BaseException:
