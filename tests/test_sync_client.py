@@ -252,8 +252,8 @@ from codex_anyio.testing import scripted_env
 
 home = tempfile.mkdtemp()
 config = CodexConfig(env=scripted_env(home), codex_home=home, cwd=home)
-print("starting", flush=True)
 try:
+    print("starting", flush=True)
     with Codex(config, backend=sys.argv[1], require_credentials=False):
         print("started", flush=True)
 except KeyboardInterrupt:
