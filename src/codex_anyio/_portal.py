@@ -47,13 +47,13 @@ margin covers scheduling, so a wedged event loop cannot hold Ctrl-C hostage fore
 
 
 def close_at_exit(stack: ExitStack) -> None:
-    """Close a client that was never closed before the interpreter joins its threads.
+    """Close a client that was never closed while the interpreter can still do it.
 
-    The portal's event loop runs in a non-daemon executor thread, which the interpreter joins
-    at exit: a forgotten ``close()`` would hang the program there. ``threading``'s own exit
-    hooks run before that join, latest registered first, so this one runs before the
-    executor's. It holds the stack, not the client, so an unreferenced client can still be
-    collected.
+    An unclosed client's portal context manager is otherwise finalized during interpreter
+    teardown, where stopping its event loop fails (half the modules are gone) and joining the
+    loop's thread then waits forever: a forgotten ``close()`` hung the program at exit.
+    ``threading``'s exit hooks run before teardown. The hook holds the stack, not the client,
+    so an unreferenced client can still be collected.
     """
     register = getattr(threading, "_register_atexit", None)
     if register is None:  # pragma: no cover - CPython has had it since 3.9

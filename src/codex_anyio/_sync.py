@@ -315,7 +315,12 @@ class Codex(Wrapper[AsyncCodex]):
         if not getattr(self, "_closed", True):
             # Loud, like an unclosed stream: the runtime and a thread were left running
             # (they are closed at interpreter exit at the latest).
-            warnings.warn(f"unclosed {self!r}; use 'with Codex() as codex:'", ResourceWarning, 2)
+            try:
+                warnings.warn(
+                    f"unclosed {self!r}; use 'with Codex() as codex:'", ResourceWarning, 2
+                )
+            except Exception:  # pragma: no cover - during interpreter teardown
+                pass
 
     def __enter__(self) -> Codex:
         return self
