@@ -37,9 +37,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on src/."""
+    """mypy --strict on src/, and on tests/type_checks/ (the public API as users type it)."""
     session.install("-e", ".[test]", "mypy>=1.10")
     session.run("mypy")
+    session.run("mypy", "--strict", "tests/type_checks")
 
 
 @nox.session(python=PYTHON)

@@ -17,6 +17,7 @@ EXPECTED = {
     "cancellation.py": "server-side status: interrupted",
     "approvals.py": "for \"/bin/bash -lc 'rm -rf ./*'\": no",
     "dynamic_tool.py": "Order A-17 has shipped.",
+    "sync_client.py": "timed out; server-side status: interrupted",
 }
 
 

@@ -119,9 +119,12 @@ async def test_interrupt_returns_once_the_turn_has_completed_as_interrupted(
 
 
 async def _assert_interrupted(s: ScriptedCodex, thread_id: str) -> None:
+    """Interrupted on the server, and, if the turn had reached the model by then (a deadline
+    may expire first on a loaded machine), the model's stream was dropped."""
     assert await last_turn_status(s.codex, thread_id) == "interrupted"
-    with anyio.fail_after(5):
-        await s.model.exchanges[-1].abandoned.wait()
+    if s.model.exchanges:
+        with anyio.fail_after(5):
+            await s.model.exchanges[-1].abandoned.wait()
 
 
 async def _expire_once_the_model_is_asked(s: ScriptedCodex, scope: anyio.CancelScope) -> None:

@@ -7,6 +7,7 @@ typed protocol models live in :mod:`codex_anyio.types`.
 from __future__ import annotations
 
 from .__about__ import __version__
+from ._account import AsyncChatgptLoginHandle, AsyncDeviceCodeLoginHandle, LoginHandle
 from ._codex import AsyncCodex, open_codex
 from ._config import CodexConfig
 from ._connection import ClientStatistics, CodexClient
@@ -18,7 +19,9 @@ from ._dispatch import (
 )
 from ._exceptions import (
     CodexError,
+    CodexNotFoundError,
     CodexRpcError,
+    CredentialsMissingError,
     InternalRpcError,
     InvalidParamsError,
     InvalidRequestError,
@@ -37,14 +40,19 @@ from ._exceptions import (
     map_jsonrpc_error,
 )
 from ._inputs import (
+    ExternalMessage,
     ImageInput,
     Input,
     InputItem,
+    JsonObject,
     LocalImageInput,
     MentionInput,
+    RunInput,
     SkillInput,
     TextInput,
 )
+from ._metadata import CodexMetadata, ServerInfo
+from ._modes import ApprovalMode, Sandbox
 from ._notifications import Notification, NotificationStream
 from ._pool import CodexPool, MemberStatistics, PoolStatistics
 from ._pool_thread import PooledThread
@@ -52,20 +60,38 @@ from ._presets import lean_thread_options
 from ._retry import retry_on_overload
 from ._router import Limits
 from ._server_requests import ServerRequest
+from ._sync import ChatgptLoginHandle, Codex, DeviceCodeLoginHandle, SyncThread, SyncTurnHandle
 from ._thread import Thread, TurnStarter
 from ._tools import DynamicTool, dynamic_tool
 from ._turn import TurnHandle, TurnResult
 
+AsyncThread = Thread
+"""The official SDK's name for the async :class:`Thread`."""
+AsyncTurnHandle = TurnHandle
+"""The official SDK's name for the async :class:`TurnHandle`."""
+
 __all__ = [
+    "ApprovalMode",
     "ApprovalPolicy",
+    "AsyncChatgptLoginHandle",
     "AsyncCodex",
+    "AsyncDeviceCodeLoginHandle",
+    "AsyncThread",
+    "AsyncTurnHandle",
+    "ChatgptLoginHandle",
     "ClientStatistics",
+    "Codex",
     "CodexClient",
     "CodexConfig",
     "CodexError",
     "CodexPool",
+    "CodexMetadata",
+    "CodexNotFoundError",
     "CodexRpcError",
+    "CredentialsMissingError",
+    "DeviceCodeLoginHandle",
     "DynamicTool",
+    "ExternalMessage",
     "Handlers",
     "ImageInput",
     "Input",
@@ -73,10 +99,12 @@ __all__ = [
     "InternalRpcError",
     "InvalidParamsError",
     "InvalidRequestError",
+    "JsonObject",
     "JsonRpcError",
     "Limits",
     "LocalImageInput",
     "MemberStatistics",
+    "LoginHandle",
     "MentionInput",
     "MethodNotFoundError",
     "Notification",
@@ -87,12 +115,17 @@ __all__ = [
     "PooledThread",
     "ProtocolError",
     "RetryLimitExceededError",
+    "RunInput",
+    "Sandbox",
     "ServerBusyError",
+    "ServerInfo",
     "ServerRequest",
     "ServerRequestQueue",
     "SkillInput",
     "StartupError",
     "SubscriptionOverflowError",
+    "SyncThread",
+    "SyncTurnHandle",
     "TextInput",
     "Thread",
     "TransportClosedError",

@@ -15,12 +15,15 @@ from typing import Any
 
 import anyio
 
+from ._account import CodexAccountMixin
 from ._config import CodexConfig
 from ._connection import CodexClient, open_client, protect_from_ctrl_c, structure_result
+from ._credentials import CredentialsCheck
 from ._dispatch import Dispatcher, Handlers
 from ._exceptions import StartupError, TransportClosedError
 from ._generated.models import InitializeResponse
 from ._groups import Lifespan
+from ._metadata import CodexMetadata
 from ._router import Limits
 from ._thread import CodexThreadsMixin
 from ._transport import spawn_stdio
@@ -28,7 +31,7 @@ from ._transport import spawn_stdio
 __all__ = ["AsyncCodex", "open_codex"]
 
 
-class AsyncCodex(CodexThreadsMixin, Lifespan[None]):
+class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
     """A running Codex app-server and a typed client for it.
 
     :param config: how to launch the runtime (default: the pinned bundled binary).
@@ -36,6 +39,11 @@ class AsyncCodex(CodexThreadsMixin, Lifespan[None]):
         anything without a handler fails closed: approvals are declined.
     :param limits: bounds of every buffer (see :class:`Limits`).
     :param strict: make a malformed line from the runtime fatal instead of logged.
+    :param require_credentials: check, when a thread is started, resumed or forked, that the
+        runtime has the login its model provider needs, and raise
+        :class:`CredentialsMissingError` at once rather than let the runtime retry for minutes.
+        Default: on when launching the ``codex`` binary, off with ``launch_args_override``
+        (a wrapper or a fake server answers whatever it was written to answer).
     """
 
     def __init__(
@@ -45,13 +53,17 @@ class AsyncCodex(CodexThreadsMixin, Lifespan[None]):
         handlers: Handlers | None = None,
         limits: Limits | None = None,
         strict: bool = False,
+        require_credentials: bool | None = None,
     ) -> None:
         self.config = config or CodexConfig()
         self._limits = limits or Limits()
         self._strict = strict
         self._dispatcher = Dispatcher(handlers or Handlers())
+        if require_credentials is None:
+            require_credentials = self.config.launch_args_override is None
+        self._credentials = CredentialsCheck(enabled=require_credentials)
         self._client: CodexClient | None = None
-        self._metadata: InitializeResponse | None = None
+        self._metadata: CodexMetadata | None = None
 
     @property
     def client(self) -> CodexClient:
@@ -61,8 +73,9 @@ class AsyncCodex(CodexThreadsMixin, Lifespan[None]):
         return self._client
 
     @property
-    def metadata(self) -> InitializeResponse:
-        """The typed ``initialize`` response (user agent, codex home, platform)."""
+    def metadata(self) -> CodexMetadata:
+        """What the runtime said in ``initialize`` (user agent, codex home, platform,
+        ``serverInfo``)."""
         if self._metadata is None:
             raise RuntimeError("AsyncCodex is not running; use 'async with AsyncCodex() as codex'")
         return self._metadata
@@ -91,7 +104,7 @@ class AsyncCodex(CodexThreadsMixin, Lifespan[None]):
                     self._client = client
                     self._dispatcher.attach(client)
                     try:
-                        self._metadata = await self._handshake(client)
+                        self._metadata = CodexMetadata(response=await self._handshake(client))
                         yield
                     finally:
                         self._dispatcher.detach()
@@ -133,6 +146,13 @@ def open_codex(
     handlers: Handlers | None = None,
     limits: Limits | None = None,
     strict: bool = False,
+    require_credentials: bool | None = None,
 ) -> AsyncCodex:
     """Alias of :class:`AsyncCodex` for ``async with open_codex(...) as codex``."""
-    return AsyncCodex(config, handlers=handlers, limits=limits, strict=strict)
+    return AsyncCodex(
+        config,
+        handlers=handlers,
+        limits=limits,
+        strict=strict,
+        require_credentials=require_credentials,
+    )

@@ -44,7 +44,7 @@ class CodexConfig:
         official SDK.
     """
 
-    codex_bin: str | os.PathLike[str] | None = None
+    codex_bin: str | os.PathLike[str] | None = attrs.field(default=None, kw_only=False)
     launch_args_override: tuple[str, ...] | None = attrs.field(
         default=None, converter=_tuple_of_str
     )

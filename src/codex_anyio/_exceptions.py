@@ -8,11 +8,14 @@ a bounded subscription. Each exception carries its cause as attributes, not only
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 __all__ = [
     "CodexError",
+    "CodexNotFoundError",
     "CodexRpcError",
+    "CredentialsMissingError",
     "InternalRpcError",
     "InvalidParamsError",
     "InvalidRequestError",
@@ -78,6 +81,42 @@ class StartupError(TransportClosedError):
     A bad ``config.toml`` makes the runtime exit at once with the reason on stderr; that
     reason is in ``stderr_tail`` and in the message, not a "broken pipe".
     """
+
+
+class CodexNotFoundError(StartupError, FileNotFoundError):
+    """The ``codex`` executable does not exist where the config says it is.
+
+    Also a :class:`FileNotFoundError` (errno ``ENOENT``, ``filename`` set), which is what the
+    official SDK raises here, so code written for it keeps catching it.
+    """
+
+    def __init__(
+        self, reason: str, *, returncode: int | None = None, stderr_tail: str = ""
+    ) -> None:
+        super().__init__(reason, returncode=returncode, stderr_tail=stderr_tail)
+        self.errno = errno.ENOENT
+        self.strerror = reason
+
+    def __str__(self) -> str:
+        # OSError formats itself as "[Errno 2] ..." once errno is set; keep our message.
+        return str(self.args[0]) if self.args else self.reason
+
+
+class CredentialsMissingError(CodexError):
+    """The runtime's model provider needs an OpenAI login and the runtime has none.
+
+    Raised by ``thread_start``/``thread_resume``/``thread_fork`` before any turn is sent,
+    because the runtime itself would accept the turn and retry the unauthenticated model
+    request for minutes before failing it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the Codex runtime has no credentials and its model provider needs them: run "
+            "`codex login` once on this machine, or call codex.login_api_key(...) / "
+            "codex.login_chatgpt() first; codex.account() shows the current state "
+            "(pass require_credentials=False to skip this check)"
+        )
 
 
 class ProtocolError(CodexError):
@@ -156,8 +195,10 @@ class RetryLimitExceededError(ServerBusyError):
     """The runtime gave up after exhausting its own retry budget."""
 
 
-class TurnFailedError(CodexError):
+class TurnFailedError(CodexError, RuntimeError):
     """A turn ended with status ``failed``.
+
+    Also a :class:`RuntimeError`, which is what the official SDK raises for a failed turn.
 
     ``turn`` is the typed final turn and ``error`` its ``TurnError`` (message, codex error
     info, additional details), so a caller can tell a model error from a usage limit.

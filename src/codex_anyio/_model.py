@@ -19,6 +19,7 @@ The public, pydantic-named methods (``model_dump``, ``model_dump_json``, ``model
 from __future__ import annotations
 
 import enum
+import json as _json_module
 import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
@@ -281,3 +282,23 @@ class WireEnum(str, enum.Enum):
 
     def __format__(self, format_spec: str) -> str:
         return str.__format__(str.__str__(self), format_spec)
+
+    # The official SDK's enum-like schema types are pydantic models: the same names here.
+
+    @classmethod
+    def model_validate(cls, value: Any) -> Any:
+        """The member for a wire string: ``ReasoningSummary.model_validate("auto")``."""
+        return cls(value)
+
+    @classmethod
+    def model_validate_json(cls, data: str | bytes) -> Any:
+        """The member for a JSON string (``'"auto"'``)."""
+        return cls(_json_module.loads(data))
+
+    def model_dump(self, **_options: Any) -> str:
+        """The wire string."""
+        return str.__str__(self)
+
+    def model_dump_json(self, **_options: Any) -> str:
+        """The wire string as JSON."""
+        return _json_module.dumps(str.__str__(self))

@@ -131,6 +131,11 @@ class Notification:
         return params
 
     @property
+    def payload(self) -> Any:
+        """The official SDK's name for :attr:`params` (the same typed object)."""
+        return self.params
+
+    @property
     def known(self) -> bool:
         """Whether the pinned schema knows this method (else ``params`` is the raw dict)."""
         return self.method in NOTIFICATIONS

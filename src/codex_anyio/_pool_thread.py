@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._inputs import Input
+from ._inputs import RunInput
 from ._thread import Thread, TurnStarter
 from ._turn import TurnHandle
 
@@ -40,7 +40,7 @@ class PooledThread(Thread):
         """Index of the pool member (process) holding this thread."""
         return self._member.index
 
-    def turn(self, input: Input, **options: Any) -> TurnStarter:
+    def turn(self, /, input: RunInput, **options: Any) -> TurnStarter:
         starter = super().turn(input, **options)
         return _PooledTurnStarter(self, starter)
 

@@ -19,13 +19,15 @@ import attrs
 from ._connection import structure_result
 from ._generated import models as m
 from ._generated.converter import converter
-from ._inputs import Input, to_wire_input
+from ._inputs import RunInput, to_wire_turn_input
+from ._modes import ApprovalMode, Sandbox, approval_mode_params, sandbox_mode, sandbox_policy
 from ._notifications import NotificationStream
 from ._tools import DynamicTool, ToolFunction
 from ._turn import TurnHandle, TurnResult
 
 if TYPE_CHECKING:
     from ._connection import CodexClient
+    from ._credentials import CredentialsCheck
     from ._dispatch import Dispatcher, Handlers, ServerRequestQueue
 
 __all__ = ["CodexThreadsMixin", "Thread", "TurnStarter"]
@@ -63,6 +65,22 @@ def _tools(tools: Sequence[DynamicTool | ToolFunction] | None) -> list[DynamicTo
         tool if isinstance(tool, DynamicTool) else DynamicTool.from_function(tool)
         for tool in tools or ()
     ]
+
+
+def _thread_options(
+    approval_mode: ApprovalMode | None,
+    sandbox: Sandbox | str | None,
+    include_turns: bool | None,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """Resume/fork keywords of the official API, as the schema's fields. ``include_turns``
+    only shapes the response (``excludeTurns``); the model's context is the same either way."""
+    return {
+        "sandbox": sandbox_mode(sandbox),
+        "exclude_turns": None if include_turns is None else not include_turns,
+        **approval_mode_params(approval_mode),
+        **params,
+    }
 
 
 class TurnStarter:
@@ -141,35 +159,58 @@ class Thread:
 
     def turn(
         self,
-        input: Input,
+        /,
+        input: RunInput,
         *,
         handlers: Handlers | None = None,
         idle_timeout: float | None = None,
+        approval_mode: ApprovalMode | None = None,
+        sandbox: Sandbox | None = None,
         model: str | None = None,
         effort: str | None = None,
         cwd: str | None = None,
         output_schema: Any = None,
+        personality: str | None = None,
+        summary: str | None = None,
+        service_tier: str | None = None,
+        source: str | None = None,
+        turn_service_tier: str | None = None,
         client_user_message_id: str | None = None,
         **params: Any,
     ) -> TurnStarter:
         """Start a turn: ``handle = await thread.turn(...)`` or ``async with thread.turn(...)``.
 
-        :param input: a string, an input item, or a list of them.
+        :param input: a string, an input item, a list of them, or an ``ExternalMessage``.
         :param handlers: server-request handlers for this turn only (over the thread's).
         :param idle_timeout: interrupt the turn and raise ``TurnIdleTimeoutError`` if it
             sends no event for this many seconds.
+        :param approval_mode: the official preset for ``approval_policy`` and
+            ``approvals_reviewer``.
+        :param sandbox: the official preset for ``sandbox_policy``.
+        :param source: a label for what started the turn (``turnTrigger``); no authority.
+        :param turn_service_tier: service tier of this turn only (``service_tier`` changes
+            the thread's default).
         :param params: any other field of ``TurnStartParams`` by its snake_case name
             (``approval_policy``, ``sandbox_policy``, ``summary``, ``personality``, ...).
         """
+        wire_input, tool_output = to_wire_turn_input(input)
         wire = _wire_params(
             m.TurnStartParams,
-            {"thread_id": self.id, "input": to_wire_input(input)},
+            {"thread_id": self.id, "input": wire_input},
             {
                 "model": model,
                 "effort": effort,
                 "cwd": cwd,
                 "output_schema": output_schema,
+                "personality": personality,
+                "summary": summary,
+                "service_tier": service_tier,
+                "turn_trigger": source,
+                "service_tier_for_turn": turn_service_tier,
                 "client_user_message_id": client_user_message_id,
+                "tool_output": tool_output,
+                "sandbox_policy": sandbox_policy(sandbox),
+                **approval_mode_params(approval_mode),
                 **params,
             },
         )
@@ -177,7 +218,8 @@ class Thread:
 
     async def run(
         self,
-        input: Input,
+        /,
+        input: RunInput,
         *,
         handlers: Handlers | None = None,
         idle_timeout: float | None = None,
@@ -214,6 +256,7 @@ class CodexThreadsMixin:
     """The thread-level half of ``AsyncCodex``."""
 
     _dispatcher: Dispatcher
+    _credentials: CredentialsCheck
 
     @property
     def client(self) -> CodexClient:  # pragma: no cover - defined by AsyncCodex
@@ -236,13 +279,15 @@ class CodexThreadsMixin:
 
     async def thread_start(
         self,
+        /,
         *,
         model: str | None = None,
         cwd: str | None = None,
         dynamic_tools: Sequence[DynamicTool | ToolFunction] | None = None,
         handlers: Handlers | None = None,
+        approval_mode: ApprovalMode | None = None,
         approval_policy: Any = None,
-        sandbox: Any = None,
+        sandbox: Sandbox | str | None = None,
         base_instructions: str | None = None,
         developer_instructions: str | None = None,
         ephemeral: bool | None = None,
@@ -254,6 +299,9 @@ class CodexThreadsMixin:
         :param dynamic_tools: async functions (or :class:`DynamicTool`) the model may call;
             the library registers them and answers their calls.
         :param handlers: server-request handlers for this thread (over the client's).
+        :param approval_mode: the official preset for ``approval_policy`` and
+            ``approvals_reviewer`` (not sent when omitted: see ``docs/migrating.md``).
+        :param sandbox: a :class:`Sandbox` preset or a ``SandboxMode`` wire string.
         :param params: any other field of ``ThreadStartParams`` by its snake_case name.
         """
         tools = _tools(dynamic_tools)
@@ -264,45 +312,65 @@ class CodexThreadsMixin:
                 "model": model,
                 "cwd": cwd,
                 "approval_policy": approval_policy,
-                "sandbox": sandbox,
+                "sandbox": sandbox_mode(sandbox),
                 "base_instructions": base_instructions,
                 "developer_instructions": developer_instructions,
                 "ephemeral": ephemeral,
                 "config": config,
+                **approval_mode_params(approval_mode),
                 **params,
             },
         )
         if tools:
             wire["dynamicTools"] = [tool.spec() for tool in tools]
+        await self._credentials.ensure(self.client)
         result = await self.client.request("thread/start", wire)
         response = structure_result("thread/start", result, m.ThreadStartResponse)
         return self._register(response, handlers, tools)
 
     async def thread_resume(
         self,
+        /,
         thread_id: str,
         *,
         dynamic_tools: Sequence[DynamicTool | ToolFunction] | None = None,
         handlers: Handlers | None = None,
+        approval_mode: ApprovalMode | None = None,
+        sandbox: Sandbox | str | None = None,
+        include_turns: bool | None = None,
         **params: Any,
     ) -> Thread:
         """Resume a stored thread. ``dynamic_tools`` re-attaches the Python functions behind
         the tools the thread was started with."""
-        wire = _wire_params(m.ThreadResumeParams, {"thread_id": thread_id}, params)
+        wire = _wire_params(
+            m.ThreadResumeParams,
+            {"thread_id": thread_id},
+            _thread_options(approval_mode, sandbox, include_turns, params),
+        )
+        await self._credentials.ensure(self.client)
         result = await self.client.request("thread/resume", wire)
         response = structure_result("thread/resume", result, m.ThreadResumeResponse)
         return self._register(response, handlers, _tools(dynamic_tools))
 
     async def thread_fork(
         self,
+        /,
         thread_id: str,
         *,
         dynamic_tools: Sequence[DynamicTool | ToolFunction] | None = None,
         handlers: Handlers | None = None,
+        approval_mode: ApprovalMode | None = None,
+        sandbox: Sandbox | str | None = None,
+        include_turns: bool | None = None,
         **params: Any,
     ) -> Thread:
         """Fork a thread into a new one (``last_turn_id``/``before_turn_id`` pick the point)."""
-        wire = _wire_params(m.ThreadForkParams, {"thread_id": thread_id}, params)
+        wire = _wire_params(
+            m.ThreadForkParams,
+            {"thread_id": thread_id},
+            _thread_options(approval_mode, sandbox, include_turns, params),
+        )
+        await self._credentials.ensure(self.client)
         result = await self.client.request("thread/fork", wire)
         response = structure_result("thread/fork", result, m.ThreadForkResponse)
         return self._register(response, handlers, _tools(dynamic_tools))
@@ -311,7 +379,7 @@ class CodexThreadsMixin:
         """A handle for an existing thread id, without a request (e.g. one already loaded)."""
         return Thread(self, thread_id)
 
-    async def thread_list(self, **params: Any) -> m.ThreadListResponse:
+    async def thread_list(self, /, **params: Any) -> m.ThreadListResponse:
         """List stored threads (``limit``, ``cursor``, ``archived``, ``search_term``, ...)."""
         wire = _wire_params(m.ThreadListParams, {}, params)
         result = await self.client.request("thread/list", wire)
@@ -331,7 +399,9 @@ class CodexThreadsMixin:
         response = await self.client.thread_unarchive(thread_id=thread_id)
         return Thread(self, response.thread.id, response.thread)
 
-    async def models(self, *, include_hidden: bool = False, **params: Any) -> m.ModelListResponse:
+    async def models(
+        self, /, *, include_hidden: bool = False, **params: Any
+    ) -> m.ModelListResponse:
         """The models the runtime offers."""
         wire = _wire_params(m.ModelListParams, {"include_hidden": include_hidden or None}, params)
         result = await self.client.request("model/list", wire)

@@ -34,7 +34,7 @@ import anyio
 import anyio.abc
 
 from ._config import CodexConfig
-from ._exceptions import StartupError
+from ._exceptions import CodexNotFoundError, StartupError
 from ._reap import MARKER_ENV, ProcessTreeReaper, new_marker
 
 __all__ = ["StdioTransport", "Transport", "spawn_stdio"]
@@ -227,6 +227,10 @@ async def spawn_stdio(
             env=env,
             start_new_session=sys.platform != "win32",
         )
+    except FileNotFoundError as exc:
+        error = CodexNotFoundError(f"could not start the app-server {argv[0]!r}: {exc}")
+        error.filename = argv[0]
+        raise error from exc
     except OSError as exc:
         raise StartupError(f"could not start the app-server {argv[0]!r}: {exc}") from exc
     return StdioTransport(process, stderr_tail_bytes=stderr_tail_bytes, marker=marker)

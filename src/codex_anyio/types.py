@@ -10,7 +10,22 @@ Named enums are ``str`` enums with the official SDK's member names (``TurnStatus
 ``ReasoningEffort.high``); records have ``model_dump()``, ``model_dump_json()``,
 ``model_validate()``, ``model_validate_json()`` and ``to_wire()`` (see the README, "Models and
 enums").
+The official SDK's ``JsonObject``, ``RunInput``, ``ExternalMessage`` and ``Notification`` are
+here too.
 """
 
 from ._generated.models import *  # noqa: F403
-from ._generated.models import __all__ as __all__
+from ._generated.models import __all__ as _generated_all
+from ._inputs import ExternalMessage, JsonObject, RunInput
+from ._metadata import CodexMetadata, ServerInfo
+from ._notifications import Notification
+
+__all__ = [
+    *_generated_all,
+    "CodexMetadata",
+    "ExternalMessage",
+    "JsonObject",
+    "Notification",
+    "RunInput",
+    "ServerInfo",
+]

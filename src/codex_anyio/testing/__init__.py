@@ -2,7 +2,9 @@
 
 ``open_scripted_codex(script)`` (or the ``scripted_codex`` pytest fixture) starts a
 :class:`ScriptedModel` on loopback, a real ``codex app-server`` configured to use it, and an
-initialized :class:`~codex_anyio.AsyncCodex`. No network, no credentials.
+initialized :class:`~codex_anyio.AsyncCodex`. ``scripted_runtime(script)`` does the same for
+the synchronous :class:`~codex_anyio.Codex`: it yields the ``CodexConfig`` to open it with.
+No network, no credentials.
 """
 
 from ._harness import ScriptedCodex, ScriptedPool, open_scripted_codex, open_scripted_pool
@@ -22,6 +24,7 @@ from ._scripted_model import (
     request_user_input,
     stall,
 )
+from ._sync_harness import ScriptedRuntime, scripted_runtime
 
 __all__ = [
     "Exchange",
@@ -31,6 +34,7 @@ __all__ = [
     "ScriptedCodex",
     "ScriptedModel",
     "ScriptedPool",
+    "ScriptedRuntime",
     "exec_command",
     "failed",
     "function_call",
@@ -41,6 +45,7 @@ __all__ = [
     "reply",
     "request_user_input",
     "scripted_env",
+    "scripted_runtime",
     "stall",
     "write_codex_home",
 ]

@@ -1,0 +1,334 @@
+"""The synchronous client: ``Codex``, its ``Thread`` and ``TurnHandle``.
+
+There is one implementation, the async one. ``Codex`` runs an :class:`AsyncCodex` in an AnyIO
+blocking portal (an event loop in a helper thread, asyncio or Trio) and each sync method is a
+``forward`` (see ``_portal``) of the async method of the same name: the signature mypy sees
+is the async one's (a ``ParamSpec``), the return value is wrapped into its sync twin where
+there is one.
+Only what differs in kind is written here: construction and ``close()``, iterators, and
+``timeout=`` on ``run``.
+
+Cancellation crosses the thread hop. Every call runs as a portal task that the calling thread
+waits for; if the wait is interrupted (``KeyboardInterrupt``, i.e. Ctrl-C) the task is
+cancelled and the calling thread waits, bounded, until the async layer has finished its
+clean-up (for a turn: ``turn/interrupt`` sent and ``turn/completed`` seen) before the
+exception propagates. Leaving a sync stream early (``break``, which closes the generator)
+interrupts the turn the same way, and ``run(..., timeout=S)`` runs the turn under
+``anyio.fail_after(S)``, so an expired timeout interrupts it and raises ``TimeoutError``.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from . import _account, _thread, _turn
+from ._codex import AsyncCodex
+from ._config import CodexConfig
+from ._dispatch import Handlers
+from ._generated import models as m
+from ._inputs import RunInput
+from ._metadata import CodexMetadata
+from ._notifications import Notification
+from ._portal import (
+    CLEANUP_WAIT,
+    Bridge,
+    Wrapper,
+    close_at_exit,
+    forward,
+    sigint_deferred,
+    unblock_sigint,
+    within,
+)
+from ._router import Limits
+from ._sync_stream import iterate_in_batches
+from ._turn import TurnResult
+
+__all__ = [
+    "ChatgptLoginHandle",
+    "Codex",
+    "DeviceCodeLoginHandle",
+    "SyncThread",
+    "SyncTurnHandle",
+]
+
+A = TypeVar("A")
+
+
+class SyncTurnHandle(Wrapper[_turn.TurnHandle]):
+    """A running (or finished) turn, from the sync client (the official SDK's sync
+    ``TurnHandle``): ``stream()`` is a plain iterator, ``run()`` blocks.
+
+    Use it as ``with thread.turn(...) as handle:`` to make its scope explicit: leaving the
+    block before the turn completed interrupts it.
+    """
+
+    steer = forward(_turn.TurnHandle.steer)
+    interrupt = forward(_turn.TurnHandle.interrupt)
+
+    @property
+    def id(self) -> str:
+        return self._async.id
+
+    @property
+    def thread_id(self) -> str:
+        return self._async.thread_id
+
+    @property
+    def status(self) -> str:
+        """``inProgress`` until completion, then ``completed``, ``interrupted`` or ``failed``."""
+        return self._async.status
+
+    @property
+    def done(self) -> bool:
+        return self._async.done
+
+    def run(self, *, timeout: float | None = None) -> TurnResult:
+        """Wait for the turn and return its result; Ctrl-C or an expired ``timeout``
+        (``TimeoutError``) interrupt it first."""
+        return self._bridge.call(within, timeout, self._async.run)
+
+    def result(self) -> TurnResult:
+        """The result of a completed turn (see ``AsyncCodex``'s ``TurnHandle.result``)."""
+        return self._async.result()
+
+    def stream(self) -> Iterator[Notification]:
+        """This turn's notifications, in order, ending after ``turn/completed``.
+
+        Leaving the loop early (``break``, an exception, Ctrl-C) interrupts the turn.
+        """
+        return self._iterate(self._async.stream())
+
+    def stream_text(self) -> Iterator[str]:
+        """Just the agent's message text, delta by delta."""
+        return self._iterate(self._async.stream_text())
+
+    def _iterate(self, events: _turn.TurnEvents[A]) -> Iterator[A]:
+        bridge = self._bridge
+        try:
+            yield from iterate_in_batches(
+                bridge.portal, events, call=bridge.call, cleanup_wait=CLEANUP_WAIT
+            )
+        finally:
+            if not self._async.done:
+                self.close()
+
+    def close(self) -> None:
+        """Interrupt the turn if it is still running, and release its stream."""
+        self._bridge.call(self._async.aclose)
+
+    def __enter__(self) -> SyncTurnHandle:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<sync {self._async!r}>"
+
+
+def _turn_handle(bridge: Bridge, handle: _turn.TurnHandle) -> SyncTurnHandle:
+    return SyncTurnHandle(bridge, handle)
+
+
+class SyncThread(Wrapper[_thread.Thread]):
+    """A conversation thread, from the sync client."""
+
+    turn = forward(_thread.Thread.turn, _turn_handle)
+    read = forward(_thread.Thread.read)
+    set_name = forward(_thread.Thread.set_name)
+    compact = forward(_thread.Thread.compact)
+
+    @property
+    def id(self) -> str:
+        return self._async.id
+
+    @property
+    def info(self) -> m.Thread | None:
+        """The ``Thread`` object from the response that gave us this thread, if any."""
+        return self._async.info
+
+    def run(self, input: RunInput, *, timeout: float | None = None, **params: Any) -> TurnResult:
+        """Run one turn to completion (``Thread.turn``'s keywords) and return its result.
+
+        Ctrl-C, or ``timeout`` seconds passing (then ``TimeoutError``), interrupt the turn on
+        the server before the exception propagates.
+        """
+        run = functools.partial(self._async.run, input, **params)
+        return self._bridge.call(within, timeout, run)
+
+    def __repr__(self) -> str:
+        return f"<sync Thread {self.id}>"
+
+
+def _thread_of(bridge: Bridge, thread: _thread.Thread) -> SyncThread:
+    return SyncThread(bridge, thread)
+
+
+class ChatgptLoginHandle(Wrapper[_account.AsyncChatgptLoginHandle]):
+    """A browser login: open :attr:`auth_url`, then ``wait()``."""
+
+    wait = forward(_account.LoginHandle.wait)
+    cancel = forward(_account.LoginHandle.cancel)
+    close = forward(_account.LoginHandle.aclose)
+
+    @property
+    def login_id(self) -> str:
+        return self._async.login_id
+
+    @property
+    def auth_url(self) -> str:
+        return self._async.auth_url
+
+
+class DeviceCodeLoginHandle(Wrapper[_account.AsyncDeviceCodeLoginHandle]):
+    """A device-code login: show :attr:`verification_url` and :attr:`user_code`, then
+    ``wait()``."""
+
+    wait = forward(_account.LoginHandle.wait)
+    cancel = forward(_account.LoginHandle.cancel)
+    close = forward(_account.LoginHandle.aclose)
+
+    @property
+    def login_id(self) -> str:
+        return self._async.login_id
+
+    @property
+    def verification_url(self) -> str:
+        return self._async.verification_url
+
+    @property
+    def user_code(self) -> str:
+        return self._async.user_code
+
+
+def _chatgpt_login(bridge: Bridge, handle: _account.AsyncChatgptLoginHandle) -> ChatgptLoginHandle:
+    return ChatgptLoginHandle(bridge, handle)
+
+
+def _device_login(
+    bridge: Bridge, handle: _account.AsyncDeviceCodeLoginHandle
+) -> DeviceCodeLoginHandle:
+    return DeviceCodeLoginHandle(bridge, handle)
+
+
+class Codex(Wrapper[AsyncCodex]):
+    """The synchronous client: ``with Codex() as codex:``, or ``codex = Codex()`` and
+    ``codex.close()``.
+
+    The runtime starts in the constructor. Methods block; the protocol runs in an AnyIO
+    event loop on a helper thread (``backend="asyncio"``, or ``"trio"``). Handlers and dynamic
+    tools are the async ones (``async def``), run on that loop.
+
+    :param config: how to launch the runtime (default: the pinned bundled binary).
+    :param backend: the event loop of the helper thread: ``"asyncio"`` or ``"trio"``.
+    :param handlers: answers to server requests; approvals are declined without one.
+    :param limits: bounds of every buffer.
+    :param strict: make a malformed line from the runtime fatal instead of logged.
+    :param require_credentials: fail fast with ``CredentialsMissingError`` when the runtime
+        has no login its model provider needs (see :class:`AsyncCodex`).
+    """
+
+    thread_start = forward(AsyncCodex.thread_start, _thread_of)
+    thread_resume = forward(AsyncCodex.thread_resume, _thread_of)
+    thread_fork = forward(AsyncCodex.thread_fork, _thread_of)
+    thread_unarchive = forward(AsyncCodex.thread_unarchive, _thread_of)
+    thread_list = forward(AsyncCodex.thread_list)
+    thread_archive = forward(AsyncCodex.thread_archive)
+    models = forward(AsyncCodex.models)
+    account = forward(AsyncCodex.account)
+    login_api_key = forward(AsyncCodex.login_api_key)
+    login_chatgpt = forward(AsyncCodex.login_chatgpt, _chatgpt_login)
+    login_chatgpt_device_code = forward(AsyncCodex.login_chatgpt_device_code, _device_login)
+    logout = forward(AsyncCodex.logout)
+
+    def __init__(
+        self,
+        config: CodexConfig | None = None,
+        *,
+        backend: Literal["asyncio", "trio"] = "asyncio",
+        handlers: Handlers | None = None,
+        limits: Limits | None = None,
+        strict: bool = False,
+        require_credentials: bool | None = None,
+    ) -> None:
+        codex = AsyncCodex(
+            config,
+            handlers=handlers,
+            limits=limits,
+            strict=strict,
+            require_credentials=require_credentials,
+        )
+        self._stack = stack = ExitStack()
+        self._closed = True
+        try:
+            with sigint_deferred():
+                portal = stack.enter_context(start_blocking_portal(backend))
+                portal.call(unblock_sigint)
+            super().__init__(Bridge(portal), codex)
+            stack.enter_context(portal.wrap_async_context_manager(codex))
+        except BaseException:
+            # With the exception passed on, the portal cancels the start-up task (after
+            # Ctrl-C it would still be running) instead of waiting for it.
+            if not stack.__exit__(*sys.exc_info()):
+                raise
+        self._closed = False
+        close_at_exit(stack)
+
+    @property
+    def metadata(self) -> CodexMetadata:
+        """What the runtime said in ``initialize`` (``serverInfo``, ``user_agent``, ...)."""
+        return self._async.metadata
+
+    @property
+    def async_codex(self) -> AsyncCodex:
+        """The :class:`AsyncCodex` this client drives (use it from :attr:`portal` only)."""
+        return self._async
+
+    @property
+    def portal(self) -> BlockingPortal:
+        """The blocking portal running the event loop, for anything not wrapped here."""
+        return self._bridge.portal
+
+    def thread(self, thread_id: str) -> SyncThread:
+        """A handle for an existing thread id, without a request."""
+        return SyncThread(self._bridge, self._async.thread(thread_id))
+
+    def close(self) -> None:
+        """Stop the runtime and the event loop thread; idempotent."""
+        self._closed = True
+        self._stack.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            # Loud, like an unclosed stream: the runtime and a thread were left running
+            # (they are closed at interpreter exit at the latest).
+            try:
+                warnings.warn(
+                    f"unclosed {self!r}; use 'with Codex() as codex:'", ResourceWarning, 2
+                )
+            except Exception:  # pragma: no cover - during interpreter teardown
+                pass
+
+    def __enter__(self) -> Codex:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

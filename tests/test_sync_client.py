@@ -1,0 +1,282 @@
+"""The synchronous ``Codex`` against the real runtime and the scripted model, on both portal
+backends: results, streaming, and the same cancellation guarantees as the async client
+(Ctrl-C, ``break``, ``timeout=``), each checked with ``thread.read(include_turns=True)``."""
+
+from __future__ import annotations
+
+import faulthandler
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from codex_anyio import (
+    ApprovalMode,
+    Codex,
+    CodexConfig,
+    CodexNotFoundError,
+    Sandbox,
+    StartupError,
+    SyncThread,
+    TurnFailedError,
+)
+from codex_anyio.testing import failed, message, scripted_runtime, stall
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def deadline() -> Iterator[None]:
+    """The sync twin of ``anyio.fail_after``: a test stuck for 90 s dumps every thread's
+    stack and ends the run, rather than hanging CI."""
+    faulthandler.dump_traceback_later(90, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+def statuses(thread: SyncThread) -> list[str]:
+    turns = thread.read(include_turns=True).thread.turns or []
+    return [str(turn.status) for turn in turns]
+
+
+def test_a_sync_codex_runs_turns_and_reports_server_info(backend: str, tmp_path: Path) -> None:
+    script = [message("Hello there", deltas=3), message("Second.")]
+    with scripted_runtime(script, backend=backend, directory=tmp_path) as rt:
+        with Codex(rt.config, backend=backend) as codex:
+            assert codex.metadata.serverInfo.name == "codex_anyio"
+            assert codex.metadata.serverInfo.version
+            thread = codex.thread_start()
+            result = thread.run("hi")
+            assert (result.status, result.final_response) == ("completed", "Hello there")
+            handle = thread.turn("again")
+            assert handle.run().final_response == "Second."
+            assert statuses(thread) == ["completed", "completed"]
+
+
+def test_stream_is_a_plain_iterator_ending_after_turn_completed(
+    backend: str, tmp_path: Path
+) -> None:
+    with scripted_runtime([message("one two three", deltas=3)], directory=tmp_path) as rt:
+        with Codex(rt.config, backend=backend) as codex:
+            thread = codex.thread_start()
+            methods = [event.method for event in thread.turn("go").stream()]
+            assert methods[-1] == "turn/completed"
+            assert methods.count("item/agentMessage/delta") == 3
+
+
+def test_close_without_a_with_block_leaves_no_thread_or_process(
+    backend: str, tmp_path: Path
+) -> None:
+    with scripted_runtime([message("ok")], directory=tmp_path) as rt:
+        before = set(threading.enumerate())
+        codex = Codex(rt.config, backend=backend)
+        assert codex.thread_start().run("hi").final_response == "ok"
+        process = codex.async_codex.client._transport._process
+        codex.close()
+        codex.close()  # idempotent
+        assert process.returncode is not None
+        assert set(threading.enumerate()) <= before
+
+
+def test_run_with_a_timeout_interrupts_the_turn_and_raises_timeout_error(
+    backend: str, tmp_path: Path
+) -> None:
+    with scripted_runtime([stall(message("partial"))], directory=tmp_path) as rt:
+        with Codex(rt.config, backend=backend) as codex:
+            thread = codex.thread_start()
+            with pytest.raises(TimeoutError):
+                thread.run("slow", timeout=0.5)
+            assert statuses(thread) == ["interrupted"]
+            assert rt.model.exchanges[0].abandoned.is_set()
+
+
+def test_breaking_out_of_the_sync_stream_interrupts_the_turn(backend: str, tmp_path: Path) -> None:
+    with scripted_runtime([stall(message("partial", deltas=2))], directory=tmp_path) as rt:
+        with Codex(rt.config, backend=backend) as codex:
+            thread = codex.thread_start()
+            for event in thread.turn("go").stream():
+                if event.method == "item/agentMessage/delta":
+                    break
+            assert statuses(thread) == ["interrupted"]
+
+
+def test_leaving_a_with_turn_block_early_interrupts_the_turn(backend: str, tmp_path: Path) -> None:
+    with scripted_runtime([stall()], directory=tmp_path) as rt:
+        with Codex(rt.config, backend=backend) as codex:
+            thread = codex.thread_start()
+            with pytest.raises(LookupError), thread.turn("go"):
+                # Once the model is asked, the runtime has set the turn up (an interrupt sent
+                # before that is refused with "no active turn", the core's business).
+                rt.portal.call(rt.model.wait_for_requests, 1)
+                raise LookupError
+            assert statuses(thread) == ["interrupted"]
+
+
+def test_a_failed_turn_raises_turn_failed_error_which_is_a_runtime_error(
+    backend: str, tmp_path: Path
+) -> None:
+    with scripted_runtime([failed("model broke")], directory=tmp_path) as rt:
+        with Codex(rt.config, backend=backend) as codex:
+            with pytest.raises(RuntimeError) as caught:
+                codex.thread_start().run("hi")
+            assert isinstance(caught.value, TurnFailedError)
+
+
+def test_official_presets_are_accepted_by_the_runtime(backend: str, tmp_path: Path) -> None:
+    with scripted_runtime([message("a"), message("b")], directory=tmp_path) as rt:
+        with Codex(rt.config, backend=backend) as codex:
+            thread = codex.thread_start(
+                approval_mode=ApprovalMode.deny_all, sandbox=Sandbox.read_only
+            )
+            first = thread.run("x", sandbox=Sandbox.workspace_write, source="tests")
+            resumed = codex.thread_resume(thread.id, include_turns=True)
+            second = resumed.run("y", approval_mode=ApprovalMode.auto_review)
+            assert (first.final_response, second.final_response) == ("a", "b")
+            sent = rt.model.requests
+            assert len(sent) == 2
+
+
+def test_a_missing_binary_is_a_file_not_found_error(backend: str, tmp_path: Path) -> None:
+    config = CodexConfig(str(tmp_path / "no-such-codex"))
+    with pytest.raises(FileNotFoundError) as caught:
+        Codex(config, backend=backend)
+    assert isinstance(caught.value, (CodexNotFoundError, StartupError))
+    assert "no-such-codex" in str(caught.value)
+
+
+CTRL_C_CHILD = """
+import sys, threading
+from codex_anyio import Codex
+from codex_anyio.testing import message, scripted_runtime, stall
+
+backend, mode = sys.argv[1], sys.argv[2]
+with scripted_runtime([stall(message("partial", deltas=2))], backend=backend) as rt:
+    with Codex(rt.config, backend=backend) as codex:
+        thread = codex.thread_start()
+
+        def announce():
+            rt.portal.call(rt.model.wait_for_requests, 1)
+            print("ready", flush=True)
+
+        threading.Thread(target=announce, daemon=True).start()
+        try:
+            if mode == "run":
+                thread.run("slow")
+            else:
+                for event in thread.turn("slow").stream():
+                    pass
+        except KeyboardInterrupt:
+            turns = thread.read(include_turns=True).thread.turns
+            print("status:", turns[-1].status, flush=True)
+            print("abandoned:", rt.model.exchanges[0].abandoned.is_set(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["run", "stream"])
+def test_ctrl_c_interrupts_the_turn_before_keyboard_interrupt_propagates(
+    backend: str, mode: str
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(CTRL_C_CHILD), backend, mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:  # pragma: no cover - only on failure
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err
+    assert "status: interrupted" in out
+    assert "abandoned: True" in out
+
+
+def test_stream_text_delivers_every_delta_in_order_past_the_batch_limit(
+    backend: str, tmp_path: Path
+) -> None:
+    words = [f"w{i} " for i in range(3000)]
+    with scripted_runtime([message("".join(words), deltas=words)], directory=tmp_path) as rt:
+        with Codex(rt.config, backend=backend) as codex:
+            handle = codex.thread_start().turn("go")
+            assert list(handle.stream_text()) == words
+            assert handle.result().final_response == "".join(words)
+
+
+LEAK_CHILD = """
+import sys, tempfile
+from codex_anyio import Codex, CodexConfig
+from codex_anyio.testing import scripted_env
+
+home = tempfile.mkdtemp()
+config = CodexConfig(env=scripted_env(home), codex_home=home, cwd=home)
+codex = Codex(config, backend=sys.argv[1], require_credentials=False)
+print(codex.metadata.serverInfo.name, flush=True)
+"""
+
+
+def test_a_client_never_closed_is_closed_at_exit_instead_of_hanging_the_interpreter(
+    backend: str,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", textwrap.dedent(LEAK_CHILD), backend],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "codex_anyio"
+    assert "ResourceWarning: unclosed" in done.stderr
+
+
+STARTUP_CHILD = """
+import sys, tempfile
+from codex_anyio import Codex, CodexConfig
+from codex_anyio.testing import scripted_env
+
+home = tempfile.mkdtemp()
+config = CodexConfig(env=scripted_env(home), codex_home=home, cwd=home)
+try:
+    print("starting", flush=True)
+    with Codex(config, backend=sys.argv[1], require_credentials=False):
+        print("started", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_ctrl_c_while_the_client_starts_ends_the_start_without_hanging(backend: str) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(STARTUP_CHILD), backend],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "starting"
+        child.send_signal(signal.SIGINT)  # lands while the portal or the runtime starts
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:  # pragma: no cover - only on failure
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err
+    assert out.strip() in {"interrupted", "started"}
