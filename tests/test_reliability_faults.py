@@ -619,3 +619,23 @@ async def test_the_callers_exception_leaves_the_client_bare() -> None:
         with pytest.raises(KeyError, match="mine"):
             async with AsyncCodex(fake_config(script)):
                 raise KeyError("mine")
+
+
+async def test_a_runtime_that_dies_while_a_cancelled_start_waits_for_its_answer_releases_it() -> (
+    None
+):
+    script = """
+    handshake()
+    expect("turn/start")
+    time.sleep(0.5)
+    sys.exit(3)
+    """
+    with anyio.fail_after(20):
+        async with AsyncCodex(fake_config(script)) as codex:
+            start = anyio.current_time()
+            with anyio.move_on_after(0.2) as scope:
+                await codex.thread("th1").run("hello")
+            assert scope.cancelled_caught
+            # The clean-up waits for the turn/start answer (up to interrupt_timeout, 10 s), but
+            # the connection's end releases it at once.
+            assert anyio.current_time() - start < 5

@@ -791,7 +791,10 @@ class CodexClient(ClientMethods):
         for send in list(self._pending.values()):
             send.close()
         self._pending.clear()
+        hooks = list(self._response_hooks.values())
         self._response_hooks.clear()
+        for hook in hooks:
+            hook.on_unsent()  # no response will come: release whoever waits for one
         self._router.close(error)
         for task in list(self._server_tasks.values()):
             task.scope.cancel()
