@@ -24,7 +24,7 @@ from ._generated.models import InitializeResponse
 from ._groups import collapse_groups
 from ._router import Limits
 from ._thread import CodexThreadsMixin
-from ._transport import spawn_stdio
+from ._transport import StdioTransport, Transport, spawn_stdio
 
 __all__ = ["AsyncCodex", "open_codex"]
 
@@ -96,10 +96,17 @@ class AsyncCodex(CodexThreadsMixin):
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
-        transport = await spawn_stdio(self.config, stderr_tail_bytes=self._limits.stderr_tail_bytes)
+        stdio: StdioTransport | None = None
+        if self.config.connect is not None:
+            transport: Transport = await self._attach()
+        else:
+            transport = stdio = await spawn_stdio(
+                self.config, stderr_tail_bytes=self._limits.stderr_tail_bytes
+            )
         try:
             async with anyio.create_task_group() as tg:
-                await tg.start(protect_from_ctrl_c(transport.drain_stderr), name="codex stderr")
+                if stdio is not None:
+                    await tg.start(protect_from_ctrl_c(stdio.drain_stderr), name="codex stderr")
                 async with open_client(
                     transport,
                     limits=self._limits,
@@ -121,6 +128,21 @@ class AsyncCodex(CodexThreadsMixin):
         finally:
             await transport.aclose()
 
+    async def _attach(self) -> Transport:
+        """Connect to the running app-server named by ``config.connect``."""
+        from ._ws import connect_websocket, resolve_token
+
+        config = self.config
+        assert config.connect is not None
+        token = resolve_token(config.token, config.token_file, config.token_env)
+        return await connect_websocket(
+            config.connect,
+            token=token,
+            ssl_context=config.ssl_context,
+            max_message_bytes=self._limits.max_line_bytes,
+            ready_timeout=config.ready_timeout,
+        )
+
     async def _handshake(self, client: CodexClient) -> InitializeResponse:
         client_info: dict[str, Any] = {
             "name": self.config.client_name,
@@ -137,7 +159,9 @@ class AsyncCodex(CodexThreadsMixin):
             await client.notify("initialized")
         except TransportClosedError as exc:
             raise StartupError(
-                "the app-server exited during start-up",
+                "the app-server closed the connection during start-up"
+                if self.config.connect is not None
+                else "the app-server exited during start-up",
                 returncode=exc.returncode,
                 stderr_tail=exc.stderr_tail,
             ) from None

@@ -548,7 +548,7 @@ class CodexClient(ClientMethods):
             returncode, tail = await self._transport.exit_info()
             self._shut(
                 TransportClosedError(
-                    "the app-server stopped reading its input",
+                    self._transport.end_reason() or "the app-server stopped reading its input",
                     returncode=returncode,
                     stderr_tail=tail,
                 )
@@ -574,6 +574,7 @@ class CodexClient(ClientMethods):
                 try:
                     chunk = await receive()
                 except anyio.EndOfStream:
+                    reason = self._transport.end_reason() or reason
                     if splitter.pending_bytes:
                         self._bad_line(b"", "the output ended inside an unterminated line")
                     break

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuthenticationError",
     "CodexError",
     "CodexRpcError",
     "InternalRpcError",
@@ -77,6 +78,14 @@ class StartupError(TransportClosedError):
 
     A bad ``config.toml`` makes the runtime exit at once with the reason on stderr; that
     reason is in ``stderr_tail`` and in the message, not a "broken pipe".
+    """
+
+
+class AuthenticationError(CodexError):
+    """A running app-server refused our credentials (HTTP 401/403 on the WebSocket upgrade).
+
+    Not a :class:`ProtocolError`: nothing was malformed; the token is wrong, missing or
+    expired. The message names the address, never the token.
     """
 
 

@@ -78,6 +78,11 @@ class Transport(Protocol):
         """What the peer said on stderr lately (empty where there is none), without waiting."""
         ...
 
+    def end_reason(self) -> str | None:
+        """Why the stream ended, when the transport knows better than "output closed" (a
+        WebSocket close frame's code and reason); ``None`` otherwise."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -127,6 +132,9 @@ class StdioTransport:
 
     def stderr_tail(self) -> str:
         return self._stderr.text()
+
+    def end_reason(self) -> str | None:
+        return None  # the exit status and stderr tail say it
 
     async def drain_stderr(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
