@@ -17,6 +17,7 @@ from ._dispatch import (
     ServerRequestQueue,
 )
 from ._exceptions import (
+    AuthenticationError,
     CodexError,
     CodexRpcError,
     InternalRpcError,
@@ -51,6 +52,7 @@ from ._pool_thread import PooledThread
 from ._presets import lean_thread_options
 from ._retry import retry_on_overload
 from ._router import Limits
+from ._serve import RunningServer, serve_app_server
 from ._server_requests import ServerRequest
 from ._thread import Thread, TurnStarter
 from ._tools import DynamicTool, dynamic_tool
@@ -59,6 +61,7 @@ from ._turn import TurnHandle, TurnResult
 __all__ = [
     "ApprovalPolicy",
     "AsyncCodex",
+    "AuthenticationError",
     "ClientStatistics",
     "CodexClient",
     "CodexConfig",
@@ -87,6 +90,7 @@ __all__ = [
     "PooledThread",
     "ProtocolError",
     "RetryLimitExceededError",
+    "RunningServer",
     "ServerBusyError",
     "ServerRequest",
     "ServerRequestQueue",
@@ -108,6 +112,7 @@ __all__ = [
     "map_jsonrpc_error",
     "open_codex",
     "retry_on_overload",
+    "serve_app_server",
 ]
 
 for _name in __all__:

@@ -168,8 +168,16 @@ async def _open_stream(
             return await anyio.connect_unix(address.path)
         if address.scheme == "wss":
             context = ssl_context or ssl.create_default_context()
+            # No TLS close_notify exchange on close: WebSocket ends with its own close frame
+            # (so truncation cannot go unnoticed), and the exchange would read the socket
+            # while the reader task may still be reading it.
             return await anyio.connect_tcp(
-                address.host, address.port, tls=True, ssl_context=context, tls_hostname=address.host
+                address.host,
+                address.port,
+                tls=True,
+                ssl_context=context,
+                tls_hostname=address.host,
+                tls_standard_compatible=False,
             )
         return await anyio.connect_tcp(address.host, address.port)
     except ssl.SSLError as exc:
