@@ -6,7 +6,9 @@ peer that stops reading, TLS)."""
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import pytest
+from anyio.streams.text import TextReceiveStream
 
 from codex_anyio import (
     AsyncCodex,
@@ -387,3 +390,28 @@ def test_token_sources_are_exclusive_and_their_errors_name_the_source_not_the_to
         resolve_token(None, None, "T", {})
     with pytest.raises(ValueError, match="cannot read the token file"):
         resolve_token(None, tmp_path / "missing", None)
+
+
+# -- codex-anyio serve -------------------------------------------------------------------------
+
+
+async def test_the_serve_command_prints_where_it_listens_and_clients_attach_there() -> None:
+    argv = [sys.executable, "-m", "codex_anyio", "serve", "--scripted", "--for", "60"]
+    with anyio.fail_after(60):
+        async with await anyio.open_process(argv, stderr=subprocess.DEVNULL) as process:
+            assert process.stdout is not None
+            printed = ""
+            async for chunk in TextReceiveStream(process.stdout):
+                printed += chunk
+                if "attach:" in printed:
+                    break
+            fields = dict(line.split(": ", 1) for line in printed.splitlines() if ": " in line)
+            url, token_file = fields["listening on"], fields["token file"]
+            assert url.startswith("ws://127.0.0.1:")
+            config = CodexConfig(connect=url, token_file=token_file)
+            async with AsyncCodex(config) as codex:
+                thread = await codex.thread_start()
+                assert (await thread.run("hello")).final_response == "echo: hello"
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 130
+            assert not await anyio.Path(token_file).exists()
