@@ -45,6 +45,8 @@ class Peer:
         self.stream = stream
         self.ws = ws
         self.pongs: list[bytes] = []
+        self.close_code: int | None = None
+        """The code of the client's close frame, once it sent one."""
         self.pong_received = anyio.Event()
         self._parts: list[str] = []
         self._messages: list[dict[str, Any]] = []
@@ -64,6 +66,7 @@ class Peer:
                 self.pongs.append(bytes(event.payload))
                 self.pong_received.set()
             elif isinstance(event, CloseConnection):
+                self.close_code = event.code
                 if self.ws.state == ConnectionState.REMOTE_CLOSING:
                     await self.stream.send(self.ws.send(event.response()))
                 raise anyio.EndOfStream

@@ -255,6 +255,28 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
+async def test_a_server_that_accepts_but_never_answers_the_upgrade_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import codex_anyio._ws as ws
+
+    monkeypatch.setattr(ws, "HANDSHAKE_TIMEOUT", 0.3)
+
+    async def silent(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await anyio.sleep_forever()
+
+    with anyio.fail_after(10):
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, silent)
+            with pytest.raises(StartupError, match=r"handshake .* took longer than 0.3 s"):
+                async with AsyncCodex(attach(f"ws://127.0.0.1:{port}")):
+                    pytest.fail("attached to a silent server")
+            tg.cancel_scope.cancel()
+
+
 # -- faults on a running connection ------------------------------------------------------------
 
 
@@ -293,6 +315,24 @@ async def test_a_close_frame_mid_turn_fails_every_waiter_with_its_code_and_reaso
                     await tap.receive()
                 with pytest.raises(TransportClosedError, match=pattern):
                     await client.request("test/after-the-end")
+
+
+async def test_closing_the_client_sends_a_normal_close_frame() -> None:
+    peers: list[Peer] = []
+
+    async def app(peer: Peer) -> None:
+        peers.append(peer)
+        await peer.handshake()
+        await peer.hold()
+
+    with anyio.fail_after(10):
+        async with fake_ws_server(app) as url:
+            async with AsyncCodex(attach(url)):
+                pass
+            while peers[0].close_code is None:
+                await anyio.wait_all_tasks_blocked()
+                await anyio.lowlevel.checkpoint()
+            assert peers[0].close_code == 1000
 
 
 async def test_a_connection_lost_without_a_close_frame_says_so() -> None:
