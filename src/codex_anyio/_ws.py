@@ -256,6 +256,7 @@ class WebSocketTransport:
         self._dropped = False
         self._ended = False
         self._closed = False
+        self._torn = False
 
     def __repr__(self) -> str:
         return f"<WebSocketTransport {self._address.url}>"
@@ -292,7 +293,11 @@ class WebSocketTransport:
 
     async def _write(self, data: bytes) -> None:
         async with self._send_lock:
+            # Left set if the write is cancelled part way (Limits.write_timeout, a deadline):
+            # the stream may then end inside a frame, and a close frame would be garbage.
+            self._torn = True
             await self._stream.send(data)
+            self._torn = False
 
     async def send(self, data: bytes) -> None:
         """Send whole lines, one text frame each (the writer task calls this)."""
@@ -378,7 +383,7 @@ class WebSocketTransport:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
-            if self._ws.state == ConnectionState.OPEN and not self._ended:
+            if self._ws.state == ConnectionState.OPEN and not self._ended and not self._torn:
                 with anyio.move_on_after(CLOSE_GRACE):
                     try:
                         await self._write(self._ws.send(CloseConnection(code=1000)))
