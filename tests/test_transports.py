@@ -5,6 +5,7 @@ peer that stops reading, TLS)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import subprocess
@@ -362,6 +363,19 @@ async def test_a_message_longer_than_the_line_limit_is_a_protocol_error() -> Non
             cause = caught.value.__cause__
             assert isinstance(cause, ProtocolError)
             assert "longer than 1048576 bytes (Limits.max_line_bytes)" in str(cause)
+
+
+async def test_a_pretty_printed_message_in_one_frame_is_one_message() -> None:
+    async def app(peer: Peer) -> None:
+        await peer.handshake()
+        request = await peer.expect("test/echo")
+        reply = {"id": request["id"], "result": {"text": "two\nlines", "ok": True}}
+        await peer.send_text(json.dumps(reply, indent=2))
+        await peer.hold()
+
+    with anyio.fail_after(10):
+        async with fake_ws_server(app) as url, AsyncCodex(attach(url), strict=True) as codex:
+            assert await codex.client.request("test/echo") == {"text": "two\nlines", "ok": True}
 
 
 async def test_a_ping_from_the_server_is_answered_and_the_connection_goes_on() -> None:

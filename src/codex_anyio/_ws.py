@@ -375,6 +375,10 @@ class WebSocketTransport:
                 f"the app-server at {self._address.url} sent a WebSocket message longer than "
                 f"{self._max} bytes (Limits.max_line_bytes)"
             )
+        if b"\n" in line:
+            # A pretty-printed message: outside strings a newline is only whitespace (inside
+            # them JSON escapes it), so a space keeps it one line for the connection's reader.
+            line = line.replace(b"\n", b" ")
         return line + b"\n"
 
     async def aclose(self) -> None:
