@@ -25,6 +25,7 @@ from codex_anyio import (
     AsyncCodex,
     AuthenticationError,
     CodexConfig,
+    CodexPool,
     Limits,
     ProtocolError,
     StartupError,
@@ -157,6 +158,27 @@ async def test_a_turn_running_when_the_client_leaves_is_interrupted_and_the_serv
                 await s.model.exchanges[0].abandoned.wait()
             mine = await s.codex.thread_start()
             assert (await mine.run("still there?")).final_response == "still here"
+
+
+async def test_a_pool_can_be_made_of_connections_to_one_running_server(
+    scripted_codex: Any,
+) -> None:
+    script = [message(f"answer {i}") for i in range(4)]
+    with anyio.fail_after(60):
+        async with scripted_codex(script, transport="unix") as s:
+            async with CodexPool(2, config=s.server.client_config()) as pool:
+                answers: list[str | None] = []
+
+                async def one(prompt: str) -> None:
+                    answers.append((await pool.run(prompt)).final_response)
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(4):
+                        tg.start_soon(one, f"q{i}")
+                assert sorted(answers) == [f"answer {i}" for i in range(4)]
+                members = pool.statistics().members
+                assert [m.pid for m in members] == [None, None]  # connections, not processes
+                assert sum(m.threads_started for m in members) == 4
 
 
 # -- start-up faults ---------------------------------------------------------------------------
