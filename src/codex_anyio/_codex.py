@@ -5,6 +5,9 @@
 block, however it is left, closes the runtime: shielded and bounded, no process, task or pipe
 left behind. A cancellation that arrives while the runtime is starting (a timeout around the
 ``async with``) takes the same path, so it cannot orphan an app-server.
+
+With ``CodexConfig(connect=...)`` the client attaches to a server that is already running
+(``_ws.py``) instead of spawning one; leaving the block then closes the connection only.
 """
 
 from __future__ import annotations

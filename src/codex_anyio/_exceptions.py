@@ -39,7 +39,9 @@ class CodexError(Exception):
 
 
 class TransportClosedError(CodexError):
-    """The app-server connection ended: the process exited, or its stdout closed.
+    """The app-server connection ended: the process exited, its stdout closed, or the
+    WebSocket to a server we attached to closed (``reason`` then names the close code and
+    reason; such a server has no exit status or stderr for us).
 
     Raised to every pending request, turn stream and subscription when that happens, so
     nothing waits forever. ``returncode`` is the exit status when the process had exited

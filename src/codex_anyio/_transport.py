@@ -62,7 +62,8 @@ _ANSI = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 class Transport(Protocol):
-    """What the connection needs from a byte transport; the stdio process is one."""
+    """What the connection needs from a byte transport: the stdio process here, a WebSocket
+    connection to a running server in ``_ws.py``."""
 
     async def send(self, data: bytes) -> None: ...
 
