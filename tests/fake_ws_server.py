@@ -29,6 +29,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.utilities import RemoteProtocolError
 
 INITIALIZE_RESULT = {
     "userAgent": "fake_ws_server/0.0.0 (test)",
@@ -125,10 +126,13 @@ async def _serve_one(stream: anyio.abc.ByteStream, handler: Handler, token: str 
             if data.startswith(b"GET /readyz"):
                 await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 return
-            ws.receive_data(data)
-            for event in ws.events():
-                if isinstance(event, Request):
-                    request = event
+            try:
+                ws.receive_data(data)
+                for event in ws.events():
+                    if isinstance(event, Request):
+                        request = event
+            except RemoteProtocolError:  # not HTTP at all (a TLS ClientHello): hang up
+                return
         headers = {bytes(k).lower(): bytes(v) for k, v in request.extra_headers}
         if token is not None and headers.get(b"authorization") != f"Bearer {token}".encode():
             await stream.send(ws.send(RejectConnection(status_code=401)))

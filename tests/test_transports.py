@@ -261,6 +261,21 @@ async def test_a_tls_failure_names_the_tls_handshake(tls_files: tuple[Path, Path
                 assert codex.metadata.user_agent.startswith("fake_ws_server")
 
 
+async def test_wss_to_a_server_that_does_not_speak_tls_names_the_tls_handshake() -> None:
+    async def app(peer: Peer) -> None:
+        await peer.handshake()
+
+    with anyio.fail_after(10):
+        async with fake_ws_server(app) as url:
+            secure = url.replace("ws://", "wss://")
+            with pytest.raises(StartupError, match=r"TLS handshake .* failed"):
+                async with AsyncCodex(attach(secure)):
+                    pytest.fail("attached over TLS to a plain server")
+            with pytest.raises(StartupError, match=r"TLS handshake .* failed"):
+                async with AsyncCodex(attach(secure, ready_timeout=5)):
+                    pytest.fail("attached over TLS to a plain server")
+
+
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (openssl), for wss:// on loopback."""

@@ -182,6 +182,12 @@ async def _open_stream(
         return await anyio.connect_tcp(address.host, address.port)
     except ssl.SSLError as exc:
         raise StartupError(f"the TLS handshake with {address.url} failed: {exc}") from exc
+    except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+        # Only the TLS handshake reads during a connect: the peer hung up in the middle of it.
+        raise StartupError(
+            f"the TLS handshake with {address.url} failed: the server closed the connection "
+            "(is it serving TLS?)"
+        ) from exc
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise StartupError(f"nothing is listening at {address.url}: {reason}") from exc
@@ -224,7 +230,7 @@ async def wait_ready(
                 status = await _probe_ready(address, ssl_context)
             except StartupError as exc:
                 last = str(exc)
-                if exc.__cause__ is not None and isinstance(exc.__cause__, ssl.SSLError):
+                if "TLS handshake" in last:
                     raise  # a TLS failure will not heal by waiting
             else:
                 if status.split(" ")[1:2] == ["200"]:
