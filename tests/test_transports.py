@@ -293,6 +293,21 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
+async def test_a_server_that_hangs_up_during_the_upgrade_fails_start_up_naming_it() -> None:
+    async def hang_up(stream: anyio.abc.SocketStream) -> None:
+        await stream.aclose()
+
+    with anyio.fail_after(10):
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, hang_up)
+            with pytest.raises(StartupError, match="closed the connection during the WebSocket"):
+                async with AsyncCodex(attach(f"ws://127.0.0.1:{port}")):
+                    pytest.fail("attached to a server that hung up")
+            tg.cancel_scope.cancel()
+
+
 async def test_a_server_that_accepts_but_never_answers_the_upgrade_is_bounded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
