@@ -31,7 +31,7 @@ from codex_anyio import (
     StartupError,
     TransportClosedError,
 )
-from codex_anyio._ws import Address, resolve_token
+from codex_anyio._address import Address, resolve_token
 from codex_anyio.testing import message, stall
 
 from .fake_ws_server import Peer, fake_ws_server

@@ -133,7 +133,8 @@ class AsyncCodex(CodexThreadsMixin):
 
     async def _attach(self) -> Transport:
         """Connect to the running app-server named by ``config.connect``."""
-        from ._ws import connect_websocket, resolve_token
+        from ._address import resolve_token
+        from ._ws import connect_websocket
 
         config = self.config
         assert config.connect is not None

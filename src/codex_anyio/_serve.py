@@ -27,11 +27,12 @@ import anyio
 import anyio.abc
 import attrs
 
+from ._address import Address
 from ._config import CodexConfig
 from ._exceptions import StartupError
 from ._reap import MARKER_ENV, ProcessTreeReaper, new_marker
 from ._transport import _StderrTail
-from ._ws import Address, wait_ready
+from ._ws import wait_ready
 
 __all__ = ["RunningServer", "serve_app_server"]
 
