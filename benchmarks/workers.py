@@ -227,6 +227,32 @@ def ours(backend: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
         async with AsyncCodex(real_config()) as codex:
             return await timed_turns(codex, args["turns"])
 
+    async def stream_socket() -> dict[str, Any]:
+        """``stream`` against the WebSocket replay server (``args["unix"]``: over a unix
+        socket), so its ratio to ``stream`` is the cost of the transport alone."""
+        argv = [sys.executable, "-m", "benchmarks.ws_replay_server", str(args["n"])]
+        if args.get("unix"):
+            argv.append(args["unix"])
+        async with await anyio.open_process(argv, cwd=HERE.parent) as server:
+            assert server.stdout is not None
+            banner = b""
+            while b"\n" not in banner:
+                banner += await server.stdout.receive()
+            url = banner.decode().split("listening on: ", 1)[1].split()[0]
+            try:
+                async with AsyncCodex(CodexConfig(connect=url)) as codex:
+                    thread = await codex.thread_start()
+                    started = time.perf_counter()
+                    count = 0
+                    async with thread.turn("go") as turn:
+                        async for event in turn.stream():
+                            if event.method == "item/agentMessage/delta":
+                                event.params.delta  # noqa: B018 - typed access is the point
+                                count += 1
+                    return {"events": count, "seconds": time.perf_counter() - started}
+            finally:
+                server.kill()
+
     async def concurrency() -> dict[str, Any]:
         k = args["k"]
         async with AsyncCodex(real_config()) as codex:
@@ -306,6 +332,7 @@ def ours(backend: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
         "concurrency": concurrency,
         "cancel": cancel,
         "memory": memory,
+        "stream-socket": stream_socket,
     }[scenario]
     return anyio.run(run, backend=backend)
 

@@ -43,3 +43,11 @@ def fake_config(script: str, **kwargs: object) -> CodexConfig:
         launch_args_override=(sys.executable, str(FAKE_SERVER), textwrap.dedent(script)),
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+TRANSPORTS = ("stdio", "ws", "unix")
+"""Ways ``scripted_codex`` reaches the real runtime: spawned, or attached over a loopback
+WebSocket (with a token) or a unix socket."""
+
+over_every_transport = pytest.mark.parametrize("scripted_codex", TRANSPORTS, indirect=True)
+"""Run a real-runtime test once per transport: the guarantees must not depend on it."""

@@ -52,3 +52,24 @@ def test_the_report_shows_the_fair_ratio_and_the_old_one_side_by_side() -> None:
     text = markdown(report)
     assert "| anyio-asyncio | 100 [100-100] | 0.25x | 0.50x |" in text
     assert "| anyio-asyncio | 40.0 [40.0-40.0] | 1.00x | 2.00 [2.00-2.00] | 4.00x |" in text
+
+
+@pytest.mark.parametrize("client", ["anyio-asyncio", "anyio-trio"])
+def test_the_websocket_stream_worker_receives_every_replayed_event(client: str) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.workers",
+            "stream-socket",
+            client,
+            json.dumps({"n": 3000}),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["events"] == 3000

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 EXPECTED = {
+    "attach.py": "-> And from the second.",
     "quickstart.py": "completed -> Hello there",
     "streaming.py": "turn/completed TurnCompletedNotification",
     "cancellation.py": "server-side status: interrupted",

@@ -17,6 +17,8 @@ from codex_anyio.testing import (
     request_user_input,
 )
 
+from .conftest import over_every_transport
+
 pytestmark = pytest.mark.anyio
 
 TOUCH = "touch created-by-the-agent.txt"
@@ -44,6 +46,7 @@ async def test_without_a_handler_an_escalated_command_is_declined_and_not_run(
             assert not created(s.workspace)
 
 
+@over_every_transport
 async def test_accept_all_runs_the_approved_command(scripted_codex: Any) -> None:
     script = [exec_command(TOUCH, escalate=True), message("ok")]
     handlers = Handlers(approvals=ApprovalPolicy.accept_all())
@@ -54,6 +57,7 @@ async def test_accept_all_runs_the_approved_command(scripted_codex: Any) -> None
             assert created(s.workspace)
 
 
+@over_every_transport
 async def test_an_ask_policy_sees_the_typed_request_and_its_decline_is_honoured(
     scripted_codex: Any,
 ) -> None:
@@ -127,6 +131,7 @@ async def test_an_unanswered_queued_request_fails_closed_after_its_timeout(
             assert not created(s.workspace)
 
 
+@over_every_transport
 async def test_a_dynamic_tool_result_reaches_the_model(scripted_codex: Any) -> None:
     calls: list[dict[str, Any]] = []
 
@@ -167,6 +172,7 @@ async def test_a_dynamic_tool_that_raises_returns_failure_to_the_model_not_a_bro
             assert "inventory service unreachable" in command_output(s)
 
 
+@over_every_transport
 async def test_a_user_input_request_is_answered_by_its_handler(scripted_codex: Any) -> None:
     questions = [
         {

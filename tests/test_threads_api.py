@@ -22,9 +22,12 @@ from codex_anyio import (
 from codex_anyio._inputs import to_wire_input
 from codex_anyio.testing import message, scripted_env, write_codex_home
 
+from .conftest import over_every_transport
+
 pytestmark = pytest.mark.anyio
 
 
+@over_every_transport
 async def test_list_archive_unarchive_and_name_threads(scripted_codex: Any) -> None:
     with anyio.fail_after(30):
         async with scripted_codex([message("hi")]) as s:

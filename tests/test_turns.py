@@ -23,6 +23,8 @@ from codex_anyio.testing import (
     stall,
 )
 
+from .conftest import over_every_transport
+
 pytestmark = pytest.mark.anyio
 
 
@@ -42,6 +44,7 @@ async def last_turn_status(codex: AsyncCodex, thread_id: str) -> str:
     return str(read.thread.turns[-1].status)
 
 
+@over_every_transport
 async def test_a_multi_turn_thread_keeps_its_history(scripted_codex: Any) -> None:
     with anyio.fail_after(30):
         async with scripted_codex([message("First answer."), message("Second answer.")]) as s:
@@ -57,6 +60,7 @@ async def test_a_multi_turn_thread_keeps_its_history(scripted_codex: Any) -> Non
             assert "First answer." in history
 
 
+@over_every_transport
 async def test_stream_yields_this_turns_events_in_order_and_stream_text_the_deltas(
     scripted_codex: Any,
 ) -> None:
@@ -103,6 +107,7 @@ async def test_steer_adds_input_to_the_running_turn(scripted_codex: Any) -> None
             assert "PLEASE CHANGE COURSE" in json.dumps(s.model.requests[-1].body["input"])
 
 
+@over_every_transport
 async def test_interrupt_returns_once_the_turn_has_completed_as_interrupted(
     scripted_codex: Any,
 ) -> None:
@@ -134,6 +139,7 @@ async def _expire_once_the_model_is_asked(s: ScriptedCodex, scope: anyio.CancelS
     scope.deadline = anyio.current_time()
 
 
+@over_every_transport
 async def test_run_inside_move_on_after_leaves_the_turn_interrupted_on_the_server(
     scripted_codex: Any,
 ) -> None:
@@ -159,6 +165,7 @@ async def test_fail_after_interrupts_the_turn_before_raising(scripted_codex: Any
             await _assert_interrupted(s, thread.id)
 
 
+@over_every_transport
 async def test_breaking_out_of_the_stream_interrupts_the_turn(scripted_codex: Any) -> None:
     with anyio.fail_after(30):
         async with scripted_codex([stall(message("partial answer"))]) as s:
@@ -248,6 +255,7 @@ async def test_turns_back_to_back_on_one_thread_are_never_mixed_up(scripted_code
                 assert {item.id for item in turn.result().items}.isdisjoint({"not", "shared"})
 
 
+@over_every_transport
 async def test_64_concurrent_turns_each_see_exactly_their_own_events(scripted_codex: Any) -> None:
     def echo(request: RecordedRequest) -> Reply:
         return message("reply to " + user_text(request), deltas=4)

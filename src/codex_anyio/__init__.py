@@ -18,6 +18,7 @@ from ._dispatch import (
     ServerRequestQueue,
 )
 from ._exceptions import (
+    AuthenticationError,
     CodexError,
     CodexNotFoundError,
     CodexRpcError,
@@ -59,6 +60,7 @@ from ._pool_thread import PooledThread
 from ._presets import lean_thread_options
 from ._retry import retry_on_overload
 from ._router import Limits
+from ._serve import RunningServer, serve_app_server
 from ._server_requests import ServerRequest
 from ._sync import ChatgptLoginHandle, Codex, DeviceCodeLoginHandle, SyncThread, SyncTurnHandle
 from ._thread import Thread, TurnStarter
@@ -79,6 +81,7 @@ __all__ = [
     "AsyncThread",
     "AsyncTurnHandle",
     "ChatgptLoginHandle",
+    "AuthenticationError",
     "ClientStatistics",
     "Codex",
     "CodexClient",
@@ -117,6 +120,7 @@ __all__ = [
     "RetryLimitExceededError",
     "RunInput",
     "Sandbox",
+    "RunningServer",
     "ServerBusyError",
     "ServerInfo",
     "ServerRequest",
@@ -141,6 +145,7 @@ __all__ = [
     "map_jsonrpc_error",
     "open_codex",
     "retry_on_overload",
+    "serve_app_server",
 ]
 
 for _name in __all__:

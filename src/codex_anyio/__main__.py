@@ -1,6 +1,7 @@
 """``codex-anyio demo``: a real conversation with the real runtime, offline by default.
 
-(``codex-anyio batch`` runs a JSONL file of tasks through a pool: see ``_batch_cli``.)
+(``codex-anyio batch`` runs a JSONL file of tasks through a pool: see ``_batch_cli``;
+``codex-anyio serve`` starts a runtime on a socket for others to attach to: see ``_serve_cli``.)
 
 The demo starts the pinned ``codex app-server`` against a built-in scripted model on loopback
 (no network, no credentials), streams a reply as it is generated, lets the model call a
@@ -22,6 +23,7 @@ import anyio
 
 from . import AsyncCodex, Thread, __version__
 from ._batch_cli import add_batch_parser, batch_command
+from ._serve_cli import add_serve_parser, serve_command
 
 TIMEOUT = 1.5
 """Seconds the slow turn is given before its scope expires."""
@@ -120,9 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--live", action="store_true", help="use your Codex login and a real model")
     run.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     add_batch_parser(commands)
+    add_serve_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "batch":
         return batch_command(args)
+    if args.command == "serve":
+        return serve_command(args)
     try:
         anyio.run(demo, args.live, backend=args.backend)
     except KeyboardInterrupt:

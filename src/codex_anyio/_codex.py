@@ -5,6 +5,9 @@
 block, however it is left, closes the runtime: shielded and bounded, no process, task or pipe
 left behind. A cancellation that arrives while the runtime is starting (a timeout around the
 ``async with``) takes the same path, so it cannot orphan an app-server.
+
+With ``CodexConfig(connect=...)`` the client attaches to a server that is already running
+(``_ws.py``) instead of spawning one; leaving the block then closes the connection only.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from ._groups import Lifespan
 from ._metadata import CodexMetadata
 from ._router import Limits
 from ._thread import CodexThreadsMixin
-from ._transport import spawn_stdio
+from ._transport import StdioTransport, Transport, spawn_stdio
 
 __all__ = ["AsyncCodex", "open_codex"]
 
@@ -91,10 +94,17 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
-        transport = await spawn_stdio(self.config, stderr_tail_bytes=self._limits.stderr_tail_bytes)
+        stdio: StdioTransport | None = None
+        if self.config.connect is not None:
+            transport: Transport = await self._attach()
+        else:
+            transport = stdio = await spawn_stdio(
+                self.config, stderr_tail_bytes=self._limits.stderr_tail_bytes
+            )
         try:
             async with anyio.create_task_group() as tg:
-                await tg.start(protect_from_ctrl_c(transport.drain_stderr), name="codex stderr")
+                if stdio is not None:
+                    await tg.start(protect_from_ctrl_c(stdio.drain_stderr), name="codex stderr")
                 async with open_client(
                     transport,
                     limits=self._limits,
@@ -116,6 +126,22 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
         finally:
             await transport.aclose()
 
+    async def _attach(self) -> Transport:
+        """Connect to the running app-server named by ``config.connect``."""
+        from ._address import resolve_token
+        from ._ws import connect_websocket
+
+        config = self.config
+        assert config.connect is not None
+        token = resolve_token(config.token, config.token_file, config.token_env)
+        return await connect_websocket(
+            config.connect,
+            token=token,
+            ssl_context=config.ssl_context,
+            max_message_bytes=self._limits.max_line_bytes,
+            ready_timeout=config.ready_timeout,
+        )
+
     async def _handshake(self, client: CodexClient) -> InitializeResponse:
         client_info: dict[str, Any] = {
             "name": self.config.client_name,
@@ -132,7 +158,9 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
             await client.notify("initialized")
         except TransportClosedError as exc:
             raise StartupError(
-                "the app-server exited during start-up",
+                "the app-server closed the connection during start-up"
+                if self.config.connect is not None
+                else "the app-server exited during start-up",
                 returncode=exc.returncode,
                 stderr_tail=exc.stderr_tail,
             ) from None

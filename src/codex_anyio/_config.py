@@ -8,6 +8,7 @@ switch clients by changing an import; ``codex_home`` is added as a shortcut for
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -42,6 +43,18 @@ class CodexConfig:
     :param experimental_api: ask for the experimental API surface (``dynamicTools``,
         ``currentTime/read``, ...). Needed for dynamic tools; on by default as in the
         official SDK.
+    :param connect: attach to an app-server that is already running instead of spawning one:
+        ``ws://HOST:PORT``, ``wss://HOST:PORT`` or ``unix:///path/to/socket`` (WebSocket over
+        a unix socket). The launch fields above are then unused; closing the client closes the
+        connection, never the server.
+    :param token: the bearer token for ``connect`` (``--ws-auth capability-token``). Kept out
+        of ``repr`` and of every message and log line.
+    :param token_file: read the token from this file instead (surrounding whitespace
+        stripped), e.g. the server's ``--ws-token-file``.
+    :param token_env: read the token from this environment variable instead.
+    :param ssl_context: TLS settings for ``wss://`` (default: the system's trust store).
+    :param ready_timeout: before connecting, wait up to this many seconds for the server's
+        ``/readyz`` to answer 200 (a server that is still starting); ``None``: connect at once.
     """
 
     codex_bin: str | os.PathLike[str] | None = attrs.field(default=None, kw_only=False)
@@ -56,6 +69,12 @@ class CodexConfig:
     client_title: str | None = "codex-anyio"
     client_version: str = __about__.__version__
     experimental_api: bool = True
+    connect: str | None = None
+    token: str | None = attrs.field(default=None, repr=False)
+    token_file: str | os.PathLike[str] | None = None
+    token_env: str | None = None
+    ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False, eq=False)
+    ready_timeout: float | None = None
 
     def resolve_bin(self) -> Path:
         """The executable to run: ``codex_bin`` or the pinned runtime's bundled binary."""
@@ -70,14 +89,14 @@ class CodexConfig:
             ) from exc
         return Path(codex_cli_bin.bundled_codex_path())
 
-    def argv(self) -> list[str]:
-        """The command line that starts the app-server on stdio."""
+    def argv(self, listen: str = "stdio://") -> list[str]:
+        """The command line that starts the app-server on stdio (or on ``listen``)."""
         if self.launch_args_override is not None:
             return list(self.launch_args_override)
         args = [os.fspath(self.resolve_bin())]
         for override in self.config_overrides:
             args += ["--config", override]
-        args += ["app-server", "--listen", "stdio://"]
+        args += ["app-server", "--listen", listen]
         return args
 
     def environment(self) -> dict[str, str]:

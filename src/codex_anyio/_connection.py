@@ -36,8 +36,10 @@ Design, and the contracts (who may call what, from which task, with which bound)
   turn completes or the runtime says the request is resolved (``serverRequest/resolved``).
 * **The end.** When the transport ends (exit, crash, or our own shutdown) every pending
   request, every stream and every subscription ends with :class:`TransportClosedError`
-  carrying the exit status and the stderr tail. A protocol error (strict mode, an over-long
-  line) ends everything at once, with the :class:`ProtocolError` as ``__cause__``.
+  carrying the exit status and the stderr tail (for a server we attached to, which has
+  neither: the transport's ``end_reason``, e.g. the WebSocket close code and reason). A
+  protocol error (strict mode, an over-long line) ends everything at once, with the
+  :class:`ProtocolError` as ``__cause__``.
 * **Bad input.** A line that is not JSON, not an object, or has a non-string method is
   counted and logged and the connection continues (with ``strict=True`` it is fatal). If an
   undecodable line is a response whose id can still be read, that request fails with
@@ -548,7 +550,7 @@ class CodexClient(ClientMethods):
             returncode, tail = await self._transport.exit_info()
             self._shut(
                 TransportClosedError(
-                    "the app-server stopped reading its input",
+                    self._transport.end_reason() or "the app-server stopped reading its input",
                     returncode=returncode,
                     stderr_tail=tail,
                 )
@@ -574,6 +576,7 @@ class CodexClient(ClientMethods):
                 try:
                     chunk = await receive()
                 except anyio.EndOfStream:
+                    reason = self._transport.end_reason() or reason
                     if splitter.pending_bytes:
                         self._bad_line(b"", "the output ended inside an unterminated line")
                     break

@@ -12,6 +12,7 @@ import errno
 from typing import Any
 
 __all__ = [
+    "AuthenticationError",
     "CodexError",
     "CodexNotFoundError",
     "CodexRpcError",
@@ -41,7 +42,9 @@ class CodexError(Exception):
 
 
 class TransportClosedError(CodexError):
-    """The app-server connection ended: the process exited, or its stdout closed.
+    """The app-server connection ended: the process exited, its stdout closed, or the
+    WebSocket to a server we attached to closed (``reason`` then names the close code and
+    reason; such a server has no exit status or stderr for us).
 
     Raised to every pending request, turn stream and subscription when that happens, so
     nothing waits forever. ``returncode`` is the exit status when the process had exited
@@ -117,6 +120,14 @@ class CredentialsMissingError(CodexError):
             "codex.login_chatgpt() first; codex.account() shows the current state "
             "(pass require_credentials=False to skip this check)"
         )
+
+
+class AuthenticationError(CodexError):
+    """A running app-server refused our credentials (HTTP 401/403 on the WebSocket upgrade).
+
+    Not a :class:`ProtocolError`: nothing was malformed; the token is wrong, missing or
+    expired. The message names the address, never the token.
+    """
 
 
 class ProtocolError(CodexError):

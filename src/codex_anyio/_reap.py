@@ -13,8 +13,10 @@ reparented to init as soon as its parent exits. Two nets catch them:
   in ``/proc/PID/environ`` is killed, whoever its parent is now.
 
 A process that replaced its environment wholesale and left the tree before shutdown escapes
-both; a cgroup would be the complete answer, and is not ours to create. Scans run in a worker
-thread under :data:`REAP_SCAN_TIMEOUT`; on systems without ``/proc`` this module does nothing.
+both; a cgroup would be the complete answer, and is not ours to create. A scan reads a few
+small ``/proc`` files per process (milliseconds for hundreds of processes) and runs in the
+event loop's thread: a worker thread would outlive the client (a sync client's ``close()``
+promises that no thread does). On systems without ``/proc`` this module does nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from pathlib import Path
 from typing import Final
 
 import anyio
-import anyio.to_thread
 
 __all__ = ["MARKER_ENV", "ProcessTreeReaper", "new_marker"]
 
@@ -44,10 +45,6 @@ login shell on the machine for 60 s), so they are asked first."""
 
 REAP_POLL: Final = 0.05
 """They are not our children, so there is nothing to wait on: poll ``/proc`` this often."""
-
-REAP_SCAN_TIMEOUT: Final = 2.0
-"""Upper bound on one ``/proc`` scan (a few ms with hundreds of processes); a scan that takes
-longer is abandoned rather than allowed to hold shutdown up."""
 
 _PROC = Path("/proc")
 
@@ -157,9 +154,7 @@ class ProcessTreeReaper:
         """Record the runtime's current descendants (call before stopping it)."""
         if not self._enabled:
             return
-        with anyio.move_on_after(REAP_SCAN_TIMEOUT):
-            found = await anyio.to_thread.run_sync(_descendants, self._root, abandon_on_cancel=True)
-            self._seen.update(found)
+        self._seen.update(_descendants(self._root))
 
     async def reap(self) -> None:
         """Kill the recorded descendants and every process still carrying the marker (call
@@ -168,10 +163,7 @@ class ProcessTreeReaper:
             return
         targets = dict(self._seen)
         if self._marker is not None:
-            with anyio.move_on_after(REAP_SCAN_TIMEOUT):
-                targets.update(
-                    await anyio.to_thread.run_sync(_marked, self._marker, abandon_on_cancel=True)
-                )
+            targets.update(_marked(self._marker))
         targets = _living(targets)
         if not targets:
             return

@@ -62,7 +62,8 @@ _ANSI = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 class Transport(Protocol):
-    """What the connection needs from a byte transport; the stdio process is one."""
+    """What the connection needs from a byte transport: the stdio process here, a WebSocket
+    connection to a running server in ``_ws.py``."""
 
     async def send(self, data: bytes) -> None: ...
 
@@ -76,6 +77,11 @@ class Transport(Protocol):
 
     def stderr_tail(self) -> str:
         """What the peer said on stderr lately (empty where there is none), without waiting."""
+        ...
+
+    def end_reason(self) -> str | None:
+        """Why the stream ended, when the transport knows better than "output closed" (a
+        WebSocket close frame's code and reason); ``None`` otherwise."""
         ...
 
     async def aclose(self) -> None: ...
@@ -127,6 +133,9 @@ class StdioTransport:
 
     def stderr_tail(self) -> str:
         return self._stderr.text()
+
+    def end_reason(self) -> str | None:
+        return None  # the exit status and stderr tail say it
 
     async def drain_stderr(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

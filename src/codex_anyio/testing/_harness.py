@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -22,6 +22,7 @@ from .._config import CodexConfig
 from .._dispatch import Handlers
 from .._pool import CodexPool
 from .._router import Limits
+from .._serve import RunningServer, serve_app_server
 from ._home import scripted_env, write_codex_home
 from ._scripted_model import ScriptedModel
 
@@ -40,6 +41,13 @@ class ScriptedCodex:
     """The runtime's working directory (empty at start)."""
     codex_home: Path
     """The temporary ``CODEX_HOME`` (its ``config.toml`` points at ``model``)."""
+    server: RunningServer | None = None
+    """The listening runtime the client attached to (``transport="ws"`` or ``"unix"``)."""
+
+
+Transport = Literal["stdio", "ws", "unix"]
+"""How :func:`open_scripted_codex` reaches the runtime: spawned on stdio, or started listening
+on a loopback WebSocket (with a capability token) or a unix socket and attached to."""
 
 
 @asynccontextmanager
@@ -52,6 +60,7 @@ async def open_scripted_codex(
     limits: Limits | None = None,
     extra_config: str = "",
     directory: str | os.PathLike[str] | None = None,
+    transport: Transport = "stdio",
 ) -> AsyncIterator[ScriptedCodex]:
     """Start a scripted model and a real ``codex app-server`` configured against it.
 
@@ -62,7 +71,11 @@ async def open_scripted_codex(
     :param extra_config: more TOML appended to ``config.toml``.
     :param directory: where to create ``codex-home`` and ``workspace`` (default: a new
         temporary directory, removed afterwards).
+    :param transport: ``stdio`` (spawn), or ``ws``/``unix``: start the runtime listening on
+        loopback and attach to it, as a client of a sandboxed or shared server would.
     """
+    # A unix socket path must stay under ~100 bytes: the scratch folder is short, a test's
+    # tmp_path may not be.
     with tempfile.TemporaryDirectory(prefix="codex-anyio-") as scratch:
         root = Path(directory) if directory is not None else Path(scratch)
         home = root / "codex-home"
@@ -78,8 +91,24 @@ async def open_scripted_codex(
                 extra_config=extra_config,
             )
             config = CodexConfig(cwd=workspace, env=scripted_env(home), codex_home=home)
-            async with AsyncCodex(config, handlers=handlers, limits=limits) as codex:
-                yield ScriptedCodex(codex=codex, model=model, workspace=workspace, codex_home=home)
+            if transport == "stdio":
+                async with AsyncCodex(config, handlers=handlers, limits=limits) as codex:
+                    yield ScriptedCodex(
+                        codex=codex, model=model, workspace=workspace, codex_home=home
+                    )
+                return
+            listen = "ws://127.0.0.1:0" if transport == "ws" else f"unix://{scratch}/app.sock"
+            async with serve_app_server(config, listen) as server:
+                async with AsyncCodex(
+                    server.client_config(), handlers=handlers, limits=limits
+                ) as codex:
+                    yield ScriptedCodex(
+                        codex=codex,
+                        model=model,
+                        workspace=workspace,
+                        codex_home=home,
+                        server=server,
+                    )
 
 
 @attrs.frozen

@@ -29,14 +29,21 @@ ScriptedCodexFactory = Callable[..., AbstractAsyncContextManager["ScriptedCodex"
 
 
 @pytest.fixture
-def scripted_codex(tmp_path: Path) -> ScriptedCodexFactory:
-    """``async with scripted_codex(script, **options) as s``: see ``open_scripted_codex``."""
+def scripted_codex(tmp_path: Path, request: pytest.FixtureRequest) -> ScriptedCodexFactory:
+    """``async with scripted_codex(script, **options) as s``: see ``open_scripted_codex``.
+
+    Parametrize it indirectly to run a test over each transport::
+
+        @pytest.mark.parametrize("scripted_codex", ["stdio", "ws", "unix"], indirect=True)
+    """
     from ._harness import open_scripted_codex
 
     counter = iter(range(1_000_000))
+    transport = getattr(request, "param", "stdio")
 
     def factory(script: Any, **options: Any) -> AbstractAsyncContextManager[ScriptedCodex]:
         options.setdefault("directory", tmp_path / f"scripted-{next(counter)}")
+        options.setdefault("transport", transport)
         return open_scripted_codex(script, **options)
 
     return factory
