@@ -30,8 +30,8 @@ import attrs
 from ._address import Address
 from ._config import CodexConfig
 from ._exceptions import StartupError
-from ._reap import MARKER_ENV, ProcessTreeReaper, new_marker
-from ._transport import _StderrTail
+from ._reap import ProcessTreeReaper
+from ._transport import _StderrTail, open_runtime_process
 from ._ws import wait_ready
 
 __all__ = ["RunningServer", "serve_app_server"]
@@ -92,20 +92,9 @@ async def serve_app_server(
             else:
                 tokens = Path(token_file)
             argv += ["--ws-auth", "capability-token", "--ws-token-file", os.fspath(tokens)]
-        env = config.environment()
-        marker = env[MARKER_ENV] = new_marker()
-        try:
-            process = await anyio.open_process(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                cwd=config.cwd,
-                env=env,
-                start_new_session=sys.platform != "win32",
-            )
-        except OSError as exc:
-            raise StartupError(f"could not start the app-server {argv[0]!r}: {exc}") from exc
+        process, marker = await open_runtime_process(
+            config, argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+        )
         reaper = ProcessTreeReaper(process.pid, marker)
         tail = _StderrTail(64 * 1024)
         announced = anyio.Event()

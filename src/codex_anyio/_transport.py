@@ -215,22 +215,22 @@ class StdioTransport:
             await self._process.aclose()
 
 
-async def spawn_stdio(
-    config: CodexConfig, *, stderr_tail_bytes: int = DEFAULT_STDERR_TAIL_BYTES
-) -> StdioTransport:
-    """Start the app-server described by ``config``.
+async def open_runtime_process(
+    config: CodexConfig, argv: list[str], *, stdin: int, stdout: int
+) -> tuple[anyio.abc.Process, str]:
+    """Start ``argv`` (a ``codex`` command line) as ``config`` says: in a session of its own,
+    its environment carrying a fresh reaper marker; returns (process, marker).
 
-    :raises StartupError: if the executable cannot be started at all (missing, not
-        executable); the message names the path and the reason.
+    :raises CodexNotFoundError: if the executable does not exist (also a FileNotFoundError).
+    :raises StartupError: if it cannot be started otherwise; the message names the path.
     """
-    argv = config.argv()
     env = config.environment()
     marker = env[MARKER_ENV] = new_marker()
     try:
         process = await anyio.open_process(
             argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+            stdin=stdin,
+            stdout=stdout,
             stderr=subprocess.PIPE,
             cwd=config.cwd,
             env=env,
@@ -242,4 +242,18 @@ async def spawn_stdio(
         raise error from exc
     except OSError as exc:
         raise StartupError(f"could not start the app-server {argv[0]!r}: {exc}") from exc
+    return process, marker
+
+
+async def spawn_stdio(
+    config: CodexConfig, *, stderr_tail_bytes: int = DEFAULT_STDERR_TAIL_BYTES
+) -> StdioTransport:
+    """Start the app-server described by ``config``, on stdio.
+
+    :raises StartupError: if the executable cannot be started at all (missing, not
+        executable); the message names the path and the reason.
+    """
+    process, marker = await open_runtime_process(
+        config, config.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
     return StdioTransport(process, stderr_tail_bytes=stderr_tail_bytes, marker=marker)
