@@ -639,3 +639,20 @@ async def test_a_runtime_that_dies_while_a_cancelled_start_waits_for_its_answer_
             # The clean-up waits for the turn/start answer (up to interrupt_timeout, 10 s), but
             # the connection's end releases it at once.
             assert anyio.current_time() - start < 5
+
+
+async def test_params_that_cannot_be_encoded_fail_at_once_and_leave_nothing_behind() -> None:
+    script = """
+    handshake()
+    reply(expect("test/echo"), {"alive": True})
+    hold()
+    """
+    with anyio.fail_after(5):  # a turn start must not wait for an answer to a message never sent
+        async with AsyncCodex(fake_config(script)) as codex:
+            with pytest.raises(TypeError):
+                await codex.client.request("test/x", {"value": object()})
+            with pytest.raises(TypeError):
+                await codex.client.start_turn("th1", {"threadId": "th1", "input": [object()]})
+            stats = codex.client.statistics()
+            assert (stats.pending_requests, stats.router.turn_starts_in_flight) == (0, 0)
+            assert await codex.client.request("test/echo") == {"alive": True}

@@ -319,16 +319,22 @@ class CodexClient(ClientMethods):
         async with self._in_flight:
             request_id = self._next_id
             self._next_id += 1
-            send, receive = anyio.create_memory_object_stream[dict[str, Any] | BaseException](1)
-            self._pending[request_id] = send
             message: dict[str, Any] = {"id": request_id, "method": method}
             if params is not None:
                 message["params"] = params
-            outgoing = self._enqueue(message)
+            try:
+                outgoing = _Outgoing(_json_dumps(message) + b"\n")
+            except BaseException:  # unencodable params: nothing was sent or registered
+                if hook is not None:
+                    hook.on_unsent()
+                raise
+            send, receive = anyio.create_memory_object_stream[dict[str, Any] | BaseException](1)
+            self._pending[request_id] = send
             if hook is not None:
                 self._response_hooks[request_id] = hook
             try:
                 with receive:
+                    self._push(outgoing)
                     await self._written(outgoing)
                     try:
                         response = await receive.receive()
@@ -493,10 +499,15 @@ class CodexClient(ClientMethods):
 
     def _enqueue(self, message: dict[str, Any]) -> _Outgoing:
         outgoing = _Outgoing(_json_dumps(message) + b"\n")
+        self._push(outgoing)
+        return outgoing
+
+    def _push(self, outgoing: _Outgoing) -> None:
+        """Queue ``outgoing`` for the writer (marked dropped if the connection has ended)."""
         if self._closed_error is not None:
+            outgoing.state = _DROPPED
             _raise_closed(self._closed())
         self._outbox_send.send_nowait(outgoing)
-        return outgoing
 
     async def _written(self, outgoing: _Outgoing) -> None:
         """Wait until the writer has written ``outgoing``. Leaving early drops it if the
