@@ -282,3 +282,13 @@ def test_ctrl_c_while_the_client_starts_ends_the_start_without_hanging(backend: 
             child.wait()
     assert child.returncode == 0, err
     assert out.strip() in {"interrupted", "started"}
+
+
+def test_cancel_interrupts_the_turn_and_returns_its_result(backend: str, tmp_path: Path) -> None:
+    with scripted_runtime([stall()], directory=tmp_path) as rt:
+        with Codex(rt.config, backend=backend) as codex:
+            thread = codex.thread_start()
+            with thread.turn("go") as handle:
+                result = handle.cancel()
+            assert result.status == "interrupted"
+            assert thread.read(include_turns=True).thread.turns[-1].status == "interrupted"

@@ -72,6 +72,7 @@ class SyncTurnHandle(Wrapper[_turn.TurnHandle]):
 
     steer = forward(_turn.TurnHandle.steer)
     interrupt = forward(_turn.TurnHandle.interrupt)
+    cancel = forward(_turn.TurnHandle.cancel)
 
     @property
     def id(self) -> str:
