@@ -56,6 +56,7 @@ import logging
 import math
 import random
 import re
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final, NamedTuple, Protocol, TypeVar
@@ -847,13 +848,15 @@ def protect_from_ctrl_c(function: _F) -> _F:
     while it runs is delivered to the main task instead (the user's code, which interrupts its
     turn), never into the reader or a drain task. No-op on asyncio, where Ctrl-C cancels the
     main task."""
-    import sniffio
-
-    if sniffio.current_async_library() != "trio":
+    trio = sys.modules.get("trio")  # not imported: not running on Trio
+    if trio is None:
         return function
-    import trio
-
-    return trio.lowlevel.enable_ki_protection(function)
+    try:
+        trio.lowlevel.current_root_task()
+    except RuntimeError:  # Trio is imported, but this is another event loop
+        return function
+    protected: _F = trio.lowlevel.enable_ki_protection(function)
+    return protected
 
 
 @asynccontextmanager
