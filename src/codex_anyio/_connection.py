@@ -203,7 +203,10 @@ class _TurnStart:
             turn = result.get("turn") if type(result) is dict else None
             turn_id = turn.get("id") if type(turn) is dict else None
             if type(turn_id) is str:
-                self.stream = router.claim_turn(turn_id)
+                # The new turn's stream (an observer's if the turn already has an owner: the
+                # runtime joined the input into a running turn); the stash is routed into it
+                # by end_turn_start, below.
+                self.stream = router.subscribe_turn(turn_id)
                 self.turn_id = turn_id
         except Exception as exc:  # never let a bad response break the reader
             self.error = exc

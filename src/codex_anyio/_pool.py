@@ -361,7 +361,7 @@ class CodexPool(Lifespan[None]):
 
     async def _place(self) -> _Member:
         """The least-loaded ready member, its open-thread count already taken."""
-        if self._lifespan_cm is None:
+        if not self._running:
             raise RuntimeError("CodexPool is not running; use 'async with CodexPool() as pool'")
         while True:
             ready = self._candidates()

@@ -294,12 +294,6 @@ class Router:
         self._check_open()
         self._starting[thread_id] = self._starting.get(thread_id, 0) + 1
 
-    def claim_turn(self, turn_id: str) -> NotificationStream:
-        """The response named the new turn: its stream (an observer's if it already has an
-        owner: the runtime joined the input into a running turn). The stash is routed when
-        the start ends (``end_turn_start``), right after."""
-        return self.subscribe_turn(turn_id)
-
     def end_turn_start(self, thread_id: str) -> None:
         """The ``turn/start`` finished (or failed): route the stash, in wire order."""
         count = self._starting.get(thread_id, 0) - 1
@@ -336,8 +330,7 @@ class Router:
                     owner.send.send_nowait(note)
                 except anyio.WouldBlock:
                     owner.pending.append(note)
-                    owner.blocked = True
-                    self.blocked.append(owner)
+                    self._mark_blocked(owner)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                     self._route_note(note)  # the consumer left: counted as unrouted there
                     return
@@ -410,10 +403,15 @@ class Router:
 
     def _deliver(self, sub: _Subscription, note: Notification) -> bool:
         delivered = sub.deliver(note)
-        if sub.pending and not sub.blocked:
+        if sub.pending:
+            self._mark_blocked(sub)
+        return delivered
+
+    def _mark_blocked(self, sub: _Subscription) -> None:
+        """``sub`` has parked events: the reader services it (``service``)."""
+        if not sub.blocked:
             sub.blocked = True
             self.blocked.append(sub)
-        return delivered
 
     # -- full buffers (reader task) ------------------------------------------------------------
 
