@@ -29,7 +29,7 @@ from attrs.exceptions import FrozenInstanceError
 
 from . import _json
 
-__all__ = ["NO_NULLS", "NOTHING", "Model", "WireEnum", "new", "setattr_of"]
+__all__ = ["NO_NULLS", "NOTHING", "Model", "WireEnum", "new", "setattr_of", "slot_setters"]
 
 NOTHING: Any = attrs.NOTHING
 """The default of a field that has none (a required field)."""
@@ -39,6 +39,13 @@ setattr_of: Callable[[object], Callable[[str, Any], None]] = object.__setattr__.
 """``setattr_of(self)(name, value)`` sets a slot of a frozen model (what attrs' __init__ does)."""
 new: Callable[[type[Any]], Any] = object.__new__
 """An instance without ``__init__``, for the written-out ``_from_wire`` structure hooks."""
+
+
+def slot_setters(cls: type[Any], *names: str) -> tuple[Callable[[Any, Any], None], ...]:
+    """The ``__set__`` of each named slot of ``cls``: what the written-out ``_from_wire`` hooks
+    call, bypassing the frozen ``__setattr__`` and the attribute lookup through the type."""
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
 
 _M = TypeVar("_M", bound="Model")
 

@@ -23,10 +23,13 @@ global stream). Backpressure policy (the contract, tested in ``tests/test_reliab
 * A connection that ends (:class:`TransportClosedError`) loses nothing: every buffered and
   parked event is received first.
 
-Receiving takes items with ``receive_nowait`` while any are buffered and parks only when the
-buffer is empty; a checkpoint every :data:`CHECKPOINT_EVERY` items keeps one busy stream from
-starving the other tasks. (Measured: an ``await receive()`` per item caps a pipeline at about
-30k events/s; this pattern runs at the speed of the JSON decoder.)
+Each subscription is a plain deque, not an AnyIO memory object stream: the reader appends and
+sets the consumer's wake-up event only when the consumer waits; the consumer pops while
+anything is buffered and waits only when the buffer is empty, with a checkpoint every
+:data:`CHECKPOINT_EVERY` items so one busy stream cannot starve the other tasks. A turn's
+iterator takes buffered events without an ``await`` per event (``take_buffered``). (Measured:
+an ``await receive()`` per item caps a pipeline at about 30k events/s, and the memory stream's
+send/receive pair cost ~0.5 µs of a ~4 µs event path.)
 
 Who may call what: the reader (and only the reader) calls ``_Subscription.deliver`` and the
 router's servicing; a stream's consumer calls ``receive``/``close`` from one task at a time.
@@ -43,11 +46,7 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 import anyio.lowlevel
-from anyio.streams.memory import (
-    MemoryObjectReceiveStream,
-    MemoryObjectSendStream,
-    MemoryObjectStreamStatistics,
-)
+from anyio.streams.memory import MemoryObjectStreamStatistics
 
 from ._exceptions import SubscriptionOverflowError, fresh
 from ._generated.converter import converter
@@ -61,32 +60,30 @@ CHECKPOINT_EVERY: Final = 64
 """A stream yields to the scheduler at least once per this many items it hands out."""
 
 _UNSET: Any = object()
-_structure_hooks: dict[str, tuple[Callable[[Any, Any], Any], type]] = {}
+_hooks: dict[str, tuple[Callable[[Any, Any], Any], type] | None] = {}
+"""Per method: its params' structure hook and type (None: a method the schema does not know)."""
 
 
-def _structure_params(method: str, raw: dict[str, Any], mismatches: dict[str, int] | None) -> Any:
-    cached = _structure_hooks.get(method)
-    if cached is None:
-        spec = NOTIFICATIONS.get(method)
-        if spec is None:
-            return raw
-        cached = (converter.get_structure_hook(spec.params_type), spec.params_type)
-        _structure_hooks[method] = cached
-    hook, params_type = cached
-    try:
-        return hook(raw, params_type)
-    except Exception as exc:
-        # Schema drift (a newer or older runtime): deliver the raw params rather than fail
-        # the consumer's turn or mask its cancellation; count it so it is visible.
-        if mismatches is not None:
-            mismatches[method] = mismatches.get(method, 0) + 1
-        logger.warning(
-            "the params of notification %r do not match the schema of this client's pinned "
-            "runtime (%r); delivering them untyped",
-            method,
-            exc,
-        )
-        return raw
+def _hook_of(method: str) -> tuple[Callable[[Any, Any], Any], type] | None:
+    spec = NOTIFICATIONS.get(method)
+    hook = None
+    if spec is not None:
+        hook = (converter.get_structure_hook(spec.params_type), spec.params_type)
+    _hooks[method] = hook
+    return hook
+
+
+def _mismatch(method: str, exc: Exception, mismatches: dict[str, int] | None) -> None:
+    # Schema drift (a newer or older runtime): the raw params are delivered rather than fail
+    # the consumer's turn or mask its cancellation; counted so it is visible.
+    if mismatches is not None:
+        mismatches[method] = mismatches.get(method, 0) + 1
+    logger.warning(
+        "the params of notification %r do not match the schema of this client's pinned "
+        "runtime (%r); delivering them untyped",
+        method,
+        exc,
+    )
 
 
 class Notification:
@@ -127,7 +124,17 @@ class Notification:
         """
         params = self._params
         if params is _UNSET:
-            params = self._params = _structure_params(self.method, self.raw, self._mismatches)
+            method = self.method
+            hook = _hooks[method] if method in _hooks else _hook_of(method)
+            if hook is None:
+                params = self.raw
+            else:
+                try:
+                    params = hook[0](self.raw, hook[1])
+                except Exception as exc:
+                    _mismatch(method, exc, self._mismatches)
+                    params = self.raw
+            self._params = params
         return params
 
     @property
@@ -157,32 +164,47 @@ class Notification:
 
 
 class _Subscription:
-    """The router's end of one subscription: ``deliver`` never blocks (see the module doc)."""
+    """One subscription's channel, router side: ``deliver`` never blocks (see the module doc).
+
+    Not an AnyIO memory object stream: the reader appends to ``buffer`` and wakes the
+    consumer only when it waits, and the consumer pops from it directly. (Measured: the
+    memory stream's ``send_nowait``/``receive_nowait`` pair cost ~0.5 µs per event, a tenth
+    of the whole per-event path.)
+    """
 
     __slots__ = (
         "_on_detach",
         "blocked",
+        "buffer",
+        "ended",
         "error",
         "finish_pending",
         "limit",
         "pending",
         "progressed",
-        "send",
+        "receiver_closed",
         "stalled_since",
+        "waiter",
         "what",
     )
 
     def __init__(
         self,
-        send: MemoryObjectSendStream[Notification],
         *,
         limit: int,
         what: str,
         on_detach: Callable[[_Subscription], None] | None = None,
     ) -> None:
-        self.send = send
+        self.buffer: deque[Notification] = deque()
+        """Events the consumer may take, at most ``limit``."""
         self.limit = limit
         self.what = what
+        self.ended = False
+        """No more events will be delivered (the subject ended, or the connection did)."""
+        self.receiver_closed = False
+        """The consumer closed its stream (or it ended and was released)."""
+        self.waiter: anyio.Event | None = None
+        """Set by the consumer while it waits for an event; the deliverer sets it."""
         self.error: BaseException | None = None
         self.pending: deque[Notification] = deque()
         """Events parked behind a full buffer, in order; the consumer takes them itself."""
@@ -193,38 +215,43 @@ class _Subscription:
         self.stalled_since: float | None = None
         self._on_detach = on_detach
 
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            waiter.set()
+
     def deliver(self, item: Notification) -> bool:
         """Queue ``item`` without waiting; False if the consumer is gone.
 
         If the buffer is full (or events are already parked) the item is parked, in order;
         the router then services this subscription (see ``Router.service``).
         """
-        if self.pending:
-            self.pending.append(item)
-            return True
-        try:
-            self.send.send_nowait(item)
-        except anyio.WouldBlock:
-            self.pending.append(item)
-            return True
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        if self.ended or self.receiver_closed:
             return False
+        if self.pending or len(self.buffer) >= self.limit:
+            self.pending.append(item)
+            return True
+        self.buffer.append(item)
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            waiter.set()
         return True
 
     def refill(self) -> bool:
         """Move parked events into the buffer while it has room; True if any moved."""
         pending = self.pending
+        if self.receiver_closed:
+            pending.clear()
+            return False
+        buffer = self.buffer
         moved = False
-        while pending:
-            try:
-                self.send.send_nowait(pending[0])
-            except anyio.WouldBlock:
-                break
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pending.clear()
-                break
-            pending.popleft()
+        while pending and len(buffer) < self.limit:
+            buffer.append(pending.popleft())
             moved = True
+        if moved:
+            self.wake()
         if not pending and self.finish_pending:
             self.finish()
         return moved
@@ -257,12 +284,12 @@ class _Subscription:
             return
         if error is not None and self.error is None:
             self.error = error
-        self.send.close()
         self.detach()
 
     def detach(self) -> None:
         """Remove this subscription from the router (the consumer left, or it ended)."""
-        self.send.close()
+        self.ended = True
+        self.wake()
         on_detach, self._on_detach = self._on_detach, None
         if on_detach is not None:
             on_detach(self)
@@ -272,9 +299,8 @@ def open_subscription(
     *, limit: int, what: str, on_detach: Callable[[_Subscription], None] | None = None
 ) -> tuple[_Subscription, NotificationStream]:
     """A connected pair: the router's delivering end and the consumer's stream."""
-    send, receive = anyio.create_memory_object_stream[Notification](limit)
-    sub = _Subscription(send, limit=limit, what=what, on_detach=on_detach)
-    return sub, NotificationStream(sub, receive)
+    sub = _Subscription(limit=limit, what=what, on_detach=on_detach)
+    return sub, NotificationStream(sub)
 
 
 class NotificationStream(anyio.abc.ObjectReceiveStream[Notification]):
@@ -286,23 +312,32 @@ class NotificationStream(anyio.abc.ObjectReceiveStream[Notification]):
     cases only after every buffered event was received.
     """
 
-    def __init__(
-        self, subscription: _Subscription, receive: MemoryObjectReceiveStream[Notification]
-    ) -> None:
+    __slots__ = ("_buffer", "_countdown", "_ended", "_subscription")
+
+    def __init__(self, subscription: _Subscription) -> None:
         self._subscription = subscription
-        self._receive = receive
+        self._buffer = subscription.buffer
         self._countdown = CHECKPOINT_EVERY
         self._ended = False
 
     def _end(self) -> Notification:
         # The subject has ended and everything buffered was received: release the stream
-        # now rather than leave it to the consumer (or to a ResourceWarning).
+        # now rather than leave it to the consumer.
         self._ended = True
-        self._receive.close()
+        self._subscription.receiver_closed = True
         error = self._subscription.error
         if error is not None:
             raise fresh(error)
         raise anyio.EndOfStream
+
+    def take_buffered(self) -> Notification | None:
+        """The next buffered event if one is there and no checkpoint is due, else None (then
+        await :meth:`receive`): the synchronous fast path of a consumer loop."""
+        buffer = self._buffer
+        if buffer and self._countdown > 1:
+            self._countdown -= 1
+            return buffer.popleft()
+        return None
 
     def receive_nowait(self) -> Notification:
         """Take a buffered notification.
@@ -310,41 +345,45 @@ class NotificationStream(anyio.abc.ObjectReceiveStream[Notification]):
         :raises anyio.WouldBlock: if none is buffered yet.
         :raises anyio.EndOfStream: after the last one.
         """
-        try:
-            return self._receive.receive_nowait()
-        except anyio.WouldBlock:
-            item = self._subscription.take_parked()
-            if item is None:
-                raise
-            return item
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
+        sub = self._subscription
+        if sub.receiver_closed:
             return self._end_or_closed()
+        if self._buffer:
+            return self._buffer.popleft()
+        item = sub.take_parked()
+        if item is not None:
+            return item
+        if sub.ended:
+            return self._end()
+        raise anyio.WouldBlock
 
     async def receive(self) -> Notification:
         self._countdown -= 1
         if self._countdown <= 0:
             self._countdown = CHECKPOINT_EVERY
             await anyio.lowlevel.checkpoint()
-        try:
-            return self._receive.receive_nowait()
-        except anyio.WouldBlock:
-            item = self._subscription.take_parked()
+        sub = self._subscription
+        while True:
+            if sub.receiver_closed:
+                return self._end_or_closed()
+            if self._buffer:
+                return self._buffer.popleft()
+            item = sub.take_parked()
             if item is not None:
                 return item
+            if sub.ended:
+                return self._end()
             self._countdown = CHECKPOINT_EVERY
+            waiter = sub.waiter = anyio.Event()
             try:
-                return await self._receive.receive()
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
-                return self._end_or_closed()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            return self._end_or_closed()
+                await waiter.wait()
+            finally:
+                if sub.waiter is waiter:
+                    sub.waiter = None
 
     def _end_or_closed(self) -> Notification:
-        if self._receive._closed and not self._ended:  # closed by the consumer
+        if not self._ended:  # closed by the consumer
             raise anyio.ClosedResourceError
-        item = self._subscription.take_parked()  # the connection ended with events parked
-        if item is not None:
-            return item
         return self._end()
 
     async def __anext__(self) -> Notification:
@@ -355,21 +394,23 @@ class NotificationStream(anyio.abc.ObjectReceiveStream[Notification]):
 
     def close(self) -> None:
         """Unsubscribe now; buffered and parked events are discarded."""
-        self._receive.close()
-        self._subscription.pending.clear()
-        self._subscription.detach()
+        sub = self._subscription
+        sub.receiver_closed = True
+        self._buffer.clear()
+        sub.pending.clear()
+        sub.detach()
 
     @property
     def closed(self) -> bool:
         """Whether the consumer closed this stream (or it ended and was released)."""
-        return self._receive._closed
+        return self._subscription.receiver_closed
 
     @property
     def ended(self) -> bool:
         """Whether its subject has ended (or the connection did): nothing more will arrive
         beyond what is buffered."""
         sub = self._subscription
-        return sub.send._closed or sub.finish_pending
+        return sub.ended or sub.finish_pending
 
     async def aclose(self) -> None:
         self.close()
@@ -377,4 +418,12 @@ class NotificationStream(anyio.abc.ObjectReceiveStream[Notification]):
 
     def statistics(self) -> MemoryObjectStreamStatistics:
         """Buffered count and limit of this stream (``current_buffer_used`` ...)."""
-        return self._receive.statistics()
+        sub = self._subscription
+        return MemoryObjectStreamStatistics(
+            current_buffer_used=len(self._buffer),
+            max_buffer_size=sub.limit,
+            open_send_streams=0 if sub.ended else 1,
+            open_receive_streams=0 if sub.receiver_closed else 1,
+            tasks_waiting_send=0,
+            tasks_waiting_receive=0 if sub.waiter is None else 1,
+        )

@@ -326,14 +326,17 @@ class Router:
                     turn_id,
                     self._mismatches,
                 )
-                try:
-                    owner.send.send_nowait(note)
-                except anyio.WouldBlock:
+                # An owner in ``_turns`` is open at both ends (ending or closing detaches it).
+                buffer = owner.buffer
+                if len(buffer) < owner.limit:
+                    buffer.append(note)
+                    waiter = owner.waiter
+                    if waiter is not None:
+                        owner.waiter = None
+                        waiter.set()
+                else:
                     owner.pending.append(note)
                     self._mark_blocked(owner)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    self._route_note(note)  # the consumer left: counted as unrouted there
-                    return
                 self._routed += 1
                 return
         thread_id, turn_id = _ids(method, params)

@@ -110,6 +110,10 @@ def _final_response(items: list[Any]) -> str | None:
     return unphased
 
 
+_OBSERVED = frozenset(("item/completed", "thread/tokenUsage/updated", "error", "turn/completed"))
+"""The methods :meth:`TurnHandle._observe` collects; the others pass by with one set lookup."""
+
+
 def _turn_of(note: Notification, turn_id: str) -> Turn:
     """The final turn of a ``turn/completed``, even if its params do not fit the schema."""
     params = note.params
@@ -246,7 +250,8 @@ class TurnHandle:
             self._failure = exc
             self._signal_end()
             raise
-        self._observe(note)
+        if note.method in _OBSERVED:
+            self._observe(note)
         return note
 
     def stream(self) -> TurnEvents[Notification]:
@@ -482,15 +487,24 @@ class TurnEvents(Generic[T_co]):
             if not handle.done:
                 handle._claim(self)
             self._claimed = True
+        stream = handle._stream
         while True:
-            try:  # TurnHandle._next_owned, inlined: this runs once per event
-                note = await handle._next()
-            except BaseException:
-                if not handle.done:
-                    await handle._abandon()
-                raise
+            # The fast path: an event is buffered and the turn is live (no await, no
+            # coroutine per event); else TurnHandle._next_owned, inlined.
+            note = None
+            if handle._final is None and handle._failure is None:
+                note = stream.take_buffered()
+                if note is not None and note.method in _OBSERVED:
+                    handle._observe(note)
             if note is None:
-                raise StopAsyncIteration
+                try:
+                    note = await handle._next()
+                except BaseException:
+                    if not handle.done:
+                        await handle._abandon()
+                    raise
+                if note is None:
+                    raise StopAsyncIteration
             if not self._text_only:
                 return note  # type: ignore[return-value]
             if note.method == "item/agentMessage/delta":

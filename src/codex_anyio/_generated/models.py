@@ -14,6 +14,7 @@ from .._model import new as _new
 from .._model import Model as _Model
 from .._model import WireEnum as _WireEnum
 from .._model import setattr_of as _setattr_of
+from .._model import slot_setters as _slot_setters
 
 
 class ApiKeyAccount(_Model):
@@ -421,12 +422,22 @@ class AgentMessageDeltaNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> AgentMessageDeltaNotification:
         self: AgentMessageDeltaNotification = _new(AgentMessageDeltaNotification)
-        _set = _setattr_of(self)
-        _set("delta", o["delta"])
-        _set("item_id", o["itemId"])
-        _set("thread_id", o["threadId"])
-        _set("turn_id", o["turnId"])
+        (
+            _s_delta,
+            _s_item_id,
+            _s_thread_id,
+            _s_turn_id,
+        ) = _SLOTS_AgentMessageDeltaNotification
+        _s_delta(self, o["delta"])
+        _s_item_id(self, o["itemId"])
+        _s_thread_id(self, o["threadId"])
+        _s_turn_id(self, o["turnId"])
         return self
+
+
+_SLOTS_AgentMessageDeltaNotification = _slot_setters(
+    AgentMessageDeltaNotification, "delta", "item_id", "thread_id", "turn_id"
+)
 
 
 class InputTextAgentMessageInputContent(_Model):
@@ -1476,12 +1487,22 @@ class AuthRecoveryNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> AuthRecoveryNotification:
         self: AuthRecoveryNotification = _new(AuthRecoveryNotification)
-        _set = _setattr_of(self)
-        _set("message", o["message"])
-        _set("provider", o["provider"])
-        _set("thread_id", o["threadId"])
-        _set("turn_id", o["turnId"])
+        (
+            _s_message,
+            _s_provider,
+            _s_thread_id,
+            _s_turn_id,
+        ) = _SLOTS_AuthRecoveryNotification
+        _s_message(self, o["message"])
+        _s_provider(self, o["provider"])
+        _s_thread_id(self, o["threadId"])
+        _s_turn_id(self, o["turnId"])
         return self
+
+
+_SLOTS_AuthRecoveryNotification = _slot_setters(
+    AuthRecoveryNotification, "message", "provider", "thread_id", "turn_id"
+)
 
 
 class AutoCompactTokenLimitScope(_WireEnum):
@@ -8178,12 +8199,22 @@ class CommandExecutionOutputDeltaNotification(_Model):
         self: CommandExecutionOutputDeltaNotification = _new(
             CommandExecutionOutputDeltaNotification
         )
-        _set = _setattr_of(self)
-        _set("delta", o["delta"])
-        _set("item_id", o["itemId"])
-        _set("thread_id", o["threadId"])
-        _set("turn_id", o["turnId"])
+        (
+            _s_delta,
+            _s_item_id,
+            _s_thread_id,
+            _s_turn_id,
+        ) = _SLOTS_CommandExecutionOutputDeltaNotification
+        _s_delta(self, o["delta"])
+        _s_item_id(self, o["itemId"])
+        _s_thread_id(self, o["threadId"])
+        _s_turn_id(self, o["turnId"])
         return self
+
+
+_SLOTS_CommandExecutionOutputDeltaNotification = _slot_setters(
+    CommandExecutionOutputDeltaNotification, "delta", "item_id", "thread_id", "turn_id"
+)
 
 
 class CommandExecutionRequestApprovalParams(_Model):
@@ -9914,10 +9945,18 @@ class ContextCompactedNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ContextCompactedNotification:
         self: ContextCompactedNotification = _new(ContextCompactedNotification)
-        _set = _setattr_of(self)
-        _set("thread_id", o["threadId"])
-        _set("turn_id", o["turnId"])
+        (
+            _s_thread_id,
+            _s_turn_id,
+        ) = _SLOTS_ContextCompactedNotification
+        _s_thread_id(self, o["threadId"])
+        _s_turn_id(self, o["turnId"])
         return self
+
+
+_SLOTS_ContextCompactedNotification = _slot_setters(
+    ContextCompactedNotification, "thread_id", "turn_id"
+)
 
 
 class ConversationTextRole(_WireEnum):
@@ -10013,15 +10052,24 @@ class DeprecationNoticeNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> DeprecationNoticeNotification:
         self: DeprecationNoticeNotification = _new(DeprecationNoticeNotification)
-        _set = _setattr_of(self)
+        (
+            _s_summary,
+            _s_details,
+            _s__wire_nulls,
+        ) = _SLOTS_DeprecationNoticeNotification
         nulls: list[str] = []
-        _set("summary", o["summary"])
+        _s_summary(self, o["summary"])
         value = o.get("details")
         if value is None and "details" in o:
             nulls.append("details")
-        _set("details", value)
-        _set("_wire_nulls", frozenset(nulls) if nulls else _NO_NULLS)
+        _s_details(self, value)
+        _s__wire_nulls(self, frozenset(nulls) if nulls else _NO_NULLS)
         return self
+
+
+_SLOTS_DeprecationNoticeNotification = _slot_setters(
+    DeprecationNoticeNotification, "summary", "details", "_wire_nulls"
+)
 
 
 class DesktopOnboardingEntrypoint(_WireEnum):
@@ -10424,10 +10472,18 @@ class EnvironmentConnectionNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> EnvironmentConnectionNotification:
         self: EnvironmentConnectionNotification = _new(EnvironmentConnectionNotification)
-        _set = _setattr_of(self)
-        _set("environment_id", o["environmentId"])
-        _set("thread_id", o["threadId"])
+        (
+            _s_environment_id,
+            _s_thread_id,
+        ) = _SLOTS_EnvironmentConnectionNotification
+        _s_environment_id(self, o["environmentId"])
+        _s_thread_id(self, o["threadId"])
         return self
+
+
+_SLOTS_EnvironmentConnectionNotification = _slot_setters(
+    EnvironmentConnectionNotification, "environment_id", "thread_id"
+)
 
 
 class EnvironmentInfoParams(_Model):
@@ -11604,12 +11660,22 @@ class FileChangeOutputDeltaNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> FileChangeOutputDeltaNotification:
         self: FileChangeOutputDeltaNotification = _new(FileChangeOutputDeltaNotification)
-        _set = _setattr_of(self)
-        _set("delta", o["delta"])
-        _set("item_id", o["itemId"])
-        _set("thread_id", o["threadId"])
-        _set("turn_id", o["turnId"])
+        (
+            _s_delta,
+            _s_item_id,
+            _s_thread_id,
+            _s_turn_id,
+        ) = _SLOTS_FileChangeOutputDeltaNotification
+        _s_delta(self, o["delta"])
+        _s_item_id(self, o["itemId"])
+        _s_thread_id(self, o["threadId"])
+        _s_turn_id(self, o["turnId"])
         return self
+
+
+_SLOTS_FileChangeOutputDeltaNotification = _slot_setters(
+    FileChangeOutputDeltaNotification, "delta", "item_id", "thread_id", "turn_id"
+)
 
 
 class FileChangePatchUpdatedNotification(_Model):
@@ -12567,9 +12633,14 @@ class FuzzyFileSearchSessionCompletedNotification(_Model):
         self: FuzzyFileSearchSessionCompletedNotification = _new(
             FuzzyFileSearchSessionCompletedNotification
         )
-        _set = _setattr_of(self)
-        _set("session_id", o["sessionId"])
+        (_s_session_id,) = _SLOTS_FuzzyFileSearchSessionCompletedNotification
+        _s_session_id(self, o["sessionId"])
         return self
+
+
+_SLOTS_FuzzyFileSearchSessionCompletedNotification = _slot_setters(
+    FuzzyFileSearchSessionCompletedNotification, "session_id"
+)
 
 
 class FuzzyFileSearchSessionStartParams(_Model):
@@ -13412,10 +13483,18 @@ class GuardianWarningNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> GuardianWarningNotification:
         self: GuardianWarningNotification = _new(GuardianWarningNotification)
-        _set = _setattr_of(self)
-        _set("message", o["message"])
-        _set("thread_id", o["threadId"])
+        (
+            _s_message,
+            _s_thread_id,
+        ) = _SLOTS_GuardianWarningNotification
+        _s_message(self, o["message"])
+        _s_thread_id(self, o["threadId"])
         return self
+
+
+_SLOTS_GuardianWarningNotification = _slot_setters(
+    GuardianWarningNotification, "message", "thread_id"
+)
 
 
 class HookCompletedNotification(_Model):
@@ -16186,24 +16265,42 @@ class McpServerOauthLoginCompletedNotification(_Model):
         self: McpServerOauthLoginCompletedNotification = _new(
             McpServerOauthLoginCompletedNotification
         )
-        _set = _setattr_of(self)
+        (
+            _s_name,
+            _s_success,
+            _s_error,
+            _s_login_id,
+            _s_thread_id,
+            _s__wire_nulls,
+        ) = _SLOTS_McpServerOauthLoginCompletedNotification
         nulls: list[str] = []
-        _set("name", o["name"])
-        _set("success", o["success"])
+        _s_name(self, o["name"])
+        _s_success(self, o["success"])
         value = o.get("error")
         if value is None and "error" in o:
             nulls.append("error")
-        _set("error", value)
+        _s_error(self, value)
         value = o.get("loginId")
         if value is None and "loginId" in o:
             nulls.append("loginId")
-        _set("login_id", value)
+        _s_login_id(self, value)
         value = o.get("threadId")
         if value is None and "threadId" in o:
             nulls.append("threadId")
-        _set("thread_id", value)
-        _set("_wire_nulls", frozenset(nulls) if nulls else _NO_NULLS)
+        _s_thread_id(self, value)
+        _s__wire_nulls(self, frozenset(nulls) if nulls else _NO_NULLS)
         return self
+
+
+_SLOTS_McpServerOauthLoginCompletedNotification = _slot_setters(
+    McpServerOauthLoginCompletedNotification,
+    "name",
+    "success",
+    "error",
+    "login_id",
+    "thread_id",
+    "_wire_nulls",
+)
 
 
 class McpServerOauthLoginParams(_Model):
@@ -16566,12 +16663,22 @@ class McpToolCallProgressNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> McpToolCallProgressNotification:
         self: McpToolCallProgressNotification = _new(McpToolCallProgressNotification)
-        _set = _setattr_of(self)
-        _set("item_id", o["itemId"])
-        _set("message", o["message"])
-        _set("thread_id", o["threadId"])
-        _set("turn_id", o["turnId"])
+        (
+            _s_item_id,
+            _s_message,
+            _s_thread_id,
+            _s_turn_id,
+        ) = _SLOTS_McpToolCallProgressNotification
+        _s_item_id(self, o["itemId"])
+        _s_message(self, o["message"])
+        _s_thread_id(self, o["threadId"])
+        _s_turn_id(self, o["turnId"])
         return self
+
+
+_SLOTS_McpToolCallProgressNotification = _slot_setters(
+    McpToolCallProgressNotification, "item_id", "message", "thread_id", "turn_id"
+)
 
 
 class McpToolCallResult(_Model):
@@ -17951,12 +18058,22 @@ class PlanDeltaNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> PlanDeltaNotification:
         self: PlanDeltaNotification = _new(PlanDeltaNotification)
-        _set = _setattr_of(self)
-        _set("delta", o["delta"])
-        _set("item_id", o["itemId"])
-        _set("thread_id", o["threadId"])
-        _set("turn_id", o["turnId"])
+        (
+            _s_delta,
+            _s_item_id,
+            _s_thread_id,
+            _s_turn_id,
+        ) = _SLOTS_PlanDeltaNotification
+        _s_delta(self, o["delta"])
+        _s_item_id(self, o["itemId"])
+        _s_thread_id(self, o["threadId"])
+        _s_turn_id(self, o["turnId"])
         return self
+
+
+_SLOTS_PlanDeltaNotification = _slot_setters(
+    PlanDeltaNotification, "delta", "item_id", "thread_id", "turn_id"
+)
 
 
 class PlanType(_WireEnum):
@@ -19473,14 +19590,32 @@ class ProcessExitedNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ProcessExitedNotification:
         self: ProcessExitedNotification = _new(ProcessExitedNotification)
-        _set = _setattr_of(self)
-        _set("exit_code", o["exitCode"])
-        _set("process_handle", o["processHandle"])
-        _set("stderr", o["stderr"])
-        _set("stderr_cap_reached", o["stderrCapReached"])
-        _set("stdout", o["stdout"])
-        _set("stdout_cap_reached", o["stdoutCapReached"])
+        (
+            _s_exit_code,
+            _s_process_handle,
+            _s_stderr,
+            _s_stderr_cap_reached,
+            _s_stdout,
+            _s_stdout_cap_reached,
+        ) = _SLOTS_ProcessExitedNotification
+        _s_exit_code(self, o["exitCode"])
+        _s_process_handle(self, o["processHandle"])
+        _s_stderr(self, o["stderr"])
+        _s_stderr_cap_reached(self, o["stderrCapReached"])
+        _s_stdout(self, o["stdout"])
+        _s_stdout_cap_reached(self, o["stdoutCapReached"])
         return self
+
+
+_SLOTS_ProcessExitedNotification = _slot_setters(
+    ProcessExitedNotification,
+    "exit_code",
+    "process_handle",
+    "stderr",
+    "stderr_cap_reached",
+    "stdout",
+    "stdout_cap_reached",
+)
 
 
 class ProcessKillParams(_Model):
@@ -20731,12 +20866,22 @@ class ReasoningSummaryPartAddedNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ReasoningSummaryPartAddedNotification:
         self: ReasoningSummaryPartAddedNotification = _new(ReasoningSummaryPartAddedNotification)
-        _set = _setattr_of(self)
-        _set("item_id", o["itemId"])
-        _set("summary_index", o["summaryIndex"])
-        _set("thread_id", o["threadId"])
-        _set("turn_id", o["turnId"])
+        (
+            _s_item_id,
+            _s_summary_index,
+            _s_thread_id,
+            _s_turn_id,
+        ) = _SLOTS_ReasoningSummaryPartAddedNotification
+        _s_item_id(self, o["itemId"])
+        _s_summary_index(self, o["summaryIndex"])
+        _s_thread_id(self, o["threadId"])
+        _s_turn_id(self, o["turnId"])
         return self
+
+
+_SLOTS_ReasoningSummaryPartAddedNotification = _slot_setters(
+    ReasoningSummaryPartAddedNotification, "item_id", "summary_index", "thread_id", "turn_id"
+)
 
 
 class ReasoningSummaryTextDeltaNotification(_Model):
@@ -20774,13 +20919,29 @@ class ReasoningSummaryTextDeltaNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ReasoningSummaryTextDeltaNotification:
         self: ReasoningSummaryTextDeltaNotification = _new(ReasoningSummaryTextDeltaNotification)
-        _set = _setattr_of(self)
-        _set("delta", o["delta"])
-        _set("item_id", o["itemId"])
-        _set("summary_index", o["summaryIndex"])
-        _set("thread_id", o["threadId"])
-        _set("turn_id", o["turnId"])
+        (
+            _s_delta,
+            _s_item_id,
+            _s_summary_index,
+            _s_thread_id,
+            _s_turn_id,
+        ) = _SLOTS_ReasoningSummaryTextDeltaNotification
+        _s_delta(self, o["delta"])
+        _s_item_id(self, o["itemId"])
+        _s_summary_index(self, o["summaryIndex"])
+        _s_thread_id(self, o["threadId"])
+        _s_turn_id(self, o["turnId"])
         return self
+
+
+_SLOTS_ReasoningSummaryTextDeltaNotification = _slot_setters(
+    ReasoningSummaryTextDeltaNotification,
+    "delta",
+    "item_id",
+    "summary_index",
+    "thread_id",
+    "turn_id",
+)
 
 
 class ReasoningTextDeltaNotification(_Model):
@@ -20818,13 +20979,24 @@ class ReasoningTextDeltaNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ReasoningTextDeltaNotification:
         self: ReasoningTextDeltaNotification = _new(ReasoningTextDeltaNotification)
-        _set = _setattr_of(self)
-        _set("content_index", o["contentIndex"])
-        _set("delta", o["delta"])
-        _set("item_id", o["itemId"])
-        _set("thread_id", o["threadId"])
-        _set("turn_id", o["turnId"])
+        (
+            _s_content_index,
+            _s_delta,
+            _s_item_id,
+            _s_thread_id,
+            _s_turn_id,
+        ) = _SLOTS_ReasoningTextDeltaNotification
+        _s_content_index(self, o["contentIndex"])
+        _s_delta(self, o["delta"])
+        _s_item_id(self, o["itemId"])
+        _s_thread_id(self, o["threadId"])
+        _s_turn_id(self, o["turnId"])
         return self
+
+
+_SLOTS_ReasoningTextDeltaNotification = _slot_setters(
+    ReasoningTextDeltaNotification, "content_index", "delta", "item_id", "thread_id", "turn_id"
+)
 
 
 class RemoteControlClient(_Model):
@@ -24069,11 +24241,20 @@ class StrictReviewRequiredNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> StrictReviewRequiredNotification:
         self: StrictReviewRequiredNotification = _new(StrictReviewRequiredNotification)
-        _set = _setattr_of(self)
-        _set("started_at_ms", o["startedAtMs"])
-        _set("thread_id", o["threadId"])
-        _set("turn_id", o["turnId"])
+        (
+            _s_started_at_ms,
+            _s_thread_id,
+            _s_turn_id,
+        ) = _SLOTS_StrictReviewRequiredNotification
+        _s_started_at_ms(self, o["startedAtMs"])
+        _s_thread_id(self, o["threadId"])
+        _s_turn_id(self, o["turnId"])
         return self
+
+
+_SLOTS_StrictReviewRequiredNotification = _slot_setters(
+    StrictReviewRequiredNotification, "started_at_ms", "thread_id", "turn_id"
+)
 
 
 class SubAgentActivityKind(_WireEnum):
@@ -24129,13 +24310,24 @@ class TerminalInteractionNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> TerminalInteractionNotification:
         self: TerminalInteractionNotification = _new(TerminalInteractionNotification)
-        _set = _setattr_of(self)
-        _set("item_id", o["itemId"])
-        _set("process_id", o["processId"])
-        _set("stdin", o["stdin"])
-        _set("thread_id", o["threadId"])
-        _set("turn_id", o["turnId"])
+        (
+            _s_item_id,
+            _s_process_id,
+            _s_stdin,
+            _s_thread_id,
+            _s_turn_id,
+        ) = _SLOTS_TerminalInteractionNotification
+        _s_item_id(self, o["itemId"])
+        _s_process_id(self, o["processId"])
+        _s_stdin(self, o["stdin"])
+        _s_thread_id(self, o["threadId"])
+        _s_turn_id(self, o["turnId"])
         return self
+
+
+_SLOTS_TerminalInteractionNotification = _slot_setters(
+    TerminalInteractionNotification, "item_id", "process_id", "stdin", "thread_id", "turn_id"
+)
 
 
 class TextElement(_Model):
@@ -24472,9 +24664,12 @@ class ThreadArchivedNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadArchivedNotification:
         self: ThreadArchivedNotification = _new(ThreadArchivedNotification)
-        _set = _setattr_of(self)
-        _set("thread_id", o["threadId"])
+        (_s_thread_id,) = _SLOTS_ThreadArchivedNotification
+        _s_thread_id(self, o["threadId"])
         return self
+
+
+_SLOTS_ThreadArchivedNotification = _slot_setters(ThreadArchivedNotification, "thread_id")
 
 
 class ThreadAttachment(_Model):
@@ -24980,9 +25175,12 @@ class ThreadClosedNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadClosedNotification:
         self: ThreadClosedNotification = _new(ThreadClosedNotification)
-        _set = _setattr_of(self)
-        _set("thread_id", o["threadId"])
+        (_s_thread_id,) = _SLOTS_ThreadClosedNotification
+        _s_thread_id(self, o["threadId"])
         return self
+
+
+_SLOTS_ThreadClosedNotification = _slot_setters(ThreadClosedNotification, "thread_id")
 
 
 class ThreadCompactStartParams(_Model):
@@ -25073,9 +25271,12 @@ class ThreadDeletedNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadDeletedNotification:
         self: ThreadDeletedNotification = _new(ThreadDeletedNotification)
-        _set = _setattr_of(self)
-        _set("thread_id", o["threadId"])
+        (_s_thread_id,) = _SLOTS_ThreadDeletedNotification
+        _s_thread_id(self, o["threadId"])
         return self
+
+
+_SLOTS_ThreadDeletedNotification = _slot_setters(ThreadDeletedNotification, "thread_id")
 
 
 class ThreadEnvironment(_Model):
@@ -25460,9 +25661,12 @@ class ThreadGoalClearedNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadGoalClearedNotification:
         self: ThreadGoalClearedNotification = _new(ThreadGoalClearedNotification)
-        _set = _setattr_of(self)
-        _set("thread_id", o["threadId"])
+        (_s_thread_id,) = _SLOTS_ThreadGoalClearedNotification
+        _s_thread_id(self, o["threadId"])
         return self
+
+
+_SLOTS_ThreadGoalClearedNotification = _slot_setters(ThreadGoalClearedNotification, "thread_id")
 
 
 class ThreadGoalGetParams(_Model):
@@ -27090,15 +27294,24 @@ class ThreadNameUpdatedNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadNameUpdatedNotification:
         self: ThreadNameUpdatedNotification = _new(ThreadNameUpdatedNotification)
-        _set = _setattr_of(self)
+        (
+            _s_thread_id,
+            _s_thread_name,
+            _s__wire_nulls,
+        ) = _SLOTS_ThreadNameUpdatedNotification
         nulls: list[str] = []
-        _set("thread_id", o["threadId"])
+        _s_thread_id(self, o["threadId"])
         value = o.get("threadName")
         if value is None and "threadName" in o:
             nulls.append("threadName")
-        _set("thread_name", value)
-        _set("_wire_nulls", frozenset(nulls) if nulls else _NO_NULLS)
+        _s_thread_name(self, value)
+        _s__wire_nulls(self, frozenset(nulls) if nulls else _NO_NULLS)
         return self
+
+
+_SLOTS_ThreadNameUpdatedNotification = _slot_setters(
+    ThreadNameUpdatedNotification, "thread_id", "thread_name", "_wire_nulls"
+)
 
 
 class ThreadPredictionRequestParams(_Model):
@@ -27232,10 +27445,18 @@ class ThreadProjectUpdatedNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadProjectUpdatedNotification:
         self: ThreadProjectUpdatedNotification = _new(ThreadProjectUpdatedNotification)
-        _set = _setattr_of(self)
-        _set("project_id", o["projectId"])
-        _set("thread_id", o["threadId"])
+        (
+            _s_project_id,
+            _s_thread_id,
+        ) = _SLOTS_ThreadProjectUpdatedNotification
+        _s_project_id(self, o["projectId"])
+        _s_thread_id(self, o["threadId"])
         return self
+
+
+_SLOTS_ThreadProjectUpdatedNotification = _slot_setters(
+    ThreadProjectUpdatedNotification, "project_id", "thread_id"
+)
 
 
 class ThreadQueueAddParams(_Model):
@@ -27291,9 +27512,12 @@ class ThreadQueueChangedNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadQueueChangedNotification:
         self: ThreadQueueChangedNotification = _new(ThreadQueueChangedNotification)
-        _set = _setattr_of(self)
-        _set("thread_id", o["threadId"])
+        (_s_thread_id,) = _SLOTS_ThreadQueueChangedNotification
+        _s_thread_id(self, o["threadId"])
         return self
+
+
+_SLOTS_ThreadQueueChangedNotification = _slot_setters(ThreadQueueChangedNotification, "thread_id")
 
 
 class ThreadQueueDeleteParams(_Model):
@@ -27920,15 +28144,24 @@ class ThreadRealtimeClosedNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadRealtimeClosedNotification:
         self: ThreadRealtimeClosedNotification = _new(ThreadRealtimeClosedNotification)
-        _set = _setattr_of(self)
+        (
+            _s_thread_id,
+            _s_reason,
+            _s__wire_nulls,
+        ) = _SLOTS_ThreadRealtimeClosedNotification
         nulls: list[str] = []
-        _set("thread_id", o["threadId"])
+        _s_thread_id(self, o["threadId"])
         value = o.get("reason")
         if value is None and "reason" in o:
             nulls.append("reason")
-        _set("reason", value)
-        _set("_wire_nulls", frozenset(nulls) if nulls else _NO_NULLS)
+        _s_reason(self, value)
+        _s__wire_nulls(self, frozenset(nulls) if nulls else _NO_NULLS)
         return self
+
+
+_SLOTS_ThreadRealtimeClosedNotification = _slot_setters(
+    ThreadRealtimeClosedNotification, "thread_id", "reason", "_wire_nulls"
+)
 
 
 class ThreadRealtimeErrorNotification(_Model):
@@ -27954,10 +28187,18 @@ class ThreadRealtimeErrorNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadRealtimeErrorNotification:
         self: ThreadRealtimeErrorNotification = _new(ThreadRealtimeErrorNotification)
-        _set = _setattr_of(self)
-        _set("message", o["message"])
-        _set("thread_id", o["threadId"])
+        (
+            _s_message,
+            _s_thread_id,
+        ) = _SLOTS_ThreadRealtimeErrorNotification
+        _s_message(self, o["message"])
+        _s_thread_id(self, o["threadId"])
         return self
+
+
+_SLOTS_ThreadRealtimeErrorNotification = _slot_setters(
+    ThreadRealtimeErrorNotification, "message", "thread_id"
+)
 
 
 class ThreadRealtimeInitialItem(_Model):
@@ -28068,10 +28309,18 @@ class ThreadRealtimeItemAddedNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadRealtimeItemAddedNotification:
         self: ThreadRealtimeItemAddedNotification = _new(ThreadRealtimeItemAddedNotification)
-        _set = _setattr_of(self)
-        _set("item", o["item"])
-        _set("thread_id", o["threadId"])
+        (
+            _s_item,
+            _s_thread_id,
+        ) = _SLOTS_ThreadRealtimeItemAddedNotification
+        _s_item(self, o["item"])
+        _s_thread_id(self, o["threadId"])
         return self
+
+
+_SLOTS_ThreadRealtimeItemAddedNotification = _slot_setters(
+    ThreadRealtimeItemAddedNotification, "item", "thread_id"
+)
 
 
 class ThreadRealtimeItemCompletedNotification(_Model):
@@ -28147,11 +28396,20 @@ class ThreadRealtimeItemTranscriptDeltaNotification(_Model):
         self: ThreadRealtimeItemTranscriptDeltaNotification = _new(
             ThreadRealtimeItemTranscriptDeltaNotification
         )
-        _set = _setattr_of(self)
-        _set("delta", o["delta"])
-        _set("item_id", o["itemId"])
-        _set("thread_id", o["threadId"])
+        (
+            _s_delta,
+            _s_item_id,
+            _s_thread_id,
+        ) = _SLOTS_ThreadRealtimeItemTranscriptDeltaNotification
+        _s_delta(self, o["delta"])
+        _s_item_id(self, o["itemId"])
+        _s_thread_id(self, o["threadId"])
         return self
+
+
+_SLOTS_ThreadRealtimeItemTranscriptDeltaNotification = _slot_setters(
+    ThreadRealtimeItemTranscriptDeltaNotification, "delta", "item_id", "thread_id"
+)
 
 
 class ThreadRealtimeListVoicesParams(_Model):
@@ -28224,10 +28482,18 @@ class ThreadRealtimeSdpNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadRealtimeSdpNotification:
         self: ThreadRealtimeSdpNotification = _new(ThreadRealtimeSdpNotification)
-        _set = _setattr_of(self)
-        _set("sdp", o["sdp"])
-        _set("thread_id", o["threadId"])
+        (
+            _s_sdp,
+            _s_thread_id,
+        ) = _SLOTS_ThreadRealtimeSdpNotification
+        _s_sdp(self, o["sdp"])
+        _s_thread_id(self, o["threadId"])
         return self
+
+
+_SLOTS_ThreadRealtimeSdpNotification = _slot_setters(
+    ThreadRealtimeSdpNotification, "sdp", "thread_id"
+)
 
 
 class ThreadRealtimeSessionOutcome(_WireEnum):
@@ -28556,11 +28822,20 @@ class ThreadRealtimeTranscriptDeltaNotification(_Model):
         self: ThreadRealtimeTranscriptDeltaNotification = _new(
             ThreadRealtimeTranscriptDeltaNotification
         )
-        _set = _setattr_of(self)
-        _set("delta", o["delta"])
-        _set("role", o["role"])
-        _set("thread_id", o["threadId"])
+        (
+            _s_delta,
+            _s_role,
+            _s_thread_id,
+        ) = _SLOTS_ThreadRealtimeTranscriptDeltaNotification
+        _s_delta(self, o["delta"])
+        _s_role(self, o["role"])
+        _s_thread_id(self, o["threadId"])
         return self
+
+
+_SLOTS_ThreadRealtimeTranscriptDeltaNotification = _slot_setters(
+    ThreadRealtimeTranscriptDeltaNotification, "delta", "role", "thread_id"
+)
 
 
 class ThreadRealtimeTranscriptDoneNotification(_Model):
@@ -28593,11 +28868,20 @@ class ThreadRealtimeTranscriptDoneNotification(_Model):
         self: ThreadRealtimeTranscriptDoneNotification = _new(
             ThreadRealtimeTranscriptDoneNotification
         )
-        _set = _setattr_of(self)
-        _set("role", o["role"])
-        _set("text", o["text"])
-        _set("thread_id", o["threadId"])
+        (
+            _s_role,
+            _s_text,
+            _s_thread_id,
+        ) = _SLOTS_ThreadRealtimeTranscriptDoneNotification
+        _s_role(self, o["role"])
+        _s_text(self, o["text"])
+        _s_thread_id(self, o["threadId"])
         return self
+
+
+_SLOTS_ThreadRealtimeTranscriptDoneNotification = _slot_setters(
+    ThreadRealtimeTranscriptDoneNotification, "role", "text", "thread_id"
+)
 
 
 class ThreadRealtimeTranscriptRole(_WireEnum):
@@ -28968,9 +29252,12 @@ class ThreadRevertedNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadRevertedNotification:
         self: ThreadRevertedNotification = _new(ThreadRevertedNotification)
-        _set = _setattr_of(self)
-        _set("thread_id", o["threadId"])
+        (_s_thread_id,) = _SLOTS_ThreadRevertedNotification
+        _s_thread_id(self, o["threadId"])
         return self
+
+
+_SLOTS_ThreadRevertedNotification = _slot_setters(ThreadRevertedNotification, "thread_id")
 
 
 class ThreadSearchOccurrence(_Model):
@@ -30585,9 +30872,12 @@ class ThreadUnarchivedNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadUnarchivedNotification:
         self: ThreadUnarchivedNotification = _new(ThreadUnarchivedNotification)
-        _set = _setattr_of(self)
-        _set("thread_id", o["threadId"])
+        (_s_thread_id,) = _SLOTS_ThreadUnarchivedNotification
+        _s_thread_id(self, o["threadId"])
         return self
+
+
+_SLOTS_ThreadUnarchivedNotification = _slot_setters(ThreadUnarchivedNotification, "thread_id")
 
 
 class ThreadStartThreadUnreadPosition(_Model):
@@ -31165,11 +31455,20 @@ class TurnDiffUpdatedNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> TurnDiffUpdatedNotification:
         self: TurnDiffUpdatedNotification = _new(TurnDiffUpdatedNotification)
-        _set = _setattr_of(self)
-        _set("diff", o["diff"])
-        _set("thread_id", o["threadId"])
-        _set("turn_id", o["turnId"])
+        (
+            _s_diff,
+            _s_thread_id,
+            _s_turn_id,
+        ) = _SLOTS_TurnDiffUpdatedNotification
+        _s_diff(self, o["diff"])
+        _s_thread_id(self, o["threadId"])
+        _s_turn_id(self, o["turnId"])
         return self
+
+
+_SLOTS_TurnDiffUpdatedNotification = _slot_setters(
+    TurnDiffUpdatedNotification, "diff", "thread_id", "turn_id"
+)
 
 
 class TurnEnvironmentParams(_Model):
@@ -31298,11 +31597,20 @@ class TurnModerationMetadataNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> TurnModerationMetadataNotification:
         self: TurnModerationMetadataNotification = _new(TurnModerationMetadataNotification)
-        _set = _setattr_of(self)
-        _set("metadata", o["metadata"])
-        _set("thread_id", o["threadId"])
-        _set("turn_id", o["turnId"])
+        (
+            _s_metadata,
+            _s_thread_id,
+            _s_turn_id,
+        ) = _SLOTS_TurnModerationMetadataNotification
+        _s_metadata(self, o["metadata"])
+        _s_thread_id(self, o["threadId"])
+        _s_turn_id(self, o["turnId"])
         return self
+
+
+_SLOTS_TurnModerationMetadataNotification = _slot_setters(
+    TurnModerationMetadataNotification, "metadata", "thread_id", "turn_id"
+)
 
 
 class TurnPlanStep(_Model):
@@ -32463,15 +32771,24 @@ class WarningNotification(_Model):
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> WarningNotification:
         self: WarningNotification = _new(WarningNotification)
-        _set = _setattr_of(self)
+        (
+            _s_message,
+            _s_thread_id,
+            _s__wire_nulls,
+        ) = _SLOTS_WarningNotification
         nulls: list[str] = []
-        _set("message", o["message"])
+        _s_message(self, o["message"])
         value = o.get("threadId")
         if value is None and "threadId" in o:
             nulls.append("threadId")
-        _set("thread_id", value)
-        _set("_wire_nulls", frozenset(nulls) if nulls else _NO_NULLS)
+        _s_thread_id(self, value)
+        _s__wire_nulls(self, frozenset(nulls) if nulls else _NO_NULLS)
         return self
+
+
+_SLOTS_WarningNotification = _slot_setters(
+    WarningNotification, "message", "thread_id", "_wire_nulls"
+)
 
 
 class SearchWebSearchAction(_Model):
