@@ -8,13 +8,16 @@ switch clients by changing an import; ``codex_home`` is added as a shortcut for
 from __future__ import annotations
 
 import os
-import ssl
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
 from . import __about__
+
+if TYPE_CHECKING:  # ssl costs ~10-30 ms to import; only wss:// needs it, and imports it
+    import ssl
 
 __all__ = ["CodexConfig"]
 

@@ -32,7 +32,6 @@ from ._config import CodexConfig
 from ._exceptions import StartupError
 from ._reap import ProcessTreeReaper
 from ._transport import _StderrTail, open_runtime_process
-from ._ws import wait_ready
 
 __all__ = ["RunningServer", "serve_app_server"]
 
@@ -159,6 +158,8 @@ async def _started(
         else:
             url = "unix://" + listen.split("://", 1)[1]
         try:
+            from ._ws import wait_ready  # wsproto: only when a server is started
+
             await wait_ready(Address.parse(url), ready_timeout)
         except StartupError as exc:
             raise failed(f"the app-server on {url} did not become ready: {exc}") from None
