@@ -37,16 +37,17 @@ def _patch_written(
 ) -> Callable[[], None]:
     """Run ``after_turn_start`` in the caller's task right after ``turn/start`` is written."""
     client = s.codex.client
-    original = client._written
+    original = client._await_reply
 
-    async def written(outgoing: Any) -> None:
-        await original(outgoing)
+    async def await_reply(outgoing: Any, reply: Any) -> None:
         if b'"turn/start"' in outgoing.data:
-            client._written = original  # type: ignore[method-assign]
+            client._await_reply = original  # type: ignore[method-assign]
+            await client._written(outgoing)
             await after_turn_start()
+        await original(outgoing, reply)
 
-    client._written = written  # type: ignore[method-assign]
-    return lambda: setattr(client, "_written", original)
+    client._await_reply = await_reply  # type: ignore[method-assign]
+    return lambda: setattr(client, "_await_reply", original)
 
 
 # -- cancellation that escaped the structure ------------------------------------------------

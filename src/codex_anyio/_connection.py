@@ -53,18 +53,17 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import re
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Final, NamedTuple, Protocol, TypeVar
+from typing import Any, Final, NamedTuple, NoReturn, Protocol, TypeVar
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectSendStream
 
 from . import _json
 from ._exceptions import (
@@ -122,7 +121,7 @@ def structure_result(method: str, result: Any, response_type: Any) -> Any:
         ) from exc
 
 
-def _raise_closed(error: TransportClosedError) -> None:
+def _raise_closed(error: TransportClosedError) -> NoReturn:
     raise error from error.__cause__
 
 
@@ -156,9 +155,35 @@ class _Outgoing:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
-        self.done = anyio.Event()
+        self.done: anyio.Event | None = None
+        """Made by whoever waits for the write (a request waits for its response instead)."""
         self.failed = False
         self.state = _QUEUED
+
+    def finished(self, *, failed: bool = False) -> None:
+        if failed:
+            self.failed = True
+        else:
+            self.state = _WRITTEN
+        if self.done is not None:
+            self.done.set()
+
+
+class _Reply:
+    """One request's answer: the reader puts the response (or an error) in it; the end of the
+    connection closes it empty. (An event and a slot: a memory object stream per request
+    cost a loop iteration more per request, for a checkpoint before it waits.)"""
+
+    __slots__ = ("event", "value")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.value: dict[str, Any] | BaseException | None = None
+
+    def put(self, value: dict[str, Any] | BaseException | None) -> None:
+        if not self.event.is_set():
+            self.value = value
+            self.event.set()
 
 
 class _ResponseHook(Protocol):
@@ -253,12 +278,14 @@ class CodexClient(ClientMethods):
         self._strict = strict
         self._handler = server_request_handler
         self._router = Router(limits, on_turn_completed=self._cancel_turn_requests)
-        self._pending: dict[int, MemoryObjectSendStream[dict[str, Any] | BaseException]] = {}
+        self._pending: dict[int, _Reply] = {}
         self._response_hooks: dict[int, _ResponseHook] = {}
         self._next_id = 1
         self._in_flight = anyio.CapacityLimiter(limits.requests_in_flight)
-        outbox = anyio.create_memory_object_stream[_Outgoing](math.inf)
-        self._outbox_send, self._outbox_receive = outbox
+        self._outbox: deque[_Outgoing] = deque()
+        """Messages for the writer, in order (unbounded: each has a waiting sender)."""
+        self._outbox_wakeup: anyio.Event | None = None
+        """Set while the writer waits for a message."""
         self._server_tasks: dict[int | str, _ServerTask] = {}
         self._closed_error: TransportClosedError | None = None
         self._closing = False
@@ -320,44 +347,58 @@ class CodexClient(ClientMethods):
         """One attempt. A ``hook`` outlives the caller: the reader runs it on the response."""
         if self._closed_error is not None:
             _raise_closed(self._closed())
-        async with self._in_flight:
-            request_id = self._next_id
-            self._next_id += 1
-            message: dict[str, Any] = {"id": request_id, "method": method}
-            if params is not None:
-                message["params"] = params
-            try:
-                outgoing = _Outgoing(_json_dumps(message) + b"\n")
-            except BaseException:  # unencodable params: nothing was sent or registered
-                if hook is not None:
-                    hook.on_unsent()
-                raise
-            send, receive = anyio.create_memory_object_stream[dict[str, Any] | BaseException](1)
-            self._pending[request_id] = send
+        limiter = self._in_flight
+        try:
+            limiter.acquire_nowait()  # no loop iteration when a slot is free (the usual case)
+        except anyio.WouldBlock:
+            await limiter.acquire()
+        try:
+            return await self._exchange(method, params, hook)
+        finally:
+            limiter.release()
+
+    async def _exchange(self, method: str, params: Any, hook: _ResponseHook | None) -> Any:
+        request_id = self._next_id
+        self._next_id += 1
+        message: dict[str, Any] = {"id": request_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        try:
+            outgoing = _Outgoing(_json_dumps(message) + b"\n")
+        except BaseException:  # unencodable params: nothing was sent or registered
             if hook is not None:
-                self._response_hooks[request_id] = hook
-            try:
-                with receive:
-                    self._push(outgoing)
-                    await self._written(outgoing)
-                    try:
-                        response = await receive.receive()
-                    except anyio.EndOfStream:
-                        _raise_closed(self._closed())
-            except BaseException:
-                unsent = hook is not None and outgoing.state == _DROPPED
-                if unsent and self._response_hooks.pop(request_id, None) is not None:
-                    hook.on_unsent()  # type: ignore[union-attr]
-                raise
-            finally:
-                self._pending.pop(request_id, None)
-                send.close()
+                hook.on_unsent()
+            raise
+        reply = self._pending[request_id] = _Reply()
+        if hook is not None:
+            self._response_hooks[request_id] = hook
+        try:
+            self._push(outgoing)
+            await self._await_reply(outgoing, reply)
+            response = reply.value
+            if response is None:
+                _raise_closed(self._closed())
+        except BaseException:
+            if outgoing.state == _QUEUED:
+                outgoing.state = _DROPPED  # the writer skips it: never half-written
+            unsent = hook is not None and outgoing.state == _DROPPED
+            if unsent and self._response_hooks.pop(request_id, None) is not None:
+                hook.on_unsent()  # type: ignore[union-attr]
+            raise
+        finally:
+            self._pending.pop(request_id, None)
         if isinstance(response, BaseException):
             raise response
         error = response.get("error")
         if error is not None:
             raise error_from_wire(error)
         return response.get("result")
+
+    async def _await_reply(self, outgoing: _Outgoing, reply: _Reply) -> None:
+        """Wait for the response only, not for the write as well (one task switch less per
+        request): a failed write ends the connection, which ends this wait too. (Also the
+        seam where tests act right after a request is written, with ``_written``.)"""
+        await reply.event.wait()
 
     async def _call_typed(self, method: str, params: object | None, response_type: Any) -> Any:
         return structure_result(method, await self.request(method, params), response_type)
@@ -511,13 +552,25 @@ class CodexClient(ClientMethods):
         if self._closed_error is not None:
             outgoing.state = _DROPPED
             _raise_closed(self._closed())
-        self._outbox_send.send_nowait(outgoing)
+        self._outbox.append(outgoing)
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        wakeup = self._outbox_wakeup
+        if wakeup is not None:
+            self._outbox_wakeup = None
+            wakeup.set()
 
     async def _written(self, outgoing: _Outgoing) -> None:
         """Wait until the writer has written ``outgoing``. Leaving early drops it if the
         writer has not started it (a message is never half-written)."""
         try:
-            await outgoing.done.wait()
+            if outgoing.state == _WRITTEN or outgoing.failed:
+                await anyio.lowlevel.checkpoint()
+            else:
+                if outgoing.done is None:
+                    outgoing.done = anyio.Event()
+                await outgoing.done.wait()
         except BaseException:
             if outgoing.state == _QUEUED:
                 outgoing.state = _DROPPED
@@ -532,33 +585,40 @@ class CodexClient(ClientMethods):
         task_status.started()
         timeout = self._limits.write_timeout
         send = self._transport.send
-        with self._outbox_receive:
-            async for outgoing in self._outbox_receive:
-                if outgoing.state == _DROPPED:
-                    continue
-                outgoing.state = _WRITING
-                with anyio.move_on_after(timeout) as scope:
-                    try:
-                        await send(outgoing.data)
-                    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                        # The reader sees the end too; it knows the exit status.
-                        await self._wait_closed()
-                if self._closed_error is None and scope.cancelled_caught:
-                    self._shut(
-                        TransportClosedError(
-                            f"the app-server read none of a {len(outgoing.data)}-byte message "
-                            f"in {timeout:g} s (Limits.write_timeout)",
-                            stderr_tail=self._transport.stderr_tail(),
-                        )
-                    )
-                    with anyio.CancelScope(shield=True):
-                        await self._transport.aclose()
+        outbox = self._outbox
+        while True:
+            if not outbox:
                 if self._closed_error is not None:
-                    outgoing.failed = True
-                    outgoing.done.set()
                     return
-                outgoing.state = _WRITTEN
-                outgoing.done.set()
+                # An event only when idle: a memory object stream's receive() costs a loop
+                # iteration per message, for its checkpoint.
+                wakeup = self._outbox_wakeup = anyio.Event()
+                await wakeup.wait()
+                continue
+            outgoing = outbox.popleft()
+            if outgoing.state == _DROPPED:
+                continue
+            outgoing.state = _WRITING
+            with anyio.move_on_after(timeout) as scope:
+                try:
+                    await send(outgoing.data)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    # The reader sees the end too; it knows the exit status.
+                    await self._wait_closed()
+            if self._closed_error is None and scope.cancelled_caught:
+                self._shut(
+                    TransportClosedError(
+                        f"the app-server read none of a {len(outgoing.data)}-byte message "
+                        f"in {timeout:g} s (Limits.write_timeout)",
+                        stderr_tail=self._transport.stderr_tail(),
+                    )
+                )
+                with anyio.CancelScope(shield=True):
+                    await self._transport.aclose()
+            if self._closed_error is not None:
+                outgoing.finished(failed=True)
+                return
+            outgoing.finished()
 
     async def _wait_closed(self) -> None:
         if self._closed_error is None:
@@ -672,10 +732,7 @@ class CodexClient(ClientMethods):
                 self._unknown_responses += 1
                 logger.debug("response for unknown request id %r", request_id)
             return
-        try:
-            waiter.send_nowait(message)
-        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self._unknown_responses += 1
+        waiter.put(message)
 
     def _undecodable(self, line: bytes) -> None:
         """A line orjson rejects: count it, and if it still names a request, answer that."""
@@ -699,10 +756,7 @@ class CodexClient(ClientMethods):
                 hook.on_response({"id": request_id, "error": {"code": -32700, "message": ""}})
             waiter = self._pending.pop(request_id, None)
             if waiter is not None:
-                try:
-                    waiter.send_nowait(error)
-                except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    pass
+                waiter.put(error)
         elif type(method) is str and isinstance(request_id, (int, str)):
             self._task_group.start_soon(
                 self._reply_error, request_id, -32700, "the client could not decode this request"
@@ -806,8 +860,8 @@ class CodexClient(ClientMethods):
         if self._closed_error is not None:
             return
         self._closed_error = error
-        for send in list(self._pending.values()):
-            send.close()
+        for reply in list(self._pending.values()):
+            reply.put(None)  # empty: the connection ended
         self._pending.clear()
         hooks = list(self._response_hooks.values())
         self._response_hooks.clear()
@@ -816,14 +870,9 @@ class CodexClient(ClientMethods):
         self._router.close(error)
         for task in list(self._server_tasks.values()):
             task.scope.cancel()
-        self._outbox_send.close()
-        while True:
-            try:
-                outgoing = self._outbox_receive.receive_nowait()
-            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                break
-            outgoing.failed = True
-            outgoing.done.set()
+        while self._outbox:
+            self._outbox.popleft().finished(failed=True)
+        self._wake_writer()  # it returns: the connection has ended
 
     async def aclose(self) -> None:
         """Interrupt turns whose handles were dropped unfinished, then close the transport; the
