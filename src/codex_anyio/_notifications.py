@@ -185,6 +185,7 @@ class _Subscription:
         "receiver_closed",
         "stalled_since",
         "waiter",
+        "wake_at",
         "what",
     )
 
@@ -205,6 +206,8 @@ class _Subscription:
         """The consumer closed its stream (or it ended and was released)."""
         self.waiter: anyio.Event | None = None
         """Set by the consumer while it waits for an event; the deliverer sets it."""
+        self.wake_at = 1
+        """Buffered events that wake a waiting consumer (the end always wakes it)."""
         self.error: BaseException | None = None
         self.pending: deque[Notification] = deque()
         """Events parked behind a full buffer, in order; the consumer takes them itself."""
@@ -234,7 +237,7 @@ class _Subscription:
             return True
         self.buffer.append(item)
         waiter = self.waiter
-        if waiter is not None:
+        if waiter is not None and len(self.buffer) >= self.wake_at:
             self.waiter = None
             waiter.set()
         return True
@@ -329,6 +332,14 @@ class NotificationStream(anyio.abc.ObjectReceiveStream[Notification]):
         if error is not None:
             raise fresh(error)
         raise anyio.EndOfStream
+
+    def batch_wake_ups(self, on: bool) -> None:
+        """While on, a waiting consumer is woken when half its buffer is full or the stream
+        ends, not for every event: for a consumer that needs only the end (``run()``), a
+        wake-up per turn instead of one per chunk the runtime writes (~a quarter of the
+        event loop's iterations per turn, measured)."""
+        sub = self._subscription
+        sub.wake_at = max(1, sub.limit // 2) if on else 1
 
     def take_buffered(self) -> Notification | None:
         """The next buffered event if one is there and no checkpoint is due, else None (then

@@ -331,7 +331,7 @@ class Router:
                 if len(buffer) < owner.limit:
                     buffer.append(note)
                     waiter = owner.waiter
-                    if waiter is not None:
+                    if waiter is not None and len(buffer) >= owner.wake_at:
                         owner.waiter = None
                         waiter.set()
                 else:

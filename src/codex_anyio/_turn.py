@@ -305,18 +305,26 @@ class TurnHandle:
 
     async def _wait_end(self) -> None:
         """Consume until the end, or wait for the task that streams to see it."""
-        while self._final is None:
-            failure = self._failure
-            if failure is not None:
-                raise fresh(failure)
-            if self._streamed_elsewhere():
-                if self._ended is None:
-                    self._ended = anyio.Event()
-                # Re-check now and then: that task may drop its iterator without the end.
-                with anyio.move_on_after(CONSUMER_RECHECK):
-                    await self._ended.wait()
-                continue
-            await self._next_owned()
+        # Nothing here needs an event before the end (an idle timeout does): wake for batches.
+        batched = self._idle_timeout is None
+        if batched:
+            self._stream.batch_wake_ups(True)
+        try:
+            while self._final is None:
+                failure = self._failure
+                if failure is not None:
+                    raise fresh(failure)
+                if self._streamed_elsewhere():
+                    if self._ended is None:
+                        self._ended = anyio.Event()
+                    # Re-check now and then: that task may drop its iterator without the end.
+                    with anyio.move_on_after(CONSUMER_RECHECK):
+                        await self._ended.wait()
+                    continue
+                await self._next_owned()
+        finally:
+            if batched:
+                self._stream.batch_wake_ups(False)
 
     async def run(self) -> TurnResult:
         """Wait for the turn to finish and collect its result.
