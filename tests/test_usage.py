@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from codex_anyio import (
+    AsyncCodex,
     Codex,
     TokenUsage,
     TurnFailedError,
@@ -23,14 +24,18 @@ from codex_anyio import (
 )
 from codex_anyio._usage import TurnTally, UsageLedger
 from codex_anyio.testing import (
+    Reply,
     exec_command,
     message,
     model_usage,
+    open_scripted_pool,
     reply,
     scripted_runtime,
     stall,
     usage_limit_reached,
 )
+
+from .conftest import fake_config
 
 pytestmark = pytest.mark.anyio
 
@@ -256,3 +261,59 @@ def test_the_sync_client_reports_usage_limits_and_rate_limits(backend: str, tmp_
             assert caught.value.resets_at == resets
             assert thread.usage() == codex.usage() == TokenUsage(12, 0, 3, 0, 15)
             assert codex.rate_limits is not None
+
+
+_LIMITED = {"message": "You've hit your usage limit.", "codexErrorInfo": "usageLimitExceeded"}
+
+_BEFORE_ANY_THREAD = """
+request = expect("initialize")
+notify("account/rateLimits/updated", {"rateLimits": {"limitId": "codex", "planType": "plus",
+    "primary": {"usedPercent": 100, "windowDurationMins": 300, "resetsAt": RESET}}})
+reply(request, INITIALIZE_RESULT)
+expect("initialized")
+notify("account/rateLimits/updated", {"rateLimits": {"limitId": "codex", "primary": None}})
+r = expect("turn/start")
+reply(r, {"turn": turn("t1")})
+notify("error", {"threadId": "th1", "turnId": "t1", "willRetry": False, "error": LIMITED})
+completed("th1", "t1", "interrupted")
+hold()
+"""
+
+
+async def test_rate_limits_sent_before_any_thread_are_kept_and_a_result_names_its_limit() -> None:
+    resets = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    script = f"RESET = {int(resets.timestamp())}\nLIMITED = {_LIMITED!r}\n" + _BEFORE_ANY_THREAD
+    with anyio.fail_after(10):
+        async with AsyncCodex(fake_config(script)) as codex:
+            snapshot = codex.rate_limits  # stored by the reader before the handshake answer
+            assert snapshot is not None
+            assert snapshot.primary is not None
+            assert (snapshot.primary.used_percent, snapshot.primary.resets_at) == (
+                100,
+                int(resets.timestamp()),
+            )
+            result = await codex.thread("th1").run("hello")
+            assert result.status == "interrupted"
+            assert isinstance(result.usage_limit, UsageLimitError)
+            assert result.usage_limit.resets_at == resets
+            # The sparse update with no window kept the earlier one.
+            assert codex.rate_limits is not None
+            assert codex.rate_limits.plan_type == "plus"
+            assert result.usage == TokenUsage.ZERO
+
+
+def _costs_25(request: Any) -> Reply:
+    return message("ok", usage=model_usage(20, 5))
+
+
+async def test_a_pool_adds_up_the_usage_of_all_its_members(tmp_path: Path) -> None:
+    with anyio.fail_after(60):
+        async with open_scripted_pool(_costs_25, servers=2, directory=tmp_path) as s:
+            one = await s.pool.thread_start()
+            two = await s.pool.thread_start()
+            assert one.member != two.member
+            first = await one.run("a")
+            second = await two.run("b")
+            assert first.usage == second.usage == TokenUsage(20, 0, 5, 0, 25)
+            assert one.usage() == first.usage
+            assert s.pool.usage() == first.usage + second.usage

@@ -90,17 +90,17 @@ class TokenUsage:
             self.total_tokens,
         )
 
-    def __add__(self, other: object) -> TokenUsage:
+    def __add__(self, other: TokenUsage) -> TokenUsage:
         if not isinstance(other, TokenUsage):
             return NotImplemented
         return TokenUsage(*(a + b for a, b in zip(self._figures(), other._figures(), strict=True)))
 
-    def __radd__(self, other: object) -> TokenUsage:
+    def __radd__(self, other: int) -> TokenUsage:
         if other == 0:  # sum() starts from 0
             return TokenUsage(*self._figures())
         return NotImplemented
 
-    def __sub__(self, other: object) -> TokenUsage:
+    def __sub__(self, other: TokenUsage) -> TokenUsage:
         """The difference, each count floored at zero (figures only ever grow)."""
         if not isinstance(other, TokenUsage):
             return NotImplemented
