@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import errno
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._generated.models import RateLimitSnapshot
 
 __all__ = [
     "AuthenticationError",
@@ -257,7 +260,7 @@ class UsageLimitError(TurnFailedError):
         error: Any,
         *,
         resets_at: datetime | None = None,
-        rate_limits: Any = None,
+        rate_limits: RateLimitSnapshot | None = None,
     ) -> None:
         super().__init__(turn, error)
         self.resets_at = resets_at

@@ -4,9 +4,11 @@ What the runtime reports (verified against 0.163.0): every model response that c
 sends one ``thread/tokenUsage/updated`` for its turn, whose ``last`` is that response's usage
 and ``total`` the thread's running total. A turn with a tool call makes several model requests,
 so it gets several updates. The runtime also *repeats* the thread's current figures without
-new spending: when a turn is interrupted, when some failures end it, and on ``thread/resume``
-(under the last turn's id). Summing ``last`` would count those repeats again; so a turn's
-usage is the growth of the thread's ``total`` over the turn:
+new spending: when a stream failure (``response.failed``) or a usage limit ends a turn, often
+when a turn is interrupted (even one that had no model response yet: then the repeat carries
+the previous turn's ``last``), and on ``thread/resume`` (under the last turn's id). Summing
+``last`` would count those repeats again; so a turn's usage is the growth of the thread's
+``total`` over the turn:
 
 * the total before the turn is the total this client last saw for the thread (zero for a
   thread it started), or else ``total - last`` of the turn's first update (the thread total
@@ -14,6 +16,10 @@ usage is the growth of the thread's ``total`` over the turn:
   what was already seen;
 * the turn's usage is its highest ``total`` minus that. Tokens already reported before an
   interrupt or a failure count: they were spent.
+
+One case stays approximate: on a thread this client did not start (resumed, forked, or named
+by id) whose first turn here is interrupted before any model response completed, a repeat of
+the history's last figures cannot be told from new spending and is counted.
 
 The per-thread and per-client running totals (``thread.usage()``, ``codex.usage()``) are the
 sums of the usage of the turns this client consumed (ran or streamed), each turn counted once
