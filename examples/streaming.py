@@ -17,7 +17,8 @@ async def main(codex: AsyncCodex) -> None:
     async with thread.turn("Again, and show me the events.") as turn:
         async for event in turn.stream():
             print(" ", event.method, type(event.params).__name__)
-    print("usage:", turn.result().usage.total.total_tokens, "tokens")
+    spent = turn.result().usage.total_tokens
+    print("usage:", spent, "tokens this turn,", thread.usage().total_tokens, "in the thread")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from codex_anyio import (
     ServerBusyError,
     ServerRequest,
     SubscriptionOverflowError,
+    TokenUsage,
     TransportClosedError,
     is_retryable_error,
 )
@@ -184,7 +185,8 @@ async def test_untypeable_notifications_are_delivered_raw_and_counted_and_never_
         async with AsyncCodex(fake_config(_TURN_SCRIPT)) as codex:
             result = await codex.thread("th1").run("hello")
             assert result.status == "completed"
-            assert result.usage == "drift"
+            assert result.usage == TokenUsage.ZERO  # an untypeable report counts nothing
+            assert result.usage.reported is None
             assert codex.client.statistics().router.schema_mismatches == 1
 
 

@@ -17,8 +17,10 @@ from codex_anyio.testing import (
     function_call,
     http_error,
     message,
+    model_usage,
     reply,
     stall,
+    usage_limit_reached,
 )
 
 pytestmark = pytest.mark.anyio
@@ -226,3 +228,25 @@ async def test_each_script_kind_drives_the_real_runtime(scripted_codex: Any) -> 
                 result = await turn.cancel()
             assert result.status == "interrupted"
             await s.model.exchanges[-1].abandoned.wait()
+
+
+async def test_usage_and_headers_are_scripted_per_reply() -> None:
+    script = [
+        reply(message("a", usage=model_usage(7, 3, cached_input_tokens=2)), headers={"x-a": "1"}),
+        usage_limit_reached(1_900_000_000, plan_type="pro"),
+    ]
+    with anyio.fail_after(10):
+        async with ScriptedModel(script) as model:
+            streamed = await post(model, {})
+            limited = await post(model, {})
+    assert b"\r\nx-a: 1\r\n" in streamed.partition(b"\r\n\r\n")[0]
+    usage = events(streamed)[-1][1]["response"]["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"], usage["total_tokens"]) == (7, 3, 10)
+    assert usage["input_tokens_details"] == {"cached_tokens": 2}
+    head, _, body = limited.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 429")
+    assert b"x-codex-primary-reset-at: 1900000000" in head
+    assert b"x-codex-primary-used-percent: 100" in head
+    assert json.loads(body) == {
+        "error": {"type": "usage_limit_reached", "plan_type": "pro", "resets_at": 1900000000}
+    }

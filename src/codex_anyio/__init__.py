@@ -37,6 +37,7 @@ from ._exceptions import (
     TransportClosedError,
     TurnFailedError,
     TurnIdleTimeoutError,
+    UsageLimitError,
     is_retryable_error,
     map_jsonrpc_error,
 )
@@ -66,6 +67,7 @@ from ._sync import ChatgptLoginHandle, Codex, DeviceCodeLoginHandle, SyncThread,
 from ._thread import Thread, TurnStarter
 from ._tools import DynamicTool, dynamic_tool
 from ._turn import TurnHandle, TurnResult
+from ._usage import TokenUsage, TurnUsage
 
 AsyncThread = Thread
 """The official SDK's name for the async :class:`Thread`."""
@@ -132,12 +134,15 @@ __all__ = [
     "SyncTurnHandle",
     "TextInput",
     "Thread",
+    "TokenUsage",
     "TransportClosedError",
     "TurnFailedError",
     "TurnHandle",
     "TurnIdleTimeoutError",
     "TurnResult",
     "TurnStarter",
+    "TurnUsage",
+    "UsageLimitError",
     "__version__",
     "dynamic_tool",
     "is_retryable_error",

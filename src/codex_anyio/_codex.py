@@ -30,6 +30,7 @@ from ._metadata import CodexMetadata
 from ._router import Limits
 from ._thread import CodexThreadsMixin
 from ._transport import StdioTransport, Transport, spawn_stdio
+from ._usage import UsageLedger
 
 __all__ = ["AsyncCodex", "open_codex"]
 
@@ -67,6 +68,7 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
         self._credentials = CredentialsCheck(enabled=require_credentials)
         self._client: CodexClient | None = None
         self._metadata: CodexMetadata | None = None
+        self._usage_ledger = UsageLedger()
 
     @property
     def client(self) -> CodexClient:

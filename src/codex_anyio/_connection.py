@@ -86,6 +86,7 @@ from ._server_requests import (
     encode_result,
 )
 from ._transport import Transport
+from ._usage import RateLimits
 
 __all__ = ["ClientStatistics", "CodexClient", "open_client", "structure_result"]
 
@@ -293,6 +294,8 @@ class CodexClient(ClientMethods):
         self._unknown_responses = 0
         self._overload_retries = 0
         self._turns_reaped = 0
+        self.rate_limits = RateLimits()
+        """The latest ``account/rateLimits/updated`` per limit id, stored by the reader."""
         self.dropped_turns: list[tuple[str, str]] = []
         """Turns whose handle was garbage-collected unfinished (appended by its finalizer);
         the reader hands each to a reaper."""
@@ -715,6 +718,8 @@ class CodexClient(ClientMethods):
         else:
             if method == "serverRequest/resolved":
                 self._resolved(params)
+            elif method == "account/rateLimits/updated":
+                self.rate_limits.update(params)
             self._router.route(method, params)
 
     def _response(self, message: dict[str, Any]) -> None:

@@ -9,7 +9,11 @@ a bounded subscription. Each exception carries its cause as attributes, not only
 from __future__ import annotations
 
 import errno
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._generated.models import RateLimitSnapshot
 
 __all__ = [
     "AuthenticationError",
@@ -31,6 +35,7 @@ __all__ = [
     "TransportClosedError",
     "TurnFailedError",
     "TurnIdleTimeoutError",
+    "UsageLimitError",
     "error_from_wire",
     "is_retryable_error",
     "map_jsonrpc_error",
@@ -222,6 +227,46 @@ class TurnFailedError(CodexError, RuntimeError):
         super().__init__(f"turn {getattr(turn, 'id', '?')} failed: {message}")
 
 
+USAGE_LIMIT_EXCEEDED = "usageLimitExceeded"
+"""The ``codexErrorInfo`` of a turn error when the account's usage limit is reached."""
+
+
+def is_usage_limit(error: Any) -> bool:
+    """Whether a ``TurnError`` (typed or raw) says the account's usage limit is reached."""
+    info = error.get("codexErrorInfo") if isinstance(error, dict) else None
+    if info is None:
+        info = getattr(error, "codex_error_info", None)
+    return info == USAGE_LIMIT_EXCEEDED
+
+
+class UsageLimitError(TurnFailedError):
+    """A turn failed because the account has reached its usage limit.
+
+    The model service answered HTTP 429 ``usage_limit_reached``; the runtime does not retry
+    it and fails the turn with ``codexErrorInfo == "usageLimitExceeded"``. Retrying before
+    ``resets_at`` is pointless, so ``retry_on_overload`` never retries this error.
+
+    Also a :class:`TurnFailedError` (and a ``RuntimeError``), so existing ``except`` clauses
+    still catch it. ``error`` is the runtime's ``TurnError`` (its message names the reset time
+    in the runtime's local time, as text); ``resets_at`` is that moment as an aware UTC
+    datetime, taken from the rate-limit windows the service reported as exhausted with the
+    429 (None if it reported none); ``rate_limits`` is the client's latest
+    ``RateLimitSnapshot`` at the time (None if none arrived).
+    """
+
+    def __init__(
+        self,
+        turn: Any,
+        error: Any,
+        *,
+        resets_at: datetime | None = None,
+        rate_limits: RateLimitSnapshot | None = None,
+    ) -> None:
+        super().__init__(turn, error)
+        self.resets_at = resets_at
+        self.rate_limits = rate_limits
+
+
 class TurnIdleTimeoutError(CodexError):
     """A turn sent no event for ``idle_timeout`` seconds and was interrupted."""
 
@@ -308,7 +353,12 @@ def map_jsonrpc_error(
 
 
 def is_retryable_error(exc: BaseException) -> bool:
-    """True for transient overload errors, which a retry with backoff may get past."""
+    """True for transient overload errors, which a retry with backoff may get past.
+
+    Never for :class:`UsageLimitError`: the limit lasts until its reset time, hours away.
+    """
+    if isinstance(exc, UsageLimitError):
+        return False
     if isinstance(exc, ServerBusyError):
         return True
     return isinstance(exc, JsonRpcError) and _is_server_overloaded(exc.data)

@@ -54,6 +54,7 @@ from ._presets import lean_thread_options, merge_options
 from ._retry import retry_on_overload
 from ._router import Limits
 from ._turn import TurnResult
+from ._usage import TokenUsage, UsageLedger
 
 __all__ = ["CodexPool", "MemberStatistics", "PoolStatistics", "default_servers"]
 
@@ -215,6 +216,7 @@ class CodexPool(Lifespan[None]):
         self._changed: anyio.Event | None = None
         self._restarts = 0
         self._startup_error: TransportClosedError | None = None
+        self._usage_ledger = UsageLedger()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -274,6 +276,8 @@ class CodexPool(Lifespan[None]):
             codex = AsyncCodex(
                 self._config_for(member.index), handlers=self._handlers, limits=self._limits
             )
+            # One ledger for every member: the pool's totals outlive a member's restart.
+            codex._usage_ledger = self._usage_ledger
             try:
                 async with codex:
                     member.codex = codex
@@ -469,6 +473,11 @@ class CodexPool(Lifespan[None]):
             return await thread.run(input, **turn_options)
         finally:
             await self.finish_thread(thread)
+
+    def usage(self) -> TokenUsage:
+        """Tokens spent by the turns run on the pool's members since it started (restarted
+        members included): the sum of their ``TurnResult.usage``."""
+        return self._usage_ledger.total
 
     def member_pids(self) -> list[int | None]:
         """Each member's app-server pid (None while it is down)."""

@@ -50,6 +50,7 @@ from ._portal import (
 from ._router import Limits
 from ._sync_stream import iterate_in_batches
 from ._turn import TurnResult
+from ._usage import TokenUsage, TurnUsage
 
 __all__ = [
     "ChatgptLoginHandle",
@@ -90,6 +91,11 @@ class SyncTurnHandle(Wrapper[_turn.TurnHandle]):
     @property
     def done(self) -> bool:
         return self._async.done
+
+    @property
+    def usage(self) -> TurnUsage:
+        """What this turn has spent so far (final once it is done)."""
+        return self._async.usage
 
     def run(self, *, timeout: float | None = None) -> TurnResult:
         """Wait for the turn and return its result; Ctrl-C or an expired ``timeout``
@@ -169,6 +175,10 @@ class SyncThread(Wrapper[_thread.Thread]):
         """
         run = functools.partial(self._async.run, input, **params)
         return self._bridge.call(within, timeout, run)
+
+    def usage(self) -> TokenUsage:
+        """Tokens spent by this thread's turns run by this client (see ``Thread.usage``)."""
+        return self._async.usage()
 
     def __repr__(self) -> str:
         return f"<sync Thread {self.id}>"
@@ -292,6 +302,15 @@ class Codex(Wrapper[AsyncCodex]):
     def metadata(self) -> CodexMetadata:
         """What the runtime said in ``initialize`` (``serverInfo``, ``user_agent``, ...)."""
         return self._async.metadata
+
+    def usage(self) -> TokenUsage:
+        """Tokens spent by the turns this client ran (see ``AsyncCodex.usage``)."""
+        return self._async.usage()
+
+    @property
+    def rate_limits(self) -> m.RateLimitSnapshot | None:
+        """The latest ``account/rateLimits/updated`` snapshot, or None until one arrives."""
+        return self._async.rate_limits
 
     @property
     def async_codex(self) -> AsyncCodex:

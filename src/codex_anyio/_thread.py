@@ -24,6 +24,7 @@ from ._modes import ApprovalMode, Sandbox, approval_mode_params, sandbox_mode, s
 from ._notifications import NotificationStream
 from ._tools import DynamicTool, ToolFunction
 from ._turn import TurnHandle, TurnResult
+from ._usage import TokenUsage, UsageLedger
 
 if TYPE_CHECKING:
     from ._connection import CodexClient
@@ -125,6 +126,7 @@ class TurnStarter:
                 idle_timeout=self._options.get("idle_timeout"),
                 handlers=handlers,
                 owner=self._thread,
+                ledger=codex._usage_ledger,
             )
         except BaseException:
             # No handle will own the turn (a response that does not fit the schema raises
@@ -248,6 +250,12 @@ class Thread:
         """This thread's notifications (its turns' too with ``include_turns``)."""
         return self._codex.client.subscribe_thread(self.id, include_turns=include_turns)
 
+    def usage(self) -> TokenUsage:
+        """Tokens spent by this thread's turns that this client ran or streamed, since the
+        client started (whichever ``Thread`` object of the same id started them); the sum of
+        their ``TurnResult.usage``, interrupted and failed turns included."""
+        return self._codex._usage_ledger.thread_usage(self.id)
+
     def __repr__(self) -> str:
         return f"<Thread {self.id}>"
 
@@ -257,6 +265,7 @@ class CodexThreadsMixin:
 
     _dispatcher: Dispatcher
     _credentials: CredentialsCheck
+    _usage_ledger: UsageLedger
 
     @property
     def client(self) -> CodexClient:  # pragma: no cover - defined by AsyncCodex
@@ -326,7 +335,9 @@ class CodexThreadsMixin:
         await self._credentials.ensure(self.client)
         result = await self.client.request("thread/start", wire)
         response = structure_result("thread/start", result, m.ThreadStartResponse)
-        return self._register(response, handlers, tools)
+        thread = self._register(response, handlers, tools)
+        self._usage_ledger.started(thread.id)  # a new thread's running total starts at zero
+        return thread
 
     async def thread_resume(
         self,
@@ -420,6 +431,18 @@ class CodexThreadsMixin:
     def notifications(self, *, everything: bool = False) -> NotificationStream:
         """Global notifications, plus whatever no turn or thread subscriber took."""
         return self.client.subscribe(everything=everything)
+
+    def usage(self) -> TokenUsage:
+        """Tokens spent by the turns this client ran or streamed since it started: the sum
+        of their ``TurnResult.usage`` (interrupted and failed turns included)."""
+        return self._usage_ledger.total
+
+    @property
+    def rate_limits(self) -> m.RateLimitSnapshot | None:
+        """The latest ``account/rateLimits/updated`` snapshot (a sparse update merged into
+        the previous one of its limit id), or None until one arrives. The runtime sends one
+        with every model response; the reader stores it whoever listens."""
+        return self.client.rate_limits.latest
 
     def server_requests(
         self, *, answer_timeout: float = 300.0, buffer: int = 100

@@ -43,13 +43,16 @@ from ._exceptions import (
     TransportClosedError,
     TurnFailedError,
     TurnIdleTimeoutError,
+    UsageLimitError,
     fresh,
+    is_usage_limit,
 )
 from ._generated.converter import converter
 from ._generated.models import Turn, TurnInterruptResponse, TurnStatus, TurnSteerResponse
 from ._inputs import Input, to_wire_input
 from ._interrupt import RETRY_FIRST, RETRY_MAX, interrupt_and_wait, is_no_active_turn
 from ._notifications import Notification, NotificationStream
+from ._usage import TurnTally, TurnUsage, UsageLedger
 
 if TYPE_CHECKING:
     from ._connection import CodexClient
@@ -77,8 +80,15 @@ class TurnResult:
 
     ``final_response`` follows the official SDK: the last agent message whose phase is
     ``final_answer``, else the last one with no phase. ``items`` are the turn's completed
-    items in order, ``usage`` the last token-usage update, ``errors`` every ``error``
-    notification the turn sent (including retried ones); ``error`` is the turn's own error.
+    items in order, ``errors`` every ``error`` notification the turn sent (including retried
+    ones); ``error`` is the turn's own error.
+
+    ``usage`` is what this turn spent (a :class:`TurnUsage`: zero if the runtime reported
+    nothing), also for an interrupted turn: what was reported before the interrupt counts.
+    It also reads as the official ``ThreadTokenUsage`` (``usage.total``, ``usage.last``: the
+    runtime's last report, ``total`` being the thread's running total).
+    ``usage_limit`` is set when the turn's error is the account's usage limit (a failed turn
+    raises it instead).
     """
 
     id: str
@@ -88,12 +98,13 @@ class TurnResult:
     error: Any
     final_response: str | None
     items: list[Any]
-    usage: Any
+    usage: TurnUsage
     started_at: int | None
     completed_at: int | None
     duration_ms: int | None
     errors: list[Any]
     turn: Turn | None
+    usage_limit: UsageLimitError | None = None
 
 
 def _final_response(items: list[Any]) -> str | None:
@@ -160,6 +171,7 @@ class TurnHandle:
         idle_timeout: float | None = None,
         handlers: Handlers | None = None,
         owner: object = None,
+        ledger: UsageLedger | None = None,
     ) -> None:
         self._client = client
         self._dispatcher = dispatcher
@@ -172,7 +184,7 @@ class TurnHandle:
         self._owner = owner  # keeps the Thread (its handlers and tools) alive while we are
         self._final: Turn | None = None
         self._items: list[Any] = []
-        self._usage: Any = None
+        self._tally = TurnTally(ledger, thread_id, turn.id)
         self._errors: list[Any] = []
         self._failure: BaseException | None = None
         self._abandoned = False
@@ -186,6 +198,11 @@ class TurnHandle:
     def done(self) -> bool:
         """Whether this turn has completed (its ``turn/completed`` was received)."""
         return self._final is not None
+
+    @property
+    def usage(self) -> TurnUsage:
+        """What this turn has spent so far (final once it is done)."""
+        return self._tally.result()
 
     @property
     def status(self) -> TurnStatus:
@@ -204,7 +221,7 @@ class TurnHandle:
             if item is not None:
                 self._items.append(item)
         elif method == "thread/tokenUsage/updated":
-            self._usage = _field(note.params, "token_usage", "tokenUsage")
+            self._tally.update(_field(note.params, "token_usage", "tokenUsage"))
         elif method == "error":
             self._errors.append(note.params)
         elif method == "turn/completed":
@@ -329,7 +346,8 @@ class TurnHandle:
     async def run(self) -> TurnResult:
         """Wait for the turn to finish and collect its result.
 
-        :raises TurnFailedError: if the turn ended with status ``failed``.
+        :raises TurnFailedError: if the turn ended with status ``failed``
+            (:class:`UsageLimitError` if the account's usage limit is reached).
         :raises TurnIdleTimeoutError: if an idle timeout is set and the turn went silent.
         """
         await self._wait_end()
@@ -338,7 +356,8 @@ class TurnHandle:
     def result(self) -> TurnResult:
         """The result of a completed turn.
 
-        :raises TurnFailedError: if it failed.
+        :raises UsageLimitError: if it failed because the account's usage limit is reached.
+        :raises TurnFailedError: if it failed otherwise.
         :raises RuntimeError: if it has not completed.
         """
         turn = self._final
@@ -351,8 +370,14 @@ class TurnHandle:
                 if not _field(notice, "will_retry", "willRetry"):
                     error = _field(notice, "error", "error")
                     break
+        usage_limit: UsageLimitError | None = None
+        if error is not None and is_usage_limit(error):
+            limits = self._client.rate_limits
+            usage_limit = UsageLimitError(
+                turn, error, resets_at=limits.exhausted_reset(), rate_limits=limits.latest
+            )
         if str(turn.status) == "failed":
-            raise TurnFailedError(turn, error)
+            raise usage_limit or TurnFailedError(turn, error)
         return TurnResult(
             id=turn.id,
             thread_id=self.thread_id,
@@ -360,12 +385,13 @@ class TurnHandle:
             error=error,
             final_response=_final_response(items),
             items=items,
-            usage=self._usage,
+            usage=self._tally.result(),
             started_at=turn.started_at,
             completed_at=turn.completed_at,
             duration_ms=turn.duration_ms,
             errors=list(self._errors),
             turn=turn,
+            usage_limit=usage_limit,
         )
 
     # -- control ---------------------------------------------------------------------------

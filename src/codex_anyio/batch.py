@@ -84,6 +84,13 @@ def _error(exc: BaseException) -> dict[str, str]:
     return {"type": type(exc).__name__, "message": str(exc)}
 
 
+def _reported_usage(outcome: TurnResult | None) -> Any:
+    """The runtime's last usage report as wire JSON (``last``, ``total``, ...): the results
+    file keeps the shape it had before ``TurnResult.usage`` was typed."""
+    reported = outcome.usage.reported if outcome is not None else None
+    return converter.unstructure(reported) if reported is not None else None
+
+
 def _structured(text: str | None) -> Any:
     if text is None:
         return None
@@ -236,7 +243,7 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
             status=status,
             final_response=final,
             structured_output=_structured(final) if task.output_schema is not None else None,
-            usage=converter.unstructure(outcome.usage) if outcome and outcome.usage else None,
+            usage=_reported_usage(outcome),
             duration_ms=round((time.monotonic() - started) * 1000),
             thread_id=thread.id if thread is not None else None,
             turn_id=turn_id,

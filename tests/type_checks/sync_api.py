@@ -13,9 +13,11 @@ from codex_anyio import (
     Sandbox,
     SyncThread,
     SyncTurnHandle,
+    TokenUsage,
     TurnResult,
+    TurnUsage,
 )
-from codex_anyio.types import ThreadReadResponse, TurnSteerResponse
+from codex_anyio.types import RateLimitSnapshot, ThreadReadResponse, TurnSteerResponse
 
 
 def uses(codex: Codex) -> None:
@@ -28,10 +30,14 @@ def uses(codex: Codex) -> None:
     result: TurnResult = thread.run("again", timeout=5.0)
     read: ThreadReadResponse = thread.read(include_turns=True)
     resumed: SyncThread = codex.thread_resume(thread.id, include_turns=False)
-    del steered, events, result, read, resumed
+    turn_usage: TurnUsage = result.usage
+    spent: TokenUsage = turn_usage + thread.usage() + codex.usage() + handle.usage
+    limits: RateLimitSnapshot | None = codex.rate_limits
+    del steered, events, result, read, resumed, spent, limits
 
 
 def misuses(codex: Codex, thread: SyncThread) -> None:
     thread.turn(42)  # type: ignore[arg-type]
     codex.thread_resume()  # type: ignore[call-arg]
     codex.thread_archive(thread)  # type: ignore[arg-type]
+    thread.usage() + 1  # type: ignore[operator]

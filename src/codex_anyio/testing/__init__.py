@@ -20,9 +20,11 @@ from ._scripted_model import (
     function_call,
     http_error,
     message,
+    model_usage,
     reply,
     request_user_input,
     stall,
+    usage_limit_reached,
 )
 from ._sync_harness import ScriptedRuntime, scripted_runtime
 
@@ -40,6 +42,7 @@ __all__ = [
     "function_call",
     "http_error",
     "message",
+    "model_usage",
     "open_scripted_codex",
     "open_scripted_pool",
     "reply",
@@ -47,5 +50,6 @@ __all__ = [
     "scripted_env",
     "scripted_runtime",
     "stall",
+    "usage_limit_reached",
     "write_codex_home",
 ]

@@ -17,8 +17,9 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeAlias
 
@@ -39,9 +40,11 @@ __all__ = [
     "function_call",
     "http_error",
     "message",
+    "model_usage",
     "reply",
     "request_user_input",
     "stall",
+    "usage_limit_reached",
 ]
 
 _ids = itertools.count(1)
@@ -81,6 +84,10 @@ class Reply:
     :param fail: end the stream with ``response.failed`` carrying this message.
     :param stall: after the outputs, send nothing more until the client goes away.
     :param drop_after: close the connection abruptly after this many SSE events.
+    :param usage: the ``usage`` object of ``response.completed``, in the Responses API's
+        shape (:func:`model_usage` builds one); None: 10 input and 5 output tokens.
+    :param headers: extra HTTP response headers (the service's ``x-codex-*`` rate-limit
+        headers, for instance), on an error reply and on a stream alike.
     """
 
     outputs: tuple[_Output, ...] = ()
@@ -89,14 +96,43 @@ class Reply:
     fail: str | None = None
     stall: bool = False
     drop_after: int | None = None
+    usage: Mapping[str, Any] | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
-def message(text: str, *, deltas: int | Sequence[str] | None = None, delay: float = 0.0) -> Reply:
+def model_usage(
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    cached_input_tokens: int = 0,
+    reasoning_output_tokens: int = 0,
+    total_tokens: int | None = None,
+) -> dict[str, Any]:
+    """A Responses API ``usage`` object (cached and reasoning tokens go in its details), for
+    ``usage=`` of the reply functions. ``total_tokens`` defaults to input + output, which is
+    how the service counts it."""
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": cached_input_tokens},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": reasoning_output_tokens},
+        "total_tokens": input_tokens + output_tokens if total_tokens is None else total_tokens,
+    }
+
+
+def message(
+    text: str,
+    *,
+    deltas: int | Sequence[str] | None = None,
+    delay: float = 0.0,
+    usage: Mapping[str, Any] | None = None,
+) -> Reply:
     """An assistant message, streamed as text deltas.
 
     :param deltas: how to split it: a number of roughly equal pieces, explicit pieces, or
         None for one delta per word.
     :param delay: seconds between deltas (a slow model, for streaming and interrupt tests).
+    :param usage: what the response reports it cost (see :func:`model_usage`).
     """
     if deltas is None:
         words = text.split(" ")
@@ -108,17 +144,28 @@ def message(text: str, *, deltas: int | Sequence[str] | None = None, delay: floa
         pieces = tuple(deltas)
         if "".join(pieces) != text:
             raise ValueError("the deltas must add up to the text")
-    return Reply(outputs=(_Message(text, tuple(p for p in pieces if p), delay),))
+    return Reply(outputs=(_Message(text, tuple(p for p in pieces if p), delay),), usage=usage)
 
 
-def function_call(name: str, arguments: Any = None, *, call_id: str | None = None) -> Reply:
+def function_call(
+    name: str,
+    arguments: Any = None,
+    *,
+    call_id: str | None = None,
+    usage: Mapping[str, Any] | None = None,
+) -> Reply:
     """The model calls tool ``name`` (a dynamic tool, or a built-in one) with ``arguments``."""
     encoded = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
-    return Reply(outputs=(_FunctionCall(name, encoded, call_id or _new_id("call")),))
+    return Reply(outputs=(_FunctionCall(name, encoded, call_id or _new_id("call")),), usage=usage)
 
 
 def exec_command(
-    cmd: str, *, escalate: bool = False, justification: str = "scripted", call_id: str | None = None
+    cmd: str,
+    *,
+    escalate: bool = False,
+    justification: str = "scripted",
+    call_id: str | None = None,
+    usage: Mapping[str, Any] | None = None,
 ) -> Reply:
     """The model runs a shell command; ``escalate`` asks to leave the sandbox, which makes
     the runtime request approval under ``approval_policy = "on-request"``."""
@@ -126,7 +173,7 @@ def exec_command(
     if escalate:
         arguments["sandbox_permissions"] = "require_escalated"
         arguments["justification"] = justification
-    return function_call("exec_command", arguments, call_id=call_id)
+    return function_call("exec_command", arguments, call_id=call_id, usage=usage)
 
 
 def request_user_input(questions: Sequence[dict[str, Any]], *, call_id: str | None = None) -> Reply:
@@ -134,10 +181,21 @@ def request_user_input(questions: Sequence[dict[str, Any]], *, call_id: str | No
     return function_call("request_user_input", {"questions": list(questions)}, call_id=call_id)
 
 
-def reply(*parts: Reply) -> Reply:
+def reply(
+    *parts: Reply,
+    usage: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
     """Several output items in one answer, e.g. ``reply(message("Let me check."),
-    function_call("lookup", {...}))``."""
-    return Reply(outputs=tuple(o for part in parts for o in part.outputs))
+    function_call("lookup", {...}))``. Its ``usage`` is ``usage``, else the last part's;
+    ``headers`` are extra HTTP response headers (e.g. the ``x-codex-*`` rate limits)."""
+    if usage is None:
+        usage = next((p.usage for p in reversed(parts) if p.usage is not None), None)
+    return Reply(
+        outputs=tuple(o for part in parts for o in part.outputs),
+        usage=usage,
+        headers=tuple((headers or {}).items()),
+    )
 
 
 def failed(error: str = "scripted failure") -> Reply:
@@ -145,9 +203,35 @@ def failed(error: str = "scripted failure") -> Reply:
     return Reply(fail=error)
 
 
-def http_error(status: int, body: str = "") -> Reply:
-    """An HTTP error instead of a stream (429, 500, ...)."""
-    return Reply(status=status, body=body or json.dumps({"error": {"message": f"HTTP {status}"}}))
+def http_error(status: int, body: str = "", *, headers: Mapping[str, str] | None = None) -> Reply:
+    """An HTTP error instead of a stream (429, 500, ...), with extra ``headers`` if given."""
+    return Reply(
+        status=status,
+        body=body or json.dumps({"error": {"message": f"HTTP {status}"}}),
+        headers=tuple((headers or {}).items()),
+    )
+
+
+def usage_limit_reached(
+    resets_at: datetime | int,
+    *,
+    plan_type: str = "plus",
+    used_percent: float = 100.0,
+    window_minutes: int = 300,
+) -> Reply:
+    """The service's answer once the account's usage limit is reached: HTTP 429 with an
+    ``{"error": {"type": "usage_limit_reached", "plan_type", "resets_at"}}`` body and the
+    ``x-codex-primary-*`` rate-limit headers, which is what the runtime parses (codex-rs
+    ``api_bridge.rs``, ``rate_limits.rs``). ``resets_at`` is an aware datetime or Unix seconds.
+    """
+    seconds = int(resets_at.timestamp()) if isinstance(resets_at, datetime) else int(resets_at)
+    body = {"error": {"type": "usage_limit_reached", "plan_type": plan_type, "resets_at": seconds}}
+    headers = {
+        "x-codex-primary-used-percent": f"{used_percent:g}",
+        "x-codex-primary-window-minutes": str(window_minutes),
+        "x-codex-primary-reset-at": str(seconds),
+    }
+    return http_error(429, json.dumps(body), headers=headers)
 
 
 def stall(*before: Reply) -> Reply:
@@ -244,6 +328,10 @@ class _Connection:
         except ValueError:
             parsed = None
         return RecordedRequest(method, path, headers, parsed)
+
+
+def _header_lines(headers: tuple[tuple[str, str], ...]) -> str:
+    return "".join(f"{name}: {value}\r\n" for name, value in headers)
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
@@ -365,7 +453,7 @@ class ScriptedModel:
                     self.exhausted += 1
                     await self._send_plain(stream, 500, "the ScriptedModel's script is exhausted")
                 elif answer.status != 200:
-                    await self._send_plain(stream, answer.status, answer.body)
+                    await self._send_plain(stream, answer.status, answer.body, answer.headers)
                 else:
                     await self._stream_reply(stream, connection, answer, exchange)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
@@ -380,10 +468,17 @@ class ScriptedModel:
         self._arrived.set()
         self._arrived = anyio.Event()
 
-    async def _send_plain(self, stream: anyio.abc.ByteStream, status: int, body: str) -> None:
+    async def _send_plain(
+        self,
+        stream: anyio.abc.ByteStream,
+        status: int,
+        body: str,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         data = body.encode()
         head = (
             f"HTTP/1.1 {status} Scripted\r\nContent-Type: application/json\r\n"
+            f"{_header_lines(headers)}"
             f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
         )
         await stream.send(head.encode() + data)
@@ -406,7 +501,8 @@ class ScriptedModel:
 
         await stream.send(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-            b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
+            + _header_lines(answer.headers).encode()
+            + b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
         )
         response_id = _new_id("resp")
         await emit("response.created", {"response": {"id": response_id}})
@@ -454,11 +550,13 @@ class ScriptedModel:
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 exchange.abandoned.set()
             return
-        usage = {
-            "input_tokens": 10,
-            "input_tokens_details": None,
-            "output_tokens": 5,
-            "output_tokens_details": None,
-            "total_tokens": 15,
-        }
-        await emit("response.completed", {"response": {"id": response_id, "usage": usage}})
+        usage = answer.usage
+        if usage is None:
+            usage = {
+                "input_tokens": 10,
+                "input_tokens_details": None,
+                "output_tokens": 5,
+                "output_tokens_details": None,
+                "total_tokens": 15,
+            }
+        await emit("response.completed", {"response": {"id": response_id, "usage": dict(usage)}})
