@@ -56,8 +56,9 @@ __all__ = ["CHECKPOINT_EVERY", "Notification", "NotificationStream"]
 
 logger = logging.getLogger("codex_anyio")
 
-CHECKPOINT_EVERY: Final = 64
-"""A stream yields to the scheduler at least once per this many items it hands out."""
+CHECKPOINT_EVERY: Final = 256
+"""A stream yields to the scheduler at least once per this many items it hands out (matches
+the reader's batch, ``READER_CHECKPOINT_EVERY``)."""
 
 _UNSET: Any = object()
 _hooks: dict[str, tuple[Callable[[Any, Any], Any], type] | None] = {}
