@@ -130,6 +130,9 @@ async def test_a_turn_with_a_tool_call_and_an_approval_makes_the_expected_span_t
     app = recorder.one("the app's request")
     turn = recorder.one("codex.turn")
     assert parent_of(turn) == span_id(app)
+    assert app.end_time is not None
+    assert turn.end_time is not None
+    assert turn.end_time <= app.end_time  # it ends when run() sees the end, not later
     assert turn.attributes is not None
     assert dict(turn.attributes) == {
         "gen_ai.operation.name": "invoke_agent",

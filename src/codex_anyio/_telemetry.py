@@ -239,6 +239,14 @@ class Instrumentation:
         provider = getattr(info, "model_provider", None)
         return TurnTrace(self, client, thread_id, model, provider)
 
+    def turn_seen_completed(self, turn_id: str) -> None:
+        """The turn's consumer saw ``turn/completed``: that is when its span ends (the watcher
+        may handle it a moment later, possibly after the caller's own span has ended)."""
+        trace = self.turns.get(turn_id)
+        if trace is not None and trace.completed_at is None:
+            trace.completed_at = time.time_ns()
+            trace.completed_monotonic = time.monotonic()
+
     # -- client requests ------------------------------------------------------------------------
 
     async def client_request(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -397,6 +405,9 @@ class TurnTrace:
         self._last_error: Any = None
         self._watched = False
         self._ended = False
+        self.completed_at: int | None = None
+        """When the turn's consumer saw it complete (ns since the epoch), if before us."""
+        self.completed_monotonic: float | None = None
 
     async def start(
         self, client: CodexClient, params: Any
@@ -575,9 +586,10 @@ class TurnTrace:
             message = failure.get("message") if isinstance(failure, dict) else None
             span.set_attribute("error.type", "turn_failed")
             span.set_status(Status(StatusCode.ERROR, str(message or "the turn failed")))
-        span.end()
+        span.end(end_time=self.completed_at)
         labels = self._labels if status is None else {**self._labels, "codex.turn.status": status}
-        self._inst.turn_duration.record(time.monotonic() - self._started, labels)
+        end = self.completed_monotonic or time.monotonic()
+        self._inst.turn_duration.record(end - self._started, labels)
 
 
 def _tool_name(item: dict[str, Any]) -> str:
