@@ -24,10 +24,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from codex_anyio import ApprovalPolicy, Handlers, InvalidRequestError, Telemetry
+from codex_anyio import ApprovalPolicy, Handlers, InvalidRequestError, Telemetry, TurnFailedError
 from codex_anyio._telemetry import resolve, token_counts
 from codex_anyio._wire_log import REDACTED, redact, redact_line
-from codex_anyio.testing import exec_command, function_call, message, stall
+from codex_anyio.testing import exec_command, failed, function_call, message, stall
 
 pytestmark = pytest.mark.anyio
 
@@ -239,6 +239,26 @@ async def test_an_interrupted_turns_span_says_it_was_interrupted(scripted_codex:
     assert turn.status.status_code is StatusCode.UNSET
     interrupt = recorder.one("turn/interrupt")
     assert interrupt.attributes == {"rpc.system": "jsonrpc", "rpc.method": "turn/interrupt"}
+
+
+async def test_a_failed_turns_span_has_error_status_and_the_turns_error(
+    scripted_codex: Any,
+) -> None:
+    recorder = Recorder()
+    with anyio.fail_after(60):
+        async with scripted_codex([failed("the model broke")], telemetry=recorder.telemetry) as s:
+            thread = await s.codex.thread_start()
+            with pytest.raises(TurnFailedError):
+                await thread.run("hello")
+            await recorder.turns_ended.wait()
+
+    turn = recorder.one("codex.turn")
+    assert turn.attributes is not None
+    assert turn.attributes["codex.turn.status"] == "failed"
+    assert turn.attributes["error.type"] == "turn_failed"
+    assert turn.status.status_code is StatusCode.ERROR
+    assert "the model broke" in str(turn.status.description)
+    assert recorder.points("codex.turns.active")[0][1] == 0
 
 
 async def test_a_failed_request_span_carries_the_json_rpc_error_code(scripted_codex: Any) -> None:

@@ -25,6 +25,7 @@ are under ``codex.*``.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -130,6 +131,10 @@ def resolve(setting: Telemetry | bool | None) -> Instrumentation | None:
     """
     if setting is False:
         return None
+    if setting is None and not (
+        "opentelemetry.trace" in sys.modules or "opentelemetry.metrics" in sys.modules
+    ):
+        return None  # nobody imported opentelemetry, so nobody set a provider: don't import it
     if not _otel_available():
         if setting is None:
             return None
@@ -432,19 +437,24 @@ class TurnTrace:
         """Watch ``stream`` (an observer of the new turn) in a task of the client."""
         self._watched = True
         self.turn_id = turn_id
-        self.span.set_attribute("codex.turn.id", turn_id)
-        if turn_id in self._inst.turns:
-            # The runtime joined this input into a running turn, which is traced already.
-            self.span.set_attribute("codex.turn.joined", True)
-            stream.close()
-            self._end()
-            return
-        self._inst.turns[turn_id] = self
-        self._client._task_group.start_soon(self._watch, stream, name=f"codex trace {turn_id}")
+        joined = turn_id in self._inst.turns
+        if not joined:
+            self._inst.turns[turn_id] = self
+        # Spans end in that task, never here: span processors are user code.
+        self._client._task_group.start_soon(
+            self._watch, stream, joined, name=f"codex trace {turn_id}"
+        )
 
     # -- the watcher task -----------------------------------------------------------------------
 
-    async def _watch(self, stream: NotificationStream) -> None:
+    async def _watch(self, stream: NotificationStream, joined: bool) -> None:
+        self.span.set_attribute("codex.turn.id", str(self.turn_id))
+        if joined:
+            # The runtime joined this input into a running turn, which is traced already.
+            stream.close()
+            self.span.set_attribute("codex.turn.joined", True)
+            self._end()
+            return
         inst = self._inst
         inst.active_turns.add(1, self._labels)
         error: BaseException | None = None
