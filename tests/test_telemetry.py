@@ -292,6 +292,15 @@ async def test_without_a_provider_there_is_no_telemetry_and_no_turn_observer(
     assert recorder.spans.get_finished_spans() == ()
 
 
+def test_telemetry_is_public_and_off_by_default() -> None:
+    import codex_anyio
+
+    assert "Telemetry" in codex_anyio.__all__
+    assert codex_anyio.Telemetry.__module__ == "codex_anyio"
+    assert codex_anyio.CodexConfig().wire_log is False
+    assert resolve(False) is None
+
+
 def test_token_counts_are_the_turns_share_of_the_threads_usage() -> None:
     def usage(total: Sequence[int], last: Sequence[int]) -> dict[str, Any]:
         names = ("inputTokens", "cachedInputTokens", "outputTokens", "reasoningOutputTokens")
