@@ -24,10 +24,24 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from codex_anyio import ApprovalPolicy, Handlers, InvalidRequestError, Telemetry, TurnFailedError
+from codex_anyio import (
+    ApprovalPolicy,
+    Codex,
+    Handlers,
+    InvalidRequestError,
+    Telemetry,
+    TurnFailedError,
+)
 from codex_anyio._telemetry import resolve, token_counts
 from codex_anyio._wire_log import REDACTED, redact, redact_line
-from codex_anyio.testing import exec_command, failed, function_call, message, stall
+from codex_anyio.testing import (
+    exec_command,
+    failed,
+    function_call,
+    message,
+    scripted_runtime,
+    stall,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -290,6 +304,21 @@ async def test_without_a_provider_there_is_no_telemetry_and_no_turn_observer(
                 assert (await handle.run()).final_response == "hi"
     assert observers == 0
     assert recorder.spans.get_finished_spans() == ()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_sync_client_nests_the_turn_span_under_the_callers_span(backend: str) -> None:
+    recorder = Recorder()
+    with scripted_runtime([message("hi")], backend=backend) as runtime:
+        with Codex(runtime.config, backend=backend, telemetry=recorder.telemetry) as codex:
+            thread = codex.thread_start()
+            with recorder.tracer_provider.get_tracer("the-app").start_as_current_span("app"):
+                assert thread.run("hi").final_response == "hi"
+    # Closing the client ended its tasks, the turn's watcher among them.
+    turn = recorder.one("codex.turn")
+    assert parent_of(turn) == span_id(recorder.one("app"))
+    assert turn.attributes is not None
+    assert turn.attributes["codex.turn.status"] == "completed"
 
 
 def test_telemetry_is_public_and_off_by_default() -> None:
