@@ -235,6 +235,27 @@ async def test_metrics_count_the_turn_its_tokens_and_its_server_requests(
     ]
 
 
+async def test_a_later_turn_on_a_thread_counts_only_its_own_tokens(scripted_codex: Any) -> None:
+    recorder = Recorder()
+    with anyio.fail_after(60):
+        async with scripted_codex(
+            [message("one"), function_call("nothing_here"), message("two")],
+            telemetry=recorder.telemetry,
+        ) as s:
+            thread = await s.codex.thread_start()
+            await thread.run("first")
+            await recorder.turns_ended.wait(1)
+            await thread.run("second")  # two model calls: an unknown tool, then the answer
+            await recorder.turns_ended.wait(2)
+
+    first, second = sorted(recorder.finished("codex.turn"), key=lambda span: span.start_time or 0)
+    assert first.attributes is not None
+    assert second.attributes is not None
+    assert first.attributes["gen_ai.usage.input_tokens"] == 10
+    assert second.attributes["gen_ai.usage.input_tokens"] == 20
+    assert second.attributes["gen_ai.usage.output_tokens"] == 10
+
+
 async def test_an_interrupted_turns_span_says_it_was_interrupted(scripted_codex: Any) -> None:
     recorder = Recorder()
     with anyio.fail_after(60):

@@ -435,6 +435,9 @@ class TurnTrace:
 
     def attach(self, turn_id: str, stream: NotificationStream) -> None:
         """Watch ``stream`` (an observer of the new turn) in a task of the client."""
+        if self._ended:  # the caller left before the response; its span says so already
+            stream.close()
+            return
         self._watched = True
         self.turn_id = turn_id
         joined = turn_id in self._inst.turns
