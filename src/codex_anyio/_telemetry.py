@@ -3,18 +3,24 @@
 Why it is built this way:
 
 * **Optional and free when off.** ``opentelemetry-api`` is an optional extra (``[otel]``); it is
-  imported here only, and only when a client starts (:func:`resolve`). Telemetry is on when a
-  real (SDK) tracer or meter provider is set globally, or when providers are passed in
+  imported here only, and only when a client starts (:func:`resolve`) and some code imported
+  it already (nobody can have set a provider otherwise). Telemetry is on when a real (SDK)
+  tracer or meter provider is set globally, or when providers are passed in
   :class:`Telemetry`; otherwise ``resolve`` returns ``None`` and the core pays one ``is None``
-  check per client request, server request and turn start, and nothing per notification.
+  check per client request, server request, turn start and turn end, nothing per notification.
 * **Parenting across tasks.** The turn span is started in the caller's task, so it is a child
-  of whatever span is current there; the reader and handler tasks have their own contexts, so
-  item and server-request spans name the turn span as their parent explicitly.
+  of whatever span is current there; the reader, watcher and handler tasks have contexts of
+  their own, so item and server-request spans name their parent explicitly (a server request
+  made for an item, a tool call or an approval, is a child of that item's span).
 * **Items from events.** The turn's ``item/started``/``item/completed`` events reach a
   watcher task through an ordinary turn observer (``Router.subscribe_turn``), subscribed in
   the reader when the ``turn/start`` response arrives, before any event of the turn is routed.
   The watcher ends the turn span on ``turn/completed`` (status, usage, error), also for a turn
-  whose caller left and that a reaper interrupted.
+  whose caller left and that a reaper interrupted; its end time is when the turn's consumer
+  saw the end (``turn_seen_completed``), so it ends inside the caller's span.
+* **No user code in the reader.** Span processors and exporters run synchronously in
+  ``span.end()``; spans are ended in the caller's, the watcher's or a handler's task, never in
+  the reader.
 
 Attribute names follow the OpenTelemetry GenAI semantic conventions where one applies
 (``gen_ai.operation.name`` ``invoke_agent`` for a turn and ``execute_tool`` for tool items,
@@ -287,8 +293,10 @@ class Instrumentation:
     async def server_request(
         self, request: ServerRequest, handler: Callable[[ServerRequest], Awaitable[Any]]
     ) -> Any:
-        """Run ``handler`` inside a SERVER span, a child of its turn's span when known."""
+        """Run ``handler`` inside a SERVER span, a child of its item's span (a tool call, the
+        command or file change to approve) or its turn's, when the turn is traced."""
         from opentelemetry import trace
+        from opentelemetry.context import Context
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
         method = request.method
@@ -313,7 +321,20 @@ class Instrumentation:
             if isinstance(call_id, str):
                 attributes["gen_ai.tool.call.id"] = call_id
         turn = self.turns.get(request.turn_id) if request.turn_id is not None else None
-        context = trace.set_span_in_context(turn.span) if turn is not None else None
+        if turn is None:
+            # Not a traced turn's: a root span (this task's context is the client's, from
+            # whenever it was opened, not the one of whoever waits on the turn).
+            context = Context()
+        else:
+            item = _ITEM_OF_REQUEST.get(method)
+            key = raw.get(item[0]) if item is not None else None
+            if item is not None and isinstance(key, str):
+                kind = item[1]
+                tool = raw.get("tool") if kind == "dynamicToolCall" else None
+                parent = turn.item_span(key, kind, tool if isinstance(tool, str) else item[2])
+            else:
+                parent = turn.span
+            context = trace.set_span_in_context(parent)
         started = time.monotonic()
         decision = "error"
         span = self.tracer.start_span(
@@ -351,6 +372,14 @@ class Instrumentation:
             }
             self.server_requests.add(1, labels)
             self.server_request_duration.record(time.monotonic() - started, labels)
+
+
+_ITEM_OF_REQUEST: Final = {
+    "item/tool/call": ("callId", "dynamicToolCall", "tool"),
+    "item/commandExecution/requestApproval": ("itemId", "commandExecution", "shell"),
+    "item/fileChange/requestApproval": ("itemId", "fileChange", "apply_patch"),
+}
+"""Server requests made for one item: (the params key of its id, its type, its tool name)."""
 
 
 def _decision(method: str, result: Any) -> str:
@@ -405,6 +434,7 @@ class TurnTrace:
         )
         self._context: Context = trace.set_span_in_context(self.span)
         self._items: dict[str, Span] = {}
+        self._done_items: set[str] = set()
         self._first_usage: Any = None
         self._last_usage: Any = None
         self._last_error: Any = None
@@ -492,15 +522,31 @@ class TurnTrace:
             if not self._ended:
                 self._end(error=error, status="unknown")
 
+    def item_span(self, item_id: str, kind: str, tool: str) -> Span:
+        """The span of item ``item_id`` (a server request's parent), started now if the watcher
+        has not handled its ``item/started`` yet: the request's handler task may well run first.
+        The turn's span if the item is over or the turn has ended."""
+        span = self._items.get(item_id)
+        if span is None and not self._ended and item_id not in self._done_items:
+            span = self._start_item(item_id, kind, tool, None)
+        return span or self.span
+
     def _item_started(self, params: dict[str, Any]) -> None:
         item = params.get("item")
         if not isinstance(item, dict) or item.get("type") not in TRACED_ITEMS:
             return
         item_id = item.get("id")
-        if not isinstance(item_id, str) or item_id in self._items:
+        if not isinstance(item_id, str) or item_id in self._done_items:
             return
-        kind = str(item["type"])
         tool = _tool_name(item)
+        early = self._items.get(item_id)
+        if early is not None:  # started by a server request of the item
+            early.update_name(f"execute_tool {tool}")
+            early.set_attribute("gen_ai.tool.name", tool)
+            return
+        self._start_item(item_id, str(item["type"]), tool, _ns(params.get("startedAtMs")))
+
+    def _start_item(self, item_id: str, kind: str, tool: str, start_time: int | None) -> Span:
         attributes = {
             "gen_ai.operation.name": "execute_tool",
             "gen_ai.tool.name": tool,
@@ -511,20 +557,23 @@ class TurnTrace:
         }
         if self.turn_id is not None:
             attributes["codex.turn.id"] = self.turn_id
-        self._items[item_id] = self._inst.tracer.start_span(
+        span = self._items[item_id] = self._inst.tracer.start_span(
             f"execute_tool {tool}",
             context=self._context,
             attributes=attributes,
-            start_time=_ns(params.get("startedAtMs")),
+            start_time=start_time,
         )
+        return span
 
     def _item_completed(self, params: dict[str, Any]) -> None:
         item = params.get("item")
         if not isinstance(item, dict):
             return
-        span = self._items.pop(str(item.get("id")), None)
+        item_id = str(item.get("id"))
+        span = self._items.pop(item_id, None)
         if span is None:
             return
+        self._done_items.add(item_id)
         from opentelemetry.trace import Status, StatusCode
 
         status = item.get("status")
