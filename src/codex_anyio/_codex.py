@@ -52,7 +52,8 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
         (a wrapper or a fake server answers whatever it was written to answer).
     :param telemetry: OpenTelemetry spans and metrics (see :class:`Telemetry`). Default: on
         when ``opentelemetry-api`` is installed and a real global tracer or meter provider is
-        set when the client starts; ``False``: off; a :class:`Telemetry`: its providers.
+        set when the client starts; ``False``: off; ``True``: on with the global providers
+        even if they are still the API's proxies; a :class:`Telemetry`: its providers.
     """
 
     def __init__(
