@@ -19,6 +19,7 @@ EXPECTED = {
     "approvals.py": "for \"/bin/bash -lc 'rm -rf ./*'\": no",
     "dynamic_tool.py": "Order A-17 has shipped.",
     "sync_client.py": "timed out; server-side status: interrupted",
+    "telemetry.py": "  codex.turn status=completed input_tokens=30 output_tokens=15",
 }
 
 

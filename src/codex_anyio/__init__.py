@@ -64,6 +64,7 @@ from ._router import Limits
 from ._serve import RunningServer, serve_app_server
 from ._server_requests import ServerRequest
 from ._sync import ChatgptLoginHandle, Codex, DeviceCodeLoginHandle, SyncThread, SyncTurnHandle
+from ._telemetry import Telemetry
 from ._thread import Thread, TurnStarter
 from ._tools import DynamicTool, dynamic_tool
 from ._turn import TurnHandle, TurnResult
@@ -132,6 +133,7 @@ __all__ = [
     "SubscriptionOverflowError",
     "SyncThread",
     "SyncTurnHandle",
+    "Telemetry",
     "TextInput",
     "Thread",
     "TokenUsage",

@@ -28,9 +28,12 @@ from ._generated.models import InitializeResponse
 from ._groups import Lifespan
 from ._metadata import CodexMetadata
 from ._router import Limits
+from ._telemetry import Telemetry
+from ._telemetry import resolve as resolve_telemetry
 from ._thread import CodexThreadsMixin
 from ._transport import StdioTransport, Transport, spawn_stdio
 from ._usage import UsageLedger
+from ._wire_log import WireLogTransport, wire_log_enabled
 
 __all__ = ["AsyncCodex", "open_codex"]
 
@@ -48,6 +51,10 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
         :class:`CredentialsMissingError` at once rather than let the runtime retry for minutes.
         Default: on when launching the ``codex`` binary, off with ``launch_args_override``
         (a wrapper or a fake server answers whatever it was written to answer).
+    :param telemetry: OpenTelemetry spans and metrics (see :class:`Telemetry`). Default: on
+        when ``opentelemetry-api`` is installed and a real global tracer or meter provider is
+        set when the client starts; ``False``: off; ``True``: on with the global providers
+        even if they are still the API's proxies; a :class:`Telemetry`: its providers.
     """
 
     def __init__(
@@ -58,6 +65,7 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
         limits: Limits | None = None,
         strict: bool = False,
         require_credentials: bool | None = None,
+        telemetry: Telemetry | bool | None = None,
     ) -> None:
         self.config = config or CodexConfig()
         self._limits = limits or Limits()
@@ -66,6 +74,7 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
         if require_credentials is None:
             require_credentials = self.config.launch_args_override is None
         self._credentials = CredentialsCheck(enabled=require_credentials)
+        self._telemetry = telemetry
         self._client: CodexClient | None = None
         self._metadata: CodexMetadata | None = None
         self._usage_ledger = UsageLedger()
@@ -103,15 +112,19 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
             transport = stdio = await spawn_stdio(
                 self.config, stderr_tail_bytes=self._limits.stderr_tail_bytes
             )
+        wire: Transport = transport
+        if wire_log_enabled(self.config.wire_log):
+            wire = WireLogTransport(transport)
         try:
             async with anyio.create_task_group() as tg:
                 if stdio is not None:
                     await tg.start(protect_from_ctrl_c(stdio.drain_stderr), name="codex stderr")
                 async with open_client(
-                    transport,
+                    wire,
                     limits=self._limits,
                     strict=self._strict,
                     server_request_handler=self._dispatcher.dispatch,
+                    telemetry=resolve_telemetry(self._telemetry),
                 ) as client:
                     self._client = client
                     self._dispatcher.attach(client)
@@ -177,6 +190,7 @@ def open_codex(
     limits: Limits | None = None,
     strict: bool = False,
     require_credentials: bool | None = None,
+    telemetry: Telemetry | bool | None = None,
 ) -> AsyncCodex:
     """Alias of :class:`AsyncCodex` for ``async with open_codex(...) as codex``."""
     return AsyncCodex(
@@ -185,4 +199,5 @@ def open_codex(
         limits=limits,
         strict=strict,
         require_credentials=require_credentials,
+        telemetry=telemetry,
     )

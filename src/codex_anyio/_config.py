@@ -58,6 +58,10 @@ class CodexConfig:
     :param ssl_context: TLS settings for ``wss://`` (default: the system's trust store).
     :param ready_timeout: before connecting, wait up to this many seconds for the server's
         ``/readyz`` to answer 200 (a server that is still starting); ``None``: connect at once.
+    :param wire_log: log every JSON-RPC line sent and received at DEBUG on the
+        ``codex_anyio.wire`` logger, secrets redacted (also on when the environment variable
+        ``CODEX_ANYIO_WIRE_LOG`` is set to ``1``). Checked once when the client starts; off,
+        it costs nothing.
     """
 
     codex_bin: str | os.PathLike[str] | None = attrs.field(default=None, kw_only=False)
@@ -78,6 +82,7 @@ class CodexConfig:
     token_env: str | None = None
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False, eq=False)
     ready_timeout: float | None = None
+    wire_log: bool = False
 
     def resolve_bin(self) -> Path:
         """The executable to run: ``codex_bin`` or the pinned runtime's bundled binary."""

@@ -59,7 +59,7 @@ import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Final, NamedTuple, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -88,9 +88,13 @@ from ._server_requests import (
 from ._transport import Transport
 from ._usage import RateLimits
 
+if TYPE_CHECKING:
+    from ._telemetry import Instrumentation
+
 __all__ = ["ClientStatistics", "CodexClient", "open_client", "structure_result"]
 
 logger = logging.getLogger("codex_anyio")
+server_request_logger = logging.getLogger("codex_anyio.server_request")
 
 T = TypeVar("T")
 
@@ -210,11 +214,18 @@ class _TurnStart:
         "stream",
         "thread_id",
         "turn_id",
+        "watch",
     )
 
-    def __init__(self, client: CodexClient, thread_id: str) -> None:
+    def __init__(
+        self,
+        client: CodexClient,
+        thread_id: str,
+        watch: Callable[[str, NotificationStream], None] | None = None,
+    ) -> None:
         self.client = client
         self.thread_id = thread_id
+        self.watch = watch
         self.answered = False
         self.orphaned = False
         self.stream: NotificationStream | None = None
@@ -235,6 +246,8 @@ class _TurnStart:
                 # by end_turn_start, below.
                 self.stream = router.subscribe_turn(turn_id)
                 self.turn_id = turn_id
+                if self.watch is not None:  # telemetry: an observer, before the stash is routed
+                    self.watch(turn_id, router.subscribe_turn(turn_id))
         except Exception as exc:  # never let a bad response break the reader
             self.error = exc
         finally:
@@ -273,8 +286,10 @@ class CodexClient(ClientMethods):
         limits: Limits,
         strict: bool = False,
         server_request_handler: ServerRequestHandler | None = None,
+        telemetry: Instrumentation | None = None,
     ) -> None:
         self._transport = transport
+        self._telemetry = telemetry
         self._task_group = task_group
         self._limits = limits
         self._strict = strict
@@ -329,6 +344,11 @@ class CodexClient(ClientMethods):
         """
         if params is not None and not isinstance(params, dict):
             params = converter.unstructure(params)
+        if self._telemetry is not None:
+            return await self._telemetry.client_request(
+                method,
+                lambda: self._with_overload_retries(lambda: self._request_once(method, params)),
+            )
         return await self._with_overload_retries(lambda: self._request_once(method, params))
 
     async def _with_overload_retries(self, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -435,7 +455,11 @@ class CodexClient(ClientMethods):
         return self._router.subscribe_global(everything=everything)
 
     async def start_turn(
-        self, thread_id: str, params: Any
+        self,
+        thread_id: str,
+        params: Any,
+        *,
+        watch: Callable[[str, NotificationStream], None] | None = None,
     ) -> tuple[dict[str, Any], NotificationStream]:
         """Send ``turn/start`` and return (raw result, the turn's stream).
 
@@ -449,11 +473,14 @@ class CodexClient(ClientMethods):
         If the thread has a turn running, the runtime joins the input into it: the stream is
         then an observer of that turn.
 
+        ``watch`` (telemetry) is called in the reader with the turn id and an observer of the
+        turn, subscribed before any event of the turn is routed.
+
         :raises ProtocolError: if the response names no turn (nothing is left installed).
         """
 
         async def attempt() -> tuple[dict[str, Any], NotificationStream]:
-            start = _TurnStart(self, thread_id)
+            start = _TurnStart(self, thread_id, watch)
             self._router.begin_turn_start(thread_id)
             try:
                 result = await self._request_once("turn/start", params, start)
@@ -468,6 +495,10 @@ class CodexClient(ClientMethods):
                 raise ProtocolError(f"malformed turn/start response: {result!r}") from start.error
             return result, start.stream
 
+        if self._telemetry is not None:
+            return await self._telemetry.client_request(
+                "turn/start", lambda: self._with_overload_retries(attempt)
+            )
         return await self._with_overload_retries(attempt)
 
     async def _await_reaped(self, start: _TurnStart) -> None:
@@ -814,18 +845,23 @@ class CodexClient(ClientMethods):
             with task.scope:
                 handler = self._handler or default_response
                 try:
-                    result = await handler(request)
+                    if self._telemetry is None:
+                        result = await handler(request)
+                    else:
+                        result = await self._telemetry.server_request(request, handler)
                 except JsonRpcError as exc:
                     await self._reply_error(request.id, exc.code, exc.message, exc.data)
                     return
                 except Exception as exc:
-                    logger.exception("handler for server request %s raised", request.method)
+                    server_request_logger.exception(
+                        "handler for server request %s raised", request.method
+                    )
                     await self._reply_error(request.id, -32603, str(exc) or type(exc).__name__)
                     return
                 try:
                     payload = encode_result(result)
                 except Exception as exc:
-                    logger.exception(
+                    server_request_logger.exception(
                         "handler for %s returned an unencodable result", request.method
                     )
                     await self._reply_error(request.id, -32603, f"bad handler result: {exc}")
@@ -925,6 +961,7 @@ async def open_client(
     strict: bool = False,
     server_request_handler: ServerRequestHandler | None = None,
     on_started: Callable[[CodexClient], None] | None = None,
+    telemetry: Instrumentation | None = None,
 ) -> AsyncIterator[CodexClient]:
     """Run a :class:`CodexClient` over ``transport`` for the duration of the block.
 
@@ -938,6 +975,7 @@ async def open_client(
             limits=limits or Limits(),
             strict=strict,
             server_request_handler=server_request_handler,
+            telemetry=telemetry,
         )
         await tg.start(protect_from_ctrl_c(client.read_loop), name="codex reader")
         await tg.start(protect_from_ctrl_c(client.write_loop), name="codex writer")

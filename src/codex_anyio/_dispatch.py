@@ -45,7 +45,7 @@ __all__ = [
     "ServerRequestQueue",
 ]
 
-logger = logging.getLogger("codex_anyio")
+logger = logging.getLogger("codex_anyio.server_request")
 
 RawHandler = Callable[[ServerRequest], Awaitable[Any]]
 TypedHandler = Callable[[Any], Awaitable[Any]]

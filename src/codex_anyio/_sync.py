@@ -49,6 +49,7 @@ from ._portal import (
 )
 from ._router import Limits
 from ._sync_stream import iterate_in_batches
+from ._telemetry import Telemetry
 from ._turn import TurnResult
 from ._usage import TokenUsage, TurnUsage
 
@@ -250,6 +251,7 @@ class Codex(Wrapper[AsyncCodex]):
     :param strict: make a malformed line from the runtime fatal instead of logged.
     :param require_credentials: fail fast with ``CredentialsMissingError`` when the runtime
         has no login its model provider needs (see :class:`AsyncCodex`).
+    :param telemetry: OpenTelemetry spans and metrics (see :class:`AsyncCodex`).
     """
 
     thread_start = forward(AsyncCodex.thread_start, _thread_of)
@@ -274,6 +276,7 @@ class Codex(Wrapper[AsyncCodex]):
         limits: Limits | None = None,
         strict: bool = False,
         require_credentials: bool | None = None,
+        telemetry: Telemetry | bool | None = None,
     ) -> None:
         codex = AsyncCodex(
             config,
@@ -281,6 +284,7 @@ class Codex(Wrapper[AsyncCodex]):
             limits=limits,
             strict=strict,
             require_credentials=require_credentials,
+            telemetry=telemetry,
         )
         self._stack = stack = ExitStack()
         self._closed = True

@@ -107,10 +107,15 @@ class TurnStarter:
         thread_id = self._thread.id
         if handlers is not None:
             dispatcher.push_turn_handlers(thread_id, handlers)
+        telemetry = client._telemetry
         try:
             # Not shielded: if this is cancelled or interrupted once the request is written,
             # the client interrupts the turn itself (see CodexClient.start_turn).
-            result, stream = await client.start_turn(thread_id, self._params)
+            if telemetry is None:
+                result, stream = await client.start_turn(thread_id, self._params)
+            else:  # the turn's span starts here, a child of the caller's current span
+                trace = telemetry.start_turn(client, thread_id, self._params, self._thread.info)
+                result, stream = await trace.start(client, self._params)
         except BaseException:
             if handlers is not None:
                 dispatcher.pop_turn_handlers(thread_id, handlers)

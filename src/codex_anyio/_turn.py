@@ -229,6 +229,9 @@ class TurnHandle:
             self._finished()
 
     def _finished(self) -> None:
+        telemetry = self._client._telemetry
+        if telemetry is not None:  # the turn span ends now, not when its watcher gets there
+            telemetry.turn_seen_completed(self.id)
         if self._handlers is not None:
             self._dispatcher.pop_turn_handlers(self.thread_id, self._handlers)
         self._stream.close()

@@ -23,6 +23,7 @@ from .._dispatch import Handlers
 from .._pool import CodexPool
 from .._router import Limits
 from .._serve import RunningServer, serve_app_server
+from .._telemetry import Telemetry
 from ._home import scripted_env, write_codex_home
 from ._scripted_model import ScriptedModel
 
@@ -61,6 +62,7 @@ async def open_scripted_codex(
     extra_config: str = "",
     directory: str | os.PathLike[str] | None = None,
     transport: Transport = "stdio",
+    telemetry: Telemetry | bool | None = None,
 ) -> AsyncIterator[ScriptedCodex]:
     """Start a scripted model and a real ``codex app-server`` configured against it.
 
@@ -73,6 +75,7 @@ async def open_scripted_codex(
         temporary directory, removed afterwards).
     :param transport: ``stdio`` (spawn), or ``ws``/``unix``: start the runtime listening on
         loopback and attach to it, as a client of a sandboxed or shared server would.
+    :param telemetry: the client's OpenTelemetry setting (see :class:`~codex_anyio.Telemetry`).
     """
     # A unix socket path must stay under ~100 bytes: the scratch folder is short, a test's
     # tmp_path may not be.
@@ -92,7 +95,9 @@ async def open_scripted_codex(
             )
             config = CodexConfig(cwd=workspace, env=scripted_env(home), codex_home=home)
             if transport == "stdio":
-                async with AsyncCodex(config, handlers=handlers, limits=limits) as codex:
+                async with AsyncCodex(
+                    config, handlers=handlers, limits=limits, telemetry=telemetry
+                ) as codex:
                     yield ScriptedCodex(
                         codex=codex, model=model, workspace=workspace, codex_home=home
                     )
@@ -100,7 +105,7 @@ async def open_scripted_codex(
             listen = "ws://127.0.0.1:0" if transport == "ws" else f"unix://{scratch}/app.sock"
             async with serve_app_server(config, listen) as server:
                 async with AsyncCodex(
-                    server.client_config(), handlers=handlers, limits=limits
+                    server.client_config(), handlers=handlers, limits=limits, telemetry=telemetry
                 ) as codex:
                     yield ScriptedCodex(
                         codex=codex,

@@ -1,0 +1,514 @@
+"""OpenTelemetry spans and metrics against the real runtime, and the opt-in wire log.
+
+Providers are passed explicitly (``Telemetry(...)``) so no test touches the global ones, which
+a process can set only once; the global-provider path runs in a subprocess.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from codex_anyio import (
+    ApprovalPolicy,
+    Codex,
+    Handlers,
+    InvalidRequestError,
+    Telemetry,
+    TurnFailedError,
+)
+from codex_anyio._telemetry import resolve, token_counts
+from codex_anyio._wire_log import REDACTED, redact, redact_line
+from codex_anyio.testing import (
+    exec_command,
+    failed,
+    function_call,
+    message,
+    scripted_runtime,
+    stall,
+)
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+TOUCH = "touch created-by-the-agent.txt"
+
+
+class TurnSpansEnded(SpanProcessor):
+    """Lets a test wait for a turn's span to end (the watcher task ends it, not the caller)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._event = anyio.Event()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.name == "codex.turn":
+            self.count += 1
+            self._event.set()
+
+    async def wait(self, count: int = 1) -> None:
+        while self.count < count:
+            self._event = anyio.Event()
+            await self._event.wait()
+
+
+class Recorder:
+    """An SDK tracer and meter provider with in-memory exporters, passed to one client."""
+
+    def __init__(self) -> None:
+        self.spans = InMemorySpanExporter()
+        self.turns_ended = TurnSpansEnded()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.tracer_provider.add_span_processor(self.turns_ended)
+        self.metrics = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.metrics])
+        self.telemetry = Telemetry(
+            tracer_provider=self.tracer_provider, meter_provider=self.meter_provider
+        )
+
+    def finished(self, name: str) -> list[ReadableSpan]:
+        return [span for span in self.spans.get_finished_spans() if span.name == name]
+
+    def one(self, name: str) -> ReadableSpan:
+        found = self.finished(name)
+        assert len(found) == 1, [span.name for span in self.spans.get_finished_spans()]
+        return found[0]
+
+    def points(self, metric: str) -> list[tuple[dict[str, Any], Any]]:
+        data = self.metrics.get_metrics_data()
+        found: list[tuple[dict[str, Any], Any]] = []
+        for resource in data.resource_metrics if data is not None else ():
+            for scope in resource.scope_metrics:
+                for item in scope.metrics:
+                    if item.name == metric:
+                        for point in item.data.data_points:
+                            value = getattr(point, "value", None)
+                            if value is None:
+                                value = point.count  # type: ignore[union-attr]
+                            found.append((dict(point.attributes or {}), value))
+        return found
+
+
+def parent_of(span: ReadableSpan) -> int | None:
+    return span.parent.span_id if span.parent is not None else None
+
+
+def span_id(span: ReadableSpan) -> int:
+    assert span.context is not None
+    return span.context.span_id
+
+
+async def test_a_turn_with_a_tool_call_and_an_approval_makes_the_expected_span_tree(
+    scripted_codex: Any,
+) -> None:
+    async def lookup_order(order_id: str) -> str:
+        """Look up an order's status."""
+        return f"order {order_id} has shipped"
+
+    recorder = Recorder()
+    script = [
+        function_call("lookup_order", {"order_id": "42"}),
+        exec_command(TOUCH, escalate=True),
+        message("Done."),
+    ]
+    handlers = Handlers(approvals=ApprovalPolicy.accept_all())
+    with anyio.fail_after(60):
+        async with scripted_codex(
+            script, approval_policy="on-request", handlers=handlers, telemetry=recorder.telemetry
+        ) as s:
+            thread = await s.codex.thread_start(dynamic_tools=[lookup_order])
+            tracer = recorder.tracer_provider.get_tracer("the-app")
+            with tracer.start_as_current_span("the app's request"):
+                result = await thread.run("ship it")
+            await recorder.turns_ended.wait()
+
+    app = recorder.one("the app's request")
+    turn = recorder.one("codex.turn")
+    assert parent_of(turn) == span_id(app)
+    assert app.end_time is not None
+    assert turn.end_time is not None
+    assert turn.end_time <= app.end_time  # it ends when run() sees the end, not later
+    assert turn.attributes is not None
+    assert dict(turn.attributes) == {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.request.model": "mock-model",
+        "gen_ai.provider.name": "mock",
+        "gen_ai.conversation.id": thread.id,
+        "codex.turn.id": result.id,
+        "codex.turn.status": "completed",
+        "codex.turn.duration_ms": result.duration_ms,
+        # Three model calls of 10 input and 5 output tokens each (the scripted model's usage).
+        "gen_ai.usage.input_tokens": 30,
+        "gen_ai.usage.output_tokens": 15,
+        "codex.usage.cached_input_tokens": 0,
+        "codex.usage.reasoning_output_tokens": 0,
+    }
+    assert turn.status.status_code is StatusCode.UNSET
+
+    start = recorder.one("turn/start")
+    assert parent_of(start) == span_id(turn)
+    assert start.attributes == {"rpc.system": "jsonrpc", "rpc.method": "turn/start"}
+
+    tool = recorder.one("execute_tool lookup_order")
+    shell = recorder.one("execute_tool shell")
+    for item in (tool, shell):
+        assert parent_of(item) == span_id(turn)
+        assert item.attributes is not None
+        assert item.attributes["gen_ai.operation.name"] == "execute_tool"
+        assert item.attributes["codex.item.status"] == "completed"
+    assert tool.attributes is not None
+    assert shell.attributes is not None
+    assert tool.attributes["codex.item.type"] == "dynamicToolCall"
+    assert tool.attributes["codex.tool.success"] is True
+    assert shell.attributes["codex.item.type"] == "commandExecution"
+    assert shell.attributes["codex.command.exit_code"] == 0
+
+    call = recorder.one("codex.server_request item/tool/call")
+    approval = recorder.one("codex.server_request item/commandExecution/requestApproval")
+    assert parent_of(call) == span_id(tool)
+    assert parent_of(approval) == span_id(shell)
+    for request in (call, approval):
+        assert request.attributes is not None
+        assert request.attributes["codex.turn.id"] == result.id
+    assert call.attributes is not None
+    assert approval.attributes is not None
+    assert call.attributes["gen_ai.tool.name"] == "lookup_order"
+    assert call.attributes["gen_ai.tool.call.id"] == tool.attributes["gen_ai.tool.call.id"]
+    assert call.attributes["codex.server_request.decision"] == "success"
+    assert approval.attributes["codex.item.id"] == shell.attributes["codex.item.id"]
+    assert approval.attributes["codex.server_request.decision"] == "accept"
+
+
+async def test_metrics_count_the_turn_its_tokens_and_its_server_requests(
+    scripted_codex: Any,
+) -> None:
+    recorder = Recorder()
+    script = [exec_command(TOUCH, escalate=True), message("ok")]
+    with anyio.fail_after(60):
+        async with scripted_codex(
+            script, approval_policy="on-request", telemetry=recorder.telemetry
+        ) as s:
+            thread = await s.codex.thread_start()
+            await thread.run("make a file")
+            await recorder.turns_ended.wait()
+
+    labels = {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.request.model": "mock-model",
+        "gen_ai.provider.name": "mock",
+    }
+    assert recorder.points("codex.turn.duration") == [
+        ({**labels, "codex.turn.status": "completed"}, 1)
+    ]
+    tokens = {
+        attrs["gen_ai.token.type"]: value for attrs, value in recorder.points("codex.token.usage")
+    }
+    assert tokens == {"input": 20, "output": 10}
+    assert recorder.points("codex.turns.active") == [(labels, 0)]
+    # No handler: the approval is declined (fail-closed), and counted so.
+    assert recorder.points("codex.server_requests") == [
+        (
+            {
+                "codex.server_request.method": "item/commandExecution/requestApproval",
+                "codex.server_request.decision": "decline",
+            },
+            1,
+        )
+    ]
+
+
+async def test_a_later_turn_on_a_thread_counts_only_its_own_tokens(scripted_codex: Any) -> None:
+    recorder = Recorder()
+    with anyio.fail_after(60):
+        async with scripted_codex(
+            [message("one"), function_call("nothing_here"), message("two")],
+            telemetry=recorder.telemetry,
+        ) as s:
+            thread = await s.codex.thread_start()
+            await thread.run("first")
+            await recorder.turns_ended.wait(1)
+            await thread.run("second")  # two model calls: an unknown tool, then the answer
+            await recorder.turns_ended.wait(2)
+
+    first, second = sorted(recorder.finished("codex.turn"), key=lambda span: span.start_time or 0)
+    assert first.attributes is not None
+    assert second.attributes is not None
+    assert first.attributes["gen_ai.usage.input_tokens"] == 10
+    assert second.attributes["gen_ai.usage.input_tokens"] == 20
+    assert second.attributes["gen_ai.usage.output_tokens"] == 10
+
+
+async def test_an_interrupted_turns_span_says_it_was_interrupted(scripted_codex: Any) -> None:
+    recorder = Recorder()
+    with anyio.fail_after(60):
+        async with scripted_codex([stall()], telemetry=recorder.telemetry) as s:
+            thread = await s.codex.thread_start()
+            async with thread.turn("wait forever") as handle:
+                async for event in handle.stream():
+                    if event.method == "turn/started":
+                        break  # leaving the block early interrupts the turn
+            await recorder.turns_ended.wait()
+
+    turn = recorder.one("codex.turn")
+    assert turn.attributes is not None
+    assert turn.attributes["codex.turn.status"] == "interrupted"
+    assert turn.attributes["codex.turn.id"] == handle.id
+    assert turn.status.status_code is StatusCode.UNSET
+    interrupt = recorder.one("turn/interrupt")
+    assert interrupt.attributes == {"rpc.system": "jsonrpc", "rpc.method": "turn/interrupt"}
+
+
+async def test_a_failed_turns_span_has_error_status_and_the_turns_error(
+    scripted_codex: Any,
+) -> None:
+    recorder = Recorder()
+    with anyio.fail_after(60):
+        async with scripted_codex([failed("the model broke")], telemetry=recorder.telemetry) as s:
+            thread = await s.codex.thread_start()
+            with pytest.raises(TurnFailedError):
+                await thread.run("hello")
+            await recorder.turns_ended.wait()
+
+    turn = recorder.one("codex.turn")
+    assert turn.attributes is not None
+    assert turn.attributes["codex.turn.status"] == "failed"
+    assert turn.attributes["error.type"] == "turn_failed"
+    assert turn.status.status_code is StatusCode.ERROR
+    assert "the model broke" in str(turn.status.description)
+    assert recorder.points("codex.turns.active")[0][1] == 0
+
+
+async def test_a_failed_request_span_carries_the_json_rpc_error_code(scripted_codex: Any) -> None:
+    recorder = Recorder()
+    with anyio.fail_after(60):
+        async with scripted_codex([], telemetry=recorder.telemetry) as s:
+            with pytest.raises(InvalidRequestError):
+                await s.codex.client.request("no/such/method", {})
+
+    span = recorder.one("no/such/method")
+    assert span.attributes is not None
+    assert span.attributes["rpc.jsonrpc.error_code"] == -32600
+    assert span.status.status_code is StatusCode.ERROR
+
+
+async def test_without_a_provider_there_is_no_telemetry_and_no_turn_observer(
+    scripted_codex: Any,
+) -> None:
+    # No global provider is ever set in this process, and this one is not passed.
+    recorder = Recorder()
+    assert resolve(None) is None
+    with anyio.fail_after(60):
+        async with scripted_codex([message("hi")]) as s:
+            thread = await s.codex.thread_start()
+            async with thread.turn("hello") as handle:
+                async for event in handle.stream():
+                    if event.method == "turn/started":
+                        observers = s.codex.client.statistics().router.turn_observers
+                assert (await handle.run()).final_response == "hi"
+    assert observers == 0
+    assert recorder.spans.get_finished_spans() == ()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_sync_client_nests_the_turn_span_under_the_callers_span(backend: str) -> None:
+    recorder = Recorder()
+    with scripted_runtime([message("hi")], backend=backend) as runtime:
+        with Codex(runtime.config, backend=backend, telemetry=recorder.telemetry) as codex:
+            thread = codex.thread_start()
+            with recorder.tracer_provider.get_tracer("the-app").start_as_current_span("app"):
+                assert thread.run("hi").final_response == "hi"
+    # Closing the client ended its tasks, the turn's watcher among them.
+    turn = recorder.one("codex.turn")
+    assert parent_of(turn) == span_id(recorder.one("app"))
+    assert turn.attributes is not None
+    assert turn.attributes["codex.turn.status"] == "completed"
+
+
+def test_telemetry_is_public_and_off_by_default() -> None:
+    import codex_anyio
+
+    assert "Telemetry" in codex_anyio.__all__
+    assert codex_anyio.Telemetry.__module__ == "codex_anyio"
+    assert codex_anyio.CodexConfig().wire_log is False
+    assert resolve(False) is None
+
+
+def test_token_counts_are_the_turns_share_of_the_threads_usage() -> None:
+    def usage(total: Sequence[int], last: Sequence[int]) -> dict[str, Any]:
+        names = ("inputTokens", "cachedInputTokens", "outputTokens", "reasoningOutputTokens")
+        return {
+            "total": dict(zip(names, total, strict=True)),
+            "last": dict(zip(names, last, strict=True)),
+        }
+
+    # The thread had used 100/40/20/5 before the turn; the turn made two model calls.
+    first = usage((130, 50, 30, 7), (30, 10, 10, 2))
+    last = usage((170, 60, 45, 9), (40, 10, 15, 2))
+    assert token_counts(last, first) == {
+        "input": 70,
+        "cached_input": 20,
+        "output": 25,
+        "reasoning": 4,
+    }
+    assert token_counts(first) == {"input": 30, "cached_input": 10, "output": 10, "reasoning": 2}
+
+
+def run_python(code: str, **env: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_codex_anyio_imports_and_runs_a_turn_without_opentelemetry() -> None:
+    out = run_python(
+        """
+        import importlib.abc, sys
+
+        class NoOpenTelemetry(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name == "opentelemetry" or name.startswith("opentelemetry."):
+                    raise ModuleNotFoundError(f"No module named {name!r}")
+                return None
+
+        sys.meta_path.insert(0, NoOpenTelemetry())
+        import anyio
+        import codex_anyio
+        from codex_anyio.testing import message, open_scripted_codex
+
+        async def main():
+            async with open_scripted_codex([message("fine")]) as s:
+                thread = await s.codex.thread_start()
+                print((await thread.run("hi")).final_response)
+            try:
+                codex_anyio._telemetry.resolve(True)
+            except RuntimeError as exc:
+                print("explicit:", exc)
+
+        anyio.run(main)
+        print("opentelemetry" in sys.modules)
+        """
+    )
+    assert out.splitlines() == [
+        "fine",
+        "explicit: telemetry needs the opentelemetry-api package: pip install 'codex-anyio[otel]'",
+        "False",
+    ]
+
+
+def test_a_global_sdk_provider_turns_telemetry_on_and_false_turns_it_off() -> None:
+    out = run_python(
+        """
+        import anyio
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
+        from codex_anyio.testing import message, open_scripted_codex
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+
+        async def main():
+            for setting in (None, False):
+                async with open_scripted_codex([message("hi")], telemetry=setting) as s:
+                    thread = await s.codex.thread_start()
+                    await thread.run("hi")
+                names = {span.name for span in exporter.get_finished_spans()}
+                print(setting, "thread/start" in names)
+                exporter.clear()
+
+        anyio.run(main)
+        """
+    )
+    assert out.splitlines() == ["None True", "False False"]
+
+
+# -- the wire log -------------------------------------------------------------------------------
+
+
+def test_the_wire_log_redacts_credentials_and_keeps_token_counts() -> None:
+    message_with_secrets = {
+        "method": "account/login/start",
+        "params": {
+            "type": "apiKey",
+            "apiKey": "sk-live-0123456789abcdef",
+            "accessToken": "eyJ.secret.jwt",
+            "nested": [{"password": "hunter2", "client_secret": "s3"}],
+            "httpHeaders": {"X-Custom": "anything", "Authorization": "Bearer abcdefghijkl"},
+            "env": {"OPENAI_API_KEY": "k", "GITHUB_TOKEN": "t", "PATH": "/usr/bin"},
+            "note": "run with Authorization: Bearer abcdefghijklmnop please",
+            "tokenUsage": {"total": {"inputTokens": 10, "outputTokens": 5}},
+        },
+    }
+    cleaned = redact(message_with_secrets)
+    params = cleaned["params"]
+    assert params["type"] == "apiKey"
+    assert params["apiKey"] == params["accessToken"] == REDACTED
+    assert params["nested"] == [{"password": REDACTED, "client_secret": REDACTED}]
+    assert params["httpHeaders"] == {"X-Custom": REDACTED, "Authorization": REDACTED}
+    assert params["env"] == {
+        "OPENAI_API_KEY": REDACTED,
+        "GITHUB_TOKEN": REDACTED,
+        "PATH": "/usr/bin",
+    }
+    assert "abcdefghijklmnop" not in params["note"]
+    assert params["tokenUsage"] == {"total": {"inputTokens": 10, "outputTokens": 5}}
+    assert "sk-live" not in redact_line(b"not json: key sk-live-0123456789abcdef\n")
+
+
+async def test_the_wire_log_shows_both_directions_without_secrets(
+    scripted_codex: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CODEX_ANYIO_WIRE_LOG", "1")
+    caplog.set_level(logging.DEBUG, logger="codex_anyio.wire")
+    with anyio.fail_after(60):
+        async with scripted_codex([]) as s:
+            with pytest.raises(InvalidRequestError):
+                await s.codex.client.request("no/such/method", {"apiKey": "sk-do-not-log-me-123"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "codex_anyio.wire"]
+    sent = [line for line in lines if line.startswith("-> ")]
+    received = [line for line in lines if line.startswith("<- ")]
+    assert any('"method":"initialize"' in line for line in sent)
+    assert any('"userAgent"' in line for line in received)
+    assert any('"no/such/method"' in line and REDACTED in line for line in sent)
+    assert not any("sk-do-not-log-me" in line for line in lines)
+
+
+async def test_the_wire_log_is_off_by_default(
+    scripted_codex: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CODEX_ANYIO_WIRE_LOG", raising=False)
+    caplog.set_level(logging.DEBUG, logger="codex_anyio.wire")
+    with anyio.fail_after(60):
+        async with scripted_codex([]) as s:
+            await s.codex.client.request("thread/list", {})
+    assert not [r for r in caplog.records if r.name == "codex_anyio.wire"]
