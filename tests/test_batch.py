@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -17,9 +18,11 @@ from codex_anyio.batch import (
     BatchResult,
     BatchTask,
     ResultWriter,
+    parse_shard,
     read_results,
     read_tasks,
     run_batch,
+    shard_of,
 )
 from codex_anyio.testing import (
     RecordedRequest,
@@ -234,3 +237,20 @@ def test_the_rich_progress_and_summary_render_counts_and_tokens() -> None:
     assert "batch summary" in text
     assert "timeout" in text
     assert "duration p95" in text
+
+
+def test_three_shards_together_cover_every_id_exactly_once(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.jsonl"
+    ids = [f"task-{i}" for i in range(300)]
+    path.write_text("".join(json.dumps({"id": i, "prompt": "p"}) + "\n" for i in ids))
+    shards = [[t.id for t in read_tasks(path, shard=(i, 3))] for i in range(3)]
+    assert sorted(i for shard in shards for i in shard) == sorted(ids)  # each id once
+    assert all(shard for shard in shards)
+    # Stable across processes and machines: sha256 of the id, not the salted hash().
+    assert (
+        shard_of("task-0", 3) == int.from_bytes(hashlib.sha256(b"task-0").digest()[:8], "big") % 3
+    )
+    assert parse_shard("2/3") == (2, 3)
+    for bad in ("3/3", "-1/3", "1", "a/b", "0/0"):
+        with pytest.raises(ValueError, match="i/N"):
+            parse_shard(bad)
