@@ -293,9 +293,13 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                 await anyio.to_thread.run_sync(lambda: ray.init(address=self._address, **options))
                 started_ray = True
             self._actors = await anyio.to_thread.run_sync(self._place, ray)
-            # Start every pool now: start-up is reported apart from the tasks' times.
+            # Start every pool now (start-up is reported apart from the tasks' times), the
+            # first alone: actors on one node share its CODEX_HOME, and runtimes that find it
+            # uninitialized race to create its state database (all but one fail).
+            first, *others = self._actors
+            await anyio.to_thread.run_sync(ray.get, first.handle.start.remote())
             await anyio.to_thread.run_sync(
-                ray.get, [actor.handle.start.remote() for actor in self._actors]
+                ray.get, [actor.handle.start.remote() for actor in others]
             )
             send, receive = anyio.create_memory_object_stream[BatchResult](self.concurrency)
             with receive:
