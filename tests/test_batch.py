@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import anyio
 import pytest
 from anyio.streams.text import TextReceiveStream
 
+from codex_anyio import ClusterError
 from codex_anyio.batch import (
     BatchResult,
     BatchTask,
@@ -22,6 +24,7 @@ from codex_anyio.batch import (
     read_results,
     read_tasks,
     run_batch,
+    run_batch_on_ray,
     shard_of,
 )
 from codex_anyio.testing import (
@@ -254,3 +257,20 @@ def test_three_shards_together_cover_every_id_exactly_once(tmp_path: Path) -> No
     for bad in ("3/3", "-1/3", "1", "a/b", "0/0"):
         with pytest.raises(ValueError, match="i/N"):
             parse_shard(bad)
+
+
+def test_the_batch_modules_do_not_import_ray() -> None:
+    code = (
+        "import sys, codex_anyio, codex_anyio.batch, codex_anyio._batch_cli\n"
+        "assert 'ray' not in sys.modules, 'ray was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+async def test_without_ray_installed_a_ray_run_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an absent package looks like
+    with pytest.raises(ClusterError, match=r"codex-anyio\[ray\]"):
+        async with run_batch_on_ray([BatchTask(id="1", prompt="p")]):
+            pass

@@ -210,6 +210,32 @@ async def test_an_actor_killed_mid_task_is_restarted_and_the_task_rerun_as_attem
     assert await until_gone(MARKER, ray_cluster) == {}  # the dead actor's runtime went too
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_drivers_watchdog_cancels_a_call_past_its_deadline_and_the_turn_ends(
+    tmp_path: Path, ray_cluster: str, anyio_backend: str
+) -> None:
+    def script(request: RecordedRequest) -> Reply:
+        return stall() if prompt_of(request) == "slow" else message("quick")
+
+    # The actor's own deadline (60 s) is far off; a negative grace brings the driver's
+    # watchdog (deadline + grace) to 1 s: it must cancel the call through Ray.
+    tasks = [BatchTask(id="slow", prompt="slow"), BatchTask(id="fast", prompt="fast")]
+    with anyio.fail_after(120):
+        async with ScriptedModel(script) as model:
+            run = run_batch_on_ray(
+                tasks, actors=1, slots=2, servers=1, timeout=60, watchdog_grace=-59,
+                codex_config=codex_config(tmp_path, model),
+            )  # fmt: skip
+            async with run as results:
+                got = {r.id: r async for r in results}
+            for slow in (e for e in model.exchanges if prompt_of(e.request) == "slow"):
+                await slow.abandoned.wait()  # the turn was interrupted on the server
+    assert got["slow"].status == "timeout"
+    assert got["slow"].error is not None
+    assert "driver cancelled it" in got["slow"].error["message"]
+    assert got["fast"].status == "completed"
+
+
 async def _run_cli(
     tasks: Path, output: Path, env: dict[str, str], *, interrupt_after: int | None
 ) -> tuple[int, list[str]]:

@@ -198,9 +198,17 @@ class _Actor:
     handle: Any
     slots: int
     in_flight: int = 0
-    failures: int = 0
-    """Calls lost to the actor dying, in a row; past its restart budget it is retired."""
+    deaths: int = 0
+    """Deaths in a row (no result in between); past its restart budget it is retired."""
+    last_death: float = -math.inf
+    """When the latest death was noticed: every call submitted before it died with it."""
     retired: bool = False
+
+    def died_under(self, flight: _Flight, now: float) -> None:
+        """A call failed because the actor died; one death fails all the calls it held."""
+        if flight.submitted > self.last_death:
+            self.deaths += 1
+            self.last_death = now
 
     @property
     def free(self) -> int:
@@ -212,6 +220,7 @@ class _Flight:
     actor: _Actor
     task: BatchTask
     attempt: int
+    submitted: float
     watchdog: float
     """Monotonic time at which the driver cancels the call (inf: no deadline)."""
     cancelled_at: float | None = None
@@ -297,9 +306,11 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
             # first alone: actors on one node share its CODEX_HOME, and runtimes that find it
             # uninitialized race to create its state database (all but one fail).
             first, *others = self._actors
-            await anyio.to_thread.run_sync(ray.get, first.handle.start.remote())
             await anyio.to_thread.run_sync(
-                ray.get, [actor.handle.start.remote() for actor in others]
+                ray.get, first.handle.start.remote(), abandon_on_cancel=True
+            )
+            await anyio.to_thread.run_sync(
+                ray.get, [actor.handle.start.remote() for actor in others], abandon_on_cancel=True
             )
             send, receive = anyio.create_memory_object_stream[BatchResult](self.concurrency)
             with receive:
@@ -380,11 +391,11 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
 
     # -- the driver loop ------------------------------------------------------------------
 
-    def _watchdog(self, task: BatchTask) -> float:
+    def _watchdog(self, task: BatchTask, now: float) -> float:
         timeout = task.timeout if task.timeout is not None else self._defaults.timeout
         if timeout is None:
             return math.inf
-        return time.monotonic() + timeout + self._grace
+        return now + timeout + self._grace
 
     async def _drive(self, ray: Any, send: MemoryObjectSendStream[BatchResult]) -> None:
         queue: deque[tuple[BatchTask, int]] = deque()
@@ -426,7 +437,8 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
             task, attempt = queue.popleft()
             ref = actor.handle.run.remote(task, attempt)
             actor.in_flight += 1
-            self._flights[ref] = _Flight(actor, task, attempt, self._watchdog(task))
+            now = time.monotonic()
+            self._flights[ref] = _Flight(actor, task, attempt, now, self._watchdog(task, now))
         self.running = len(self._flights)
 
     @staticmethod
@@ -454,7 +466,7 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         actor, task, attempt = flight.actor, flight.task, flight.attempt
         actor.in_flight -= 1
         if isinstance(value, BatchResult):
-            actor.failures = 0
+            actor.deaths = 0
             if value.status in RETRIED and attempt < self._attempts:
                 queue.appendleft((task, attempt + 1))
                 return []
@@ -474,8 +486,8 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                 )
             ]
         if _actor_died(exc):
-            actor.failures += 1
-            if actor.failures > self._max_restarts + 1:
+            actor.died_under(flight, time.monotonic())
+            if actor.deaths > self._max_restarts and not actor.retired:
                 actor.retired = True
                 logger.warning("batch: actor %d keeps dying; not using it any more", actor.index)
             logger.info(
