@@ -151,12 +151,18 @@ def test_a_tasks_file_takes_prompt_or_input_and_rejects_repeated_ids(tmp_path: P
 
 
 async def _run_cli(
-    tasks: Path, output: Path, env: dict[str, str], *, interrupt_after: int | None, backend: str
+    tasks: Path,
+    output: Path,
+    env: dict[str, str],
+    *,
+    interrupt_after: int | None,
+    backend: str,
+    extra: tuple[str, ...] = (),
 ) -> tuple[int, list[str], str]:
     """Run ``codex-anyio batch`` (plain progress: its stderr is a pipe); with
     ``interrupt_after``, send SIGINT once that many results have been reported."""
     argv = [sys.executable, "-m", "codex_anyio", "batch", str(tasks), "-o", str(output)]
-    argv += ["--servers", "2", "--concurrency", "2", "--backend", backend]
+    argv += ["--servers", "2", "--concurrency", "2", "--backend", backend, *extra]
     process = await anyio.open_process(argv, env=env)
     lines: list[str] = []
     async with process:
@@ -274,3 +280,37 @@ async def test_without_ray_installed_a_ray_run_says_how_to_get_it(
     with pytest.raises(ClusterError, match=r"codex-anyio\[ray\]"):
         async with run_batch_on_ray([BatchTask(id="1", prompt="p")]):
             pass
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_three_cli_shards_of_one_file_run_every_task_exactly_once(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    ids = [f"t{i}" for i in range(9)]
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"id": i, "prompt": f"task {i}"}) + "\n" for i in ids))
+
+    def script(request: RecordedRequest) -> Reply:
+        return message(f"done: {prompt_of(request)}")
+
+    with anyio.fail_after(120):
+        async with ScriptedModel(script) as model:
+            home = write_codex_home(tmp_path / "home", base_url=model.base_url)
+            env = {**os.environ, **scripted_env(home)}
+            for index in range(3):
+                code, lines, _ = await _run_cli(
+                    tasks,
+                    tmp_path / f"results-{index}.jsonl",
+                    env,
+                    interrupt_after=None,
+                    backend=anyio_backend,
+                    extra=("--shard", f"{index}/3"),
+                )
+                assert code == 0, "\n".join(lines)
+    rows = [
+        json.loads(line)
+        for index in range(3)
+        for line in (tmp_path / f"results-{index}.jsonl").read_text().splitlines()
+    ]
+    assert sorted(r["id"] for r in rows) == sorted(ids)  # each id once, in one shard
+    assert {r["status"] for r in rows} == {"completed"}
