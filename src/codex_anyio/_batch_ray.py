@@ -33,6 +33,7 @@ is also the watchdog's tick). ``ray`` is imported only when a run starts.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import math
@@ -112,37 +113,40 @@ class _PoolActor:
         self._pool_options = dict(pool_options)
         self._defaults = defaults
         self._running: dict[str, int] = {}
-        # asyncio primitives: this side always runs on Ray's asyncio loop, and __init__ runs
-        # outside it; they are made by the first call.
-        self._owner: Any = None
-        self._opened: Any = None
-        self._stop: Any = None
+        # Plain asyncio, not AnyIO: this side always runs on Ray's asyncio loop, and the owner
+        # must outlive the call that starts it (no task group can hold it). Made by the first
+        # call: __init__ runs outside the loop.
+        self._owner: asyncio.Task[None] | None = None
+        self._opened: asyncio.Future[CodexPool] | None = None
+        self._stop: asyncio.Event | None = None
 
-    async def _own_pool(self) -> None:
+    async def _own_pool(self, opened: asyncio.Future[CodexPool], stop: asyncio.Event) -> None:
         """The owner task: enters the pool, hands it out, waits for close(), leaves."""
         try:
             async with CodexPool(**self._pool_options) as pool:
-                self._opened.set_result(pool)
-                await self._stop.wait()
+                opened.set_result(pool)
+                await stop.wait()
         except BaseException as exc:
-            if not self._opened.done():
+            if not opened.done():
                 if isinstance(exc, Exception):
-                    self._opened.set_exception(exc)
+                    opened.set_exception(exc)
                 else:
-                    self._opened.cancel()
+                    opened.cancel()
             raise
 
     async def _pool(self) -> CodexPool:
-        import asyncio
-
-        if self._owner is None or (self._owner.done() and not self._stop.is_set()):
+        if self._owner is None or (self._owner.done() and not self._stopping):
             # First call, or the pool failed to start last time: (re)start it.
             self._opened = asyncio.get_running_loop().create_future()
             self._stop = asyncio.Event()
-            self._owner = asyncio.create_task(self._own_pool())
+            self._owner = asyncio.create_task(self._own_pool(self._opened, self._stop))
+        assert self._opened is not None
         # Shielded: a caller cancelled while waiting must not cancel the start for the others.
-        pool: CodexPool = await asyncio.shield(self._opened)
-        return pool
+        return await asyncio.shield(self._opened)
+
+    @property
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
 
     async def start(self) -> int:
         """Start the pool now (rather than on the first task); returns the worker's pid."""
@@ -173,13 +177,12 @@ class _PoolActor:
 
     async def close(self) -> None:
         """End the owner task: the pool closes every member with its process tree."""
-        if self._owner is None:
+        if self._owner is None or self._stop is None:
             return
         self._stop.set()
-        try:
-            await self._owner
-        except BaseException:  # a pool that failed to start has nothing to close
-            logger.debug("batch actor %d: the pool ended with an error", self._index)
+        # wait() rather than await: the owner's own error (a pool that failed to start) is
+        # not close()'s, while a cancellation of close() itself still propagates.
+        await asyncio.wait({self._owner})
 
 
 _ACTOR_CLASS: Any = None
@@ -415,9 +418,8 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                 if not self._flights:
                     if exhausted and not queue:
                         return
-                    if not any(not actor.retired for actor in self._actors):
-                        raise ClusterError("every batch actor is gone (restarts used up)")
-                    continue
+                    # Work left and nothing in flight: no actor could take it.
+                    raise ClusterError("every batch actor is gone (restarts used up)")
                 refs = list(self._flights)
                 ready = await anyio.to_thread.run_sync(
                     self._wait, ray, refs, abandon_on_cancel=True
