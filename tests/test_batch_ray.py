@@ -115,7 +115,13 @@ def ray_cluster() -> Iterator[str]:
     ``ray stop``: that would stop every Ray on the machine)."""
     run = uuid.uuid4().hex
     os.environ[MARKER] = run
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        resources={"codex_slots": 3},  # how a node says how many tasks it takes
+    )
     try:
         yield run
     finally:
@@ -168,6 +174,23 @@ async def test_sixteen_tasks_over_two_actors_each_give_one_row_and_a_deadline_in
     assert by_id["t3"].final_response == "re: task 3"
     assert {r.attempt for r in got} == {1}
     assert not app_servers(processes_with(MARKER, ray_cluster))  # the pools closed
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_by_default_a_node_with_codex_slots_gets_one_actor_with_that_many_slots(
+    tmp_path: Path, ray_cluster: str, anyio_backend: str
+) -> None:
+    tasks = [BatchTask(id=f"t{i}", prompt=f"task {i}") for i in range(6)]
+    with anyio.fail_after(120):
+        async with ScriptedModel(lambda request: message("ok")) as model:
+            run = run_batch_on_ray(tasks, servers=1, codex_config=codex_config(tmp_path, model))
+            async with run as results:
+                stats = await run.statistics()
+                got = [r async for r in results]
+    assert [(s.slots, s.node_id) for s in stats] == [(3, ray.get_runtime_context().get_node_id())]
+    assert run.concurrency == 3
+    assert sorted(r.id for r in got) == sorted(t.id for t in tasks)
+    assert {r.status for r in got} == {"completed"}
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])

@@ -268,6 +268,7 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         self._actor_options = dict(actor_options)
         self._actors: list[_Actor] = []
         self._flights: dict[Any, _Flight] = {}
+        self._placed_slots: int | None = None
         self.running = 0
         """Tasks in flight right now (for progress displays)."""
 
@@ -275,8 +276,8 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
     def concurrency(self) -> int:
         """Tasks in flight at once: the actors' slots together (before the actors are placed,
         the slots asked for per actor times the actors asked for)."""
-        if self._actors:
-            return sum(actor.slots for actor in self._actors)
+        if self._placed_slots is not None:
+            return self._placed_slots
         return (self._slots or DEFAULT_MAX_TURNS) * (self._actor_count or 1)
 
     async def __aenter__(self) -> MemoryObjectReceiveStream[BatchResult]:
@@ -305,6 +306,7 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                 await anyio.to_thread.run_sync(lambda: ray.init(address=self._address, **options))
                 started_ray = True
             self._actors = await anyio.to_thread.run_sync(self._place, ray)
+            self._placed_slots = sum(actor.slots for actor in self._actors)
             # Start every pool now (start-up is reported apart from the tasks' times), the
             # first alone: actors on one node share its CODEX_HOME, and runtimes that find it
             # uninitialized race to create its state database (all but one fail).
