@@ -227,7 +227,7 @@ async def test_an_actor_killed_mid_task_is_restarted_and_the_task_rerun_as_attem
     by_id = {r.id: r for r in got}
     assert sorted(by_id) == sorted(t.id for t in tasks)
     assert len(got) == len(tasks)
-    assert by_id["doomed"].status == "completed"
+    assert by_id["doomed"].status == "completed", by_id["doomed"]
     assert by_id["doomed"].attempt == 2
     assert by_id["doomed"].final_response == "re: doomed"
     assert await until_gone(MARKER, ray_cluster) == {}  # the dead actor's runtime went too

@@ -205,17 +205,16 @@ class _Actor:
     """Deaths in a row (no result in between); past its restart budget it is retired."""
     last_death: float = -math.inf
     """When the latest death was noticed: every call submitted before it died with it."""
+    probe: Any = None
+    """A ``start()`` call sent after a death: until it answers, the actor (being restarted by
+    Ray) gets no task, so a re-run does not die with the corpse."""
     retired: bool = False
-
-    def died_under(self, flight: _Flight, now: float) -> None:
-        """A call failed because the actor died; one death fails all the calls it held."""
-        if flight.submitted > self.last_death:
-            self.deaths += 1
-            self.last_death = now
 
     @property
     def free(self) -> int:
-        return 0 if self.retired else self.slots - self.in_flight
+        if self.retired or self.probe is not None:
+            return 0
+        return self.slots - self.in_flight
 
 
 @attrs.define(eq=False)
@@ -268,6 +267,7 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         self._actor_options = dict(actor_options)
         self._actors: list[_Actor] = []
         self._flights: dict[Any, _Flight] = {}
+        self._probes: dict[Any, _Actor] = {}
         self._placed_slots: int | None = None
         self.running = 0
         """Tasks in flight right now (for progress displays)."""
@@ -378,6 +378,7 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
             except Exception:  # it may have finished meanwhile
                 pass
         self._flights.clear()
+        self._probes.clear()
         if self._actors:
             closing = [actor.handle.close.remote() for actor in self._actors]
             ready, _ = ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT)
@@ -417,16 +418,19 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                     else:
                         queue.append((task, 1))
                 self._submit(queue)
-                if not self._flights:
+                if not self._flights and not self._probes:
                     if exhausted and not queue:
                         return
-                    # Work left and nothing in flight: no actor could take it.
+                    # Work left, nothing in flight, no actor coming back: none can take it.
                     raise ClusterError("every batch actor is gone (restarts used up)")
-                refs = list(self._flights)
+                refs = [*self._flights, *self._probes]
                 ready = await anyio.to_thread.run_sync(
                     self._wait, ray, refs, abandon_on_cancel=True
                 )
                 for ref, value in ready:
+                    if ref in self._probes:
+                        self._settle_probe(ref, value)
+                        continue
                     for result in self._settle(ref, value, queue):
                         await send.send(result)
                 self._check_watchdogs(ray)
@@ -489,18 +493,35 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                     },
                 )
             ]
-        if _actor_died(exc):
-            actor.died_under(flight, time.monotonic())
-            if actor.deaths > self._max_restarts and not actor.retired:
-                actor.retired = True
-                logger.warning("batch: actor %d keeps dying; not using it any more", actor.index)
+        # One death fails every call the actor held: count it once.
+        if _actor_died(exc) and flight.submitted > actor.last_death:
             logger.info(
                 "batch: actor %d died under task %r (attempt %d)", actor.index, task.id, attempt
             )
+            self._died(actor)
         if attempt < self._attempts:
             queue.appendleft((task, attempt + 1))
             return []
         return [BatchResult(id=task.id, status="error", attempt=attempt, error=error_of(exc))]
+
+    def _died(self, actor: _Actor) -> None:
+        """Ray restarts a dead actor; probe it, or retire it once its restarts are used up."""
+        actor.deaths += 1
+        actor.last_death = time.monotonic()
+        if actor.deaths > self._max_restarts:
+            actor.retired = True
+            actor.probe = None
+            logger.warning("batch: actor %d keeps dying; not using it any more", actor.index)
+        elif actor.probe is None:
+            actor.probe = actor.handle.start.remote()
+            self._probes[actor.probe] = actor
+
+    def _settle_probe(self, ref: Any, value: Any) -> None:
+        actor = self._probes.pop(ref)
+        actor.probe = None
+        if isinstance(value, BaseException) and _actor_died(value):
+            self._died(actor)  # died again while coming back
+        # Anything else: it is alive (a pool that cannot start fails its tasks, as locally).
 
     def _check_watchdogs(self, ray: Any) -> None:
         now = time.monotonic()
