@@ -22,6 +22,8 @@ Lifetimes and failure, by the side they live on:
 - **Death.** An actor (or node) that dies is restarted by Ray (``max_restarts``), but its calls
   are never retried by Ray (``max_task_retries=0``): the driver re-queues them itself with the
   next attempt number, so the ``attempt`` in a row counts every try, up to ``attempts``.
+  Until the restarted actor answers a probe it gets no task (a re-run sent at once would die
+  with it); past ``max_restarts`` deaths in a row it is retired.
 - **Leaving early** (Ctrl-C, ``break``, cancellation): every call in flight is cancelled (its
   turn interrupted), every actor's pool closed (no app-server left on any node), the actors
   killed, and Ray shut down if this run started it; shielded, each step bounded.
