@@ -268,6 +268,7 @@ def test_three_shards_together_cover_every_id_exactly_once(tmp_path: Path) -> No
 def test_the_batch_modules_do_not_import_ray() -> None:
     code = (
         "import sys, codex_anyio, codex_anyio.batch, codex_anyio._batch_cli\n"
+        "from codex_anyio.batch import RayBatchRun, run_batch_on_ray\n"
         "assert 'ray' not in sys.modules, 'ray was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

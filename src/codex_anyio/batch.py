@@ -57,14 +57,16 @@ from ._pool import DEFAULT_MAX_TURNS, CodexPool
 from ._pool_thread import PooledThread
 from ._turn import TurnResult
 
-if TYPE_CHECKING:  # Ray is optional: its executor is imported when a run asks for it
-    from ._batch_ray import RayBatchRun
+if TYPE_CHECKING:  # Ray is optional: its executor is imported when first asked for
+    from ._batch_ray import ActorStatistics, RayBatchRun
 
 __all__ = [
     "STATUSES",
+    "ActorStatistics",
     "BatchResult",
     "BatchRun",
     "BatchTask",
+    "RayBatchRun",
     "ResultWriter",
     "TaskFileError",
     "parse_shard",
@@ -397,3 +399,13 @@ def percentile(values: Sequence[float], q: float) -> float:
 for _name in ("BatchResult", "BatchTask", "ResultWriter", "TaskFileError"):
     globals()[_name].__module__ = __name__
 del _name
+
+
+def __getattr__(name: str) -> Any:
+    # The Ray executor's types, imported on first use (the module imports no Ray itself, but
+    # it imports this one: importing it here eagerly would be a cycle).
+    if name in ("ActorStatistics", "RayBatchRun"):
+        from . import _batch_ray
+
+        return getattr(_batch_ray, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
