@@ -261,14 +261,16 @@ async def test_the_drivers_watchdog_cancels_a_call_past_its_deadline_and_the_tur
 
 async def _run_cli(
     tasks: Path, output: Path, env: dict[str, str], *, interrupt_after: int | None
-) -> tuple[int, list[str]]:
+) -> tuple[int, list[str], set[str]]:
     """``codex-anyio batch --ray local`` as its own driver (its own Ray, started and shut
-    down by it); with ``interrupt_after``, SIGINT once that many results were reported."""
+    down by it); with ``interrupt_after``, SIGINT once that many results were reported. Also
+    returns the names of the processes carrying the driver's marker just before the SIGINT."""
     argv = [sys.executable, "-m", "codex_anyio", "batch", str(tasks), "-o", str(output)]
     argv += ["--ray", "local", "--actors", "2", "--concurrency", "2", "--servers", "1"]
     argv += ["--progress", "plain", "--backend", "trio"]
     process = await anyio.open_process(argv, env=env)
     lines: list[str] = []
+    running: set[str] = set()
     async with process:
         assert process.stderr is not None
         buffer = ""
@@ -279,10 +281,11 @@ async def _run_cli(
             # Progress lines are "[done/total] ..."; Ray's own log lines start with "[" too.
             reported = sum(bool(PROGRESS.match(line)) for line in lines)
             if interrupt_after is not None and reported >= interrupt_after:
+                running = set(processes_with(MARKER, env[MARKER]).values())
                 process.send_signal(signal.SIGINT)
                 interrupt_after = None
         code = await process.wait()
-    return code, lines
+    return code, lines, running
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
@@ -302,15 +305,17 @@ async def test_ctrl_c_on_the_driver_leaves_no_app_server_and_a_file_a_second_run
         async with ScriptedModel(script) as model:
             home = write_codex_home(tmp_path / "home", base_url=model.base_url)
             env = {**os.environ, **scripted_env(home), MARKER: run}
-            code, lines = await _run_cli(tasks, output, env, interrupt_after=2)
+            code, lines, running = await _run_cli(tasks, output, env, interrupt_after=2)
             assert code == 130, "\n".join(lines)
+            # The scan below does see the driver's Ray and the actors' runtimes while they run.
+            assert {"raylet", "gcs_server", "codex"} <= running, running
             assert any("run the same command again" in line for line in lines)
             # Nothing of that driver is left: no app-server on any node, no Ray process.
             assert await until_gone(MARKER, run, which="all") == {}
             first = [json.loads(line)["id"] for line in output.read_text().splitlines()]
             assert 2 <= len(first) < len(ids)
 
-            code, lines = await _run_cli(tasks, output, env, interrupt_after=None)
+            code, lines, _ = await _run_cli(tasks, output, env, interrupt_after=None)
             assert code == 0, "\n".join(lines)
             assert any(f"{len(first)} already done" in line for line in lines)
             assert await until_gone(MARKER, run, which="all") == {}
