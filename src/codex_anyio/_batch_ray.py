@@ -1,4 +1,5 @@
-"""The batch runner's Ray executor: the same tasks and result rows, fanned out over a cluster.
+"""The batch runner's Ray executor (the driver side): the same tasks and result rows, fanned
+out over a cluster.
 
 We schedule nothing ourselves beyond a window per actor. One Ray async actor per node (or per
 node advertising a ``codex_slots`` custom resource, or ``actors`` of them) hosts one
@@ -10,10 +11,8 @@ they finish; only the driver writes the results file.
 
 Lifetimes and failure, by the side they live on:
 
-- **Actor.** The pool's ``async with`` belongs to one long-lived owner task: every actor call
-  is an asyncio task of its own, and a cancel scope entered in one and left in another fails
-  ("Attempted to exit cancel scope in a different task"). The first call starts the owner,
-  ``close()`` ends it; the actor side always runs on Ray's asyncio loop.
+- **Actor** (``_batch_ray_actor``): the pool belongs to one long-lived owner task in the
+  actor, started by its first call and ended by ``close()``.
 - **Deadline.** A task's deadline runs inside the actor, beside the turn, so expiry interrupts
   the turn on the server. The driver's watchdog, at deadline + grace, calls ``ray.cancel``
   (an async actor's coroutine sees the cancellation within milliseconds and the turn is
@@ -35,26 +34,25 @@ is also the watchdog's tick). ``ray`` is imported only when a run starts.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import math
-import os
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._batch_files import BatchResult, BatchTask
+from ._batch_ray_actor import ActorStatistics, actor_class, import_ray
 from ._exceptions import ClusterError
 from ._groups import Lifespan
-from ._pool import DEFAULT_MAX_TURNS, CodexPool
-from .batch import RECYCLE_AFTER, RETRIED, TaskDefaults, attempt_task, error_of
+from ._pool import DEFAULT_MAX_TURNS
+from .batch import RECYCLE_AFTER, RETRIED, TaskDefaults, error_of
 
 __all__ = ["ActorStatistics", "RayBatchRun", "run_batch_on_ray"]
 
@@ -80,121 +78,6 @@ INIT_OPTIONS: Final = {"include_dashboard": False}
 it is one more server)."""
 
 _SLOTS_RESOURCE: Final = "codex_slots"
-
-
-def _ray() -> Any:
-    try:
-        return importlib.import_module("ray")
-    except ImportError as exc:
-        raise ClusterError(
-            "running a batch on Ray needs Ray: pip install 'codex-anyio[ray]'"
-        ) from exc
-
-
-class ActorStatistics(NamedTuple):
-    """What one batch actor is doing (``RayBatchRun.statistics()``)."""
-
-    actor: int
-    """Its index among the run's actors."""
-    pid: int
-    """The actor's worker process on its node."""
-    node_id: str
-    slots: int
-    running: dict[str, int]
-    """Task id -> attempt, for the tasks it is running now."""
-
-
-class _PoolActor:
-    """The body of a batch actor (made a Ray actor class by :func:`_actor_class`)."""
-
-    def __init__(
-        self, index: int, slots: int, pool_options: Mapping[str, Any], defaults: TaskDefaults
-    ) -> None:
-        self._index = index
-        self._slots = slots
-        self._pool_options = dict(pool_options)
-        self._defaults = defaults
-        self._running: dict[str, int] = {}
-        # Plain asyncio, not AnyIO: this side always runs on Ray's asyncio loop, and the owner
-        # must outlive the call that starts it (no task group can hold it). Made by the first
-        # call: __init__ runs outside the loop.
-        self._owner: asyncio.Task[None] | None = None
-        self._opened: asyncio.Future[CodexPool] | None = None
-        self._stop: asyncio.Event | None = None
-
-    async def _own_pool(self, opened: asyncio.Future[CodexPool], stop: asyncio.Event) -> None:
-        """The owner task: enters the pool, hands it out, waits for close(), leaves."""
-        try:
-            async with CodexPool(**self._pool_options) as pool:
-                opened.set_result(pool)
-                await stop.wait()
-        except BaseException as exc:
-            if not opened.done():
-                if isinstance(exc, Exception):
-                    opened.set_exception(exc)
-                else:
-                    opened.cancel()
-            raise
-
-    async def _pool(self) -> CodexPool:
-        if self._owner is None or (self._owner.done() and not self._stopping):
-            # First call, or the pool failed to start last time: (re)start it.
-            self._opened = asyncio.get_running_loop().create_future()
-            self._stop = asyncio.Event()
-            self._owner = asyncio.create_task(self._own_pool(self._opened, self._stop))
-        assert self._opened is not None
-        # Shielded: a caller cancelled while waiting must not cancel the start for the others.
-        return await asyncio.shield(self._opened)
-
-    @property
-    def _stopping(self) -> bool:
-        return self._stop is not None and self._stop.is_set()
-
-    async def start(self) -> int:
-        """Start the pool now (rather than on the first task); returns the worker's pid."""
-        await self._pool()
-        return os.getpid()
-
-    async def run(self, task: BatchTask, attempt: int) -> BatchResult:
-        self._running[task.id] = attempt
-        try:
-            try:
-                pool = await self._pool()
-            except Exception as exc:
-                return BatchResult(id=task.id, status="error", attempt=attempt, error=error_of(exc))
-            result: BatchResult = await attempt_task(pool, task, attempt, self._defaults)
-            return result
-        finally:
-            del self._running[task.id]
-
-    async def statistics(self) -> ActorStatistics:
-        ray = _ray()
-        return ActorStatistics(
-            actor=self._index,
-            pid=os.getpid(),
-            node_id=str(ray.get_runtime_context().get_node_id()),
-            slots=self._slots,
-            running=dict(self._running),
-        )
-
-    async def close(self) -> None:
-        """End the owner task: the pool closes every member with its process tree."""
-        if self._owner is None or self._stop is None:
-            return
-        self._stop.set()
-        # wait() rather than await: the owner's own error (a pool that failed to start) is
-        # not close()'s, while a cancellation of close() itself still propagates.
-        await asyncio.wait({self._owner})
-
-
-_ACTOR_CLASS: Any = None
-
-
-def _actor_class() -> Any:
-    global _ACTOR_CLASS
-    if _ACTOR_CLASS is None:
-        _ACTOR_CLASS = _ray().remote(_PoolActor)
-    return _ACTOR_CLASS
 
 
 @attrs.define(eq=False)
@@ -287,7 +170,7 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
 
     async def statistics(self) -> list[ActorStatistics]:
         """Each actor's pid, node and running task ids (asks every actor)."""
-        ray = _ray()
+        ray = import_ray()
         refs = [actor.handle.statistics.remote() for actor in self._actors]
         stats: list[ActorStatistics] = await anyio.to_thread.run_sync(ray.get, refs)
         return stats
@@ -296,7 +179,7 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[MemoryObjectReceiveStream[BatchResult]]:
-        ray = _ray()
+        ray = import_ray()
         started_ray = False
         try:
             if not ray.is_initialized():
@@ -358,10 +241,10 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                 placements.append((self._slots or slots, options))
         if not placements:
             raise ClusterError("the Ray cluster has no alive node to place a batch actor on")
-        actor_class = _actor_class()
+        remote_class = actor_class()
         actors: list[_Actor] = []
         for index, (slots, options) in enumerate(placements):
-            handle = actor_class.options(
+            handle = remote_class.options(
                 num_cpus=0,
                 max_restarts=self._max_restarts,
                 max_task_retries=0,  # the driver re-queues, counting attempts
