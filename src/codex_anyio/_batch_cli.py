@@ -374,6 +374,9 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def batch_command(args: argparse.Namespace) -> int:
+    if args.actors is not None and args.ray is None:
+        print("codex-anyio batch: --actors needs --ray", file=sys.stderr)
+        return 2
     try:
         return anyio.run(_run, args, backend=args.backend)
     except TaskFileError as exc:
