@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,13 +15,17 @@ import anyio
 import pytest
 from anyio.streams.text import TextReceiveStream
 
+from codex_anyio import ClusterError
 from codex_anyio.batch import (
     BatchResult,
     BatchTask,
     ResultWriter,
+    parse_shard,
     read_results,
     read_tasks,
     run_batch,
+    run_batch_on_ray,
+    shard_of,
 )
 from codex_anyio.testing import (
     RecordedRequest,
@@ -145,12 +151,18 @@ def test_a_tasks_file_takes_prompt_or_input_and_rejects_repeated_ids(tmp_path: P
 
 
 async def _run_cli(
-    tasks: Path, output: Path, env: dict[str, str], *, interrupt_after: int | None, backend: str
+    tasks: Path,
+    output: Path,
+    env: dict[str, str],
+    *,
+    interrupt_after: int | None,
+    backend: str,
+    extra: tuple[str, ...] = (),
 ) -> tuple[int, list[str], str]:
     """Run ``codex-anyio batch`` (plain progress: its stderr is a pipe); with
     ``interrupt_after``, send SIGINT once that many results have been reported."""
     argv = [sys.executable, "-m", "codex_anyio", "batch", str(tasks), "-o", str(output)]
-    argv += ["--servers", "2", "--concurrency", "2", "--backend", backend]
+    argv += ["--servers", "2", "--concurrency", "2", "--backend", backend, *extra]
     process = await anyio.open_process(argv, env=env)
     lines: list[str] = []
     async with process:
@@ -234,3 +246,72 @@ def test_the_rich_progress_and_summary_render_counts_and_tokens() -> None:
     assert "batch summary" in text
     assert "timeout" in text
     assert "duration p95" in text
+
+
+def test_three_shards_together_cover_every_id_exactly_once(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.jsonl"
+    ids = [f"task-{i}" for i in range(300)]
+    path.write_text("".join(json.dumps({"id": i, "prompt": "p"}) + "\n" for i in ids))
+    shards = [[t.id for t in read_tasks(path, shard=(i, 3))] for i in range(3)]
+    assert sorted(i for shard in shards for i in shard) == sorted(ids)  # each id once
+    assert all(shard for shard in shards)
+    # Stable across processes and machines: sha256 of the id, not the salted hash().
+    assert (
+        shard_of("task-0", 3) == int.from_bytes(hashlib.sha256(b"task-0").digest()[:8], "big") % 3
+    )
+    assert parse_shard("2/3") == (2, 3)
+    for bad in ("3/3", "-1/3", "1", "a/b", "0/0"):
+        with pytest.raises(ValueError, match="i/N"):
+            parse_shard(bad)
+
+
+def test_the_batch_modules_do_not_import_ray() -> None:
+    code = (
+        "import sys, codex_anyio, codex_anyio.batch, codex_anyio._batch_cli\n"
+        "from codex_anyio.batch import RayBatchRun, run_batch_on_ray\n"
+        "assert 'ray' not in sys.modules, 'ray was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+async def test_without_ray_installed_a_ray_run_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an absent package looks like
+    with pytest.raises(ClusterError, match=r"codex-anyio\[ray\]"):
+        async with run_batch_on_ray([BatchTask(id="1", prompt="p")]):
+            pass
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_three_cli_shards_of_one_file_run_every_task_exactly_once(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    ids = [f"t{i}" for i in range(9)]
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"id": i, "prompt": f"task {i}"}) + "\n" for i in ids))
+
+    def script(request: RecordedRequest) -> Reply:
+        return message(f"done: {prompt_of(request)}")
+
+    with anyio.fail_after(120):
+        async with ScriptedModel(script) as model:
+            home = write_codex_home(tmp_path / "home", base_url=model.base_url)
+            env = {**os.environ, **scripted_env(home)}
+            for index in range(3):
+                code, lines, _ = await _run_cli(
+                    tasks,
+                    tmp_path / f"results-{index}.jsonl",
+                    env,
+                    interrupt_after=None,
+                    backend=anyio_backend,
+                    extra=("--shard", f"{index}/3"),
+                )
+                assert code == 0, "\n".join(lines)
+    rows = [
+        json.loads(line)
+        for index in range(3)
+        for line in (tmp_path / f"results-{index}.jsonl").read_text().splitlines()
+    ]
+    assert sorted(r["id"] for r in rows) == sorted(ids)  # each id once, in one shard
+    assert {r["status"] for r in rows} == {"completed"}

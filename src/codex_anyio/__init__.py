@@ -19,6 +19,7 @@ from ._dispatch import (
 )
 from ._exceptions import (
     AuthenticationError,
+    ClusterError,
     CodexError,
     CodexNotFoundError,
     CodexRpcError,
@@ -86,6 +87,7 @@ __all__ = [
     "ChatgptLoginHandle",
     "AuthenticationError",
     "ClientStatistics",
+    "ClusterError",
     "Codex",
     "CodexClient",
     "CodexConfig",

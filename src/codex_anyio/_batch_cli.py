@@ -6,6 +6,11 @@ signal policy. Ctrl-C (SIGINT) or SIGTERM cancels the batch: every running turn 
 interrupted on the server (shielded, bounded), the results written so far are already on
 disk (one flushed line each), and the command exits with 130 (143 for SIGTERM). Running the
 same command again skips every id already in the results file.
+
+Beyond one machine, with the same files, progress and signals: ``--ray [ADDRESS]`` runs the
+pools on Ray actors (:func:`~codex_anyio.batch.run_batch_on_ray`; Ray is imported only then),
+and ``--shard i/N`` runs this machine's slice of the tasks file, for job arrays that start N
+copies of the command (no engine at all).
 """
 
 from __future__ import annotations
@@ -15,22 +20,28 @@ import signal
 import sys
 import time
 from collections import Counter
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import anyio
 
 from ._config import CodexConfig
+from ._exceptions import ClusterError
 from .batch import (
     STATUSES,
     BatchResult,
     BatchRun,
     ResultWriter,
     TaskFileError,
+    parse_shard,
     percentile,
     read_results,
     read_tasks,
     run_batch,
+    run_batch_on_ray,
 )
+
+if TYPE_CHECKING:
+    from ._batch_ray import RayBatchRun
 
 __all__ = ["add_batch_parser", "batch_command"]
 
@@ -47,8 +58,15 @@ def add_batch_parser(commands: Any) -> None:
     )
     batch.add_argument("tasks", help="tasks file (JSON lines)")
     batch.add_argument("-o", "--output", required=True, help="results file (JSON lines, appended)")
-    batch.add_argument("--servers", type=int, default=None, help="app-server processes")
-    batch.add_argument("--concurrency", type=int, default=None, help="tasks in flight at once")
+    batch.add_argument(
+        "--servers", type=int, default=None, help="app-server processes (per actor with --ray)"
+    )
+    batch.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="tasks in flight at once (per actor with --ray)",
+    )
     batch.add_argument("--timeout", type=float, default=None, help="seconds per task")
     batch.add_argument("--attempts", type=int, default=1, help="tries per failed task")
     batch.add_argument("--model", default=None, help="model for tasks that name none")
@@ -66,6 +84,47 @@ def add_batch_parser(commands: Any) -> None:
         help="progress display (auto: rich on a terminal if installed, else plain lines)",
     )
     batch.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    where = batch.add_mutually_exclusive_group()
+    where.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help=(
+            "run on a Ray cluster: one actor (one pool) per node; ADDRESS as for ray.init "
+            "('auto', 'ray://HOST:10001', 'local'; default: Ray's own choice). "
+            "Needs codex-anyio[ray]"
+        ),
+    )
+    where.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="i/N",
+        help="run only shard i (0-based) of N, split by a stable hash of the id "
+        "(SLURM arrays, Kubernetes indexed jobs)",
+    )
+    batch.add_argument(
+        "--actors", type=int, default=None, help="with --ray: this many actors, not one per node"
+    )
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _Run(Protocol):
+    """What the progress display reads from a batch run (local or on Ray)."""
+
+    @property
+    def running(self) -> int: ...
+
+    @property
+    def concurrency(self) -> int: ...
 
 
 class _Tally:
@@ -109,7 +168,7 @@ class _Tally:
 class _PlainProgress:
     """One line per result on a stream: readable in CI logs and files."""
 
-    def __init__(self, tally: _Tally, run: BatchRun, stream: TextIO) -> None:
+    def __init__(self, tally: _Tally, run: _Run, stream: TextIO) -> None:
         self._tally = tally
         self._run = run
         self._stream = stream
@@ -142,7 +201,7 @@ class _PlainProgress:
 class _RichProgress:
     """A live bar: done / running / not completed, throughput, ETA and tokens."""
 
-    def __init__(self, tally: _Tally, run: BatchRun, stream: TextIO) -> None:
+    def __init__(self, tally: _Tally, run: _Run, stream: TextIO) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -194,7 +253,7 @@ def _rich_available() -> bool:
     return True
 
 
-def _progress(mode: str, tally: _Tally, run: BatchRun, stream: TextIO) -> Any:
+def _progress(mode: str, tally: _Tally, run: _Run, stream: TextIO) -> Any:
     if mode == "auto":
         mode = "rich" if stream.isatty() and _rich_available() else "plain"
     if mode == "rich":
@@ -251,19 +310,33 @@ def _print_summary(tally: _Tally, rich: bool, stream: TextIO) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    tasks = read_tasks(args.tasks)
+    tasks = read_tasks(args.tasks, shard=args.shard)
     done = read_results(args.output, repair=True)
     pending = [task for task in tasks if task.id not in done]
     config = CodexConfig(config_overrides=tuple(args.config)) if args.config else None
-    run = run_batch(
-        pending,
-        servers=args.servers,
-        concurrency=args.concurrency,
-        timeout=args.timeout,
-        attempts=args.attempts,
-        model=args.model,
-        codex_config=config,
-    )
+    run: BatchRun | RayBatchRun
+    if args.ray is not None:
+        run = run_batch_on_ray(
+            pending,
+            address=args.ray or None,
+            actors=args.actors,
+            slots=args.concurrency,
+            servers=args.servers,
+            timeout=args.timeout,
+            attempts=args.attempts,
+            model=args.model,
+            codex_config=config,
+        )
+    else:
+        run = run_batch(
+            pending,
+            servers=args.servers,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+            attempts=args.attempts,
+            model=args.model,
+            codex_config=config,
+        )
     tally = _Tally(total=len(tasks), skipped=len(tasks) - len(pending))
     stream = sys.stderr
     progress = _progress(args.progress, tally, run, stream)
@@ -301,10 +374,16 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def batch_command(args: argparse.Namespace) -> int:
+    if args.actors is not None and args.ray is None:
+        print("codex-anyio batch: --actors needs --ray", file=sys.stderr)
+        return 2
     try:
         return anyio.run(_run, args, backend=args.backend)
     except TaskFileError as exc:
         print(f"codex-anyio batch: {exc}", file=sys.stderr)
         return 2
+    except ClusterError as exc:
+        print(f"codex-anyio batch: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return 130

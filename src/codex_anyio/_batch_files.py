@@ -5,10 +5,16 @@ The results file is the batch's only state. :class:`ResultWriter` appends one JS
 result and flushes it, so a run killed at any point loses at most the line being written;
 :func:`read_results` ignores such a truncated last line (and can cut it off, so the next
 append starts on a line of its own). Ids already present are what a re-run skips.
+
+Sharding (``--shard i/N``, for SLURM arrays and Kubernetes indexed jobs) is file logic too: a
+task belongs to shard ``sha256(id) mod N``, a stable hash (Python's ``hash()`` is salted per
+process), so N independent jobs reading the same file split it between them with no engine
+and no coordination, and each id lands in exactly one shard.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -27,8 +33,10 @@ __all__ = [
     "BatchTask",
     "ResultWriter",
     "TaskFileError",
+    "parse_shard",
     "read_results",
     "read_tasks",
+    "shard_of",
 ]
 
 logger = logging.getLogger("codex_anyio.batch")
@@ -134,8 +142,38 @@ class BatchResult:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-def read_tasks(path: str | os.PathLike[str]) -> list[BatchTask]:
-    """Every task of a JSONL file (blank lines skipped).
+def shard_of(task_id: str, count: int) -> int:
+    """The shard (``0 .. count-1``) that ``task_id`` belongs to: the same on every machine."""
+    if count < 1:
+        raise ValueError("the shard count must be >= 1")
+    digest = hashlib.sha256(task_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/N"`` (``0 <= i < N``; SLURM's ``$SLURM_ARRAY_TASK_ID`` with ``--array=0-(N-1)``,
+    Kubernetes' ``$JOB_COMPLETION_INDEX``) as ``(i, N)``.
+
+    :raises ValueError: for anything else.
+    """
+    index, slash, count = text.partition("/")
+    try:
+        shard = (int(index), int(count))
+    except ValueError:
+        shard = (-1, 0)
+    if not slash or not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"a shard is 'i/N' with 0 <= i < N, not {text!r}")
+    return shard
+
+
+def read_tasks(
+    path: str | os.PathLike[str], *, shard: tuple[int, int] | None = None
+) -> list[BatchTask]:
+    """Every task of a JSONL file (blank lines skipped); with ``shard=(i, N)``, only those
+    whose id falls in shard ``i`` of ``N`` (see :func:`shard_of`).
+
+    The whole file is checked whatever the shard, so that all shards agree on whether it is
+    valid.
 
     :raises TaskFileError: for a line that is not a task, or a repeated id.
     """
@@ -153,6 +191,9 @@ def read_tasks(path: str | os.PathLike[str]) -> list[BatchTask]:
                 raise TaskFileError(f"{path}:{number}: id {task.id!r} appears twice")
             seen.add(task.id)
             tasks.append(task)
+    if shard is not None:
+        index, count = shard
+        tasks = [task for task in tasks if shard_of(task.id, count) == index]
     return tasks
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthenticationError",
+    "ClusterError",
     "CodexError",
     "CodexNotFoundError",
     "CodexRpcError",
@@ -44,6 +45,12 @@ __all__ = [
 
 class CodexError(Exception):
     """Base class of every error raised by codex-anyio."""
+
+
+class ClusterError(CodexError):
+    """A batch cannot run on the Ray cluster: Ray is not installed, no node can host a batch
+    actor, or every actor is gone (its restarts used up). The underlying error, if any, is the
+    ``__cause__``."""
 
 
 class TransportClosedError(CodexError):

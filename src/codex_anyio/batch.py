@@ -30,9 +30,10 @@ import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
+import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._batch_files import (
@@ -42,8 +43,10 @@ from ._batch_files import (
     BatchTask,
     ResultWriter,
     TaskFileError,
+    parse_shard,
     read_results,
     read_tasks,
+    shard_of,
 )
 from ._config import CodexConfig
 from ._dispatch import Handlers
@@ -54,17 +57,25 @@ from ._pool import DEFAULT_MAX_TURNS, CodexPool
 from ._pool_thread import PooledThread
 from ._turn import TurnResult
 
+if TYPE_CHECKING:  # Ray is optional: its executor is imported when first asked for
+    from ._batch_ray import ActorStatistics, RayBatchRun
+
 __all__ = [
     "STATUSES",
+    "ActorStatistics",
     "BatchResult",
     "BatchRun",
     "BatchTask",
+    "RayBatchRun",
     "ResultWriter",
     "TaskFileError",
+    "parse_shard",
     "percentile",
     "read_results",
     "read_tasks",
     "run_batch",
+    "run_batch_on_ray",
+    "shard_of",
 ]
 
 logger = logging.getLogger("codex_anyio.batch")
@@ -80,7 +91,8 @@ each in the runtime until its process exits, so this bounds a member at ~200 MB 
 # -- running -----------------------------------------------------------------------------------
 
 
-def _error(exc: BaseException) -> dict[str, str]:
+def error_of(exc: BaseException) -> dict[str, str]:
+    """A result row's ``error``: the exception's type name and message."""
     return {"type": type(exc).__name__, "message": str(exc)}
 
 
@@ -98,6 +110,86 @@ def _structured(text: str | None) -> Any:
         return json.loads(text)
     except ValueError:
         return None
+
+
+@attrs.frozen(kw_only=True)
+class TaskDefaults:
+    """What a batch applies to every task that does not say otherwise: the settings one
+    attempt needs besides the pool and the task. Frozen and picklable, so an executor can ship
+    it to wherever the attempt runs (a Ray actor)."""
+
+    timeout: float | None = None
+    model: str | None = None
+    thread_options: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+def _options(task: BatchTask, defaults: TaskDefaults) -> tuple[dict[str, Any], dict[str, Any]]:
+    thread: dict[str, Any] = dict(defaults.thread_options)
+    model = task.model or defaults.model
+    if model is not None:
+        thread["model"] = model
+    if task.cwd is not None:
+        thread["cwd"] = task.cwd
+    if task.config is not None:
+        thread["config"] = dict(task.config)
+    turn: dict[str, Any] = {}
+    if task.output_schema is not None:
+        turn["output_schema"] = task.output_schema
+    if task.approval is not None:
+        turn["handlers"] = Handlers(approvals=APPROVALS[task.approval]())
+    return thread, turn
+
+
+async def attempt_task(
+    pool: CodexPool, task: BatchTask, attempt: int, defaults: TaskDefaults
+) -> BatchResult:
+    """One attempt at ``task`` on ``pool``: a new thread, one turn, the result row.
+
+    Every executor runs a task through this one function (the local :class:`BatchRun`, and a
+    Ray actor on its own node), so a row means the same whichever ran it. The task's deadline
+    is applied here, next to the turn, so that expiry interrupts the turn on the server.
+    Cancellation from outside propagates (the turn is interrupted on the way out).
+    """
+    thread_options, turn_options = _options(task, defaults)
+    timeout = task.timeout if task.timeout is not None else defaults.timeout
+    started = time.monotonic()
+    thread: PooledThread | None = None
+    turn_id: str | None = None
+    outcome: TurnResult | None = None
+    status = "error"
+    error: dict[str, str] | None = None
+    try:
+        with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+            thread = await pool.thread_start(**thread_options)
+            # Leaving this block before the turn completes interrupts it on the server.
+            async with thread.turn(task.prompt, **turn_options) as handle:
+                turn_id = handle.id
+                outcome = await handle.run()
+        if scope.cancelled_caught:
+            status = "timeout"
+            error = {"type": "Timeout", "message": f"the task took longer than {timeout} s"}
+        elif outcome is not None:
+            status = outcome.status
+    except TurnFailedError as exc:
+        status, error = "failed", error_of(exc)
+    except Exception as exc:
+        status, error = "error", error_of(exc)
+    finally:
+        if thread is not None:
+            await pool.finish_thread(thread)
+    final = outcome.final_response if outcome is not None else None
+    return BatchResult(
+        id=task.id,
+        status=status,
+        final_response=final,
+        structured_output=_structured(final) if task.output_schema is not None else None,
+        usage=_reported_usage(outcome),
+        duration_ms=round((time.monotonic() - started) * 1000),
+        thread_id=thread.id if thread is not None else None,
+        turn_id=turn_id,
+        attempt=attempt,
+        error=error,
+    )
 
 
 class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
@@ -129,11 +221,11 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         self._pool = pool
         self._servers = servers
         self.concurrency = concurrency
-        self._timeout = timeout
+        self._defaults = TaskDefaults(
+            timeout=timeout, model=model, thread_options=dict(thread_options)
+        )
         self._attempts = attempts
-        self._model = model
         self._codex_config = codex_config
-        self._thread_options = dict(thread_options)
         self._pool_options = dict(pool_options)
         self.running = 0
         """Tasks in flight right now (for progress displays)."""
@@ -193,63 +285,8 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
             self.running -= 1
             slots.release()
 
-    def _options(self, task: BatchTask) -> tuple[dict[str, Any], dict[str, Any]]:
-        thread: dict[str, Any] = dict(self._thread_options)
-        model = task.model or self._model
-        if model is not None:
-            thread["model"] = model
-        if task.cwd is not None:
-            thread["cwd"] = task.cwd
-        if task.config is not None:
-            thread["config"] = dict(task.config)
-        turn: dict[str, Any] = {}
-        if task.output_schema is not None:
-            turn["output_schema"] = task.output_schema
-        if task.approval is not None:
-            turn["handlers"] = Handlers(approvals=APPROVALS[task.approval]())
-        return thread, turn
-
     async def _attempt(self, pool: CodexPool, task: BatchTask, attempt: int) -> BatchResult:
-        thread_options, turn_options = self._options(task)
-        timeout = task.timeout if task.timeout is not None else self._timeout
-        started = time.monotonic()
-        thread: PooledThread | None = None
-        turn_id: str | None = None
-        outcome: TurnResult | None = None
-        status = "error"
-        error: dict[str, str] | None = None
-        try:
-            with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
-                thread = await pool.thread_start(**thread_options)
-                # Leaving this block before the turn completes interrupts it on the server.
-                async with thread.turn(task.prompt, **turn_options) as handle:
-                    turn_id = handle.id
-                    outcome = await handle.run()
-            if scope.cancelled_caught:
-                status = "timeout"
-                error = {"type": "Timeout", "message": f"the task took longer than {timeout} s"}
-            elif outcome is not None:
-                status = outcome.status
-        except TurnFailedError as exc:
-            status, error = "failed", _error(exc)
-        except Exception as exc:
-            status, error = "error", _error(exc)
-        finally:
-            if thread is not None:
-                await pool.finish_thread(thread)
-        final = outcome.final_response if outcome is not None else None
-        return BatchResult(
-            id=task.id,
-            status=status,
-            final_response=final,
-            structured_output=_structured(final) if task.output_schema is not None else None,
-            usage=_reported_usage(outcome),
-            duration_ms=round((time.monotonic() - started) * 1000),
-            thread_id=thread.id if thread is not None else None,
-            turn_id=turn_id,
-            attempt=attempt,
-            error=error,
-        )
+        return await attempt_task(pool, task, attempt, self._defaults)
 
 
 def run_batch(
@@ -294,6 +331,69 @@ def run_batch(
     )
 
 
+def run_batch_on_ray(
+    tasks: Iterable[BatchTask] | AsyncIterable[BatchTask],
+    *,
+    address: str | None = None,
+    actors: int | None = None,
+    slots: int | None = None,
+    servers: int | None = None,
+    timeout: float | None = None,
+    attempts: int = 1,
+    model: str | None = None,
+    codex_config: CodexConfig | None = None,
+    thread_options: Mapping[str, Any] | None = None,
+    pool_options: Mapping[str, Any] | None = None,
+    max_restarts: int = 3,
+    watchdog_grace: float | None = None,
+    init_options: Mapping[str, Any] | None = None,
+    actor_options: Mapping[str, Any] | None = None,
+) -> RayBatchRun:
+    """:func:`run_batch` with the pools on Ray actors: the same results, from a cluster.
+
+    ``async with run_batch_on_ray(tasks, address="auto") as results: async for r in results``.
+    One async actor per node (per node with a ``codex_slots`` resource, if any has one) hosts
+    a :class:`CodexPool`; each keeps as many tasks in flight as it has slots, and the next task
+    goes to the first actor that frees one. Needs ``pip install 'codex-anyio[ray]'``; the
+    driver may run on asyncio or Trio. See ``_batch_ray`` for deadlines, deaths and Ctrl-C.
+
+    :param address: passed to ``ray.init`` when Ray is not initialized yet (``None``: Ray's
+        own choice, ``"auto"``: a running cluster, ``"local"``: a new one on this machine);
+        a run that starts Ray shuts it down at the end, one that finds it running leaves it.
+    :param actors: that many actors spread over the cluster, instead of one per node.
+    :param slots: tasks in flight per actor (default: its ``codex_slots``, else 8 per CPU of
+        its node).
+    :param servers: app-server processes per actor's pool (default: 4 per CPU of the node).
+    :param timeout: seconds per task (a task's own ``timeout`` wins), applied in the actor.
+    :param attempts: tries per task while its status is ``failed`` or ``error``, or its actor
+        died under it; the row's ``attempt`` says which try it is.
+    :param max_restarts: Ray restarts of each actor (its calls are never retried by Ray).
+    :param watchdog_grace: seconds past a task's deadline before the driver cancels the call.
+    :param init_options: more ``ray.init`` keywords; ``actor_options``: more actor options
+        (``runtime_env``, ``resources``, ...). The rest as for :func:`run_batch`.
+    """
+    from ._batch_ray import WATCHDOG_GRACE
+    from ._batch_ray import run_batch_on_ray as run_on_ray
+
+    return run_on_ray(
+        tasks,
+        address=address,
+        actors=actors,
+        slots=slots,
+        servers=servers,
+        timeout=timeout,
+        attempts=attempts,
+        model=model,
+        codex_config=codex_config,
+        thread_options=thread_options,
+        pool_options=pool_options,
+        max_restarts=max_restarts,
+        watchdog_grace=WATCHDOG_GRACE if watchdog_grace is None else watchdog_grace,
+        init_options=init_options,
+        actor_options=actor_options,
+    )
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (0 for no values)."""
     if not values:
@@ -306,3 +406,13 @@ def percentile(values: Sequence[float], q: float) -> float:
 for _name in ("BatchResult", "BatchTask", "ResultWriter", "TaskFileError"):
     globals()[_name].__module__ = __name__
 del _name
+
+
+def __getattr__(name: str) -> Any:
+    # The Ray executor's types, imported on first use (the module imports no Ray itself, but
+    # it imports this one: importing it here eagerly would be a cycle).
+    if name in ("ActorStatistics", "RayBatchRun"):
+        from . import _batch_ray
+
+        return getattr(_batch_ray, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
