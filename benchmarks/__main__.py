@@ -34,8 +34,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 OURS = ("anyio-asyncio", "anyio-trio")
-RAWS = ("raw", "raw-stdlib")
-"""The raw loop with orjson (the like-for-like floor) and with stdlib json (the old baseline)."""
+RAWS = ("raw", "raw-stdlib", "raw-asyncio")
+"""The raw loop with orjson (the like-for-like floor), with stdlib json (the old baseline), and
+on asyncio with orjson (the event loop's own cost: the floor of any async client)."""
 
 
 def find_official_python(explicit: str | None) -> str | None:
@@ -237,18 +238,20 @@ def markdown(report: dict[str, Any]) -> str:
         rates = s["stream"]["events_per_s"]
         raw = rates["raw"]["median"]
         old = rates.get("raw-stdlib", {}).get("median", 0)
+        raw_async = rates.get("raw-asyncio", {}).get("median", 0)
         lines += [
             f"**1. Stream throughput** ({s['stream']['n']:,} deltas through each client's turn stream, typed)",
             "",
-            "| client | events/s | vs raw loop (orjson) | old ratio: vs raw loop (stdlib json) | vs official async | vs official sync |",
-            "|---|---|---|---|---|---|",
+            "| client | events/s | vs raw loop (orjson) | vs raw asyncio loop (orjson) | old ratio: vs raw loop (stdlib json) | vs official async | vs official sync |",
+            "|---|---|---|---|---|---|---|",
         ]
         for client, v in rates.items():
             oa = rates.get("official-async", {}).get("median", 0)
             os_ = rates.get("official-sync", {}).get("median", 0)
             lines.append(
                 f"| {client} | {v['median']:,.0f} [{v['min']:,.0f}-{v['max']:,.0f}] | "
-                f"{ratio(v['median'], raw)} | {ratio(v['median'], old)} | "
+                f"{ratio(v['median'], raw)} | {ratio(v['median'], raw_async)} | "
+                f"{ratio(v['median'], old)} | "
                 f"{ratio(v['median'], oa)} | {ratio(v['median'], os_)} |"
             )
         lines.append("")
@@ -257,18 +260,20 @@ def markdown(report: dict[str, Any]) -> str:
         cpu = s["turns"].get("client_cpu_ms_per_turn", {})
         raw = ms["raw"]["median"]
         raw_cpu = cpu.get("raw", {}).get("median", 0)
+        raw_async_cpu = cpu.get("raw-asyncio", {}).get("median", 0)
         lines += [
             f"**2. Sequential turns, real runtime + instant scripted model** ({s['turns']['turns']} turns)",
             "",
-            "| client | ms/turn | vs raw client (orjson) | client CPU ms/turn | CPU vs raw client (orjson) |",
-            "|---|---|---|---|---|",
+            "| client | ms/turn | vs raw client (orjson) | client CPU ms/turn | CPU vs raw client (orjson) | CPU vs raw asyncio client |",
+            "|---|---|---|---|---|---|",
         ]
         for client, v in ms.items():
             c = cpu.get(client)
             cpu_cells = (
                 f"{c['median']:.2f} [{c['min']:.2f}-{c['max']:.2f}] | {ratio(c['median'], raw_cpu)}"
+                f" | {ratio(c['median'], raw_async_cpu)}"
                 if c
-                else "n/a | n/a"
+                else "n/a | n/a | n/a"
             )
             lines.append(
                 f"| {client} | {v['median']:.1f} [{v['min']:.1f}-{v['max']:.1f}] | {ratio(v['median'], raw)} | {cpu_cells} |"

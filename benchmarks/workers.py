@@ -2,11 +2,12 @@
 
 Clients: ``anyio-asyncio`` and ``anyio-trio`` (codex-anyio), ``official-sync`` and
 ``official-async`` (``openai_codex``), ``raw`` (a minimal blocking JSON-RPC loop decoding with
-orjson, the library's own decoder: the like-for-like floor) and ``raw-stdlib`` (the same loop
+orjson, the library's own decoder: the like-for-like floor), ``raw-stdlib`` (the same loop
 with stdlib ``json``, the baseline of earlier releases, kept so the change of baseline is
-visible). ARGS is a JSON object; the result is one JSON object on stdout. Imports are local
-to each client, so
-the official SDK's interpreter never needs codex-anyio and vice versa.
+visible) and ``raw-asyncio`` (the same loop as one asyncio task on asyncio's subprocess pipes:
+what an event loop alone costs, the floor of any async client). ARGS is a JSON object; the
+result is one JSON object on stdout. Imports are local to each client, so the official SDK's
+interpreter never needs codex-anyio and vice versa.
 """
 
 from __future__ import annotations
@@ -193,6 +194,107 @@ def raw_cancel(args: dict[str, Any], decoder: str) -> dict[str, Any]:
     completed = time.time()
     raw.close()
     return {"deadline": deadline, "completed_at": completed}
+
+
+# -- the raw loop on asyncio ------------------------------------------------------------------
+
+
+class RawAsync:
+    """``Raw`` as one asyncio task: asyncio's subprocess pipes, orjson, nothing else."""
+
+    def __init__(self, proc: Any) -> None:
+        import orjson
+
+        self.proc = proc
+        self.loads, self.dumps = orjson.loads, orjson.dumps
+        self.next_id = 0
+
+    @classmethod
+    async def open(
+        cls, argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None
+    ) -> RawAsync:
+        import asyncio
+
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            limit=2**28,
+        )
+        raw = cls(proc)
+        init = {
+            "clientInfo": {"name": "raw", "version": "0"},
+            "capabilities": {"experimentalApi": True},
+        }
+        await raw.request("initialize", init)
+        await raw.send({"method": "initialized"})
+        return raw
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.proc.stdin.write(self.dumps(message) + b"\n")
+        await self.proc.stdin.drain()
+
+    async def read(self) -> dict[str, Any]:
+        message: dict[str, Any] = self.loads(await self.proc.stdout.readline())
+        return message
+
+    async def request(self, method: str, params: dict[str, Any]) -> Any:
+        self.next_id += 1
+        await self.send({"id": self.next_id, "method": method, "params": params})
+        while True:
+            message = await self.read()
+            if message.get("id") == self.next_id and "method" not in message:
+                return message["result"]
+
+    async def close(self) -> None:
+        self.proc.stdin.close()
+        await self.proc.wait()
+
+
+def raw_async(scenario: str, args: dict[str, Any]) -> dict[str, Any]:
+    import asyncio
+
+    async def stream() -> dict[str, Any]:
+        raw = await RawAsync.open([sys.executable, REPLAY, str(args["n"])])
+        thread = (await raw.request("thread/start", {}))["thread"]["id"]
+        started = time.perf_counter()
+        await raw.send(
+            {"id": 99, "method": "turn/start", "params": {"threadId": thread, "input": []}}
+        )
+        count = 0
+        while True:
+            method = (await raw.read()).get("method")
+            if method == "item/agentMessage/delta":
+                count += 1
+            elif method == "turn/completed":
+                break
+        elapsed = time.perf_counter() - started
+        await raw.close()
+        return {"events": count, "seconds": elapsed}
+
+    async def turns() -> dict[str, Any]:
+        raw = await RawAsync.open(
+            [args["codex_bin"], "app-server"], scripted_env(args), args["workspace"]
+        )
+        thread = (await raw.request("thread/start", {}))["thread"]["id"]
+        times, cpu = [], []
+        for i in range(args["turns"] + 1):
+            cpu_before = time.process_time()
+            started = time.perf_counter()
+            turn_input = [{"type": "text", "text": f"t{i}"}]
+            await raw.request("turn/start", {"threadId": thread, "input": turn_input})
+            while (await raw.read()).get("method") != "turn/completed":
+                pass
+            times.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - cpu_before)
+        await raw.close()
+        return {"turn_seconds": times[1:], "turn_cpu_seconds": cpu[1:]}
+
+    run = {"stream": stream, "turns": turns}[scenario]
+    return asyncio.run(run())
 
 
 # -- codex-anyio ------------------------------------------------------------------------------
@@ -438,7 +540,9 @@ def official(mode: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     scenario, client, raw_args = sys.argv[1], sys.argv[2], sys.argv[3]
     args = json.loads(raw_args)
-    if client in ("raw", "raw-stdlib"):
+    if client == "raw-asyncio":
+        result = raw_async(scenario, args)
+    elif client in ("raw", "raw-stdlib"):
         decoder = "stdlib" if client == "raw-stdlib" else "orjson"
         scenarios = {"stream": raw_stream, "turns": raw_turns, "cancel": raw_cancel}
         result = scenarios[scenario](args, decoder)
