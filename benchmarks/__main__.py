@@ -87,9 +87,14 @@ def model_server(mode: str) -> Iterator[tuple[dict[str, Any], subprocess.Popen[s
         # The runtime's own defaults (shell snapshot on), as a user's default setup has them.
         home = write_codex_home(scratch / "home", base_url=base_url, shell_snapshot=True)
         (scratch / "workspace").mkdir()
+        # An empty HOME for every client's runtime: its login shells then source none of this
+        # machine's rc files (a pyenv rehash killed mid-way leaves a lock that stalls every
+        # later login shell for a minute, and skews whatever runs after).
+        (scratch / "user").mkdir()
         import codex_cli_bin
 
         args = {
+            "user_home": str(scratch / "user"),
             "codex_home": str(home),
             "workspace": str(scratch / "workspace"),
             "codex_bin": str(codex_cli_bin.bundled_codex_path()),

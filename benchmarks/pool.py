@@ -64,6 +64,7 @@ def measure(client: str, k: int, args: dict[str, Any]) -> dict[str, Any]:
         codex_bin=args["codex_bin"],
         env={
             "CODEX_HOME": args["codex_home"],
+            "HOME": args["user_home"],
             "CODEX_APP_SERVER_DISABLE_MANAGED_CONFIG": "1",
             "RUST_LOG": "warn",
         },
@@ -131,6 +132,7 @@ def measure_batch(k: int, args: dict[str, Any]) -> dict[str, Any]:
         env = {
             **os.environ,
             "CODEX_HOME": args["codex_home"],
+            "HOME": args["user_home"],
             "CODEX_APP_SERVER_DISABLE_MANAGED_CONFIG": "1",
             "RUST_LOG": "warn",
         }

@@ -42,6 +42,7 @@ def usage() -> dict[str, float]:
 def scripted_env(args: dict[str, Any]) -> dict[str, str]:
     return {
         "CODEX_HOME": args["codex_home"],
+        "HOME": args["user_home"],
         "CODEX_APP_SERVER_DISABLE_MANAGED_CONFIG": "1",
         "RUST_LOG": "warn",
     }
