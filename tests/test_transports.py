@@ -213,24 +213,40 @@ async def test_the_readiness_wait_gives_up_after_its_bound(short_tmp: Path) -> N
             pytest.fail("attached to nothing")
 
 
-async def test_the_readiness_wait_attaches_once_a_late_server_is_up(short_tmp: Path) -> None:
+async def test_the_readiness_wait_attaches_once_a_late_server_is_up(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import codex_anyio._ws as ws_module
+
     path = short_tmp / "late.sock"
     agents: list[str] = []
+    found_nothing = anyio.Event()
+    probe = ws_module._probe_ready
+
+    async def counted_probe(*args: Any) -> str:
+        try:
+            return await probe(*args)
+        except StartupError:
+            found_nothing.set()
+            raise
+
+    # Waiting for "every task blocked" raced the client's 50 ms polls (the checker sleeps
+    # 100 ms whenever a task is runnable, and could stay in phase with them for seconds).
+    monkeypatch.setattr(ws_module, "_probe_ready", counted_probe)
 
     async def app(peer: Peer) -> None:
         await peer.handshake()
         await peer.hold()
 
     async def client() -> None:
-        config = CodexConfig(connect=f"unix://{path}", ready_timeout=5)
+        config = CodexConfig(connect=f"unix://{path}", ready_timeout=20)
         async with AsyncCodex(config) as codex:
             agents.append(codex.metadata.user_agent)
 
-    with anyio.fail_after(10):
+    with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
             tg.start_soon(client)
-            # Every task blocked: the client found nothing and waits to probe again.
-            await anyio.wait_all_tasks_blocked()
+            await found_nothing.wait()  # the client probed, found nothing, and polls again
             assert not path.exists()
             async with fake_ws_server(app, token=None, unix_path=str(path)):
                 while not agents:
