@@ -33,6 +33,7 @@ from codex_anyio import (
     TurnFailedError,
 )
 from codex_anyio._telemetry import resolve, token_counts
+from codex_anyio._usage import TurnTally
 from codex_anyio._wire_log import REDACTED, redact, redact_line
 from codex_anyio.testing import (
     exec_command,
@@ -356,20 +357,30 @@ def test_token_counts_are_the_turns_share_of_the_threads_usage() -> None:
     def usage(total: Sequence[int], last: Sequence[int]) -> dict[str, Any]:
         names = ("inputTokens", "cachedInputTokens", "outputTokens", "reasoningOutputTokens")
         return {
-            "total": dict(zip(names, total, strict=True)),
-            "last": dict(zip(names, last, strict=True)),
+            "total": {**dict(zip(names, total, strict=True)), "totalTokens": total[0] + total[2]},
+            "last": {**dict(zip(names, last, strict=True)), "totalTokens": last[0] + last[2]},
         }
 
-    # The thread had used 100/40/20/5 before the turn; the turn made two model calls.
+    # The thread had used 100/40/20/5 before the turn; the turn made two model calls, then
+    # the runtime repeated its first report (as it does on an interrupt): counted once.
     first = usage((130, 50, 30, 7), (30, 10, 10, 2))
     last = usage((170, 60, 45, 9), (40, 10, 15, 2))
-    assert token_counts(last, first) == {
+    tally = TurnTally(None, "thread", "turn")
+    tally.update(first)
+    assert token_counts(tally.usage) == {
+        "input": 30,
+        "cached_input": 10,
+        "output": 10,
+        "reasoning": 2,
+    }
+    tally.update(last)
+    tally.update(first)
+    assert token_counts(tally.usage) == {
         "input": 70,
         "cached_input": 20,
         "output": 25,
         "reasoning": 4,
     }
-    assert token_counts(first) == {"input": 30, "cached_input": 10, "output": 10, "reasoning": 2}
 
 
 def run_python(code: str, **env: str) -> str:

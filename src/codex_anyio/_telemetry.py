@@ -41,6 +41,7 @@ import attrs
 
 from ._exceptions import JsonRpcError
 from ._server_requests import ServerRequest, encode_result
+from ._usage import TokenUsage, TurnTally
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -165,37 +166,18 @@ def resolve(setting: Telemetry | bool | None) -> Instrumentation | None:
 
 # -- token usage ------------------------------------------------------------------------------
 
-_TOKEN_FIELDS: Final = (
-    ("input", "inputTokens", "input_tokens"),
-    ("cached_input", "cachedInputTokens", "cached_input_tokens"),
-    ("output", "outputTokens", "output_tokens"),
-    ("reasoning", "reasoningOutputTokens", "reasoning_output_tokens"),
-)
 
-
-def _breakdown(usage: Any, which: str) -> dict[str, int]:
-    part = usage.get(which) if isinstance(usage, Mapping) else getattr(usage, which, None)
-    counts: dict[str, int] = {}
-    for name, wire, attr in _TOKEN_FIELDS:
-        value = part.get(wire) if isinstance(part, Mapping) else getattr(part, attr, None)
-        counts[name] = value if isinstance(value, int) else 0
-    return counts
-
-
-def token_counts(usage: Any, first: Any = None) -> dict[str, int]:
-    """A turn's tokens by type (``input``, ``cached_input``, ``output``, ``reasoning``).
-
-    ``usage`` is the turn's last ``thread/tokenUsage/updated`` payload (``TurnResult.usage``
-    today: typed ``ThreadTokenUsage`` or its raw dict); it counts the whole thread (``total``)
-    and the last model call (``last``). The turn's share is ``total`` minus what the thread
-    had used before the turn: ``first.total - first.last``, ``first`` being the turn's first
-    update (itself when omitted). This is the one place that reads usage: switch it to the
-    typed usage accounting when that lands.
-    """
-    total = _breakdown(usage, "total")
-    before_first = _breakdown(first if first is not None else usage, "total")
-    first_call = _breakdown(first if first is not None else usage, "last")
-    return {name: max(0, total[name] - (before_first[name] - first_call[name])) for name in total}
+def token_counts(usage: TokenUsage) -> dict[str, int]:
+    """A turn's tokens by type (``input``, ``cached_input``, ``output``, ``reasoning``), from
+    its usage as the usage accounting defines it (``_usage.TurnTally``: the thread's highest
+    total during the turn minus its total before it), so a span and ``TurnResult.usage``
+    agree, including when the runtime repeats earlier figures."""
+    return {
+        "input": usage.input_tokens,
+        "cached_input": usage.cached_input_tokens,
+        "output": usage.output_tokens,
+        "reasoning": usage.reasoning_output_tokens,
+    }
 
 
 # -- the instrumentation of one client --------------------------------------------------------
@@ -435,8 +417,10 @@ class TurnTrace:
         self._context: Context = trace.set_span_in_context(self.span)
         self._items: dict[str, Span] = {}
         self._done_items: set[str] = set()
-        self._first_usage: Any = None
-        self._last_usage: Any = None
+        self._usage = TurnTally(None, thread_id, "")
+        """The turn's usage from the updates this watcher sees (no ledger: counted once,
+        by the turn's handle)."""
+        self._usage_reported = False
         self._last_error: Any = None
         self._watched = False
         self._ended = False
@@ -500,10 +484,8 @@ class TurnTrace:
                     elif method == "item/completed":
                         self._item_completed(note.raw)
                     elif method == "thread/tokenUsage/updated":
-                        usage = note.raw.get("tokenUsage")
-                        if self._first_usage is None:
-                            self._first_usage = usage
-                        self._last_usage = usage
+                        self._usage.update(note.raw.get("tokenUsage"))
+                        self._usage_reported = True
                     elif method == "error":
                         if not note.raw.get("willRetry"):
                             self._last_error = note.raw.get("error")
@@ -605,8 +587,8 @@ class TurnTrace:
         duration_ms = turn.get("durationMs")
         if isinstance(duration_ms, int):
             self.span.set_attribute("codex.turn.duration_ms", duration_ms)
-        if self._last_usage is not None:
-            counts = token_counts(self._last_usage, self._first_usage)
+        if self._usage_reported:
+            counts = token_counts(self._usage.usage)
             self.span.set_attribute("gen_ai.usage.input_tokens", counts["input"])
             self.span.set_attribute("gen_ai.usage.output_tokens", counts["output"])
             self.span.set_attribute("codex.usage.cached_input_tokens", counts["cached_input"])
