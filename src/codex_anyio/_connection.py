@@ -12,17 +12,19 @@ Design, and the contracts (who may call what, from which task, with which bound)
   with a burst. On Trio it is protected from ``KeyboardInterrupt``, which Trio then delivers
   to the main task: a Ctrl-C reaches the user's code (which interrupts its turn), never the
   reader.
-* **Pending table.** Each request owns a one-slot memory stream keyed by its id; the reader
-  pops the entry when it delivers, so a duplicate response is counted
+* **Pending table.** Each request owns an answer slot (``_Reply``: an event and a value) keyed
+  by its id, and waits for the response only, not also for its write; the reader pops the
+  entry when it delivers, so a duplicate response is counted
   (``statistics().unknown_responses``), and the waiter removes it in ``finally``, so a
   cancelled request leaves no residue. At most ``Limits.requests_in_flight`` requests wait for
   answers at once; more wait their turn in the client. A request the runtime rejects as
   overloaded (``-32001``, before doing anything) is retried with jittered backoff, at most
   ``Limits.overload_retries`` attempts in all.
-* **Writes.** Callers queue whole messages; one writer task writes them in order, so a
-  message goes out whole or not at all. A caller's deadline or cancellation wins: it stops
-  waiting at once, and its message is dropped if the writer has not started it. A write the
-  runtime does not read for ``Limits.write_timeout`` seconds declares the connection dead.
+* **Writes.** Callers queue whole messages (a deque; the writer is woken only when idle); one
+  writer task writes them in order, so a message goes out whole or not at all. A caller's
+  deadline or cancellation wins: it stops waiting at once, and its message is dropped if the
+  writer has not started it. A write the runtime does not read for ``Limits.write_timeout``
+  seconds declares the connection dead.
 * **Turn starts.** ``start_turn`` creates the turn's stream in the reader when it reads the
   ``turn/start`` response. If the caller is gone by then (cancelled, a ``KeyboardInterrupt``,
   an asyncio-native ``task.cancel()``), the reader hands the new turn to a reaper task that
