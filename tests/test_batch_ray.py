@@ -259,6 +259,47 @@ async def test_the_drivers_watchdog_cancels_a_call_past_its_deadline_and_the_tur
     assert got["fast"].status == "completed"
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_actor_that_cannot_take_the_cancellation_is_killed_and_restarted(
+    tmp_path: Path, ray_cluster: str, anyio_backend: str
+) -> None:
+    slow_arrived = anyio.Event()
+
+    def script(request: RecordedRequest) -> Reply:
+        if prompt_of(request) == "slow":
+            slow_arrived.set()
+            return stall()
+        return message("quick")
+
+    # The watchdog fires at 1 s (see above); the actor's worker is stopped (SIGSTOP), so
+    # ``ray.cancel`` cannot reach the call: KILL_AFTER later the driver kills the actor.
+    tasks = [BatchTask(id="slow", prompt="slow")]
+    with anyio.fail_after(120):
+        async with ScriptedModel(script) as model:
+            run = run_batch_on_ray(
+                tasks, actors=1, slots=1, servers=1, timeout=60, watchdog_grace=-59,
+                codex_config=codex_config(tmp_path, model),
+            )  # fmt: skip
+            got: list[BatchResult] = []
+            async with run as results, anyio.create_task_group() as tg:
+
+                async def collect() -> None:
+                    got.extend([r async for r in results])
+
+                tg.start_soon(collect)
+                await slow_arrived.wait()
+                (stuck,) = [s for s in await run.statistics() if "slow" in s.running]
+                os.kill(stuck.pid, signal.SIGSTOP)
+            for slow in model.exchanges:
+                await slow.abandoned.wait()  # its runtime died with the killed actor
+    (result,) = got
+    assert result.status == "timeout"
+    assert result.error is not None
+    assert "driver cancelled it" in result.error["message"]
+    assert stuck.pid not in processes_with(MARKER, ray_cluster)  # killed, not left stopped
+    assert await until_gone(MARKER, ray_cluster) == {}  # and its app-server went too
+
+
 async def _run_cli(
     tasks: Path, output: Path, env: dict[str, str], *, interrupt_after: int | None
 ) -> tuple[int, list[str], set[str]]:
