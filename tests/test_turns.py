@@ -78,6 +78,41 @@ async def test_stream_yields_this_turns_events_in_order_and_stream_text_the_delt
             assert turn.result().final_response == "x y"
 
 
+async def test_run_waiting_beside_a_task_that_streams_does_not_delay_its_events(
+    scripted_codex: Any,
+) -> None:
+    # run() is woken for batches of events when it is the consumer; a task that streams the
+    # same turn must still get each event as it comes (the turn never ends by itself here).
+    release = anyio.Event()
+
+    async def script(request: Any) -> Any:
+        await release.wait()  # the model answers once both tasks wait
+        return stall(message("live", deltas=2))
+
+    async with scripted_codex(script) as s:
+        thread = await s.codex.thread_start()
+        first_delta = anyio.Event()
+        with anyio.fail_after(30):
+            async with thread.turn("go") as handle, anyio.create_task_group() as tg:
+
+                async def watch() -> None:
+                    async for event in handle.stream():
+                        if event.method == "item/agentMessage/delta":
+                            first_delta.set()
+
+                async def wait_for_the_end() -> None:
+                    await handle.run()
+
+                tg.start_soon(watch)
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(wait_for_the_end)
+                await anyio.wait_all_tasks_blocked()
+                release.set()
+                await first_delta.wait()
+                await handle.interrupt()
+        assert handle.status == "interrupted"
+
+
 async def test_resume_and_fork_continue_a_thread(scripted_codex: Any) -> None:
     script = [message("one"), message("two"), message("three")]
     with anyio.fail_after(30):

@@ -307,6 +307,8 @@ class TurnHandle:
                     "codex.client.subscribe_turn(turn_id)) for an independent stream of its events"
                 )
         self._consumer = (weakref.ref(consumer), task)
+        # A streaming consumer wants every event as it comes, even if run() batches them.
+        self._stream.batch_wake_ups(False)
 
     def _streamed_elsewhere(self) -> bool:
         current = self._consumer
@@ -325,26 +327,26 @@ class TurnHandle:
 
     async def _wait_end(self) -> None:
         """Consume until the end, or wait for the task that streams to see it."""
-        # Nothing here needs an event before the end (an idle timeout does): wake for batches.
-        batched = self._idle_timeout is None
-        if batched:
-            self._stream.batch_wake_ups(True)
+        stream = self._stream
         try:
             while self._final is None:
                 failure = self._failure
                 if failure is not None:
                     raise fresh(failure)
                 if self._streamed_elsewhere():
+                    stream.batch_wake_ups(False)  # that task wants every event as it comes
                     if self._ended is None:
                         self._ended = anyio.Event()
                     # Re-check now and then: that task may drop its iterator without the end.
                     with anyio.move_on_after(CONSUMER_RECHECK):
                         await self._ended.wait()
                     continue
+                # This task consumes, and needs no event before the end (an idle timeout
+                # does): wake it for batches, not for every chunk the runtime writes.
+                stream.batch_wake_ups(self._idle_timeout is None)
                 await self._next_owned()
         finally:
-            if batched:
-                self._stream.batch_wake_ups(False)
+            stream.batch_wake_ups(False)
 
     async def run(self) -> TurnResult:
         """Wait for the turn to finish and collect its result.
