@@ -52,7 +52,7 @@ from ._batch_ray_actor import ActorStatistics, actor_class, import_ray
 from ._exceptions import ClusterError
 from ._groups import Lifespan
 from ._pool import DEFAULT_MAX_TURNS
-from .batch import RECYCLE_AFTER, RETRIED, TaskDefaults, error_of
+from .batch import RECYCLE_AFTER, RETRIED, TaskDefaults, each_task, error_of
 
 __all__ = ["ActorStatistics", "RayBatchRun", "run_batch_on_ray"]
 
@@ -290,7 +290,7 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
 
     async def _drive(self, ray: Any, send: MemoryObjectSendStream[BatchResult]) -> None:
         queue: deque[tuple[BatchTask, int]] = deque()
-        source = _tasks(self._tasks)
+        source = each_task(self._tasks)
         exhausted = False
         async with send:
             while True:
@@ -428,17 +428,6 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
 def _actor_died(exc: BaseException) -> bool:
     exceptions = importlib.import_module("ray.exceptions")
     return isinstance(exc, exceptions.RayActorError)
-
-
-async def _tasks(
-    tasks: Iterable[BatchTask] | AsyncIterable[BatchTask],
-) -> AsyncIterator[BatchTask]:
-    if isinstance(tasks, AsyncIterable):
-        async for task in tasks:
-            yield task
-    else:
-        for task in tasks:
-            yield task
 
 
 def run_batch_on_ray(

@@ -258,14 +258,9 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
     async def _feed(self, pool: CodexPool, send: MemoryObjectSendStream[BatchResult]) -> None:
         slots = anyio.Semaphore(self.concurrency)
         async with send, anyio.create_task_group() as tg:
-            if isinstance(self._tasks, AsyncIterable):
-                async for task in self._tasks:
-                    await slots.acquire()
-                    tg.start_soon(self._run_task, pool, task, send, slots)
-            else:
-                for task in self._tasks:
-                    await slots.acquire()
-                    tg.start_soon(self._run_task, pool, task, send, slots)
+            async for task in each_task(self._tasks):
+                await slots.acquire()
+                tg.start_soon(self._run_task, pool, task, send, slots)
 
     async def _run_task(
         self,
@@ -287,6 +282,19 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
 
     async def _attempt(self, pool: CodexPool, task: BatchTask, attempt: int) -> BatchResult:
         return await attempt_task(pool, task, attempt, self._defaults)
+
+
+async def each_task(
+    tasks: Iterable[BatchTask] | AsyncIterable[BatchTask],
+) -> AsyncIterator[BatchTask]:
+    """The tasks of a list, a generator or an async iterable, one at a time and only when
+    asked (a lazy source is read no further than the executor has room for)."""
+    if isinstance(tasks, AsyncIterable):
+        async for task in tasks:
+            yield task
+    else:
+        for task in tasks:
+            yield task
 
 
 def run_batch(
