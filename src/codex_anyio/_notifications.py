@@ -237,10 +237,8 @@ class _Subscription:
             self.pending.append(item)
             return True
         self.buffer.append(item)
-        waiter = self.waiter
-        if waiter is not None and len(self.buffer) >= self.wake_at:
-            self.waiter = None
-            waiter.set()
+        if len(self.buffer) >= self.wake_at:
+            self.wake()
         return True
 
     def refill(self) -> bool:
@@ -357,6 +355,13 @@ class NotificationStream(anyio.abc.ObjectReceiveStream[Notification]):
         :raises anyio.WouldBlock: if none is buffered yet.
         :raises anyio.EndOfStream: after the last one.
         """
+        item = self._take()
+        if item is None:
+            raise anyio.WouldBlock
+        return item
+
+    def _take(self) -> Notification | None:
+        """A buffered or parked event, the end (raised), or None: nothing yet."""
         sub = self._subscription
         if sub.receiver_closed:
             return self._end_or_closed()
@@ -367,7 +372,7 @@ class NotificationStream(anyio.abc.ObjectReceiveStream[Notification]):
             return item
         if sub.ended:
             return self._end()
-        raise anyio.WouldBlock
+        return None
 
     async def receive(self) -> Notification:
         self._countdown -= 1
@@ -376,15 +381,9 @@ class NotificationStream(anyio.abc.ObjectReceiveStream[Notification]):
             await anyio.lowlevel.checkpoint()
         sub = self._subscription
         while True:
-            if sub.receiver_closed:
-                return self._end_or_closed()
-            if self._buffer:
-                return self._buffer.popleft()
-            item = sub.take_parked()
+            item = self._take()
             if item is not None:
                 return item
-            if sub.ended:
-                return self._end()
             self._countdown = CHECKPOINT_EVERY
             waiter = sub.waiter = anyio.Event()
             try:
