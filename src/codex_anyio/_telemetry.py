@@ -244,7 +244,7 @@ class Instrumentation:
 
     async def client_request(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call`` (one client request, with its retries) inside a CLIENT span."""
-        from opentelemetry.trace import SpanKind, Status, StatusCode
+        from opentelemetry.trace import SpanKind
 
         with self.tracer.start_as_current_span(
             method,
@@ -255,19 +255,13 @@ class Instrumentation:
         ) as span:
             try:
                 return await call()
-            except JsonRpcError as exc:
-                span.set_attribute("rpc.jsonrpc.error_code", exc.code)
-                span.set_attribute("rpc.jsonrpc.error_message", exc.message)
-                span.set_attribute("error.type", str(exc.code))
-                span.set_status(Status(StatusCode.ERROR, exc.message))
-                raise
             except anyio.get_cancelled_exc_class():
                 span.set_attribute("codex.cancelled", True)
                 raise
             except BaseException as exc:
-                span.set_attribute("error.type", type(exc).__qualname__)
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                if isinstance(exc, JsonRpcError):
+                    span.set_attribute("rpc.jsonrpc.error_message", exc.message)
+                _failed(span, exc)
                 raise
 
     # -- server requests ------------------------------------------------------------------------
@@ -279,7 +273,7 @@ class Instrumentation:
         command or file change to approve) or its turn's, when the turn is traced."""
         from opentelemetry import trace
         from opentelemetry.context import Context
-        from opentelemetry.trace import SpanKind, Status, StatusCode
+        from opentelemetry.trace import SpanKind
 
         method = request.method
         attributes: dict[str, Any] = {
@@ -332,18 +326,11 @@ class Instrumentation:
                 result = await handler(request)
             decision = _decision(method, result)
             return result
-        except JsonRpcError as exc:
-            span.set_attribute("rpc.jsonrpc.error_code", exc.code)
-            span.set_attribute("error.type", str(exc.code))
-            span.set_status(Status(StatusCode.ERROR, exc.message))
-            raise
         except anyio.get_cancelled_exc_class():
             decision = "cancelled"  # its turn ended or the runtime withdrew it
             raise
         except BaseException as exc:
-            span.set_attribute("error.type", type(exc).__qualname__)
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, str(exc)))
+            _failed(span, exc)
             raise
         finally:
             span.set_attribute("codex.server_request.decision", decision)
@@ -354,6 +341,21 @@ class Instrumentation:
             }
             self.server_requests.add(1, labels)
             self.server_request_duration.record(time.monotonic() - started, labels)
+
+
+def _failed(span: Span, exc: BaseException) -> None:
+    """Mark a request's span failed: a JSON-RPC error by its code, anything else by its type
+    (with the exception recorded)."""
+    from opentelemetry.trace import Status, StatusCode
+
+    if isinstance(exc, JsonRpcError):
+        span.set_attribute("rpc.jsonrpc.error_code", exc.code)
+        span.set_attribute("error.type", str(exc.code))
+        span.set_status(Status(StatusCode.ERROR, exc.message))
+    else:
+        span.set_attribute("error.type", type(exc).__qualname__)
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, str(exc)))
 
 
 _ITEM_OF_REQUEST: Final = {
