@@ -314,17 +314,20 @@ def ours(backend: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
             codex_bin=args["codex_bin"], env=scripted_env(args), cwd=args["workspace"]
         )
 
+    async def timed_stream(codex: Any) -> dict[str, Any]:
+        thread = await codex.thread_start()
+        started = time.perf_counter()
+        count = 0
+        async with thread.turn("go") as turn:
+            async for event in turn.stream():
+                if event.method == "item/agentMessage/delta":
+                    event.params.delta  # noqa: B018 - typed access is the point
+                    count += 1
+        return {"events": count, "seconds": time.perf_counter() - started}
+
     async def stream() -> dict[str, Any]:
         async with AsyncCodex(replay_config(args["n"])) as codex:
-            thread = await codex.thread_start()
-            started = time.perf_counter()
-            count = 0
-            async with thread.turn("go") as turn:
-                async for event in turn.stream():
-                    if event.method == "item/agentMessage/delta":
-                        event.params.delta  # noqa: B018 - typed access is the point
-                        count += 1
-            return {"events": count, "seconds": time.perf_counter() - started}
+            return await timed_stream(codex)
 
     async def turns() -> dict[str, Any]:
         async with AsyncCodex(real_config()) as codex:
@@ -344,15 +347,7 @@ def ours(backend: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
             url = banner.decode().split("listening on: ", 1)[1].split()[0]
             try:
                 async with AsyncCodex(CodexConfig(connect=url)) as codex:
-                    thread = await codex.thread_start()
-                    started = time.perf_counter()
-                    count = 0
-                    async with thread.turn("go") as turn:
-                        async for event in turn.stream():
-                            if event.method == "item/agentMessage/delta":
-                                event.params.delta  # noqa: B018 - typed access is the point
-                                count += 1
-                    return {"events": count, "seconds": time.perf_counter() - started}
+                    return await timed_stream(codex)
             finally:
                 server.kill()
 

@@ -22,7 +22,13 @@ import pytest
 from anyio.streams.text import TextReceiveStream
 
 from codex_anyio import CodexConfig
-from codex_anyio.batch import BatchResult, BatchTask, run_batch_on_ray
+from codex_anyio.batch import (
+    ActorStatistics,
+    BatchResult,
+    BatchTask,
+    RayBatchRun,
+    run_batch_on_ray,
+)
 from codex_anyio.testing import (
     RecordedRequest,
     Reply,
@@ -107,6 +113,24 @@ async def until_gone(variable: str, value: str, which: str = "app-servers") -> d
                 break
             await anyio.sleep(0.1)
     return left
+
+
+async def signal_the_actor_running(
+    run: RayBatchRun, task_id: str, arrived: anyio.Event, signum: int
+) -> tuple[list[BatchResult], ActorStatistics]:
+    """Run ``run`` to the end, sending ``signum`` to the worker of the actor running
+    ``task_id`` once ``arrived`` is set; returns every result and that actor."""
+    got: list[BatchResult] = []
+    async with run as results, anyio.create_task_group() as tg:
+
+        async def collect() -> None:
+            got.extend([r async for r in results])
+
+        tg.start_soon(collect)
+        await arrived.wait()
+        (victim,) = [s for s in await run.statistics() if task_id in s.running]
+        os.kill(victim.pid, signum)
+    return got, victim
 
 
 @pytest.fixture(scope="module")
@@ -214,16 +238,8 @@ async def test_an_actor_killed_mid_task_is_restarted_and_the_task_rerun_as_attem
                 tasks, actors=2, slots=2, servers=1, attempts=2,
                 codex_config=codex_config(tmp_path, model),
             )  # fmt: skip
-            got: list[BatchResult] = []
-            async with run as results, anyio.create_task_group() as tg:
-
-                async def collect() -> None:
-                    got.extend([r async for r in results])
-
-                tg.start_soon(collect)
-                await doomed_arrived.wait()
-                (victim,) = [s for s in await run.statistics() if "doomed" in s.running]
-                os.kill(victim.pid, signal.SIGKILL)  # as abrupt as os._exit in the actor
+            # SIGKILL: as abrupt as os._exit in the actor
+            got, _ = await signal_the_actor_running(run, "doomed", doomed_arrived, signal.SIGKILL)
     by_id = {r.id: r for r in got}
     assert sorted(by_id) == sorted(t.id for t in tasks)
     assert len(got) == len(tasks)
@@ -280,16 +296,7 @@ async def test_an_actor_that_cannot_take_the_cancellation_is_killed_and_restarte
                 tasks, actors=1, slots=1, servers=1, timeout=60, watchdog_grace=-59,
                 codex_config=codex_config(tmp_path, model),
             )  # fmt: skip
-            got: list[BatchResult] = []
-            async with run as results, anyio.create_task_group() as tg:
-
-                async def collect() -> None:
-                    got.extend([r async for r in results])
-
-                tg.start_soon(collect)
-                await slow_arrived.wait()
-                (stuck,) = [s for s in await run.statistics() if "slow" in s.running]
-                os.kill(stuck.pid, signal.SIGSTOP)
+            got, stuck = await signal_the_actor_running(run, "slow", slow_arrived, signal.SIGSTOP)
             for slow in model.exchanges:
                 await slow.abandoned.wait()  # its runtime died with the killed actor
     (result,) = got
