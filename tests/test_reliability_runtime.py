@@ -24,6 +24,7 @@ from codex_anyio import Handlers, Limits, TurnIdleTimeoutError
 from codex_anyio.testing import ScriptedCodex, message, stall
 from codex_anyio.types import TurnInterruptResponse
 
+from .test_cancellation_sweep import last_turn_status as server_turn_status
 from .test_turns import last_turn_status
 
 pytestmark = pytest.mark.anyio
@@ -234,6 +235,39 @@ async def test_a_cancel_before_the_turn_start_response_honours_the_deadline_and_
                     if event.method == "turn/completed":
                         assert event.raw["turn"]["status"] == "interrupted"
                         break
+
+
+async def test_turns_cancelled_while_waiting_for_a_request_slot_end_at_once_and_leave_no_stash(
+    scripted_codex: Any,
+) -> None:
+    """A ``turn/start`` that never left the client has nothing to interrupt: cancelling it
+    while it waits for a request slot must not wait for a response that cannot come (it waited
+    the whole ``interrupt_timeout``, and the router's turn-start stash stayed open for the life
+    of the client, turning its fast path off)."""
+    limits = Limits(requests_in_flight=1, interrupt_timeout=20)
+    with anyio.fail_after(15):  # below interrupt_timeout: waiting for it fails the test
+        async with scripted_codex([stall()] * 3, limits=limits) as s:
+            client = s.codex.client
+            threads = [await s.codex.thread_start(**LEAN) for _ in range(3)]
+            async with anyio.create_task_group() as tg:
+                # The runtime stopped: the first turn/start holds the only slot, unanswered.
+                with _stopped(client._transport.pid):  # type: ignore[attr-defined]
+                    for thread in threads:
+                        tg.start_soon(thread.run, "hello")
+                    await anyio.wait_all_tasks_blocked()
+                    assert client.statistics().pending_requests == 1
+                    assert client.statistics().router.turn_starts_in_flight == 3
+                    tg.cancel_scope.cancel()
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                        await anyio.wait_all_tasks_blocked()
+                    # The two that never sent anything are gone, the runtime still stopped.
+                    assert client.statistics().router.turn_starts_in_flight == 1
+                # The runtime resumes and answers the first: its turn is interrupted.
+            assert client.statistics().router.turn_starts_in_flight == 0
+            # The first was interrupted (or so early that the runtime kept no record of it).
+            assert await server_turn_status(s, threads[0].id) in ("interrupted", None)
+            for thread in threads[1:]:  # never sent: no turn on the server
+                assert await server_turn_status(s, thread.id) is None
 
 
 # -- turn controls that compose ---------------------------------------------------------------

@@ -370,14 +370,21 @@ class CodexClient(ClientMethods):
     async def _request_once(
         self, method: str, params: Any, hook: _ResponseHook | None = None
     ) -> Any:
-        """One attempt. A ``hook`` outlives the caller: the reader runs it on the response."""
-        if self._closed_error is not None:
-            _raise_closed(self._closed())
+        """One attempt. A ``hook`` outlives the caller: the reader runs it on the response,
+        or, for a request never sent (the connection ended, or the caller left while waiting
+        for a request slot), it is told at once that no response will come."""
         limiter = self._in_flight
         try:
-            limiter.acquire_nowait()  # no loop iteration when a slot is free (the usual case)
-        except anyio.WouldBlock:
-            await limiter.acquire()
+            if self._closed_error is not None:
+                _raise_closed(self._closed())
+            try:
+                limiter.acquire_nowait()  # no loop iteration when a slot is free (the usual case)
+            except anyio.WouldBlock:
+                await limiter.acquire()
+        except BaseException:
+            if hook is not None:
+                hook.on_unsent()
+            raise
         try:
             return await self._exchange(method, params, hook)
         finally:
