@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import traceback
 from typing import Any
 
 import anyio
@@ -17,6 +18,7 @@ from anyio import wait_all_tasks_blocked
 from codex_anyio import (
     AsyncCodex,
     Handlers,
+    InvalidRequestError,
     JsonRpcError,
     Limits,
     ProtocolError,
@@ -621,6 +623,43 @@ async def test_the_callers_exception_leaves_the_client_bare() -> None:
         with pytest.raises(KeyError, match="mine"):
             async with AsyncCodex(fake_config(script)):
                 raise KeyError("mine")
+
+
+async def test_the_callers_exception_keeps_its_own_context_and_prints_without_our_groups() -> (
+    None
+):
+    """What the body raised prints as the user wrote it: not "During handling of" two
+    internal exception groups (their task groups wrap it on the way out)."""
+    script = """
+    handshake()
+    hold()
+    """
+    with anyio.fail_after(10):
+        with pytest.raises(ValueError, match="second") as caught:
+            async with AsyncCodex(fake_config(script)):
+                try:
+                    raise KeyError("first")
+                except KeyError:
+                    raise ValueError("second")  # noqa: B904 - its context is the point
+    assert isinstance(caught.value.__context__, KeyError)
+    printed = "".join(traceback.format_exception(caught.value))
+    assert "Exception Group" not in printed
+    assert "ExceptionGroup" not in printed
+
+
+async def test_a_library_error_raised_in_the_body_prints_as_that_error_alone() -> None:
+    script = """
+    handshake()
+    reply_error(expect("test/fail"), -32600, "no such thing")
+    hold()
+    """
+    with anyio.fail_after(10):
+        with pytest.raises(InvalidRequestError) as caught:
+            async with AsyncCodex(fake_config(script)) as codex:
+                await codex.client.request("test/fail")
+    printed = "".join(traceback.format_exception(caught.value))
+    assert "Exception Group" not in printed
+    assert "During handling" not in printed
 
 
 async def test_a_runtime_that_dies_while_a_cancelled_start_waits_for_its_answer_releases_it() -> (

@@ -12,20 +12,25 @@ for a group raised by our task groups:
 * else if it holds exactly one exception (nested groups flattened), that one is raised bare,
   with its own cause;
 * genuine multi-error groups propagate unchanged.
+
+The replacement is raised after the ``except`` that caught the group, never inside it: there
+the group would become its ``__context__``, and Python would print the error "during handling
+of" two internal groups (88 lines for a missing login).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["Lifespan", "collapse_groups", "single_exception"]
+__all__ = ["Lifespan", "enter_unwrapped", "exit_unwrapped", "single_exception"]
+
+T = TypeVar("T")
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -46,29 +51,53 @@ def single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException 
     return leaves[0] if len(leaves) == 1 else None
 
 
-@contextmanager
-def collapse_groups(user: BaseException | None = None) -> Iterator[None]:
-    """Unwrap the groups our task groups raise (see the module docstring); ``user`` is the
-    exception the body of the ``async with`` raised, if any."""
-    leaf: BaseException | None = None
+def _replacement(
+    group: BaseExceptionGroup[BaseException], user: BaseException | None
+) -> BaseException | None:
+    """What to raise instead of ``group`` (see the module docstring); None: the group."""
+    if group is user:
+        return None
+    if user is not None and {id(e) for e in _leaves(group)} == {id(e) for e in _leaves(user)}:
+        return user
+    return single_exception(group)
+
+
+def _reraise(replacement: BaseException, user: BaseException | None) -> NoReturn:
+    """Raise ``replacement``. Called outside the ``except`` that caught the group, so the
+    group is not the exception being handled: the body's own exception keeps the context it
+    had (Python leaves the context of the exception being handled, ``user``, alone), and an
+    error of ours is not printed as raised "during handling of" two internal groups."""
+    if replacement is user:
+        raise replacement
+    raise replacement from replacement.__cause__
+
+
+async def enter_unwrapped(cm: AbstractAsyncContextManager[T]) -> T:
+    """``await cm.__aenter__()``, with the groups our task groups raise unwrapped."""
     try:
-        yield
+        return await cm.__aenter__()
     except BaseExceptionGroup as group:
-        if group is user:
+        replacement = _replacement(group, None)
+        if replacement is None:
             raise
-        if user is not None and {id(e) for e in _leaves(group)} == {id(e) for e in _leaves(user)}:
-            leaf = user
-        else:
-            leaf = single_exception(group)
-            if leaf is None:
-                raise
-            raise leaf from leaf.__cause__
-    # The body's own exception, re-raised outside the handler so that it keeps its context.
-    if leaf is not None:
-        raise leaf
+    _reraise(replacement, None)
 
 
-T = TypeVar("T")
+async def exit_unwrapped(
+    cm: AbstractAsyncContextManager[Any],
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> bool | None:
+    """``await cm.__aexit__(...)``, with the groups our task groups raise unwrapped; ``exc``
+    is the exception the body of the ``async with`` raised, if any."""
+    try:
+        return await cm.__aexit__(exc_type, exc, tb)
+    except BaseExceptionGroup as group:
+        replacement = _replacement(group, exc)
+        if replacement is None:
+            raise
+    _reraise(replacement, exc)
 
 
 class Lifespan(Generic[T]):
@@ -89,8 +118,7 @@ class Lifespan(Generic[T]):
         if self._lifespan_cm is not None:
             raise RuntimeError(f"this {type(self).__name__} is already running")
         cm = self._lifespan()
-        with collapse_groups():
-            value = await cm.__aenter__()
+        value = await enter_unwrapped(cm)
         self._lifespan_cm = cm
         return value
 
@@ -102,5 +130,4 @@ class Lifespan(Generic[T]):
     ) -> bool | None:
         cm, self._lifespan_cm = self._lifespan_cm, None
         assert cm is not None
-        with collapse_groups(exc):
-            return await cm.__aexit__(exc_type, exc, tb)
+        return await exit_unwrapped(cm, exc_type, exc, tb)

@@ -27,7 +27,7 @@ import anyio
 import anyio.abc
 import attrs
 
-from .._groups import collapse_groups
+from .._groups import exit_unwrapped
 
 __all__ = [
     "Exchange",
@@ -398,8 +398,7 @@ class ScriptedModel:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        with collapse_groups(exc):
-            result: bool | None = await self._cm.__aexit__(exc_type, exc, tb)
+        result = await exit_unwrapped(self._cm, exc_type, exc, tb)
         if exc is None and self.exhausted:
             raise ScriptExhaustedError(
                 f"the runtime made {len(self.exchanges)} model requests but the script had "
