@@ -6,22 +6,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import anyio
 import pytest
 from anyio.streams.text import TextReceiveStream
 
-from codex_anyio import ClusterError
+from codex_anyio import ClusterError, UsageLimitError
 from codex_anyio.batch import (
     BatchResult,
     BatchTask,
-    ResultWriter,
     parse_shard,
-    read_results,
     read_tasks,
     run_batch,
     run_batch_on_ray,
@@ -36,6 +38,7 @@ from codex_anyio.testing import (
     open_scripted_pool,
     scripted_env,
     stall,
+    usage_limit_reached,
     write_codex_home,
 )
 
@@ -120,34 +123,89 @@ async def test_failed_tasks_are_retried_up_to_the_attempt_limit(tmp_path: Path) 
     ]
 
 
-def test_the_results_file_survives_a_truncated_last_line(tmp_path: Path) -> None:
-    path = tmp_path / "results.jsonl"
-    with ResultWriter(path) as writer:
-        writer.write(BatchResult(id="1", status="completed", final_response="ok"))
-        writer.write(BatchResult(id="2", status="failed", error={"type": "X", "message": "m"}))
-    with open(path, "a", encoding="utf-8") as file:
-        file.write('{"id": "3", "status": "comp')  # killed mid-write
-    assert sorted(read_results(path)) == ["1", "2"]
-    with ResultWriter(path) as writer:  # repairs, then appends on a line of its own
-        writer.write(BatchResult(id="3", status="completed"))
-    assert sorted(read_results(path)) == ["1", "2", "3"]
-    assert all(json.loads(line) for line in path.read_text().splitlines())
-
-
-def test_a_tasks_file_takes_prompt_or_input_and_rejects_repeated_ids(tmp_path: Path) -> None:
-    path = tmp_path / "tasks.jsonl"
-    path.write_text(
-        '{"id": 1, "prompt": "a", "timeout": 5}\n\n'
-        '{"id": "2", "input": [{"type": "text", "text": "b"}], "approval": "accept"}\n'
-    )
-    tasks = read_tasks(path)
-    assert [(t.id, t.timeout, t.approval) for t in tasks] == [
-        ("1", 5.0, None),
-        ("2", None, "accept"),
+async def test_a_task_that_cannot_run_gets_its_own_error_row_and_the_others_complete(
+    tmp_path: Path,
+) -> None:
+    tasks = [
+        BatchTask(id="good", prompt="hi"),
+        BatchTask(id="config", prompt="p", config="abc"),  # type: ignore[arg-type]
+        BatchTask(id="timeout", prompt="p", timeout=-1),
+        BatchTask(id="approval", prompt="p", approval="maybe"),
+        BatchTask(id="rejected", prompt="p", config={"model_reasoning_effort": 5}),
+        BatchTask(id="also good", prompt="hi"),
     ]
-    path.write_text('{"id": "1", "prompt": "a"}\n{"id": "1", "prompt": "b"}\n')
-    with pytest.raises(ValueError, match="appears twice"):
-        read_tasks(path)
+    with anyio.fail_after(60):
+        async with open_scripted_pool(lambda r: message("ok"), directory=tmp_path) as s:
+            async with run_batch(tasks, pool=s.pool, concurrency=2) as results:
+                got = {r.id: r async for r in results}
+    assert {i: r.status for i, r in got.items()} == {
+        "good": "completed",
+        "config": "error",
+        "timeout": "error",
+        "approval": "error",
+        "rejected": "error",  # the runtime refused its thread: still only this task's row
+        "also good": "completed",
+    }
+    messages = {i: (r.error or {}).get("message", "") for i, r in got.items()}
+    assert "'config' must be an object" in messages["config"]
+    assert "'timeout' must be a positive number of seconds" in messages["timeout"]
+    assert "'approval' must be one of" in messages["approval"]
+    assert "model_reasoning_effort" in messages["rejected"]
+
+
+@pytest.mark.parametrize("source", ["generator", "async generator"])
+async def test_a_repeated_id_from_a_lazy_source_ends_the_batch_before_it_runs_twice(
+    tmp_path: Path, source: str
+) -> None:
+    repeated = [BatchTask(id="a", prompt="first"), BatchTask(id="a", prompt="second")]
+
+    def tasks() -> Iterator[BatchTask]:
+        yield from repeated
+
+    async def async_tasks() -> AsyncGenerator[BatchTask, None]:
+        for task in repeated:
+            yield task
+
+    with anyio.fail_after(60):
+        async with (
+            open_scripted_pool(lambda r: message("ok"), directory=tmp_path) as s,
+            aclosing(async_tasks()) as from_async,  # the batch leaves it unfinished
+        ):
+            lazy = tasks() if source == "generator" else from_async
+            with pytest.raises(ValueError, match="'a' appears twice"):
+                async with run_batch(lazy, pool=s.pool, concurrency=1) as results:
+                    async for _ in results:
+                        pass
+            assert "second" not in [prompt_of(r) for r in s.model.requests]
+
+
+async def test_a_usage_limit_stops_the_batch_with_no_row_and_no_retry_for_the_rest(
+    tmp_path: Path,
+) -> None:
+    resets = (datetime.now(timezone.utc) + timedelta(hours=2)).replace(microsecond=0)
+    answered = 0
+
+    def script(request: RecordedRequest) -> Reply:
+        nonlocal answered
+        answered += 1
+        return message("ok") if answered <= 2 else usage_limit_reached(resets)
+
+    tasks = [BatchTask(id=f"t{i}", prompt=f"task {i}") for i in range(10)]
+    got: list[BatchResult] = []
+    with anyio.fail_after(60):
+        async with open_scripted_pool(script, directory=tmp_path) as s:
+            with pytest.raises(UsageLimitError) as caught:
+                async with run_batch(tasks, pool=s.pool, concurrency=1, attempts=3) as results:
+                    async for result in results:
+                        got.append(result)
+            requests = len(s.model.requests)
+    assert [r.status for r in got] == ["completed", "completed"]  # no row for the other 8
+    assert requests == 3  # the limit is not retried
+    assert caught.value.resets_at == resets
+    # The Ray executor gets it back from an actor's process: it must survive pickling.
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert isinstance(copy, UsageLimitError)
+    assert (copy.resets_at, str(copy)) == (resets, str(caught.value))
 
 
 async def _run_cli(
@@ -155,13 +213,15 @@ async def _run_cli(
     output: Path,
     env: dict[str, str],
     *,
-    interrupt_after: int | None,
-    backend: str,
+    interrupt_after: int | None = None,
+    backend: str = "asyncio",
     extra: tuple[str, ...] = (),
+    python: tuple[str, ...] = ("-m", "codex_anyio"),
 ) -> tuple[int, list[str], str]:
     """Run ``codex-anyio batch`` (plain progress: its stderr is a pipe); with
-    ``interrupt_after``, send SIGINT once that many results have been reported."""
-    argv = [sys.executable, "-m", "codex_anyio", "batch", str(tasks), "-o", str(output)]
+    ``interrupt_after``, send SIGINT once that many results have been reported. ``python``:
+    what the interpreter runs instead of the installed command (code that injects a fault)."""
+    argv = [sys.executable, *python, "batch", str(tasks), "-o", str(output)]
     argv += ["--servers", "2", "--concurrency", "2", "--backend", backend, *extra]
     process = await anyio.open_process(argv, env=env)
     lines: list[str] = []
