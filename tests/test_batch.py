@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -14,6 +16,7 @@ from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -375,3 +378,215 @@ async def test_three_cli_shards_of_one_file_run_every_task_exactly_once(
     ]
     assert sorted(r["id"] for r in rows) == sorted(ids)  # each id once, in one shard
     assert {r["status"] for r in rows} == {"completed"}
+
+
+# -- the command: refusals, statuses, stops -----------------------------------------------------
+
+GOOD_TASKS = "".join(json.dumps({"id": f"t{i}", "prompt": f"task {i}"}) + "\n" for i in range(3))
+SECONDS = "must be a positive number of seconds, not"
+COUNT = "must be a whole number >= 1, not '0'"
+TASKS, OUT = ["{tasks}"], ["-o", "{out}"]
+
+
+def batch_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``codex-anyio batch ARGS`` run to its end, stdout and stderr pipes (no runtime is
+    started for what is refused)."""
+    argv = [sys.executable, "-m", "codex_anyio", "batch", *args]
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "bad_line", "says"),
+    [
+        pytest.param([*TASKS, *OUT, "--timeout", "0"], None, f"{SECONDS} '0'", id="timeout-0"),
+        pytest.param([*TASKS, *OUT, "--timeout", "nan"], None, f"{SECONDS} 'nan'", id="t-nan"),
+        pytest.param([*TASKS, *OUT, "--attempts", "0"], None, f"attempts: {COUNT}", id="att-0"),
+        pytest.param([*TASKS, *OUT, "--servers", "0"], None, f"servers: {COUNT}", id="serv-0"),
+        pytest.param([*TASKS, *OUT, "--concurrency", "0"], None, f"y: {COUNT}", id="conc-0"),
+        pytest.param(["{tmp}/nope.jsonl", *OUT], None, "cannot read the tasks", id="no-tasks"),
+        pytest.param([*TASKS, "-o", "{tmp}"], None, "Is a directory", id="output-a-directory"),
+        pytest.param(
+            [*TASKS, "-o", "{tmp}/no/r.jsonl"], None, "folder does not exist", id="no-folder"
+        ),
+        pytest.param([*TASKS, "-o", "{tasks}"], None, "is the tasks file", id="output-tasks"),
+        pytest.param([*TASKS, "-o", "{notes}"], None, "not a results file", id="output-notes"),
+        pytest.param(
+            [*TASKS, "-o", "/dev/stdout"], None, "not a regular file", id="output-dev-stdout"
+        ),
+        pytest.param(
+            ["{bad}", *OUT],
+            '{"id": "x", "prompt": "p", "config": "abc"}',
+            "bad.jsonl:4: task 'x': 'config' must be an object",
+            id="task-config-abc",
+        ),
+        pytest.param(
+            ["{bad}", *OUT],
+            '{"id": "\\ud800", "prompt": "p"}',
+            "bad.jsonl:4: task '\\ud800': 'id' '\\ud800' is not valid Unicode",
+            id="task-id-surrogate",
+        ),
+    ],
+)
+def test_the_cli_refuses_bad_arguments_and_files_in_one_line_with_status_2_running_nothing(
+    tmp_path: Path, args: list[str], bad_line: str | None, says: str
+) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(GOOD_TASKS)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a\nb")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(GOOD_TASKS + f"{bad_line}\n")
+    out = tmp_path / "results.jsonl"
+    paths = {"tasks": tasks, "out": out, "notes": notes, "bad": bad, "tmp": tmp_path}
+    done = batch_cli(*(arg.format(**paths) for arg in args))
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert says in done.stderr
+    assert done.stdout == ""
+    assert not out.exists()
+    assert (tasks.read_text(), notes.read_text()) == (GOOD_TASKS, "a\nb")
+
+
+def test_a_cli_run_on_a_results_file_another_run_holds_exits_2_naming_it(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(GOOD_TASKS)
+    output = tmp_path / "results.jsonl"
+    output.write_text(json.dumps(BatchResult(id="t0", status="completed").to_json()) + "\n")
+    before = output.read_text()
+    with open(output, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # what a running batch holds
+        done = batch_cli(str(tasks), "-o", str(output))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f"codex-anyio batch: the results file {output} is in use by another batch run; "
+        "wait for it to end (it resumes the same way) or write to another file"
+    )
+    assert output.read_text() == before
+
+
+async def _scripted_env(tmp_path: Path, model: ScriptedModel, **home: Any) -> dict[str, str]:
+    codex_home = write_codex_home(tmp_path / "home", base_url=model.base_url, **home)
+    return {**os.environ, **scripted_env(codex_home)}
+
+
+def _ids(output: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in output.read_text().splitlines()]
+
+
+def _tasks_file(tmp_path: Path, count: int, **extra: Any) -> Path:
+    tasks = tmp_path / "tasks.jsonl"
+    rows = [{"id": f"t{i}", "prompt": f"task {i}"} for i in range(count)]
+    for task_id, fields in extra.items():
+        rows.append({"id": task_id, "prompt": "p", **fields})
+    tasks.write_text("".join(json.dumps(task) + "\n" for task in rows))
+    return tasks
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_cli_stops_at_a_usage_limit_with_status_3_and_a_rerun_runs_the_rest(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    resets = (datetime.now(timezone.utc) + timedelta(hours=2)).replace(microsecond=0)
+    limited, answered = True, 0
+
+    def script(request: RecordedRequest) -> Reply:
+        nonlocal answered
+        answered += 1
+        return usage_limit_reached(resets) if limited and answered > 2 else message("ok")
+
+    tasks, output = _tasks_file(tmp_path, 10), tmp_path / "results.jsonl"
+    one_at_a_time = ("--concurrency", "1", "--attempts", "3")
+    with anyio.fail_after(120):
+        async with ScriptedModel(script) as model:
+            env = await _scripted_env(tmp_path, model)
+            code, lines, _ = await _run_cli(tasks, output, env, extra=one_at_a_time)
+            assert code == 3, "\n".join(lines)
+            assert len(model.requests) == 3  # the limit was not retried
+            assert _ids(output) == ["t0", "t1"]  # and not written as a failure
+            assert lines[-1] == (
+                "batch: stopped by the account's usage limit (it resets at "
+                f"{resets.astimezone():%Y-%m-%d %H:%M %Z}); 2 of 10 done, the rest run when "
+                "the same command is run again after that"
+            )
+            limited = False  # the limit has reset
+            code, lines, _ = await _run_cli(tasks, output, env, extra=one_at_a_time)
+            assert code == 0, "\n".join(lines)
+            assert lines[0].startswith("batch: 10 tasks, 2 already done")
+    assert sorted(_ids(output)) == sorted(f"t{i}" for i in range(10))
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_cli_exits_1_when_a_task_did_not_complete_after_running_the_others(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    # The runtime refuses this task's config: its own error row, the others go on.
+    rejected = {"config": {"model_reasoning_effort": 5}}
+    tasks, output = _tasks_file(tmp_path, 3, rejected=rejected), tmp_path / "results.jsonl"
+    with anyio.fail_after(120):
+        async with ScriptedModel(lambda request: message("ok")) as model:
+            env = await _scripted_env(tmp_path, model)
+            code, lines, _ = await _run_cli(tasks, output, env)
+    assert code == 1, "\n".join(lines)
+    assert lines[-1] == f"batch: 1 of 4 tasks did not complete (see {output})"
+    rows = {row["id"]: row["status"] for row in map(json.loads, output.read_text().splitlines())}
+    assert rows == {"t0": "completed", "t1": "completed", "t2": "completed", "rejected": "error"}
+
+
+FULL_DISK_AFTER_TWO_ROWS = """
+import errno, os, sys
+from codex_anyio import _batch_results
+from codex_anyio.__main__ import main
+
+real, rows = _batch_results._write_all, []
+
+def full_disk(fd, data):
+    rows.append(data)
+    if len(rows) <= 2:
+        return real(fd, data)
+    real(fd, data[: len(data) // 2])  # the disk took half the row
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+_batch_results._write_all = full_disk
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_full_disk_stops_the_cli_in_one_line_leaving_whole_rows_and_a_rerun_finishes(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    tasks, output = _tasks_file(tmp_path, 5), tmp_path / "results.jsonl"
+    with anyio.fail_after(120):
+        async with ScriptedModel(lambda request: message("ok")) as model:
+            env = await _scripted_env(tmp_path, model)
+            python = ("-c", FULL_DISK_AFTER_TWO_ROWS)
+            code, lines, _ = await _run_cli(tasks, output, env, python=python)
+            assert code == 1, "\n".join(lines)
+            assert not any("Traceback" in line for line in lines), "\n".join(lines)
+            assert lines[-1].startswith(
+                f"batch: stopped: could not write to the results file {output}: "
+                f"{os.strerror(errno.ENOSPC)}; 2 of 5 done"
+            )
+            text = output.read_text()
+            assert text.endswith("\n")
+            assert len(_ids(output)) == 2  # whole rows only: the half row was cut off
+            code, lines, _ = await _run_cli(tasks, output, env)  # space freed
+            assert code == 0, "\n".join(lines)
+    assert sorted(_ids(output)) == [f"t{i}" for i in range(5)]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_runtime_that_cannot_start_is_one_line_naming_its_reason_and_status_1(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    tasks, output = _tasks_file(tmp_path, 2), tmp_path / "results.jsonl"
+    with anyio.fail_after(120):
+        async with ScriptedModel(lambda request: message("ok")) as model:
+            env = await _scripted_env(tmp_path, model, approval_policy="untrusted")
+            code, lines, _ = await _run_cli(tasks, output, env)
+    assert code == 1, "\n".join(lines)
+    assert not any("Traceback" in line for line in lines), "\n".join(lines)
+    assert lines[-1].startswith("batch: stopped: the app-server exited during start-up")
+    assert 'Error: approval_policy = "untrusted" is no longer supported' in lines[-1]
