@@ -22,7 +22,7 @@ import anyio
 import pytest
 from anyio.streams.text import TextReceiveStream
 
-from codex_anyio import ClusterError, UsageLimitError
+from codex_anyio import ClusterError, CodexConfig, UsageLimitError
 from codex_anyio.batch import (
     BatchResult,
     BatchTask,
@@ -209,6 +209,35 @@ async def test_a_usage_limit_stops_the_batch_with_no_row_and_no_retry_for_the_re
     copy = pickle.loads(pickle.dumps(caught.value))
     assert isinstance(copy, UsageLimitError)
     assert (copy.resets_at, str(copy)) == (resets, str(caught.value))
+
+
+async def test_a_runtime_that_loses_the_race_to_initialize_codex_home_is_started_again(
+    tmp_path: Path,
+) -> None:
+    # The loser of two runtimes starting at once on a new CODEX_HOME exits with this line; a
+    # wrapper makes the first start lose, every time (the real race is below, in the CLI).
+    starts = tmp_path / "starts"
+    wrapper = tmp_path / "codex"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'echo start >> "{starts}"\n'
+        f'if [ "$(wc -l < "{starts}")" -eq 1 ]; then\n'
+        '  echo "Error: failed to initialize sqlite state runtime under $CODEX_HOME: '
+        'failed to initialize state runtime at $CODEX_HOME" >&2\n'
+        "  exit 1\n"
+        "fi\n"
+        f'exec "{CodexConfig().resolve_bin()}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    with anyio.fail_after(60):
+        async with ScriptedModel(lambda r: message("ok")) as model:
+            home = write_codex_home(tmp_path / "home", base_url=model.base_url)
+            config = CodexConfig(codex_bin=wrapper, env=scripted_env(home), cwd=tmp_path)
+            tasks = [BatchTask(id="1", prompt="p")]
+            async with run_batch(tasks, servers=1, codex_config=config) as results:
+                got = [r.status async for r in results]
+    assert got == ["completed"]
+    assert starts.read_text().split() == ["start", "start"]
 
 
 async def _run_cli(
@@ -590,3 +619,25 @@ async def test_a_runtime_that_cannot_start_is_one_line_naming_its_reason_and_sta
     assert not any("Traceback" in line for line in lines), "\n".join(lines)
     assert lines[-1].startswith("batch: stopped: the app-server exited during start-up")
     assert 'Error: approval_policy = "untrusted" is no longer supported' in lines[-1]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_batches_started_at_once_on_a_new_codex_home_all_start_and_complete(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    # Their runtimes race to create the new home's state database; the losers start again.
+    tasks = _tasks_file(tmp_path, 2)
+    codes: dict[int, tuple[int, list[str]]] = {}
+    with anyio.fail_after(120):
+        async with ScriptedModel(lambda request: message("ok")) as model:
+            env = await _scripted_env(tmp_path, model)
+
+            async def one(index: int) -> None:
+                output = tmp_path / f"results-{index}.jsonl"
+                code, lines, _ = await _run_cli(tasks, output, env, extra=("--servers", "1"))
+                codes[index] = (code, lines)
+
+            async with anyio.create_task_group() as tg:
+                for index in range(3):
+                    tg.start_soon(one, index)
+    assert {code for code, _ in codes.values()} == {0}, codes
