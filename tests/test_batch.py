@@ -12,6 +12,7 @@ import pickle
 import signal
 import subprocess
 import sys
+from collections import deque
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 from datetime import datetime, timedelta, timezone
@@ -373,6 +374,35 @@ async def test_without_ray_installed_a_ray_run_says_how_to_get_it(
     with pytest.raises(ClusterError, match=r"codex-anyio\[ray\]"):
         async with run_batch_on_ray([BatchTask(id="1", prompt="p")]):
             pass
+
+
+def test_the_ray_driver_ends_the_run_on_a_usage_limit_an_actor_raised_however_ray_wraps_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without Ray: the driver's bookkeeping for one finished call (the Ray tests, in their
+    # namespace, run the rest). Ray raises an actor's error as a RayTaskError carrying it as
+    # ``cause`` (and, when it can, also an instance of its class).
+    from codex_anyio import _batch_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # nothing here may need Ray
+    limit = UsageLimitError(None, None, resets_at=datetime.now(timezone.utc))
+
+    class RayTaskError(Exception):
+        def __init__(self, cause: BaseException) -> None:
+            self.cause = cause
+
+    class AlsoUsageLimit(RayTaskError, UsageLimitError):
+        pass
+
+    for raised in (limit, RayTaskError(limit), AlsoUsageLimit(limit)):
+        run = run_batch_on_ray([BatchTask(id="t", prompt="p")], attempts=3)
+        actor = _batch_ray._Actor(0, handle=None, slots=1, in_flight=1)
+        run._flights["ref"] = _batch_ray._Flight(actor, BatchTask(id="t", prompt="p"), 1, 0, 0)
+        queue: deque[tuple[BatchTask, int]] = deque()
+        with pytest.raises(UsageLimitError) as caught:
+            run._settle("ref", raised, queue)
+        assert caught.value is limit  # the actor's own error, not Ray's wrapper
+        assert not queue  # not retried
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
