@@ -156,7 +156,7 @@ def measure_batch(k: int, args: dict[str, Any]) -> dict[str, Any]:
             timeout=600,
         )
         wall = time.perf_counter() - started
-        if done.returncode != 0:
+        if done.returncode not in (0, 1):  # 1: some tasks did not complete, counted below
             raise RuntimeError(f"batch failed:\n{done.stderr[-3000:]}")
         results = [json.loads(line) for line in output.read_text().splitlines()]
         durations = [r["duration_ms"] for r in results]

@@ -3,25 +3,31 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
+from collections import deque
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from anyio.streams.text import TextReceiveStream
 
-from codex_anyio import ClusterError
+from codex_anyio import ClusterError, CodexConfig, UsageLimitError
 from codex_anyio.batch import (
     BatchResult,
     BatchTask,
-    ResultWriter,
     parse_shard,
-    read_results,
     read_tasks,
     run_batch,
     run_batch_on_ray,
@@ -36,6 +42,7 @@ from codex_anyio.testing import (
     open_scripted_pool,
     scripted_env,
     stall,
+    usage_limit_reached,
     write_codex_home,
 )
 
@@ -120,34 +127,118 @@ async def test_failed_tasks_are_retried_up_to_the_attempt_limit(tmp_path: Path) 
     ]
 
 
-def test_the_results_file_survives_a_truncated_last_line(tmp_path: Path) -> None:
-    path = tmp_path / "results.jsonl"
-    with ResultWriter(path) as writer:
-        writer.write(BatchResult(id="1", status="completed", final_response="ok"))
-        writer.write(BatchResult(id="2", status="failed", error={"type": "X", "message": "m"}))
-    with open(path, "a", encoding="utf-8") as file:
-        file.write('{"id": "3", "status": "comp')  # killed mid-write
-    assert sorted(read_results(path)) == ["1", "2"]
-    with ResultWriter(path) as writer:  # repairs, then appends on a line of its own
-        writer.write(BatchResult(id="3", status="completed"))
-    assert sorted(read_results(path)) == ["1", "2", "3"]
-    assert all(json.loads(line) for line in path.read_text().splitlines())
-
-
-def test_a_tasks_file_takes_prompt_or_input_and_rejects_repeated_ids(tmp_path: Path) -> None:
-    path = tmp_path / "tasks.jsonl"
-    path.write_text(
-        '{"id": 1, "prompt": "a", "timeout": 5}\n\n'
-        '{"id": "2", "input": [{"type": "text", "text": "b"}], "approval": "accept"}\n'
-    )
-    tasks = read_tasks(path)
-    assert [(t.id, t.timeout, t.approval) for t in tasks] == [
-        ("1", 5.0, None),
-        ("2", None, "accept"),
+async def test_a_task_that_cannot_run_gets_its_own_error_row_and_the_others_complete(
+    tmp_path: Path,
+) -> None:
+    tasks = [
+        BatchTask(id="good", prompt="hi"),
+        BatchTask(id="config", prompt="p", config="abc"),  # type: ignore[arg-type]
+        BatchTask(id="timeout", prompt="p", timeout=-1),
+        BatchTask(id="approval", prompt="p", approval="maybe"),
+        BatchTask(id="rejected", prompt="p", config={"model_reasoning_effort": 5}),
+        BatchTask(id="also good", prompt="hi"),
     ]
-    path.write_text('{"id": "1", "prompt": "a"}\n{"id": "1", "prompt": "b"}\n')
-    with pytest.raises(ValueError, match="appears twice"):
-        read_tasks(path)
+    with anyio.fail_after(60):
+        async with open_scripted_pool(lambda r: message("ok"), directory=tmp_path) as s:
+            async with run_batch(tasks, pool=s.pool, concurrency=2) as results:
+                got = {r.id: r async for r in results}
+    assert {i: r.status for i, r in got.items()} == {
+        "good": "completed",
+        "config": "error",
+        "timeout": "error",
+        "approval": "error",
+        "rejected": "error",  # the runtime refused its thread: still only this task's row
+        "also good": "completed",
+    }
+    messages = {i: (r.error or {}).get("message", "") for i, r in got.items()}
+    assert "'config' must be an object" in messages["config"]
+    assert "'timeout' must be a positive number of seconds" in messages["timeout"]
+    assert "'approval' must be one of" in messages["approval"]
+    assert "model_reasoning_effort" in messages["rejected"]
+
+
+@pytest.mark.parametrize("source", ["generator", "async generator"])
+async def test_a_repeated_id_from_a_lazy_source_ends_the_batch_before_it_runs_twice(
+    tmp_path: Path, source: str
+) -> None:
+    repeated = [BatchTask(id="a", prompt="first"), BatchTask(id="a", prompt="second")]
+
+    def tasks() -> Iterator[BatchTask]:
+        yield from repeated
+
+    async def async_tasks() -> AsyncGenerator[BatchTask, None]:
+        for task in repeated:
+            yield task
+
+    with anyio.fail_after(60):
+        async with (
+            open_scripted_pool(lambda r: message("ok"), directory=tmp_path) as s,
+            aclosing(async_tasks()) as from_async,  # the batch leaves it unfinished
+        ):
+            lazy = tasks() if source == "generator" else from_async
+            with pytest.raises(ValueError, match="'a' appears twice"):
+                async with run_batch(lazy, pool=s.pool, concurrency=1) as results:
+                    async for _ in results:
+                        pass
+            assert "second" not in [prompt_of(r) for r in s.model.requests]
+
+
+async def test_a_usage_limit_stops_the_batch_with_no_row_and_no_retry_for_the_rest(
+    tmp_path: Path,
+) -> None:
+    resets = (datetime.now(timezone.utc) + timedelta(hours=2)).replace(microsecond=0)
+    answered = 0
+
+    def script(request: RecordedRequest) -> Reply:
+        nonlocal answered
+        answered += 1
+        return message("ok") if answered <= 2 else usage_limit_reached(resets)
+
+    tasks = [BatchTask(id=f"t{i}", prompt=f"task {i}") for i in range(10)]
+    got: list[BatchResult] = []
+    with anyio.fail_after(60):
+        async with open_scripted_pool(script, directory=tmp_path) as s:
+            with pytest.raises(UsageLimitError) as caught:
+                async with run_batch(tasks, pool=s.pool, concurrency=1, attempts=3) as results:
+                    async for result in results:
+                        got.append(result)
+            requests = len(s.model.requests)
+    assert [r.status for r in got] == ["completed", "completed"]  # no row for the other 8
+    assert requests == 3  # the limit is not retried
+    assert caught.value.resets_at == resets
+    # The Ray executor gets it back from an actor's process: it must survive pickling.
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert isinstance(copy, UsageLimitError)
+    assert (copy.resets_at, str(copy)) == (resets, str(caught.value))
+
+
+async def test_a_runtime_that_loses_the_race_to_initialize_codex_home_is_started_again(
+    tmp_path: Path,
+) -> None:
+    # The loser of two runtimes starting at once on a new CODEX_HOME exits with this line; a
+    # wrapper makes the first start lose, every time (the real race is below, in the CLI).
+    starts = tmp_path / "starts"
+    wrapper = tmp_path / "codex"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'echo start >> "{starts}"\n'
+        f'if [ "$(wc -l < "{starts}")" -eq 1 ]; then\n'
+        '  echo "Error: failed to initialize sqlite state runtime under $CODEX_HOME: '
+        'failed to initialize state runtime at $CODEX_HOME" >&2\n'
+        "  exit 1\n"
+        "fi\n"
+        f'exec "{CodexConfig().resolve_bin()}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    with anyio.fail_after(60):
+        async with ScriptedModel(lambda r: message("ok")) as model:
+            home = write_codex_home(tmp_path / "home", base_url=model.base_url)
+            config = CodexConfig(codex_bin=wrapper, env=scripted_env(home), cwd=tmp_path)
+            tasks = [BatchTask(id="1", prompt="p")]
+            async with run_batch(tasks, servers=1, codex_config=config) as results:
+                got = [r.status async for r in results]
+    assert got == ["completed"]
+    assert starts.read_text().split() == ["start", "start"]
 
 
 async def _run_cli(
@@ -155,13 +246,15 @@ async def _run_cli(
     output: Path,
     env: dict[str, str],
     *,
-    interrupt_after: int | None,
-    backend: str,
+    interrupt_after: int | None = None,
+    backend: str = "asyncio",
     extra: tuple[str, ...] = (),
+    python: tuple[str, ...] = ("-m", "codex_anyio"),
 ) -> tuple[int, list[str], str]:
     """Run ``codex-anyio batch`` (plain progress: its stderr is a pipe); with
-    ``interrupt_after``, send SIGINT once that many results have been reported."""
-    argv = [sys.executable, "-m", "codex_anyio", "batch", str(tasks), "-o", str(output)]
+    ``interrupt_after``, send SIGINT once that many results have been reported. ``python``:
+    what the interpreter runs instead of the installed command (code that injects a fault)."""
+    argv = [sys.executable, *python, "batch", str(tasks), "-o", str(output)]
     argv += ["--servers", "2", "--concurrency", "2", "--backend", backend, *extra]
     process = await anyio.open_process(argv, env=env)
     lines: list[str] = []
@@ -283,6 +376,35 @@ async def test_without_ray_installed_a_ray_run_says_how_to_get_it(
             pass
 
 
+def test_the_ray_driver_ends_the_run_on_a_usage_limit_an_actor_raised_however_ray_wraps_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without Ray: the driver's bookkeeping for one finished call (the Ray tests, in their
+    # namespace, run the rest). Ray raises an actor's error as a RayTaskError carrying it as
+    # ``cause`` (and, when it can, also an instance of its class).
+    from codex_anyio import _batch_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # nothing here may need Ray
+    limit = UsageLimitError(None, None, resets_at=datetime.now(timezone.utc))
+
+    class RayTaskError(Exception):
+        def __init__(self, cause: BaseException) -> None:
+            self.cause = cause
+
+    class AlsoUsageLimit(RayTaskError, UsageLimitError):
+        pass
+
+    for raised in (limit, RayTaskError(limit), AlsoUsageLimit(limit)):
+        run = run_batch_on_ray([BatchTask(id="t", prompt="p")], attempts=3)
+        actor = _batch_ray._Actor(0, handle=None, slots=1, in_flight=1)
+        run._flights["ref"] = _batch_ray._Flight(actor, BatchTask(id="t", prompt="p"), 1, 0, 0)
+        queue: deque[tuple[BatchTask, int]] = deque()
+        with pytest.raises(UsageLimitError) as caught:
+            run._settle("ref", raised, queue)
+        assert caught.value is limit  # the actor's own error, not Ray's wrapper
+        assert not queue  # not retried
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_three_cli_shards_of_one_file_run_every_task_exactly_once(
     tmp_path: Path, anyio_backend: str
@@ -315,3 +437,237 @@ async def test_three_cli_shards_of_one_file_run_every_task_exactly_once(
     ]
     assert sorted(r["id"] for r in rows) == sorted(ids)  # each id once, in one shard
     assert {r["status"] for r in rows} == {"completed"}
+
+
+# -- the command: refusals, statuses, stops -----------------------------------------------------
+
+GOOD_TASKS = "".join(json.dumps({"id": f"t{i}", "prompt": f"task {i}"}) + "\n" for i in range(3))
+SECONDS = "must be a positive number of seconds, not"
+COUNT = "must be a whole number >= 1, not '0'"
+TASKS, OUT = ["{tasks}"], ["-o", "{out}"]
+
+
+def batch_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``codex-anyio batch ARGS`` run to its end, stdout and stderr pipes (no runtime is
+    started for what is refused)."""
+    argv = [sys.executable, "-m", "codex_anyio", "batch", *args]
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "bad_line", "says"),
+    [
+        pytest.param([*TASKS, *OUT, "--timeout", "0"], None, f"{SECONDS} '0'", id="timeout-0"),
+        pytest.param([*TASKS, *OUT, "--timeout", "nan"], None, f"{SECONDS} 'nan'", id="t-nan"),
+        pytest.param([*TASKS, *OUT, "--attempts", "0"], None, f"attempts: {COUNT}", id="att-0"),
+        pytest.param([*TASKS, *OUT, "--servers", "0"], None, f"servers: {COUNT}", id="serv-0"),
+        pytest.param([*TASKS, *OUT, "--concurrency", "0"], None, f"y: {COUNT}", id="conc-0"),
+        pytest.param(["{tmp}/nope.jsonl", *OUT], None, "cannot read the tasks", id="no-tasks"),
+        pytest.param([*TASKS, "-o", "{tmp}"], None, "Is a directory", id="output-a-directory"),
+        pytest.param(
+            [*TASKS, "-o", "{tmp}/no/r.jsonl"], None, "folder does not exist", id="no-folder"
+        ),
+        pytest.param([*TASKS, "-o", "{tasks}"], None, "is the tasks file", id="output-tasks"),
+        pytest.param([*TASKS, "-o", "{notes}"], None, "not a results file", id="output-notes"),
+        pytest.param(
+            [*TASKS, "-o", "/dev/stdout"], None, "not a regular file", id="output-dev-stdout"
+        ),
+        pytest.param(
+            ["{bad}", *OUT],
+            '{"id": "x", "prompt": "p", "config": "abc"}',
+            "bad.jsonl:4: task 'x': 'config' must be an object",
+            id="task-config-abc",
+        ),
+        pytest.param(
+            ["{bad}", *OUT],
+            '{"id": "\\ud800", "prompt": "p"}',
+            "bad.jsonl:4: task '\\ud800': 'id' '\\ud800' is not valid Unicode",
+            id="task-id-surrogate",
+        ),
+    ],
+)
+def test_the_cli_refuses_bad_arguments_and_files_in_one_line_with_status_2_running_nothing(
+    tmp_path: Path, args: list[str], bad_line: str | None, says: str
+) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(GOOD_TASKS)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a\nb")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(GOOD_TASKS + f"{bad_line}\n")
+    out = tmp_path / "results.jsonl"
+    paths = {"tasks": tasks, "out": out, "notes": notes, "bad": bad, "tmp": tmp_path}
+    done = batch_cli(*(arg.format(**paths) for arg in args))
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert says in done.stderr
+    assert done.stdout == ""
+    assert not out.exists()
+    assert (tasks.read_text(), notes.read_text()) == (GOOD_TASKS, "a\nb")
+
+
+def test_a_cli_run_on_a_results_file_another_run_holds_exits_2_naming_it(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(GOOD_TASKS)
+    output = tmp_path / "results.jsonl"
+    output.write_text(json.dumps(BatchResult(id="t0", status="completed").to_json()) + "\n")
+    before = output.read_text()
+    with open(output, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # what a running batch holds
+        done = batch_cli(str(tasks), "-o", str(output))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f"codex-anyio batch: the results file {output} is in use by another batch run; "
+        "wait for it to end (it resumes the same way) or write to another file"
+    )
+    assert output.read_text() == before
+
+
+async def _scripted_env(tmp_path: Path, model: ScriptedModel, **home: Any) -> dict[str, str]:
+    codex_home = write_codex_home(tmp_path / "home", base_url=model.base_url, **home)
+    return {**os.environ, **scripted_env(codex_home)}
+
+
+def _ids(output: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in output.read_text().splitlines()]
+
+
+def _tasks_file(tmp_path: Path, count: int, **extra: Any) -> Path:
+    tasks = tmp_path / "tasks.jsonl"
+    rows = [{"id": f"t{i}", "prompt": f"task {i}"} for i in range(count)]
+    for task_id, fields in extra.items():
+        rows.append({"id": task_id, "prompt": "p", **fields})
+    tasks.write_text("".join(json.dumps(task) + "\n" for task in rows))
+    return tasks
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_cli_stops_at_a_usage_limit_with_status_3_and_a_rerun_runs_the_rest(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    resets = (datetime.now(timezone.utc) + timedelta(hours=2)).replace(microsecond=0)
+    limited, answered = True, 0
+
+    def script(request: RecordedRequest) -> Reply:
+        nonlocal answered
+        answered += 1
+        return usage_limit_reached(resets) if limited and answered > 2 else message("ok")
+
+    tasks, output = _tasks_file(tmp_path, 10), tmp_path / "results.jsonl"
+    one_at_a_time = ("--concurrency", "1", "--attempts", "3")
+    with anyio.fail_after(120):
+        async with ScriptedModel(script) as model:
+            env = await _scripted_env(tmp_path, model)
+            code, lines, _ = await _run_cli(tasks, output, env, extra=one_at_a_time)
+            assert code == 3, "\n".join(lines)
+            assert len(model.requests) == 3  # the limit was not retried
+            assert _ids(output) == ["t0", "t1"]  # and not written as a failure
+            assert lines[-1] == (
+                "batch: stopped by the account's usage limit (it resets at "
+                f"{resets.astimezone():%Y-%m-%d %H:%M %Z}); 2 of 10 done, the rest run when "
+                "the same command is run again after that"
+            )
+            limited = False  # the limit has reset
+            code, lines, _ = await _run_cli(tasks, output, env, extra=one_at_a_time)
+            assert code == 0, "\n".join(lines)
+            assert lines[0].startswith("batch: 10 tasks, 2 already done")
+    assert sorted(_ids(output)) == sorted(f"t{i}" for i in range(10))
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_cli_exits_1_when_a_task_did_not_complete_after_running_the_others(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    # The runtime refuses this task's config: its own error row, the others go on.
+    rejected = {"config": {"model_reasoning_effort": 5}}
+    tasks, output = _tasks_file(tmp_path, 3, rejected=rejected), tmp_path / "results.jsonl"
+    with anyio.fail_after(120):
+        async with ScriptedModel(lambda request: message("ok")) as model:
+            env = await _scripted_env(tmp_path, model)
+            code, lines, _ = await _run_cli(tasks, output, env)
+    assert code == 1, "\n".join(lines)
+    assert lines[-1] == f"batch: 1 of 4 tasks did not complete (see {output})"
+    rows = {row["id"]: row["status"] for row in map(json.loads, output.read_text().splitlines())}
+    assert rows == {"t0": "completed", "t1": "completed", "t2": "completed", "rejected": "error"}
+
+
+FULL_DISK_AFTER_TWO_ROWS = """
+import errno, os, sys
+from codex_anyio import _batch_results
+from codex_anyio.__main__ import main
+
+real, rows = _batch_results._write_all, []
+
+def full_disk(fd, data):
+    rows.append(data)
+    if len(rows) <= 2:
+        return real(fd, data)
+    real(fd, data[: len(data) // 2])  # the disk took half the row
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+_batch_results._write_all = full_disk
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_full_disk_stops_the_cli_in_one_line_leaving_whole_rows_and_a_rerun_finishes(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    tasks, output = _tasks_file(tmp_path, 5), tmp_path / "results.jsonl"
+    with anyio.fail_after(120):
+        async with ScriptedModel(lambda request: message("ok")) as model:
+            env = await _scripted_env(tmp_path, model)
+            python = ("-c", FULL_DISK_AFTER_TWO_ROWS)
+            code, lines, _ = await _run_cli(tasks, output, env, python=python)
+            assert code == 1, "\n".join(lines)
+            assert not any("Traceback" in line for line in lines), "\n".join(lines)
+            assert lines[-1].startswith(
+                f"batch: stopped: could not write to the results file {output}: "
+                f"{os.strerror(errno.ENOSPC)}; 2 of 5 done"
+            )
+            text = output.read_text()
+            assert text.endswith("\n")
+            assert len(_ids(output)) == 2  # whole rows only: the half row was cut off
+            code, lines, _ = await _run_cli(tasks, output, env)  # space freed
+            assert code == 0, "\n".join(lines)
+    assert sorted(_ids(output)) == [f"t{i}" for i in range(5)]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_runtime_that_cannot_start_is_one_line_naming_its_reason_and_status_1(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    tasks, output = _tasks_file(tmp_path, 2), tmp_path / "results.jsonl"
+    with anyio.fail_after(120):
+        async with ScriptedModel(lambda request: message("ok")) as model:
+            env = await _scripted_env(tmp_path, model, approval_policy="untrusted")
+            code, lines, _ = await _run_cli(tasks, output, env)
+    assert code == 1, "\n".join(lines)
+    assert not any("Traceback" in line for line in lines), "\n".join(lines)
+    assert lines[-1].startswith("batch: stopped: the app-server exited during start-up")
+    assert 'Error: approval_policy = "untrusted" is no longer supported' in lines[-1]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_batches_started_at_once_on_a_new_codex_home_all_start_and_complete(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    # Their runtimes race to create the new home's state database; the losers start again.
+    tasks = _tasks_file(tmp_path, 2)
+    codes: dict[int, tuple[int, list[str]]] = {}
+    with anyio.fail_after(120):
+        async with ScriptedModel(lambda request: message("ok")) as model:
+            env = await _scripted_env(tmp_path, model)
+
+            async def one(index: int) -> None:
+                output = tmp_path / f"results-{index}.jsonl"
+                code, lines, _ = await _run_cli(tasks, output, env, extra=("--servers", "1"))
+                codes[index] = (code, lines)
+
+            async with anyio.create_task_group() as tg:
+                for index in range(3):
+                    tg.start_soon(one, index)
+    assert {code for code, _ in codes.values()} == {0}, codes

@@ -12,7 +12,6 @@ Codex login and a real model.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +21,7 @@ from typing import Any
 import anyio
 
 from . import AsyncCodex, Thread, __version__
-from ._batch_cli import add_batch_parser, batch_command
+from ._batch_cli import OneLineErrors, add_batch_parser, batch_command
 from ._serve_cli import add_serve_parser, serve_command
 
 TIMEOUT = 1.5
@@ -116,7 +115,8 @@ async def demo(live: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="codex-anyio", description=__doc__.split("\n\n")[0])
+    # One-line argument errors, for every command (subcommands' parsers are of the same class).
+    parser = OneLineErrors(prog="codex-anyio", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("demo", help="run the demo conversation")
     run.add_argument("--live", action="store_true", help="use your Codex login and a real model")

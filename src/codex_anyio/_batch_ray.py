@@ -23,6 +23,10 @@ Lifetimes and failure, by the side they live on:
   next attempt number, so the ``attempt`` in a row counts every try, up to ``attempts``.
   Until the restarted actor answers a probe it gets no task (a re-run sent at once would die
   with it); past ``max_restarts`` deaths in a row it is retired.
+- **Usage limit.** An actor's ``attempt_task`` raises :class:`~codex_anyio.UsageLimitError`
+  (it crosses Ray pickled, reset time and all); the driver raises it in its turn, after the
+  rows that finished alongside it, and the run ends as when leaving early: no row for the
+  tasks left, which a re-run takes up.
 - **Leaving early** (Ctrl-C, ``break``, cancellation): every call in flight is cancelled (its
   turn interrupted), every actor's pool closed (no app-server left on any node), the actors
   killed, and Ray shut down if this run started it; shielded, each step bounded.
@@ -40,7 +44,7 @@ import math
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, Final
 
 import anyio
@@ -49,10 +53,18 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._batch_files import BatchResult, BatchTask
 from ._batch_ray_actor import ActorStatistics, actor_class, import_ray
-from ._exceptions import ClusterError
+from ._exceptions import ClusterError, UsageLimitError
 from ._groups import Lifespan
 from ._pool import DEFAULT_MAX_TURNS
-from .batch import RECYCLE_AFTER, RETRIED, TaskDefaults, each_task, error_of
+from .batch import (
+    RECYCLE_AFTER,
+    RETRIED,
+    TaskDefaults,
+    check_count,
+    check_unique_ids,
+    each_task,
+    error_of,
+)
 
 __all__ = ["ActorStatistics", "RayBatchRun", "run_batch_on_ray"]
 
@@ -133,12 +145,10 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         init_options: Mapping[str, Any],
         actor_options: Mapping[str, Any],
     ) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be >= 1")
-        if actors is not None and actors < 1:
-            raise ValueError("actors must be >= 1")
-        if slots is not None and slots < 1:
-            raise ValueError("slots must be >= 1")
+        check_count(attempts, "attempts")
+        check_count(actors, "actors")
+        check_count(slots, "slots")
+        check_unique_ids(tasks)
         self._tasks = tasks
         self._address = address
         self._actor_count = actors
@@ -290,9 +300,9 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
 
     async def _drive(self, ray: Any, send: MemoryObjectSendStream[BatchResult]) -> None:
         queue: deque[tuple[BatchTask, int]] = deque()
-        source = each_task(self._tasks)
         exhausted = False
-        async with send:
+        # Closed when the run ends, also half-way (the generator's own cleanup runs here).
+        async with send, aclosing(each_task(self._tasks)) as source:
             while True:
                 # Refill the queue up to what the free slots can take (the source may be lazy).
                 free = sum(actor.free for actor in self._actors)
@@ -312,12 +322,20 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                 ready = await anyio.to_thread.run_sync(
                     self._wait, ray, refs, abandon_on_cancel=True
                 )
+                limit: UsageLimitError | None = None
                 for ref, value in ready:
                     if ref in self._probes:
                         self._settle_probe(ref, value)
                         continue
-                    for result in self._settle(ref, value, queue):
+                    try:
+                        settled = self._settle(ref, value, queue)
+                    except UsageLimitError as exc:
+                        limit = limit or exc
+                        continue
+                    for result in settled:  # the others that finished with it still count
                         await send.send(result)
+                if limit is not None:
+                    raise limit
                 self._check_watchdogs(ray)
                 self.running = len(self._flights)
 
@@ -365,6 +383,9 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                 return []
             return [value]
         exc: BaseException = value
+        limit = _usage_limit(exc)
+        if limit is not None:
+            raise limit  # the batch's end, as in the local runner: no row, no retry
         if flight.cancelled_at is not None:
             # The watchdog cancelled it (or killed its actor): past its deadline.
             return [
@@ -425,6 +446,16 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                 ray.kill(flight.actor.handle, no_restart=False)
 
 
+def _usage_limit(exc: BaseException) -> UsageLimitError | None:
+    """The :class:`UsageLimitError` an actor's ``attempt_task`` raised, however Ray wrapped it
+    (its ``RayTaskError`` is an instance of the cause's class when Ray could make it one, and
+    carries the cause as ``cause`` either way)."""
+    for candidate in (getattr(exc, "cause", None), exc):
+        if isinstance(candidate, UsageLimitError):
+            return candidate
+    return None
+
+
 def _actor_died(exc: BaseException) -> bool:
     exceptions = importlib.import_module("ray.exceptions")
     return isinstance(exc, exceptions.RayActorError)
@@ -449,7 +480,7 @@ def run_batch_on_ray(
     actor_options: Mapping[str, Any] | None = None,
 ) -> RayBatchRun:
     """Implementation of :func:`codex_anyio.batch.run_batch_on_ray` (documented there)."""
-
+    check_count(servers, "servers")
     options: dict[str, Any] = {"servers": servers, "recycle_after": RECYCLE_AFTER}
     if codex_config is not None:
         options["config"] = codex_config

@@ -29,10 +29,13 @@ __all__ = [
     "MethodNotFoundError",
     "ParseError",
     "ProtocolError",
+    "ResultsFileError",
+    "ResultsWriteError",
     "RetryLimitExceededError",
     "ServerBusyError",
     "StartupError",
     "SubscriptionOverflowError",
+    "TaskFileError",
     "TransportClosedError",
     "TurnFailedError",
     "TurnIdleTimeoutError",
@@ -51,6 +54,39 @@ class ClusterError(CodexError):
     """A batch cannot run on the Ray cluster: Ray is not installed, no node can host a batch
     actor, or every actor is gone (its restarts used up). The underlying error, if any, is the
     ``__cause__``."""
+
+
+class TaskFileError(CodexError, ValueError):
+    """A batch's tasks cannot be used: the tasks file cannot be read, or one of its lines is
+    not a valid task (the message names the file and line). Raised before any task runs."""
+
+
+class ResultsFileError(CodexError):
+    """A batch's results file cannot be used, found before anything is written to it: it
+    cannot be opened (a directory, a missing folder, a read-only file system), it is not a
+    regular file (``/dev/stdout``, a pipe), it holds no result row but other lines (not a
+    results file: appending to it would mix the two), it is the tasks file, or another batch
+    run holds its lock. ``path`` is the file; the OS error, if any, is the ``__cause__``."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class ResultsWriteError(CodexError):
+    """A result row could not be written (the disk is full, the file system went read-only).
+
+    The row was cut off again (nothing half-written is left in the file, where the OS let us
+    truncate it; otherwise the next run cuts the torn line), so the batch can be run again
+    once the cause is fixed. ``errno`` and ``strerror`` are the OS error's, also the
+    ``__cause__``.
+    """
+
+    def __init__(self, path: str, cause: OSError) -> None:
+        self.path = path
+        self.errno = cause.errno
+        self.strerror = cause.strerror or str(cause)
+        super().__init__(f"could not write to the results file {path}: {self.strerror}")
 
 
 class TransportClosedError(CodexError):
@@ -232,6 +268,11 @@ class TurnFailedError(CodexError, RuntimeError):
         self.error = error
         message = getattr(error, "message", None) or "turn failed"
         super().__init__(f"turn {getattr(turn, 'id', '?')} failed: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from the facts, not from the message (the default): a batch on Ray gets a
+        # task's UsageLimitError back from the actor's process, reset time and all.
+        return (type(self), (self.turn, self.error), self.__dict__)
 
 
 USAGE_LIMIT_EXCEEDED = "usageLimitExceeded"

@@ -13,6 +13,10 @@ add 20-40 % throughput on 2 cores (measured with 4-8 processes). The pool owns `
   runtime). Capping turns at ~8 per core keeps throughput and cut median turn latency ~9x
   (2276 -> 242 ms at K=128). Slots are held by ``thread.run(...)`` and ``async with
   thread.turn(...)``; a handle taken with a bare ``await thread.turn(...)`` is not counted.
+- **Start-up.** The first member starts alone (members sharing a ``CODEX_HOME`` that none has
+  initialized race to create its state database, and all but one fail); if its runtime still
+  loses that race to another process, it is started again, a few times, before the error
+  counts (:data:`STATE_RACE_ATTEMPTS`).
 - **Failure.** A member whose process dies ends its in-flight turns and requests with
   :class:`TransportClosedError` (the connection does that); the supervisor restarts it, at most
   ``max_restarts`` times per ``restart_window`` seconds, and the pool keeps serving on the
@@ -65,6 +69,17 @@ FINISH_TIMEOUT: Final = 5.0
 
 THREAD_START_ATTEMPTS: Final = 5
 """``thread/start`` attempts when the runtime answers "server overloaded" (jittered backoff)."""
+
+STATE_RACE_ATTEMPTS: Final = 6
+"""First start-up attempts of a member whose runtime exits because it "failed to initialize
+state runtime": what the loser of a race gets when two processes (two batches, two pools)
+start at once on a ``CODEX_HOME`` that none has initialized, and both create its state
+database (0.163.0). A moment later the winner has made it and a new start succeeds."""
+
+STATE_RACE_DELAY: Final = 0.2
+"""Seconds before the first such retry, doubling after each (about 6 s in all at most)."""
+
+_STATE_RACE: Final = "failed to initialize state runtime"
 
 _THREAD_ONLY = frozenset({"dynamic_tools"})
 _TURN_ONLY = frozenset({"handlers", "idle_timeout"})
@@ -155,6 +170,12 @@ def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
         else:
             thread[key] = value
     return thread, turn
+
+
+def _lost_state_race(exc: TransportClosedError) -> bool:
+    """Whether the runtime exited at start-up because another process was creating the state
+    database of its ``CODEX_HOME`` (see :data:`STATE_RACE_ATTEMPTS`)."""
+    return exc.returncode is not None and _STATE_RACE in exc.stderr_tail
 
 
 class CodexPool(Lifespan[None]):
@@ -272,6 +293,7 @@ class CodexPool(Lifespan[None]):
         await self._changed.wait()
 
     async def _supervise(self, member: _Member) -> None:
+        state_races = 0
         while True:
             codex = AsyncCodex(
                 self._config_for(member.index), handlers=self._handlers, limits=self._limits
@@ -291,6 +313,15 @@ class CodexPool(Lifespan[None]):
                     retired = await self._watch(member, codex)
             except TransportClosedError as exc:  # StartupError is one
                 if not member.first_ready.is_set():
+                    if _lost_state_race(exc) and state_races + 1 < STATE_RACE_ATTEMPTS:
+                        logger.info(
+                            "pool member %d: another process was initializing CODEX_HOME; "
+                            "starting again",
+                            member.index,
+                        )
+                        await anyio.sleep(STATE_RACE_DELAY * 2**state_races)
+                        state_races += 1
+                        continue
                     if self._startup_error is None:
                         self._startup_error = exc
                     self._notify()

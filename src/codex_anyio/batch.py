@@ -11,15 +11,22 @@ The Python API behind ``codex-anyio batch``, for harnesses that embed it::
 
 Each task gets a fresh (lean, by default) thread and one turn. A result's ``status`` is the
 turn's (``completed``, ``interrupted``, ``failed``), ``timeout`` when the task's deadline
-interrupted its turn, or ``error`` when something else failed (the runtime died under it, a
-request was rejected); ``failed`` and ``error`` are retried up to ``attempts`` times.
-Leaving the ``async with`` early (``break``, Ctrl-C, cancellation) interrupts every running
-turn on the server (shielded, bounded) and produces no result for them, so they run again on
-the next attempt.
+interrupted its turn, or ``error`` when something else failed (the task is not valid, the
+runtime died under it, a request was rejected); ``failed`` and ``error`` are retried up to
+``attempts`` times. One task that fails never ends the batch: it gets its own row.
 
-Resuming is a property of the files (``_batch_files``, re-exported here): :class:`ResultWriter`
-appends one JSON line per result and flushes it; :func:`read_results` reads a results file
-back, tolerating a truncated last line (a run killed mid-write), so
+Two things do end it, as one exception out of the ``async with``: a usage limit
+(:class:`~codex_anyio.UsageLimitError`: every other task would hit it too, and a row written
+for each would be a final failure that a re-run skips; so no row is made, the running turns
+are interrupted, and the tasks left run on a re-run after ``resets_at``), and a repeated task
+id (``ValueError``: the id is what a results file resumes by; a list is checked before anything
+runs). Leaving the ``async with`` early (``break``, Ctrl-C, cancellation) likewise interrupts
+every running turn on the server (shielded, bounded) and produces no result for them, so they
+run again on the next attempt.
+
+Resuming is a property of the files (``_batch_results``, re-exported here): :class:`ResultWriter`
+appends one whole row per result under the file's lock; :func:`read_results` reads a results
+file back, tolerating a row cut short (a run killed mid-write), so
 ``pending = [t for t in tasks if t.id not in done]``.
 """
 
@@ -28,8 +35,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -41,16 +55,22 @@ from ._batch_files import (
     STATUSES,
     BatchResult,
     BatchTask,
-    ResultWriter,
-    TaskFileError,
+    check_task,
     parse_shard,
-    read_results,
+    positive_seconds,
     read_tasks,
     shard_of,
 )
+from ._batch_results import ResultWriter, read_results
 from ._config import CodexConfig
 from ._dispatch import Handlers
-from ._exceptions import TurnFailedError
+from ._exceptions import (
+    ResultsFileError,
+    ResultsWriteError,
+    TaskFileError,
+    TurnFailedError,
+    UsageLimitError,
+)
 from ._generated.converter import converter
 from ._groups import Lifespan
 from ._pool import DEFAULT_MAX_TURNS, CodexPool
@@ -68,7 +88,10 @@ __all__ = [
     "BatchTask",
     "RayBatchRun",
     "ResultWriter",
+    "ResultsFileError",
+    "ResultsWriteError",
     "TaskFileError",
+    "check_task",
     "parse_shard",
     "percentile",
     "read_results",
@@ -118,9 +141,14 @@ class TaskDefaults:
     attempt needs besides the pool and the task. Frozen and picklable, so an executor can ship
     it to wherever the attempt runs (a Ray actor)."""
 
-    timeout: float | None = None
+    timeout: float | None = attrs.field(default=None)
     model: str | None = None
     thread_options: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @timeout.validator
+    def _check_timeout(self, attribute: attrs.Attribute[Any], value: float | None) -> None:
+        if value is not None:
+            positive_seconds(value, "timeout")
 
 
 def _options(task: BatchTask, defaults: TaskDefaults) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -148,10 +176,13 @@ async def attempt_task(
     Every executor runs a task through this one function (the local :class:`BatchRun`, and a
     Ray actor on its own node), so a row means the same whichever ran it. The task's deadline
     is applied here, next to the turn, so that expiry interrupts the turn on the server.
-    Cancellation from outside propagates (the turn is interrupted on the way out).
+    Whatever goes wrong with this one task, from a field that is not valid (:func:`check_task`)
+    to a request the runtime rejects, becomes its ``error`` (or ``failed``) row. Cancellation
+    from outside propagates (the turn is interrupted on the way out).
+
+    :raises UsageLimitError: the account's usage limit: not this task's result but the
+        batch's end (see the module docstring).
     """
-    thread_options, turn_options = _options(task, defaults)
-    timeout = task.timeout if task.timeout is not None else defaults.timeout
     started = time.monotonic()
     thread: PooledThread | None = None
     turn_id: str | None = None
@@ -159,6 +190,9 @@ async def attempt_task(
     status = "error"
     error: dict[str, str] | None = None
     try:
+        check_task(task)
+        thread_options, turn_options = _options(task, defaults)
+        timeout = task.timeout if task.timeout is not None else defaults.timeout
         with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
             thread = await pool.thread_start(**thread_options)
             # Leaving this block before the turn completes interrupts it on the server.
@@ -170,6 +204,8 @@ async def attempt_task(
             error = {"type": "Timeout", "message": f"the task took longer than {timeout} s"}
         elif outcome is not None:
             status = outcome.status
+    except UsageLimitError:
+        raise
     except TurnFailedError as exc:
         status, error = "failed", error_of(exc)
     except Exception as exc:
@@ -190,6 +226,36 @@ async def attempt_task(
         attempt=attempt,
         error=error,
     )
+
+
+def check_count(value: int | None, name: str) -> None:
+    """A count the caller gave (``attempts``, ``servers``, ...): at least 1, never silently
+    replaced by a default.
+
+    :raises ValueError: naming it.
+    """
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
+
+
+def check_unique_ids(tasks: Iterable[BatchTask] | AsyncIterable[BatchTask]) -> None:
+    """For a list or tuple of tasks, refuse a repeated id before anything runs (a lazy
+    source is checked as it is read, by :func:`each_task`).
+
+    :raises ValueError: naming the id.
+    """
+    if isinstance(tasks, (list, tuple)):
+        seen: set[str] = set()
+        for task in tasks:
+            _note_id(seen, task)
+
+
+def _note_id(seen: set[str], task: BatchTask) -> None:
+    if task.id in seen:
+        raise ValueError(
+            f"task id {task.id!r} appears twice (a batch resumes by id: each must be unique)"
+        )
+    seen.add(task.id)
 
 
 class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
@@ -213,10 +279,10 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         thread_options: Mapping[str, Any],
         pool_options: Mapping[str, Any],
     ) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be >= 1")
-        if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
+        check_count(attempts, "attempts")
+        check_count(concurrency, "concurrency")
+        check_count(servers, "servers")
+        check_unique_ids(tasks)
         self._tasks = tasks
         self._pool = pool
         self._servers = servers
@@ -257,8 +323,14 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
 
     async def _feed(self, pool: CodexPool, send: MemoryObjectSendStream[BatchResult]) -> None:
         slots = anyio.Semaphore(self.concurrency)
-        async with send, anyio.create_task_group() as tg:
-            async for task in each_task(self._tasks):
+        # The source is closed when the feed ends, also half-way (a usage limit, a repeated
+        # id, cancellation): its own cleanup runs here, not in the garbage collector.
+        async with (
+            send,
+            anyio.create_task_group() as tg,
+            aclosing(each_task(self._tasks)) as source,
+        ):
+            async for task in source:
                 await slots.acquire()
                 tg.start_soon(self._run_task, pool, task, send, slots)
 
@@ -286,14 +358,20 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
 
 async def each_task(
     tasks: Iterable[BatchTask] | AsyncIterable[BatchTask],
-) -> AsyncIterator[BatchTask]:
+) -> AsyncGenerator[BatchTask, None]:
     """The tasks of a list, a generator or an async iterable, one at a time and only when
-    asked (a lazy source is read no further than the executor has room for)."""
+    asked (a lazy source is read no further than the executor has room for).
+
+    :raises ValueError: when a task repeats an id already read (before that task runs).
+    """
+    seen: set[str] = set()
     if isinstance(tasks, AsyncIterable):
         async for task in tasks:
+            _note_id(seen, task)
             yield task
     else:
         for task in tasks:
+            _note_id(seen, task)
             yield task
 
 
@@ -319,6 +397,8 @@ def run_batch(
     :param timeout: seconds per task (a task's own ``timeout`` wins); the turn is interrupted
         and the result's status is ``timeout``.
     :param attempts: tries per task while the status is ``failed`` or ``error``.
+    :raises ValueError: for a count below 1, a timeout that is not a positive number of
+        seconds, or (a list of tasks) a repeated id.
     :param model: model for tasks that name none.
     :param codex_config: how to launch each member of the batch's own pool.
     :param thread_options: ``thread_start`` keywords for every task (over the pool's
@@ -329,7 +409,7 @@ def run_batch(
         tasks,
         pool=pool,
         servers=servers,
-        concurrency=concurrency or DEFAULT_MAX_TURNS,
+        concurrency=DEFAULT_MAX_TURNS if concurrency is None else concurrency,
         timeout=timeout,
         attempts=attempts,
         model=model,
@@ -411,7 +491,14 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(ordered[rank])
 
 
-for _name in ("BatchResult", "BatchTask", "ResultWriter", "TaskFileError"):
+for _name in (
+    "BatchResult",
+    "BatchTask",
+    "ResultWriter",
+    "ResultsFileError",
+    "ResultsWriteError",
+    "TaskFileError",
+):
     globals()[_name].__module__ = __name__
 del _name
 
