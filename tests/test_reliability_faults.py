@@ -625,9 +625,7 @@ async def test_the_callers_exception_leaves_the_client_bare() -> None:
                 raise KeyError("mine")
 
 
-async def test_the_callers_exception_keeps_its_own_context_and_prints_without_our_groups() -> (
-    None
-):
+async def test_the_callers_exception_keeps_its_own_context_and_prints_without_our_groups() -> None:
     """What the body raised prints as the user wrote it: not "During handling of" two
     internal exception groups (their task groups wrap it on the way out)."""
     script = """

@@ -33,7 +33,7 @@ import anyio
 from ._batch_files import positive_seconds
 from ._config import CodexConfig
 from ._exceptions import CodexError, TransportClosedError, UsageLimitError
-from ._groups import collapse_groups
+from ._groups import call_unwrapped
 from .batch import (
     STATUSES,
     BatchResult,
@@ -508,8 +508,7 @@ def batch_command(args: argparse.Namespace) -> int:
         print("codex-anyio batch: --actors needs --ray", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with collapse_groups():
-            return anyio.run(_run, args, backend=args.backend)
+        return call_unwrapped(lambda: anyio.run(_run, args, backend=args.backend))
     except (TaskFileError, ResultsFileError) as exc:
         print(f"codex-anyio batch: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -21,6 +21,7 @@ of" two internal groups (88 lines for a missing login).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Generic, NoReturn, TypeVar
@@ -28,7 +29,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["Lifespan", "enter_unwrapped", "exit_unwrapped", "single_exception"]
+__all__ = ["Lifespan", "call_unwrapped", "enter_unwrapped", "exit_unwrapped", "single_exception"]
 
 T = TypeVar("T")
 
@@ -70,6 +71,18 @@ def _reraise(replacement: BaseException, user: BaseException | None) -> NoReturn
     if replacement is user:
         raise replacement
     raise replacement from replacement.__cause__
+
+
+def call_unwrapped(function: Callable[[], T]) -> T:
+    """``function()`` (an event loop's ``run``, say), with the groups our task groups raise
+    unwrapped: what a command line prints and exits on."""
+    try:
+        return function()
+    except BaseExceptionGroup as group:
+        replacement = _replacement(group, None)
+        if replacement is None:
+            raise
+    _reraise(replacement, None)
 
 
 async def enter_unwrapped(cm: AbstractAsyncContextManager[T]) -> T:
