@@ -473,6 +473,26 @@ async def test_cancelling_start_up_while_initialize_is_in_flight_leaves_no_proce
     assert not _pid_alive(pid)
 
 
+async def test_a_runtime_that_never_answers_initialize_fails_start_up_naming_the_limit(
+    tmp_path: Path,
+) -> None:
+    pid_file = tmp_path / "pid"
+    script = f"""
+    open({str(pid_file)!r}, "w").write(str(os.getpid()))
+    expect("initialize")
+    stderr("stuck loading plugins\\n")
+    hold()
+    """
+    limits = Limits(initialize_timeout=0.3)
+    with anyio.fail_after(20):
+        with pytest.raises(StartupError, match=r"initialize within 0\.3 s") as caught:
+            async with AsyncCodex(fake_config(script), limits=limits):
+                pytest.fail("initialize was never answered")
+    assert "Limits.initialize_timeout" in str(caught.value)
+    assert "stuck loading plugins" in caught.value.stderr_tail
+    assert not _pid_alive(int(pid_file.read_text()))
+
+
 async def test_leaving_the_block_stops_the_process_and_reaps_it(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     script = f"""
