@@ -199,7 +199,7 @@ def _continue(pid: int) -> None:
 async def test_a_server_stopped_mid_turn_fails_the_turn_once_a_ping_goes_unanswered(
     scripted_codex: Any,
 ) -> None:
-    limits = Limits(ping_interval=0.2, ping_timeout=0.5, interrupt_timeout=1)
+    limits = Limits(ping_interval=0.2, ping_timeout=2, interrupt_timeout=1)
     with anyio.fail_after(60):
         async with scripted_codex([stall()], transport="ws", limits=limits) as s:
             thread = await s.codex.thread_start()

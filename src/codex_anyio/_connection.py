@@ -43,9 +43,12 @@ Design, and the contracts (who may call what, from which task, with which bound)
   protocol error (strict mode, an over-long line) ends everything at once, with the
   :class:`ProtocolError` as ``__cause__``.
 * **Bad input.** A line that is not JSON, not an object, or has a non-string method is
-  counted and logged and the connection continues (with ``strict=True`` it is fatal). If an
-  undecodable line is a response whose id can still be read, that request fails with
-  :class:`ProtocolError`; an undecodable server request is answered with a parse error.
+  counted and logged (its head only, redacted: ``_redact.preview``) and the connection
+  continues (with ``strict=True`` it is fatal). If an undecodable line is a response whose id
+  can still be read, that request fails with :class:`ProtocolError`; an undecodable server
+  request is answered with a parse error. A line nested too deeply to decode is such a line:
+  the decoders' limits raise ``ValueError`` (``_json.loads_exact`` turns the stdlib's
+  ``RecursionError`` into one), never an error that would end the reader.
   Integers beyond 64 bits in responses and server requests stay exact (such lines are decoded
   by the stdlib decoder; orjson would turn them into floats); notifications carry no such
   values in the pinned schema.
