@@ -3,6 +3,7 @@ real runtime cannot be made to produce on demand."""
 
 from __future__ import annotations
 
+import logging
 import os
 import textwrap
 from pathlib import Path
@@ -53,6 +54,31 @@ async def test_non_json_lines_and_non_objects_are_counted_and_the_connection_con
         async with AsyncCodex(fake_config(script)) as codex:
             assert await codex.client.request("test/echo") == {"ok": True}
             assert codex.client.statistics().bad_lines == 2
+
+
+async def test_the_ignored_line_warning_shows_a_redacted_and_truncated_head_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    script = """
+    handshake()
+    r = expect("test/echo")
+    raw(b"login failed for alice password=hunter2 token: tok-0123456789\\n")
+    raw(b"GITHUB_TOKEN=ghp_" + b"a" * 36 + b" " + b"x" * 5000 + b"\\n")
+    raw(b'{"method": 5, "params": {"apiKey": "sk-live-0123456789abcdef"}}\\n')
+    reply(r, {"ok": True})
+    hold()
+    """
+    caplog.set_level(logging.WARNING, logger="codex_anyio")
+    with anyio.fail_after(10):
+        async with AsyncCodex(fake_config(script)) as codex:
+            assert await codex.client.request("test/echo") == {"ok": True}
+            assert codex.client.statistics().bad_lines == 3
+    warnings = [r.getMessage() for r in caplog.records if "ignored a line" in r.getMessage()]
+    assert len(warnings) == 3
+    for secret in ("hunter2", "tok-0123456789", "ghp_aaaa", "sk-live"):
+        assert secret not in caplog.text
+    assert "password=[REDACTED]" in warnings[0]
+    assert all(len(w) < 400 for w in warnings)
 
 
 async def test_strict_mode_makes_a_bad_line_fatal_with_the_reason() -> None:
@@ -445,6 +471,26 @@ async def test_cancelling_start_up_while_initialize_is_in_flight_leaves_no_proce
         assert scope.cancelled_caught
     pid = int(pid_file.read_text())
     assert not _pid_alive(pid)
+
+
+async def test_a_runtime_that_never_answers_initialize_fails_start_up_naming_the_limit(
+    tmp_path: Path,
+) -> None:
+    pid_file = tmp_path / "pid"
+    script = f"""
+    open({str(pid_file)!r}, "w").write(str(os.getpid()))
+    expect("initialize")
+    stderr("stuck loading plugins\\n")
+    hold()
+    """
+    limits = Limits(initialize_timeout=0.3)
+    with anyio.fail_after(20):
+        with pytest.raises(StartupError, match=r"initialize within 0\.3 s") as caught:
+            async with AsyncCodex(fake_config(script), limits=limits):
+                pytest.fail("initialize was never answered")
+    assert "Limits.initialize_timeout" in str(caught.value)
+    assert "stuck loading plugins" in caught.value.stderr_tail
+    assert not _pid_alive(int(pid_file.read_text()))
 
 
 async def test_leaving_the_block_stops_the_process_and_reaps_it(tmp_path: Path) -> None:

@@ -70,6 +70,68 @@ async def test_a_notification_whose_method_is_not_a_string_is_counted_and_skippe
             assert codex.client.statistics().bad_lines == 3
 
 
+DEEP = 1100
+"""Levels of nesting beyond both decoders: orjson refuses more than 1,024, and the stdlib
+decoder raises RecursionError (not ValueError) near the interpreter's recursion limit."""
+
+
+async def test_a_notification_nested_too_deeply_to_decode_is_a_bad_line_and_the_reader_lives() -> (
+    None
+):
+    script = script_of(
+        """
+        handshake()
+        r = expect("test/echo")
+        raw(b'{"method": "test/deep", "params": ' + b'{"a": ' * DEEP + b'1' + b'}' * DEEP + b'}\\n')
+        reply(r, {"ok": True})
+        hold()
+        """,
+        DEEP=DEEP,
+    )
+    with anyio.fail_after(10):
+        async with AsyncCodex(fake_config(script)) as codex:
+            assert await codex.client.request("test/echo") == {"ok": True}
+            assert codex.client.statistics().bad_lines == 1
+
+
+async def test_a_response_or_server_request_nested_too_deeply_is_failed_and_the_reader_lives() -> (
+    None
+):
+    script = script_of(
+        """
+        handshake()
+        r = expect("test/deep")
+        raw(b'{"id": ' + str(r["id"]).encode() + b', "result": ' + b'[' * DEEP + b']' * DEEP
+            + b'}\\n')
+        raw(b'{"id": 7, "method": "item/tool/call", "params": {"x": ' + b'[' * DEEP + b']' * DEEP
+            + b'}}\\n')
+        notify("test/answer", {"answer": read()})
+        r = expect("test/big-int")
+        raw(b'{"id": ' + str(r["id"]).encode() + b', "result": {"n": 123456789012345678901, '
+            b'"deep": ' + b'[' * 990 + b']' * 990 + b'}}\\n')
+        reply(expect("test/echo"), {"alive": True})
+        hold()
+        """,
+        DEEP=DEEP,
+    )
+    with anyio.fail_after(10):
+        async with AsyncCodex(fake_config(script)) as codex:
+            with pytest.raises(ProtocolError, match="could not be decoded"):
+                await codex.client.request("test/deep")
+            answer = (await _notification(codex, "test/answer"))["answer"]
+            assert (answer["id"], answer["error"]["code"]) == (7, -32700)
+            try:
+                # 990 levels: orjson decodes it; the exact decoder (for the big integer) may
+                # not, and then the request fails instead of the reader.
+                result = await codex.client.request("test/big-int")
+            except ProtocolError:
+                pass
+            else:
+                assert result["n"] == 123456789012345678901
+            assert await codex.client.request("test/echo") == {"alive": True}
+            assert codex.client.statistics().pending_requests == 0
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -6,6 +6,7 @@ a process can set only once; the global-provider path runs in a subprocess.
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 import anyio
 import pytest
 from opentelemetry.context import Context
+from opentelemetry.metrics import NoOpMeter, NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
@@ -26,12 +28,14 @@ from opentelemetry.trace import StatusCode
 
 from codex_anyio import (
     ApprovalPolicy,
+    AsyncCodex,
     Codex,
     Handlers,
     InvalidRequestError,
     Telemetry,
     TurnFailedError,
 )
+from codex_anyio._redact import TOO_DEEP
 from codex_anyio._telemetry import resolve, token_counts
 from codex_anyio._usage import TurnTally
 from codex_anyio._wire_log import REDACTED, redact, redact_line
@@ -43,6 +47,8 @@ from codex_anyio.testing import (
     scripted_runtime,
     stall,
 )
+
+from .conftest import fake_config
 
 pytestmark = pytest.mark.anyio
 
@@ -344,6 +350,99 @@ def test_the_sync_client_nests_the_turn_span_under_the_callers_span(backend: str
     assert turn.attributes["codex.turn.status"] == "completed"
 
 
+class RaisingProcessor(SpanProcessor):
+    """A span processor with a broken exporter behind it."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        raise RuntimeError("the exporter is down (on_start)")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        raise RuntimeError("the exporter is down (on_end)")
+
+
+class RaisingInstrument:
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the metrics backend is down")
+
+    record = add
+
+
+class RaisingMeter(NoOpMeter):
+    def create_counter(self, *args: Any, **kwargs: Any) -> Any:
+        return RaisingInstrument()
+
+    create_histogram = create_up_down_counter = create_counter
+
+
+class RaisingMeterProvider(NoOpMeterProvider):
+    def get_meter(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return RaisingMeter(name)
+
+
+async def test_span_processors_and_instruments_that_raise_never_fail_a_turn(
+    scripted_codex: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def lookup_order(order_id: str) -> str:
+        """Look up an order's status."""
+        return f"order {order_id} has shipped"
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(RaisingProcessor())
+    telemetry = Telemetry(tracer_provider=tracer_provider, meter_provider=RaisingMeterProvider())
+    script = [
+        function_call("lookup_order", {"order_id": "42"}),
+        exec_command(TOUCH, escalate=True),
+        message("Done."),
+        message("Again."),
+    ]
+    handlers = Handlers(approvals=ApprovalPolicy.accept_all())
+    caplog.set_level(logging.DEBUG, logger="codex_anyio.telemetry")
+    with anyio.fail_after(60):
+        async with scripted_codex(
+            script, approval_policy="on-request", handlers=handlers, telemetry=telemetry
+        ) as s:
+            thread = await s.codex.thread_start(dynamic_tools=[lookup_order])
+            assert (await thread.run("ship it")).final_response == "Done."
+            with pytest.raises(InvalidRequestError):
+                await s.codex.client.request("no/such/method", {})
+            assert (await thread.run("again")).final_response == "Again."
+            assert s.model.function_call_outputs()[0]["output"] == "order 42 has shipped"
+            assert s.codex.client._telemetry.failures > 0
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1, [r.getMessage() for r in warned]
+    assert "the client carries on" in warned[0].getMessage()
+    assert warned[0].exc_info is not None
+
+
+async def test_a_span_processor_that_blocks_the_loop_is_warned_about_once(
+    scripted_codex: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every call counts as slow: the warning's logic, without a timed test.
+    monkeypatch.setattr("codex_anyio._telemetry.SLOW_TELEMETRY_CALL", 0.0)
+    recorder = Recorder()
+    caplog.set_level(logging.WARNING, logger="codex_anyio.telemetry")
+    with anyio.fail_after(60):
+        async with scripted_codex(
+            [message("one"), message("two")], telemetry=recorder.telemetry
+        ) as s:
+            thread = await s.codex.thread_start()
+            assert (await thread.run("1")).final_response == "one"
+            assert (await thread.run("2")).final_response == "two"
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "blocked the event loop" in warning
+    assert "BatchSpanProcessor" in warning
+
+
+def test_the_readme_says_telemetry_never_fails_a_turn_and_a_blocking_exporter_needs_batching() -> (
+    None
+):
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert "Telemetry never fails a turn" in readme
+    assert "BatchSpanProcessor" in readme
+    assert "SimpleSpanProcessor" in readme
+    assert "`codex_anyio.telemetry`" in readme
+
+
 def test_telemetry_is_public_and_off_by_default() -> None:
     import codex_anyio
 
@@ -494,6 +593,91 @@ def test_the_wire_log_redacts_credentials_and_keeps_token_counts() -> None:
     assert "abcdefghijklmnop" not in params["note"]
     assert params["tokenUsage"] == {"total": {"inputTokens": 10, "outputTokens": 5}}
     assert "sk-live" not in redact_line(b"not json: key sk-live-0123456789abcdef\n")
+
+
+def test_redaction_matches_key_names_in_plural_camel_and_snake_case() -> None:
+    cleaned = redact(
+        {
+            "tokens": ["t1", "t2"],
+            "apiKeys": {"openai": "k1"},
+            "secrets": "s",
+            "passwords": ["p"],
+            "privateKey": "-----BEGIN...",
+            "client_key": "ck",
+            "Client-Secret": "cs",
+            "secretAccessKey": "aws",
+            "AUTH_TOKEN": "at",
+            "identityKey": "kept",
+            "sortKey": "kept",
+            "tokenUsage": {"inputTokens": 10, "cachedInputTokens": 0},
+            "maxOutputTokens": 100,
+        }
+    )
+    for key in ("secrets", "privateKey", "client_key", "Client-Secret", "secretAccessKey"):
+        assert cleaned[key] == REDACTED, key
+    assert cleaned["tokens"] == [REDACTED, REDACTED]
+    assert cleaned["apiKeys"] == {"openai": REDACTED}
+    assert cleaned["passwords"] == [REDACTED]
+    assert cleaned["AUTH_TOKEN"] == REDACTED
+    assert cleaned["identityKey"] == cleaned["sortKey"] == "kept"
+    assert cleaned["tokenUsage"] == {"inputTokens": 10, "cachedInputTokens": 0}
+    assert cleaned["maxOutputTokens"] == 100
+
+
+def test_redaction_hides_secrets_inside_a_models_command() -> None:
+    secrets = {
+        "GITHUB_TOKEN=ghp_0123456789abcdefghijABCDEFGHIJ012345 gh pr create": "ghp_0123",
+        "DB_PASSWORD='correct horse' ./migrate": "correct horse",
+        "export OPENAI_API_KEY=live-key-0123; python run.py": "live-key-0123",
+        "git clone https://alice:s3cr3t@git.example.test/repo.git": "s3cr3t",
+        "mysql -u root --password hunter2 app": "hunter2",
+        "aws s3 ls --profile x # key AKIAIOSFODNN7EXAMPLE": "AKIAIOSFODNN7EXAMPLE",
+        "curl -H 'Authorization: Bearer abcdefghijklmnop' api": "abcdefghijklmnop",
+        'echo {"password": "pw-in-json"}': "pw-in-json",
+        "psql postgres://app:pg-pass@db/app --token-file /run/t": "pg-pass",
+    }
+    for command, secret in secrets.items():
+        note = {
+            "method": "item/started",
+            "params": {"item": {"type": "commandExecution", "command": command}},
+        }
+        logged = redact_line(json.dumps(note).encode())
+        assert secret not in logged, logged
+        assert REDACTED in logged
+    kept = "pytest -q --max-tokens 100 --token-file /run/t max_tokens=5"
+    assert redact(kept) == kept
+
+
+def test_redaction_of_a_message_nested_1000_deep_is_bounded() -> None:
+    # 1,000 levels (500 of them objects): orjson decodes it, a recursive walk would not.
+    text = redact_line(b'{"x": [' * 500 + b'"password=hunter2"' + b"]}" * 500)
+    assert TOO_DEEP in text
+    assert "hunter2" not in text
+    assert len(text) < 2000
+
+
+async def test_the_wire_log_survives_a_message_nested_1000_deep(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # orjson decodes up to 1,024 levels, so the reader takes this line; the log must too.
+    script = """
+    handshake()
+    r = expect("test/deep")
+    raw(b'{"id": ' + str(r["id"]).encode() + b', "result": ' + b'{"a": ' * 1000 + b'1'
+        + b'}' * 1000 + b'}\\n')
+    reply(expect("test/echo"), {"alive": True})
+    hold()
+    """
+    caplog.set_level(logging.DEBUG, logger="codex_anyio.wire")
+    with anyio.fail_after(10):
+        async with AsyncCodex(fake_config(script, wire_log=True)) as codex:
+            result = await codex.client.request("test/deep")
+            for _ in range(1000):
+                result = result["a"]
+            assert result == 1
+            assert await codex.client.request("test/echo") == {"alive": True}
+    received = [r.getMessage() for r in caplog.records if r.getMessage().startswith("<- ")]
+    assert any(TOO_DEEP in line for line in received)
 
 
 async def test_the_wire_log_shows_both_directions_without_secrets(

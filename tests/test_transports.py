@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -30,8 +33,10 @@ from codex_anyio import (
     ProtocolError,
     StartupError,
     TransportClosedError,
+    TurnIdleTimeoutError,
 )
 from codex_anyio._address import Address, resolve_token
+from codex_anyio._serve import serve_app_server
 from codex_anyio.testing import message, stall
 
 from .fake_ws_server import Peer, fake_ws_server
@@ -181,7 +186,149 @@ async def test_a_pool_can_be_made_of_connections_to_one_running_server(
                 assert sum(m.threads_started for m in members) == 4
 
 
+# -- silent peers: a hung or stopped runtime ends in bounded time -------------------------------
+
+
+def _continue(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+
+
+async def test_a_server_stopped_mid_turn_fails_the_turn_once_a_ping_goes_unanswered(
+    scripted_codex: Any,
+) -> None:
+    limits = Limits(ping_interval=0.2, ping_timeout=2, interrupt_timeout=1)
+    with anyio.fail_after(60):
+        async with scripted_codex([stall()], transport="ws", limits=limits) as s:
+            thread = await s.codex.thread_start()
+            pid = s.server.pid
+            try:
+                with pytest.raises(TransportClosedError, match=r"ping_timeout\): it is hung"):
+                    async with thread.turn("wait") as turn:
+                        await s.model.wait_for_requests(1)
+                        os.kill(pid, signal.SIGSTOP)
+                        await turn.run()
+            finally:
+                _continue(pid)
+
+
+async def test_a_quiet_turn_on_a_live_server_is_kept_alive_by_its_pongs(
+    scripted_codex: Any,
+) -> None:
+    limits = Limits(ping_interval=0.05, ping_timeout=10)
+    with anyio.fail_after(60):
+        async with scripted_codex(
+            [message("slow and steady", deltas=3, delay=0.3)], transport="unix", limits=limits
+        ) as s:
+            thread = await s.codex.thread_start()
+            assert (await thread.run("take your time")).final_response == "slow and steady"
+
+
+async def test_a_stdio_runtime_stopped_mid_turn_ends_the_turn_with_its_idle_timeout(
+    scripted_codex: Any,
+) -> None:
+    # No ping on a pipe: the bound a caller asks for is the turn's idle_timeout (the interrupt
+    # that follows is bounded by interrupt_timeout).
+    with anyio.fail_after(60):
+        async with scripted_codex([stall()], limits=Limits(interrupt_timeout=0.5)) as s:
+            thread = await s.codex.thread_start()
+            pid = s.codex.client._transport.pid
+            try:
+                with pytest.raises(TurnIdleTimeoutError, match=r"sent no event for 0\.5 s"):
+                    async with thread.turn("wait", idle_timeout=0.5) as turn:
+                        await s.model.wait_for_requests(1)
+                        os.kill(pid, signal.SIGSTOP)
+                        await turn.run()
+            finally:
+                _continue(pid)
+
+
 # -- start-up faults ---------------------------------------------------------------------------
+
+
+async def _serve_handshake(peer: Peer) -> None:
+    await peer.handshake()
+    await peer.hold()
+
+
+async def test_a_mounted_token_ending_in_a_newline_attaches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CODEX_TEST_TOKEN", TOKEN + "\n")
+    with anyio.fail_after(10):
+        async with fake_ws_server(_serve_handshake) as url:
+            config = CodexConfig(connect=url, token_env="CODEX_TEST_TOKEN")
+            async with AsyncCodex(config) as codex:
+                assert codex.metadata.user_agent.startswith("fake_ws_server")
+
+
+@pytest.mark.parametrize(
+    ("source", "bad"),
+    [
+        ("token", "right-\ntoken"),
+        ("token", "right-\x00token"),
+        ("token_env", "right-\ntoken"),  # an environment variable cannot hold a NUL
+        ("token_file", "right-\ntoken"),
+        ("token_file", "right-\x00token"),
+    ],
+)
+async def test_a_token_with_a_control_character_is_a_value_error_naming_its_source_only(
+    source: str, bad: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    if source == "token_env":
+        monkeypatch.setenv("CODEX_TEST_TOKEN", bad)
+        given, named = "CODEX_TEST_TOKEN", "token in environment variable 'CODEX_TEST_TOKEN'"
+    elif source == "token_file":
+        given = str(tmp_path / "token")
+        await anyio.Path(given).write_text(bad + "\n", encoding="utf-8")
+        named = f"token file '{given}'"
+    else:
+        given, named = bad, "token"
+    with anyio.fail_after(10):
+        async with fake_ws_server(_serve_handshake) as url:
+            with pytest.raises(ValueError, match=f"^the {re.escape(named)} contains a control"):
+                async with AsyncCodex(CodexConfig(connect=url, **{source: given})):
+                    pytest.fail("attached with a broken token")
+
+
+async def test_a_password_in_the_url_is_in_no_error_log_line_or_repr(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    await listener.aclose()
+    nowhere = f"ws://alice:hunter2@127.0.0.1:{port}"
+    with anyio.fail_after(10):
+        with pytest.raises(StartupError, match="nothing is listening") as caught:
+            async with AsyncCodex(attach(nowhere)):
+                pytest.fail("attached to nothing")
+        assert f"ws://[REDACTED]@127.0.0.1:{port}" in str(caught.value)
+        with pytest.raises(StartupError, match="not ready within") as caught:
+            async with AsyncCodex(attach(nowhere, ready_timeout=0.1)):
+                pytest.fail("attached to nothing")
+        assert "hunter2" not in str(caught.value)
+        async with fake_ws_server(_serve_handshake) as url:
+            with_password = url.replace("ws://", "ws://alice:hunter2@")
+            async with AsyncCodex(attach(with_password)) as codex:
+                assert "hunter2" not in repr(codex.client._transport)
+                assert "hunter2" not in repr(codex.config)
+    assert "hunter2" not in caplog.text
+
+
+async def test_a_server_that_never_answers_initialize_fails_start_up_naming_the_limit() -> None:
+    async def mute(peer: Peer) -> None:
+        await peer.expect("initialize")
+        await peer.hold()
+
+    with anyio.fail_after(10):
+        async with fake_ws_server(mute) as url:
+            limits = Limits(initialize_timeout=0.3)
+            with pytest.raises(StartupError, match=r"did not answer initialize within 0.3 s"):
+                async with AsyncCodex(attach(url), limits=limits):
+                    pytest.fail("started without an initialize answer")
 
 
 async def test_nothing_listening_on_a_port_fails_start_up_naming_the_address() -> None:
@@ -433,6 +580,21 @@ async def test_a_message_longer_than_the_line_limit_is_a_protocol_error() -> Non
             assert "longer than 1048576 bytes (Limits.max_line_bytes)" in str(cause)
 
 
+async def test_a_frame_announcing_more_than_the_line_limit_is_refused_before_its_payload() -> None:
+    async def boaster(peer: Peer) -> None:
+        await peer.handshake()
+        await peer.expect("test/big")
+        # A text frame whose header claims 2^63 - 1 bytes, then a few of them, then nothing.
+        await peer.stream.send(b"\x81\x7f" + struct.pack("!Q", 2**63 - 1) + b'{"id": 2')
+        await peer.hold()
+
+    with anyio.fail_after(10):
+        async with fake_ws_server(boaster) as url, AsyncCodex(attach(url)) as codex:
+            with pytest.raises(TransportClosedError, match="protocol error") as caught:
+                await codex.client.request("test/big")
+            assert "(Limits.max_line_bytes)" in str(caught.value.__cause__)
+
+
 async def test_a_pretty_printed_message_in_one_frame_is_one_message() -> None:
     async def app(peer: Peer) -> None:
         await peer.handshake()
@@ -514,6 +676,28 @@ def test_token_sources_are_exclusive_and_their_errors_name_the_source_not_the_to
         resolve_token(None, tmp_path / "missing", None)
 
 
+def test_a_token_loses_one_trailing_newline_and_any_other_control_character_is_refused() -> None:
+    assert resolve_token(None, None, "T", {"T": "mounted-secret\n"}) == "mounted-secret"
+    assert resolve_token("typed-secret\r\n", None, None) == "typed-secret"
+    for bad in ("two\nlines", "nul\x00inside", "tab\tinside", "twice\n\n"):
+        with pytest.raises(ValueError, match="environment variable 'T' contains a control") as e:
+            resolve_token(None, None, "T", {"T": bad})
+        assert bad.split()[0][:3] not in str(e.value)
+    with pytest.raises(ValueError, match="the token is empty"):
+        resolve_token("\n", None, None)
+
+
+def test_a_urls_userinfo_is_hidden_in_reprs_and_address_errors() -> None:
+    url = "ws://alice:hunter2@127.0.0.1:4500"
+    assert "hunter2" not in repr(CodexConfig(connect=url))
+    assert "hunter2" not in repr(Address.parse(url))
+    assert Address.parse(url).display == "ws://[REDACTED]@127.0.0.1:4500"
+    for bad in ("http://alice:hunter2@127.0.0.1:4500", "ws://alice:hunter2@127.0.0.1:99999"):
+        with pytest.raises(ValueError, match=r"use ws://|invalid port") as caught:
+            Address.parse(bad)
+        assert "hunter2" not in str(caught.value)
+
+
 # -- codex-anyio serve -------------------------------------------------------------------------
 
 
@@ -537,3 +721,52 @@ async def test_the_serve_command_prints_where_it_listens_and_clients_attach_ther
             process.send_signal(signal.SIGINT)
             assert await process.wait() == 130
             assert not await anyio.Path(token_file).exists()
+
+
+def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "codex_anyio", "serve", *args, "--for", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("listen", ["ws://0.0.0.0:0", "ws://[::]:0", "ws://192.0.2.1:0"])
+def test_the_serve_command_refuses_an_address_beyond_loopback(listen: str) -> None:
+    done = run_serve("--scripted", "--listen", listen)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"codex-anyio serve: {listen} is not a loopback address")
+    assert "--allow-remote" in line
+
+
+def test_the_serve_command_beyond_loopback_needs_allow_remote_and_a_token_file() -> None:
+    done = run_serve("--scripted", "--listen", "ws://0.0.0.0:0", "--allow-remote")
+    assert done.returncode == 2, done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    assert "needs a token" in line
+    assert "--token-file" in line
+    helped = subprocess.run(
+        [sys.executable, "-m", "codex_anyio", "serve", "--help"], capture_output=True, text=True
+    )
+    assert "--allow-remote" in helped.stdout
+    assert "loopback" in helped.stdout
+
+
+def test_the_serve_command_prints_one_error_when_the_runtime_cannot_start(
+    tmp_path: Path,
+) -> None:
+    done = run_serve("--codex-home", str(tmp_path), "--config", 'approval_policy="untrusted"')
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.startswith("codex-anyio serve: the app-server exited before listening")
+    assert "no longer supported" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("listen", ["ws://0.0.0.0:0", "ws://[::]:0", "ws://localhost:0"])
+async def test_serving_from_python_refuses_an_address_beyond_loopback(listen: str) -> None:
+    with anyio.fail_after(10), pytest.raises(ValueError, match=r"ws://127\.0\.0\.1:PORT"):
+        async with serve_app_server(CodexConfig(), listen):
+            pytest.fail(f"served on {listen}")

@@ -12,6 +12,7 @@ With ``CodexConfig(connect=...)`` the client attaches to a server that is alread
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,6 +28,7 @@ from ._exceptions import StartupError, TransportClosedError
 from ._generated.models import InitializeResponse
 from ._groups import Lifespan
 from ._metadata import CodexMetadata
+from ._redact import redact_url
 from ._router import Limits
 from ._telemetry import Telemetry
 from ._telemetry import resolve as resolve_telemetry
@@ -155,6 +157,8 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
             ssl_context=config.ssl_context,
             max_message_bytes=self._limits.max_line_bytes,
             ready_timeout=config.ready_timeout,
+            ping_interval=self._limits.ping_interval,
+            ping_timeout=self._limits.ping_timeout,
         )
 
     async def _handshake(self, client: CodexClient) -> InitializeResponse:
@@ -168,9 +172,11 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
             "clientInfo": client_info,
             "capabilities": {"experimentalApi": self.config.experimental_api},
         }
+        timeout = self._limits.initialize_timeout
         try:
-            result = await client.request("initialize", params)
-            await client.notify("initialized")
+            with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
+                result = await client.request("initialize", params)
+                await client.notify("initialized")
         except TransportClosedError as exc:
             raise StartupError(
                 "the app-server closed the connection during start-up"
@@ -179,6 +185,14 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
                 returncode=exc.returncode,
                 stderr_tail=exc.stderr_tail,
             ) from None
+        if scope.cancelled_caught:
+            connect = self.config.connect
+            where = "the app-server" if connect is None else f"the server at {redact_url(connect)}"
+            raise StartupError(
+                f"{where} did not answer initialize within {timeout:g} s "
+                "(Limits.initialize_timeout)",
+                stderr_tail=client._transport.stderr_tail(),
+            )
         metadata: InitializeResponse = structure_result("initialize", result, InitializeResponse)
         return metadata
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from . import __about__
+from ._redact import url_repr
 
 if TYPE_CHECKING:  # ssl costs ~10-30 ms to import; only wss:// needs it, and imports it
     import ssl
@@ -49,15 +50,20 @@ class CodexConfig:
     :param connect: attach to an app-server that is already running instead of spawning one:
         ``ws://HOST:PORT``, ``wss://HOST:PORT`` or ``unix:///path/to/socket`` (WebSocket over
         a unix socket). The launch fields above are then unused; closing the client closes the
-        connection, never the server.
+        connection, never the server. Userinfo in the URL (``ws://user:password@host``) is
+        not sent, and is hidden in every message, log line and repr.
     :param token: the bearer token for ``connect`` (``--ws-auth capability-token``). Kept out
-        of ``repr`` and of every message and log line.
+        of ``repr`` and of every message and log line. One trailing newline is removed; any
+        other control character (a newline, a NUL) is a ``ValueError`` naming the token's
+        source, never its value.
     :param token_file: read the token from this file instead (surrounding whitespace
         stripped), e.g. the server's ``--ws-token-file``.
-    :param token_env: read the token from this environment variable instead.
+    :param token_env: read the token from this environment variable instead (a trailing
+        newline removed, as for ``token``).
     :param ssl_context: TLS settings for ``wss://`` (default: the system's trust store).
     :param ready_timeout: before connecting, wait up to this many seconds for the server's
         ``/readyz`` to answer 200 (a server that is still starting); ``None``: connect at once.
+        (The ``initialize`` handshake after that is bounded by ``Limits.initialize_timeout``.)
     :param wire_log: log every JSON-RPC line sent and received at DEBUG on the
         ``codex_anyio.wire`` logger, secrets redacted (also on when the environment variable
         ``CODEX_ANYIO_WIRE_LOG`` is set to ``1``). Checked once when the client starts; off,
@@ -76,7 +82,7 @@ class CodexConfig:
     client_title: str | None = "codex-anyio"
     client_version: str = __about__.__version__
     experimental_api: bool = True
-    connect: str | None = None
+    connect: str | None = attrs.field(default=None, repr=url_repr)
     token: str | None = attrs.field(default=None, repr=False)
     token_file: str | os.PathLike[str] | None = None
     token_env: str | None = None

@@ -43,9 +43,12 @@ Design, and the contracts (who may call what, from which task, with which bound)
   protocol error (strict mode, an over-long line) ends everything at once, with the
   :class:`ProtocolError` as ``__cause__``.
 * **Bad input.** A line that is not JSON, not an object, or has a non-string method is
-  counted and logged and the connection continues (with ``strict=True`` it is fatal). If an
-  undecodable line is a response whose id can still be read, that request fails with
-  :class:`ProtocolError`; an undecodable server request is answered with a parse error.
+  counted and logged (its head only, redacted: ``_redact.preview``) and the connection
+  continues (with ``strict=True`` it is fatal). If an undecodable line is a response whose id
+  can still be read, that request fails with :class:`ProtocolError`; an undecodable server
+  request is answered with a parse error. A line nested too deeply to decode is such a line:
+  the decoders' limits raise ``ValueError`` (``_json.loads_exact`` turns the stdlib's
+  ``RecursionError`` into one), never an error that would end the reader.
   Integers beyond 64 bits in responses and server requests stay exact (such lines are decoded
   by the stdlib decoder; orjson would turn them into floats); notifications carry no such
   values in the pinned schema.
@@ -53,7 +56,6 @@ Design, and the contracts (who may call what, from which task, with which bound)
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -80,6 +82,7 @@ from ._generated.converter import converter
 from ._generated.methods import ClientMethods
 from ._interrupt import interrupt_and_wait
 from ._notifications import Notification, NotificationStream
+from ._redact import preview
 from ._router import Limits, Router, RouterStatistics
 from ._server_requests import (
     ServerRequest,
@@ -109,9 +112,17 @@ OVERLOAD_MAX_DELAY: Final = 1.0
 """Backoff between attempts of a request rejected as overloaded (seconds, +-25 % jitter)."""
 
 _json_loads = _json.loads
+_json_loads_exact = _json.loads_exact
 _json_dumps = _json.dumps
 _BIG_INT = re.compile(rb"\d{19,}")
 """A run of digits that orjson may turn into a float (beyond 64 bits): decode exactly."""
+_HEAD = re.compile(
+    rb'\A\s*\{\s*"id"\s*:\s*(-?\d{1,18}|"[^"\\]{0,200}")\s*,\s*"(result|error|method)"'
+    rb'\s*:\s*("[^"\\]{0,200}")?'
+)
+"""The head of a message as the runtime writes it (``{"id":N,"result":...``, ``{"id":N,
+"method":"..."``): what a line no decoder can read (nested too deeply) still says about
+which request it answers or makes."""
 
 
 def structure_result(method: str, result: Any, response_type: Any) -> Any:
@@ -734,8 +745,8 @@ class CodexClient(ClientMethods):
     def _handle_line(self, line: bytes) -> None:
         try:
             message = _json_loads(line)
-        except ValueError:
-            self._undecodable(line)
+        except ValueError as exc:
+            self._undecodable(line, f"it is not valid JSON: {exc}")
             return
         if type(message) is not dict:
             self._bad_line(line, "it is not a JSON object")
@@ -743,7 +754,9 @@ class CodexClient(ClientMethods):
         method = message.get("method")
         if method is None:
             if _BIG_INT.search(line):
-                message = json.loads(line)
+                message = self._exactly(line, message)
+                if message is None:
+                    return
             self._response(message)
             return
         if type(method) is not str:
@@ -754,7 +767,13 @@ class CodexClient(ClientMethods):
             params = {}
         if "id" in message:
             if _BIG_INT.search(line):
-                message = json.loads(line)
+                exact = self._exactly(line, message)
+                if exact is None:
+                    return
+                params = exact.get("params")
+                if type(params) is not dict:
+                    params = {}
+                message = exact
             self._start_server_request(message["id"], method, params)
         else:
             if method == "serverRequest/resolved":
@@ -780,22 +799,31 @@ class CodexClient(ClientMethods):
             return
         waiter.put(message)
 
-    def _undecodable(self, line: bytes) -> None:
-        """A line orjson rejects: count it, and if it still names a request, answer that."""
-        self._bad_line(line, "it is not valid JSON")
+    def _exactly(self, line: bytes, message: dict[str, Any]) -> dict[str, Any] | None:
+        """``line`` decoded by the stdlib decoder (integers beyond 64 bits stay exact), or
+        ``None`` if it cannot be (nested too deeply for it): then it is a bad line, and the
+        request it answers or makes is failed."""
         try:
-            message = json.loads(line.decode("utf-8", "replace"))
-        except ValueError:
-            return
+            exact: dict[str, Any] = _json_loads_exact(line)
+        except ValueError as exc:
+            self._undecodable(line, f"{exc} exactly", message)
+            return None
+        return exact
+
+    def _undecodable(self, line: bytes, why: str, message: Any = None) -> None:
+        """A line that cannot be decoded: count it, and if it still names a request, answer
+        that (its waiter fails with ProtocolError; a server request gets a parse error)."""
+        self._bad_line(line, why)
+        if message is None:
+            message = _salvage(line)
         if type(message) is not dict:
             return
         request_id = message.get("id")
         method = message.get("method")
         if method is None and type(request_id) is int:
             error = ProtocolError(
-                f"the response to request {request_id} is not valid JSON "
-                f"(invalid UTF-8, a lone surrogate or a number out of range): "
-                f"{line[:200].decode('utf-8', 'replace')!r}"
+                f"the response to request {request_id} could not be decoded ({why}): "
+                f"{preview(line)!r}"
             )
             hook = self._response_hooks.pop(request_id, None)
             if hook is not None:
@@ -809,17 +837,20 @@ class CodexClient(ClientMethods):
             )
 
     def _bad_line(self, line: bytes, why: str) -> None:
+        """Count a line the reader cannot use and say so: its head, redacted and truncated
+        (a stray line can be anything, a credential included); fatal with ``strict``."""
         self._bad_lines += 1
-        preview = line[:200].decode("utf-8", "replace")
+        shown = preview(line)
         if self._strict:
-            raise ProtocolError(f"bad line from the app-server ({why}): {preview!r}")
-        logger.warning("ignored a line from the app-server (%s): %r", why, preview)
+            raise ProtocolError(f"bad line from the app-server ({why}): {shown!r}")
+        logger.warning("ignored a line from the app-server (%s): %r", why, shown)
 
     # -- server requests ----------------------------------------------------------------------
 
     def _start_server_request(self, request_id: Any, method: str, params: dict[str, Any]) -> None:
         if not isinstance(request_id, (int, str)) or isinstance(request_id, bool):
-            self._bad_line(json.dumps(request_id).encode(), "a request id must be int or string")
+            kind = type(request_id).__name__
+            self._bad_line(b"", f"a request id must be int or string, not {kind}")
             return
         if request_id in self._server_tasks:
             logger.warning("the app-server reused request id %r while it was in flight", request_id)
@@ -937,6 +968,26 @@ class CodexClient(ClientMethods):
         self._closing = True
         with anyio.CancelScope(shield=True):
             await self._transport.aclose()
+
+
+def _salvage(line: bytes) -> Any:
+    """What a line orjson rejects still says: the stdlib decoder's reading (invalid UTF-8
+    replaced), else, for a line nested too deeply for any decoder, the id and method of its
+    head as the runtime writes it (``None`` if neither)."""
+    try:
+        return _json_loads_exact(line.decode("utf-8", "replace"))
+    except ValueError:
+        pass
+    head = _HEAD.match(line)
+    if head is None:
+        return None
+    request_id, kind, method = head.groups()
+    salvaged: dict[str, Any] = {"id": _json_loads_exact(request_id)}
+    if kind == b"method":
+        if method is None:
+            return None
+        salvaged["method"] = _json_loads_exact(method)
+    return salvaged
 
 
 def _ignore(note: Notification) -> None:

@@ -75,7 +75,20 @@ class Limits:
         exception or cancellation continues anyway.
     :param write_timeout: seconds a message may take to be written; a runtime that reads
         nothing for that long is declared dead. A caller's own deadline wins before that.
-    :param max_line_bytes: longest line accepted from the app-server.
+    :param initialize_timeout: seconds the app-server gets to answer ``initialize`` at
+        start-up (measured: a few ms once the process runs); a runtime that never answers, or
+        a server that accepts the connection and then says nothing, is a ``StartupError``
+        naming this limit instead of a start-up that never returns. ``None``: no bound.
+    :param ping_interval: over WebSocket (``CodexConfig(connect=...)``): after this many
+        seconds in which the server sent nothing, send a ping. ``None``: never ping.
+    :param ping_timeout: seconds a pinged server has to send anything (its pong, or any
+        message) before the connection is declared dead: every waiter then fails with
+        ``TransportClosedError`` naming this limit. This is what ends a connection to a server
+        that hangs or was stopped (``SIGSTOP``) mid-turn, in at most ``ping_interval +
+        ping_timeout`` seconds. On stdio there is no ping: bound a turn with its own
+        ``idle_timeout`` (and requests with ``anyio.fail_after``).
+    :param max_line_bytes: longest line (or WebSocket message) accepted from the app-server;
+        a WebSocket frame whose header announces more is refused before it is read.
     :param stderr_tail_bytes: how much of the app-server's stderr is kept for error messages.
     """
 
@@ -89,6 +102,9 @@ class Limits:
     overload_retries: int = 8
     interrupt_timeout: float = 10.0
     write_timeout: float = 30.0
+    initialize_timeout: float | None = 60.0
+    ping_interval: float | None = 20.0
+    ping_timeout: float = 20.0
     max_line_bytes: int = 256 * 1024 * 1024
     stderr_tail_bytes: int = 64 * 1024
 

@@ -6,10 +6,16 @@ server on a socket, with a capability token, that outlives any one client. What 
 the address it really listens on (``ws://127.0.0.1:0`` picks a free port; the runtime prints
 the one it got), and leaving the block stops the server and everything it started, shielded
 and bounded, as the stdio transport does for a spawned runtime.
+
+It listens on loopback only unless told otherwise: the runtime runs commands for whoever
+holds the token, so ``ws://0.0.0.0:PORT`` (every interface) or any other non-loopback address
+is refused unless ``allow_remote=True`` (``--allow-remote``), and then only with a token file
+of the caller's (``token_file=``), which remote clients must be given anyway.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -30,10 +36,11 @@ import attrs
 from ._address import Address
 from ._config import CodexConfig
 from ._exceptions import StartupError
+from ._groups import collapse_groups
 from ._reap import ProcessTreeReaper
 from ._transport import _StderrTail, open_runtime_process
 
-__all__ = ["RunningServer", "serve_app_server"]
+__all__ = ["RunningServer", "check_listen", "serve_app_server"]
 
 logger = logging.getLogger("codex_anyio.server")
 
@@ -59,6 +66,49 @@ class RunningServer:
         return CodexConfig(connect=self.url, token_file=self.token_file, **fields)
 
 
+def check_listen(
+    listen: str,
+    *,
+    allow_remote: bool = False,
+    token_file: str | os.PathLike[str] | None = None,
+) -> str:
+    """The scheme of a ``listen`` address we may serve on (``ws`` or ``unix``).
+
+    :raises ValueError: another scheme, a host name (the runtime listens on ``ws://IP:PORT``),
+        an address that is not loopback (``0.0.0.0``, ``[::]``, another interface's) without
+        ``allow_remote``, or one with ``allow_remote`` but no ``token_file``. The message says
+        which and what to pass.
+    """
+    scheme = listen.split(":", 1)[0].lower()
+    if scheme == "unix":
+        return scheme
+    if scheme != "ws":
+        raise ValueError(f"cannot serve on {listen!r}: use ws://127.0.0.1:PORT or unix://PATH")
+    try:
+        ip = ipaddress.ip_address(Address.parse(listen).host)
+    except ValueError:
+        raise ValueError(
+            f"cannot serve on {listen!r}: the runtime listens on ws://IP:PORT "
+            "(ws://127.0.0.1:PORT for this machine only)"
+        ) from None
+    if ip.is_loopback:
+        return scheme
+    host = str(ip)
+    if not allow_remote:
+        reach = "every interface" if host in ("0.0.0.0", "::") else "beyond this machine"
+        raise ValueError(
+            f"{listen} is not a loopback address: it would accept connections from "
+            f"{reach}. Serve on ws://127.0.0.1:PORT, or pass allow_remote=True "
+            "(--allow-remote) with your own token_file (--token-file) to mean it"
+        )
+    if token_file is None:
+        raise ValueError(
+            f"serving on {listen} (beyond loopback) needs a token of yours that remote clients "
+            "are given: pass token_file= (--token-file)"
+        )
+    return scheme
+
+
 @asynccontextmanager
 async def serve_app_server(
     config: CodexConfig | None = None,
@@ -66,6 +116,7 @@ async def serve_app_server(
     *,
     token_file: str | os.PathLike[str] | None = None,
     ready_timeout: float = 30.0,
+    allow_remote: bool = False,
 ) -> AsyncIterator[RunningServer]:
     """Run ``codex app-server --listen LISTEN`` (launch settings from ``config``) until the
     block ends.
@@ -74,12 +125,13 @@ async def serve_app_server(
     :param token_file: for ``ws://``: the token file to require (default: a new random token
         in a private temporary file, removed afterwards).
     :param ready_timeout: bound on the start-up, until ``/readyz`` answers 200.
+    :param allow_remote: allow a ``ws://`` address that is not loopback (``0.0.0.0``: every
+        interface); needs ``token_file``.
+    :raises ValueError: an address we will not serve on (see :func:`check_listen`).
     :raises StartupError: the runtime exited, or was not ready in time (with its stderr tail).
     """
     config = config or CodexConfig()
-    scheme = listen.split(":", 1)[0].lower()
-    if scheme not in ("ws", "unix"):
-        raise ValueError(f"cannot serve on {listen!r}: use ws://127.0.0.1:PORT or unix://PATH")
+    scheme = check_listen(listen, allow_remote=allow_remote, token_file=token_file)
     with tempfile.TemporaryDirectory(prefix="codex-anyio-serve-") as scratch:
         argv = config.argv(listen)
         tokens: Path | None = None
@@ -99,15 +151,17 @@ async def serve_app_server(
         announced = anyio.Event()
         found: list[str] = []
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_drain, process, tail, announced, found)
-                url = await _started(process, listen, tail, announced, found, ready_timeout)
-                try:
-                    yield RunningServer(url=url, token_file=tokens, pid=process.pid)
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await _stop(process, reaper)
-                    tg.cancel_scope.cancel()
+            # One error, not a group: a runtime that fails to start is a bare StartupError.
+            with collapse_groups():
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_drain, process, tail, announced, found)
+                    url = await _started(process, listen, tail, announced, found, ready_timeout)
+                    try:
+                        yield RunningServer(url=url, token_file=tokens, pid=process.pid)
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            await _stop(process, reaper)
+                        tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await _stop(process, reaper)

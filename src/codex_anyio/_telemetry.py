@@ -21,6 +21,15 @@ Why it is built this way:
 * **No user code in the reader.** Span processors and exporters run synchronously in
   ``span.end()``; spans are ended in the caller's, the watcher's or a handler's task, never in
   the reader.
+* **Telemetry never fails or stalls a turn by surprise.** Span processors, exporters and
+  metric instruments are user code: every call into OpenTelemetry is fenced
+  (:meth:`Instrumentation.guarded`), so one that raises is logged once on
+  ``codex_anyio.telemetry`` (later ones at DEBUG) and the turn, the request or the handler
+  carries on, without that span or that measurement. A call cannot be fenced against
+  *blocking*, though: a ``SimpleSpanProcessor`` exports inside ``span.end()``, on the event
+  loop, so a slow exporter stalls every task of the client. Such a call is detected (it took
+  longer than :data:`SLOW_TELEMETRY_CALL`) and warned about once; use ``BatchSpanProcessor``,
+  which exports from a thread of its own.
 
 Attribute names follow the OpenTelemetry GenAI semantic conventions where one applies
 (``gen_ai.operation.name`` ``invoke_agent`` for a turn and ``execute_tool`` for tool items,
@@ -31,9 +40,11 @@ are under ``codex.*``.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
@@ -55,7 +66,15 @@ __all__ = ["Instrumentation", "Telemetry", "TurnTrace", "resolve", "token_counts
 
 T = TypeVar("T")
 
+logger = logging.getLogger("codex_anyio.telemetry")
+
 INSTRUMENTATION_NAME: Final = "codex_anyio"
+
+SLOW_TELEMETRY_CALL: Final = 0.1
+"""Seconds one call into OpenTelemetry (starting or ending a span, updating a metric) may take
+before the client warns, once, that telemetry blocks its event loop: in-process processors and
+exporters take microseconds; a ``SimpleSpanProcessor`` exporting over the network takes a
+round trip or a timeout, during which no turn of the client moves."""
 
 TRACED_ITEMS: Final = frozenset(
     {"commandExecution", "fileChange", "mcpToolCall", "dynamicToolCall", "webSearch"}
@@ -193,12 +212,27 @@ class Instrumentation:
 
         from .__about__ import __version__
 
-        self.tracer: Tracer = (tracer_provider or trace.NoOpTracerProvider()).get_tracer(
-            INSTRUMENTATION_NAME, __version__
-        )
-        meter = (meter_provider or metrics.NoOpMeterProvider()).get_meter(
-            INSTRUMENTATION_NAME, __version__
-        )
+        self.failures = 0
+        """Calls into OpenTelemetry that raised (each fenced: see :meth:`guarded`)."""
+        self._warned_slow = False
+        self.tracer: Tracer = trace.NoOpTracer()
+        with self.guarded("getting a tracer"):
+            self.tracer = (tracer_provider or trace.NoOpTracerProvider()).get_tracer(
+                INSTRUMENTATION_NAME, __version__
+            )
+        created = False
+        with self.guarded("creating metric instruments"):
+            meter = (meter_provider or metrics.NoOpMeterProvider()).get_meter(
+                INSTRUMENTATION_NAME, __version__
+            )
+            self._create_instruments(meter)
+            created = True
+        if not created:
+            self._create_instruments(metrics.NoOpMeter(INSTRUMENTATION_NAME))
+        self.turns: dict[str, TurnTrace] = {}
+        """Turns being watched, by id: server requests of a turn are children of its span."""
+
+    def _create_instruments(self, meter: Any) -> None:
         self.turn_duration = meter.create_histogram(
             "codex.turn.duration", unit="s", description="Duration of turns, start to completion"
         )
@@ -219,8 +253,60 @@ class Instrumentation:
         self.server_request_duration = meter.create_histogram(
             "codex.server_request.duration", unit="s", description="Server request handler time"
         )
-        self.turns: dict[str, TurnTrace] = {}
-        """Turns being watched, by id: server requests of a turn are children of its span."""
+
+    # -- the fence around OpenTelemetry ---------------------------------------------------------
+
+    def guarded(self, what: str) -> _Guard:
+        """``with inst.guarded("ending a span"): span.end()``: an exception in the block is
+        logged (the first with its traceback, at WARNING; later ones at DEBUG) and swallowed,
+        and a block slower than :data:`SLOW_TELEMETRY_CALL` is warned about, once. Only for
+        synchronous calls into OpenTelemetry, never around the caller's own work."""
+        return _Guard(self, what)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.failures += 1
+        if self.failures == 1:
+            logger.warning(
+                "telemetry raised while %s; the client carries on without it "
+                "(later telemetry errors are logged at DEBUG)",
+                what,
+                exc_info=exc,
+            )
+        else:
+            logger.debug("telemetry raised while %s: %r", what, exc)
+
+    def _slow(self, what: str, elapsed: float) -> None:
+        if self._warned_slow:
+            return
+        self._warned_slow = True
+        logger.warning(
+            "telemetry blocked the event loop for %.3f s while %s: a span processor or "
+            "exporter does blocking work in the client's task, and every turn waits for it. "
+            "Export with BatchSpanProcessor (not SimpleSpanProcessor) and a periodic metric "
+            "reader; this is logged once",
+            elapsed,
+            what,
+        )
+
+    def start_span(self, name: str, **options: Any) -> Span:
+        """``tracer.start_span``, fenced: a span that cannot be started is a no-op span."""
+        from opentelemetry.trace import INVALID_SPAN
+
+        with self.guarded(f"starting span {name!r}"):
+            return self.tracer.start_span(name, **options)
+        return INVALID_SPAN
+
+    def end_span(self, span: Span, end_time: int | None = None) -> None:
+        with self.guarded("ending a span (span processors run here)"):
+            span.end(end_time=end_time)
+
+    def add(self, instrument: Any, amount: float, labels: Mapping[str, Any]) -> None:
+        with self.guarded("updating a metric"):
+            instrument.add(amount, labels)
+
+    def record(self, instrument: Any, value: float, labels: Mapping[str, Any]) -> None:
+        with self.guarded("recording a metric"):
+            instrument.record(value, labels)
 
     # -- turns ----------------------------------------------------------------------------------
 
@@ -244,25 +330,30 @@ class Instrumentation:
 
     async def client_request(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call`` (one client request, with its retries) inside a CLIENT span."""
-        from opentelemetry.trace import SpanKind
+        from opentelemetry.trace import SpanKind, use_span
 
-        with self.tracer.start_as_current_span(
+        span = self.start_span(
             method,
             kind=SpanKind.CLIENT,
             attributes={"rpc.system": "jsonrpc", "rpc.method": method},
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            try:
+        )
+        try:
+            with use_span(
+                span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+            ):
                 return await call()
-            except anyio.get_cancelled_exc_class():
+        except anyio.get_cancelled_exc_class():
+            with self.guarded("marking a span cancelled"):
                 span.set_attribute("codex.cancelled", True)
-                raise
-            except BaseException as exc:
+            raise
+        except BaseException as exc:
+            with self.guarded("marking a span failed"):
                 if isinstance(exc, JsonRpcError):
                     span.set_attribute("rpc.jsonrpc.error_message", exc.message)
                 _failed(span, exc)
-                raise
+            raise
+        finally:
+            self.end_span(span)
 
     # -- server requests ------------------------------------------------------------------------
 
@@ -313,7 +404,7 @@ class Instrumentation:
             context = trace.set_span_in_context(parent)
         started = time.monotonic()
         decision = "error"
-        span = self.tracer.start_span(
+        span = self.start_span(
             f"codex.server_request {method}",
             context=context,
             kind=SpanKind.SERVER,
@@ -330,17 +421,47 @@ class Instrumentation:
             decision = "cancelled"  # its turn ended or the runtime withdrew it
             raise
         except BaseException as exc:
-            _failed(span, exc)
+            with self.guarded("marking a span failed"):
+                _failed(span, exc)
             raise
         finally:
-            span.set_attribute("codex.server_request.decision", decision)
-            span.end()
+            with self.guarded("annotating a span"):
+                span.set_attribute("codex.server_request.decision", decision)
+            self.end_span(span)
             labels = {
                 "codex.server_request.method": method,
                 "codex.server_request.decision": decision,
             }
-            self.server_requests.add(1, labels)
-            self.server_request_duration.record(time.monotonic() - started, labels)
+            self.add(self.server_requests, 1, labels)
+            self.record(self.server_request_duration, time.monotonic() - started, labels)
+
+
+class _Guard:
+    """One fenced call into OpenTelemetry (see :meth:`Instrumentation.guarded`)."""
+
+    __slots__ = ("_inst", "_started", "_what")
+
+    def __init__(self, inst: Instrumentation, what: str) -> None:
+        self._inst = inst
+        self._what = what
+        self._started = time.monotonic()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        elapsed = time.monotonic() - self._started
+        if elapsed >= SLOW_TELEMETRY_CALL:
+            self._inst._slow(self._what, elapsed)
+        if isinstance(exc, Exception):  # never a cancellation, a KeyboardInterrupt, ...
+            self._inst._failed(self._what, exc)
+            return True
+        return False
 
 
 def _failed(span: Span, exc: BaseException) -> None:
@@ -411,7 +532,7 @@ class TurnTrace:
         if provider:
             self._labels["gen_ai.provider.name"] = provider
         self._started = time.monotonic()
-        self.span: Span = instrumentation.tracer.start_span(
+        self.span: Span = instrumentation.start_span(
             "codex.turn",
             kind=trace.SpanKind.INTERNAL,
             attributes={**self._labels, "gen_ai.conversation.id": thread_id},
@@ -467,34 +588,24 @@ class TurnTrace:
     # -- the watcher task -----------------------------------------------------------------------
 
     async def _watch(self, stream: NotificationStream, joined: bool) -> None:
-        self.span.set_attribute("codex.turn.id", str(self.turn_id))
+        inst = self._inst
+        with inst.guarded("annotating a span"):
+            self.span.set_attribute("codex.turn.id", str(self.turn_id))
         if joined:
             # The runtime joined this input into a running turn, which is traced already.
             stream.close()
-            self.span.set_attribute("codex.turn.joined", True)
+            with inst.guarded("annotating a span"):
+                self.span.set_attribute("codex.turn.joined", True)
             self._end()
             return
-        inst = self._inst
-        inst.active_turns.add(1, self._labels)
+        inst.add(inst.active_turns, 1, self._labels)
         error: BaseException | None = None
         try:
             async with stream:
                 async for note in stream:
-                    method = note.method
-                    if method == "item/started":
-                        self._item_started(note.raw)
-                    elif method == "item/completed":
-                        self._item_completed(note.raw)
-                    elif method == "thread/tokenUsage/updated":
-                        self._usage.update(note.raw.get("tokenUsage"))
-                        self._usage_reported = True
-                    elif method == "error":
-                        if not note.raw.get("willRetry"):
-                            self._last_error = note.raw.get("error")
-                    elif method == "turn/completed":
-                        turn = note.raw.get("turn")
-                        self._complete(turn if isinstance(turn, dict) else {})
-                        return
+                    with inst.guarded(f"tracing {note.method}"):
+                        if self._take(note):
+                            return
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:  # the connection ended, or this watcher fell behind
@@ -502,9 +613,28 @@ class TurnTrace:
         finally:
             if self.turn_id is not None and inst.turns.get(self.turn_id) is self:
                 del inst.turns[self.turn_id]
-            inst.active_turns.add(-1, self._labels)
+            inst.add(inst.active_turns, -1, self._labels)
             if not self._ended:
                 self._end(error=error, status="unknown")
+
+    def _take(self, note: Any) -> bool:
+        """Trace one event of the turn; True once the turn has completed."""
+        method = note.method
+        if method == "item/started":
+            self._item_started(note.raw)
+        elif method == "item/completed":
+            self._item_completed(note.raw)
+        elif method == "thread/tokenUsage/updated":
+            self._usage.update(note.raw.get("tokenUsage"))
+            self._usage_reported = True
+        elif method == "error":
+            if not note.raw.get("willRetry"):
+                self._last_error = note.raw.get("error")
+        elif method == "turn/completed":
+            turn = note.raw.get("turn")
+            self._complete(turn if isinstance(turn, dict) else {})
+            return True
+        return False
 
     def item_span(self, item_id: str, kind: str, tool: str) -> Span:
         """The span of item ``item_id`` (a server request's parent), started now if the watcher
@@ -541,7 +671,7 @@ class TurnTrace:
         }
         if self.turn_id is not None:
             attributes["codex.turn.id"] = self.turn_id
-        span = self._items[item_id] = self._inst.tracer.start_span(
+        span = self._items[item_id] = self._inst.start_span(
             f"execute_tool {tool}",
             context=self._context,
             attributes=attributes,
@@ -581,7 +711,7 @@ class TurnTrace:
             error = item.get("error")
             message = error.get("message") if isinstance(error, dict) else None
             span.set_status(Status(StatusCode.ERROR, str(message or status)))
-        span.end(end_time=_ns(params.get("completedAtMs")))
+        self._inst.end_span(span, _ns(params.get("completedAtMs")))
 
     def _complete(self, turn: dict[str, Any]) -> None:
         status = turn.get("status")
@@ -597,7 +727,8 @@ class TurnTrace:
             self.span.set_attribute("codex.usage.reasoning_output_tokens", counts["reasoning"])
             for kind, count in counts.items():
                 if count:
-                    self._inst.tokens.add(count, {**self._labels, "gen_ai.token.type": kind})
+                    labels = {**self._labels, "gen_ai.token.type": kind}
+                    self._inst.add(self._inst.tokens, count, labels)
         failure = turn.get("error") or (self._last_error if status == "failed" else None)
         self._end(status=status, failure=failure)
 
@@ -612,13 +743,23 @@ class TurnTrace:
         if self._ended:
             return
         self._ended = True
+        inst = self._inst
+        for item in self._items.values():  # never completed: the turn ended under them
+            with inst.guarded("annotating a span"):
+                item.set_attribute("codex.item.status", "incomplete")
+            inst.end_span(item)
+        self._items.clear()
+        with inst.guarded("annotating a span"):
+            self._annotate_end(status, error, failure)
+        inst.end_span(self.span, self.completed_at)
+        labels = self._labels if status is None else {**self._labels, "codex.turn.status": status}
+        end = self.completed_monotonic or time.monotonic()
+        inst.record(inst.turn_duration, end - self._started, labels)
+
+    def _annotate_end(self, status: str | None, error: BaseException | None, failure: Any) -> None:
         from opentelemetry.trace import Status, StatusCode
 
         span = self.span
-        for item in self._items.values():  # never completed: the turn ended under them
-            item.set_attribute("codex.item.status", "incomplete")
-            item.end()
-        self._items.clear()
         if status is not None:
             span.set_attribute("codex.turn.status", status)
         if error is not None:
@@ -632,10 +773,6 @@ class TurnTrace:
             message = failure.get("message") if isinstance(failure, dict) else None
             span.set_attribute("error.type", "turn_failed")
             span.set_status(Status(StatusCode.ERROR, str(message or "the turn failed")))
-        span.end(end_time=self.completed_at)
-        labels = self._labels if status is None else {**self._labels, "codex.turn.status": status}
-        end = self.completed_monotonic or time.monotonic()
-        self._inst.turn_duration.record(end - self._started, labels)
 
 
 def _tool_name(item: dict[str, Any]) -> str:
