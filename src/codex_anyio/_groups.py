@@ -29,7 +29,15 @@ from typing import Any, Generic, NoReturn, TypeVar
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["Lifespan", "call_unwrapped", "enter_unwrapped", "exit_unwrapped", "single_exception"]
+__all__ = [
+    "Lifespan",
+    "call_unwrapped",
+    "enter_unwrapped",
+    "exit_unwrapped",
+    "replacement_for",
+    "reraise",
+    "single_exception",
+]
 
 T = TypeVar("T")
 
@@ -52,7 +60,7 @@ def single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException 
     return leaves[0] if len(leaves) == 1 else None
 
 
-def _replacement(
+def replacement_for(
     group: BaseExceptionGroup[BaseException], user: BaseException | None
 ) -> BaseException | None:
     """What to raise instead of ``group`` (see the module docstring); None: the group."""
@@ -63,7 +71,7 @@ def _replacement(
     return single_exception(group)
 
 
-def _reraise(replacement: BaseException, user: BaseException | None) -> NoReturn:
+def reraise(replacement: BaseException, user: BaseException | None) -> NoReturn:
     """Raise ``replacement``. Called outside the ``except`` that caught the group, so the
     group is not the exception being handled: the body's own exception keeps the context it
     had (Python leaves the context of the exception being handled, ``user``, alone), and an
@@ -79,10 +87,10 @@ def call_unwrapped(function: Callable[[], T]) -> T:
     try:
         return function()
     except BaseExceptionGroup as group:
-        replacement = _replacement(group, None)
+        replacement = replacement_for(group, None)
         if replacement is None:
             raise
-    _reraise(replacement, None)
+    reraise(replacement, None)
 
 
 async def enter_unwrapped(cm: AbstractAsyncContextManager[T]) -> T:
@@ -90,10 +98,10 @@ async def enter_unwrapped(cm: AbstractAsyncContextManager[T]) -> T:
     try:
         return await cm.__aenter__()
     except BaseExceptionGroup as group:
-        replacement = _replacement(group, None)
+        replacement = replacement_for(group, None)
         if replacement is None:
             raise
-    _reraise(replacement, None)
+    reraise(replacement, None)
 
 
 async def exit_unwrapped(
@@ -107,10 +115,10 @@ async def exit_unwrapped(
     try:
         return await cm.__aexit__(exc_type, exc, tb)
     except BaseExceptionGroup as group:
-        replacement = _replacement(group, exc)
+        replacement = replacement_for(group, exc)
         if replacement is None:
             raise
-    _reraise(replacement, exc)
+    reraise(replacement, exc)
 
 
 class Lifespan(Generic[T]):

@@ -36,9 +36,12 @@ import attrs
 from ._address import Address
 from ._config import CodexConfig
 from ._exceptions import StartupError
-from ._groups import collapse_groups
+from ._groups import replacement_for, reraise
 from ._reap import ProcessTreeReaper
 from ._transport import _StderrTail, open_runtime_process
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["RunningServer", "check_listen", "serve_app_server"]
 
@@ -150,18 +153,31 @@ async def serve_app_server(
         tail = _StderrTail(64 * 1024)
         announced = anyio.Event()
         found: list[str] = []
+        body_error: BaseException | None = None
         try:
-            # One error, not a group: a runtime that fails to start is a bare StartupError.
-            with collapse_groups():
+            # One error, not a group: a runtime that fails to start is a bare StartupError,
+            # and what the body raised comes back as it was raised.
+            try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_drain, process, tail, announced, found)
                     url = await _started(process, listen, tail, announced, found, ready_timeout)
                     try:
                         yield RunningServer(url=url, token_file=tokens, pid=process.pid)
+                    except BaseException as exc:
+                        body_error = exc
+                        raise
                     finally:
                         with anyio.CancelScope(shield=True):
                             await _stop(process, reaper)
                         tg.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                replacement = replacement_for(group, body_error)
+                if replacement is None:
+                    raise
+            else:
+                replacement = None
+            if replacement is not None:
+                reraise(replacement, body_error)
         finally:
             with anyio.CancelScope(shield=True):
                 await _stop(process, reaper)
