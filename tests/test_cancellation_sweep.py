@@ -50,23 +50,35 @@ list their turns."""
 
 
 class TurnRecorder:
-    """Every ``turn/started`` and ``turn/completed`` the client's reader has routed."""
+    """Every turn the client has learnt was started (a ``turn/start`` response, or a
+    ``turn/started``) and every ``turn/completed`` its reader has routed."""
 
     def __init__(self, s: ScriptedCodex) -> None:
         self.started: set[str] = set()
         self.completed: set[str] = set()
-        router = s.codex.client._router
-        route = router.route
+        client = s.codex.client
+        router = client._router
+        route, response = router.route, client._response
 
-        def recording(method: str, params: dict[str, Any]) -> None:
+        def recording_route(method: str, params: dict[str, Any]) -> None:
             if method in ("turn/started", "turn/completed"):
-                turn = params.get("turn")
-                if isinstance(turn, dict) and isinstance(turn.get("id"), str):
-                    seen = self.started if method == "turn/started" else self.completed
-                    seen.add(turn["id"])
+                self._note(params, self.started if method == "turn/started" else self.completed)
             route(method, params)
 
-        router.route = recording  # type: ignore[method-assign]
+        def recording_response(message: dict[str, Any]) -> None:
+            result = message.get("result")
+            if isinstance(result, dict):
+                self._note(result, self.started)
+            response(message)
+
+        router.route = recording_route  # type: ignore[method-assign]
+        client._response = recording_response  # type: ignore[method-assign]
+
+    @staticmethod
+    def _note(params: dict[str, Any], seen: set[str]) -> None:
+        turn = params.get("turn")
+        if isinstance(turn, dict) and isinstance(turn.get("id"), str):
+            seen.add(turn["id"])
 
 
 async def last_turn_status(s: ScriptedCodex, thread_id: str) -> str | None:
@@ -277,5 +289,6 @@ async def test_the_sweep_reports_a_turn_left_running(scripted_codex: Any) -> Non
     with anyio.fail_after(60):
         async with scripted_codex(STALLED) as s:
             broken = await sweep(s, leave_running, [0])
-            # (The recorder may not have read the turn's turn/started yet: the server's word.)
-            assert any("the server reports the turn inProgress" in b for b in broken), broken
+            # The server may not list a turn this young yet; the client knows it started.
+            assert len(broken) in (1, 2), broken
+            assert "not completed when the scope was left" in broken[0]
