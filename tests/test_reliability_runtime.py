@@ -264,10 +264,11 @@ async def test_turns_cancelled_while_waiting_for_a_request_slot_end_at_once_and_
                     assert client.statistics().router.turn_starts_in_flight == 1
                 # The runtime resumes and answers the first: its turn is interrupted.
             assert client.statistics().router.turn_starts_in_flight == 0
-            # The first was interrupted (or so early that the runtime kept no record of it).
-            assert await server_turn_status(s, threads[0].id) in ("interrupted", None)
-            for thread in threads[1:]:  # never sent: no turn on the server
-                assert await server_turn_status(s, thread.id) is None
+            # The one that held the slot (whichever the scheduler ran first) was interrupted,
+            # or so early that the runtime kept no record of it; the others were never sent.
+            statuses = [await server_turn_status(s, thread.id) for thread in threads]
+            assert set(statuses) <= {"interrupted", None}, statuses
+            assert statuses.count(None) >= 2, statuses
 
 
 # -- turn controls that compose ---------------------------------------------------------------
