@@ -10,7 +10,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from codex_anyio import CodexPool, TransportClosedError, lean_thread_options
+from codex_anyio import (
+    CodexPool,
+    RestartsExhaustedError,
+    TransportClosedError,
+    lean_thread_options,
+)
 from codex_anyio.testing import (
     RecordedRequest,
     Reply,
@@ -132,7 +137,9 @@ async def test_max_turns_keeps_a_burst_waiting_in_the_client(tmp_path: Path) -> 
     assert overlapping == 0
 
 
-async def test_a_members_restart_rate_is_bounded(tmp_path: Path) -> None:
+async def test_a_member_exiting_past_max_restarts_fails_waiting_and_new_calls(
+    tmp_path: Path,
+) -> None:
     with anyio.fail_after(60):
         async with open_scripted_pool(
             echo, servers=1, max_restarts=1, restart_window=30, directory=tmp_path
@@ -146,13 +153,19 @@ async def test_a_members_restart_rate_is_bounded(tmp_path: Path) -> None:
             pid = pool.member_pids()[0]
             assert pid is not None
             os.kill(pid, signal.SIGKILL)
-            while pool.statistics().ready:
-                await pool.wait_changed()
-            # A second crash inside the window waits for it: the member stays down.
-            with anyio.move_on_after(1.0) as waited:
+            # A second exit inside the window uses the restarts up: a call made while the
+            # member is going down waits for it, then fails, naming the limit and the exit.
+            with pytest.raises(RestartsExhaustedError) as caught:
+                await pool.run("hello")
+            assert "max_restarts=1" in str(caught.value)
+            assert caught.value.returncode == -signal.SIGKILL
+            stats = pool.statistics()
+            assert (stats.ready, stats.restarts, stats.members[0].given_up) == (0, 1, True)
+            # New calls fail at once too.
+            with pytest.raises(RestartsExhaustedError):
+                await pool.run("again")
+            with pytest.raises(RestartsExhaustedError):
                 await pool.wait_ready()
-            assert waited.cancelled_caught
-            assert pool.statistics().ready == 0
 
 
 async def test_leaving_the_pool_reaps_a_setsid_child_of_a_command(tmp_path: Path) -> None:
