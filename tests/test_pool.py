@@ -13,6 +13,7 @@ import pytest
 from codex_anyio import (
     CodexPool,
     RestartsExhaustedError,
+    ServerUnresponsiveError,
     TransportClosedError,
     lean_thread_options,
 )
@@ -135,6 +136,83 @@ async def test_max_turns_keeps_a_burst_waiting_in_the_client(tmp_path: Path) -> 
                     tg.start_soon(s.pool.run, f"t{i}")
             assert len(s.model.exchanges) == 3
     assert overlapping == 0
+
+
+WATCHDOG = {"probe_interval": 0.2, "probe_timeout": 0.5}
+"""A quick watchdog for tests (the defaults take up to 14 s to condemn a member)."""
+
+
+async def wait_restarted(pool: CodexPool, member: int, old_pid: int) -> None:
+    """Until ``member`` runs a new process, and the old one is reaped (no zombie, no
+    stopped leftover)."""
+    while (
+        pool.statistics().members[member].starts < 2 or not pool.statistics().members[member].ready
+    ):
+        await pool.wait_changed()
+    assert pool.member_pids()[member] not in (None, old_pid)
+    assert not alive(old_pid)
+
+
+async def test_a_stopped_member_is_killed_and_its_waiting_starts_run_on_another(
+    tmp_path: Path,
+) -> None:
+    with anyio.fail_after(60):
+        async with open_scripted_pool(echo, servers=2, **WATCHDOG, directory=tmp_path) as s:
+            pool = s.pool
+            stopped = pool.member_pids()[1]
+            assert stopped is not None
+            os.kill(stopped, signal.SIGSTOP)
+            try:
+                results = []
+
+                async def one(i: int) -> None:
+                    results.append((await pool.run(f"task {i}")).final_response)
+
+                # Half the runs are placed on the stopped member, whose thread/start never
+                # answers: the watchdog fails them and they start on the other member.
+                async with anyio.create_task_group() as tg:
+                    for i in range(8):
+                        tg.start_soon(one, i)
+                assert sorted(results) == sorted(f"re: task {i}" for i in range(8))
+                assert pool.statistics().unresponsive == 1
+                await wait_restarted(pool, 1, stopped)
+            finally:
+                if alive(stopped):  # only on failure: let it be reaped
+                    os.kill(stopped, signal.SIGCONT)
+            assert (await pool.run("after")).status == "completed"
+
+
+async def test_a_turn_on_a_member_that_stops_fails_with_server_unresponsive_error(
+    tmp_path: Path,
+) -> None:
+    with anyio.fail_after(60):
+        async with open_scripted_pool(echo, servers=2, **WATCHDOG, directory=tmp_path) as s:
+            pool = s.pool
+            failures: list[BaseException] = []
+
+            async def stalled_run() -> None:
+                try:
+                    await pool.run("stall here")
+                except ServerUnresponsiveError as exc:
+                    failures.append(exc)
+
+            stopped = None
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(stalled_run)
+                    await s.model.wait_for_requests(1)
+                    busy = next(m for m in pool.statistics().members if m.running_turns)
+                    stopped = busy.pid
+                    assert stopped is not None
+                    os.kill(stopped, signal.SIGSTOP)
+                [error] = failures
+                assert "probe_timeout=0.5" in str(error)
+                # The turn had started: it is not retried elsewhere (it may have acted).
+                assert len(s.model.requests) == 1
+                await wait_restarted(pool, busy.member, stopped)
+            finally:
+                if stopped is not None and alive(stopped):  # only on failure
+                    os.kill(stopped, signal.SIGCONT)
 
 
 async def test_a_member_exiting_past_max_restarts_fails_waiting_and_new_calls(

@@ -21,6 +21,13 @@ add 20-40 % throughput on 2 cores (measured with 4-8 processes). The pool owns `
   :class:`RestartsExhaustedError` (with the last exit status) instead of waiting forever.
   Threads of the dead process are gone: a new turn on one raises
   :class:`TransportClosedError` at once.
+- **Watchdog.** A stopped or wedged process keeps its pipes open, so nothing else reveals it.
+  A member that sent nothing for ``probe_interval`` seconds gets a liveness probe (a request
+  the runtime answers from memory); one that then stays silent for ``probe_timeout`` more
+  seconds is declared unresponsive: it stops receiving work, its in-flight requests and turns
+  fail at once with :class:`ServerUnresponsiveError` (a thread start, or a ``pool.run`` whose
+  turn was not sent yet, is retried on another member), and it is killed (SIGKILL, which ends a
+  stopped process too), reaped and restarted like a crashed one.
 - **Recycling.** Ephemeral threads cannot be unloaded (~0.9 MB each until the process exits);
   with ``recycle_after=N`` a member that has started N threads takes no new ones and is
   restarted once it holds no open thread and runs no turn.
@@ -43,10 +50,13 @@ import attrs
 
 from ._codex import AsyncCodex
 from ._config import CodexConfig
+from ._connection import CodexClient
 from ._dispatch import Handlers
 from ._exceptions import (
     JsonRpcError,
+    ProtocolError,
     RestartsExhaustedError,
+    ServerUnresponsiveError,
     SubscriptionOverflowError,
     TransportClosedError,
 )
@@ -75,6 +85,18 @@ FAILOVER_ATTEMPTS: Final = 3
 """Placements of work whose member dies (or stops answering) before its turn started: a
 ``thread_start``, or ``pool.run``'s turn not yet sent. Each retry goes to a member that is
 ready then; a turn that was sent is never retried (it may have acted), it fails."""
+
+PROBE_INTERVAL: Final = 2.0
+"""Seconds of silence from a member before the pool probes it (``probe_interval``). Any line
+from the runtime counts as life, so a busy member is never probed."""
+
+PROBE_TIMEOUT: Final = 10.0
+"""Seconds a probed member may stay silent before it is declared unresponsive and killed
+(``probe_timeout``). The probe is answered from memory in milliseconds; the margin covers a
+loaded machine (2 cores, 8 runtimes), where a member still sends something every few ms."""
+
+_PROBE = ("thread/loaded/list", {"limit": 1})
+"""The liveness probe: cheap, read-only, touches neither disk nor the model."""
 
 _THREAD_ONLY = frozenset({"dynamic_tools"})
 _TURN_ONLY = frozenset({"handlers", "idle_timeout"})
@@ -110,6 +132,9 @@ class PoolStatistics(NamedTuple):
     ready: int
     restarts: int
     """Restarts after a member died (recycling not counted)."""
+    unresponsive: int
+    """Members the watchdog killed for not answering (each counted in ``restarts`` too, if
+    restarted)."""
     running_turns: int
     members: tuple[MemberStatistics, ...]
 
@@ -189,6 +214,11 @@ class CodexPool(Lifespan[None]):
         member is given up, calls raise :class:`RestartsExhaustedError`.
     :param recycle_after: restart a member, once idle, after it has started this many threads
         (gives back the memory of ephemeral threads; None: never).
+    :param probe_interval: seconds of silence after which a member is probed (default
+        :data:`PROBE_INTERVAL`; None: no watchdog).
+    :param probe_timeout: seconds a probed member may stay silent before it is declared
+        unresponsive, killed and restarted (default :data:`PROBE_TIMEOUT`). A stopped member
+        is found within ``2 * probe_interval + probe_timeout`` seconds (14 s by default).
     """
 
     def __init__(
@@ -204,6 +234,8 @@ class CodexPool(Lifespan[None]):
         max_restarts: int = 5,
         restart_window: float = 60.0,
         recycle_after: int | None = None,
+        probe_interval: float | None = PROBE_INTERVAL,
+        probe_timeout: float = PROBE_TIMEOUT,
     ) -> None:
         self.servers = servers if servers is not None else default_servers()
         if self.servers < 1:
@@ -224,6 +256,11 @@ class CodexPool(Lifespan[None]):
         self._max_restarts = max_restarts
         self._restart_window = restart_window
         self._recycle_after = recycle_after
+        if (probe_interval is not None and probe_interval <= 0) or probe_timeout <= 0:
+            raise ValueError("probe_interval and probe_timeout must be > 0")
+        self._probe_interval = probe_interval
+        self._probe_timeout = probe_timeout
+        self._unresponsive = 0
         # Events and semaphores are made in _lifespan, inside the event loop that uses them
         # (the pool may be constructed outside one).
         self._members: list[_Member] = []
@@ -339,6 +376,8 @@ class CodexPool(Lifespan[None]):
 
             if self._recycle_after:
                 tg.start_soon(until_retired)
+            if self._probe_interval is not None:
+                tg.start_soon(self._watchdog, member, codex.client, self._probe_interval)
             ended = await self._until_closed(codex)
             tg.cancel_scope.cancel()
         return ended
@@ -360,6 +399,49 @@ class CodexPool(Lifespan[None]):
                 return TransportClosedError("the app-server's connection ended")
             finally:
                 stream.close()
+
+    async def _watchdog(self, member: _Member, client: CodexClient, interval: float) -> None:
+        """Kill the member once it has been silent for ``interval`` seconds and then for the
+        probe's ``probe_timeout`` too. Silence is judged on the reader: a reader held up by our
+        own consumers (backpressure) is not the member's silence."""
+
+        def heard_since(seen: int) -> bool:
+            stats = client.statistics()
+            return stats.chunks_received != seen or not stats.awaiting_input
+
+        while True:
+            seen = client.statistics().chunks_received
+            await anyio.sleep(interval)
+            if heard_since(seen):
+                continue
+            try:
+                if await self._probe(client) or heard_since(seen):
+                    continue
+            except TransportClosedError:
+                return  # it ended by itself; the supervisor takes over
+            break
+        self._unresponsive += 1
+        silent = interval + self._probe_timeout
+        error = ServerUnresponsiveError(
+            f"pool member {member.index} (app-server pid {member.pid}) sent nothing for "
+            f"{silent:g} s, a liveness probe's {self._probe_timeout:g} s included "
+            f"(probe_interval={interval:g}, probe_timeout={self._probe_timeout:g}); it was "
+            "killed and is restarted",
+            silent_for=silent,
+        )
+        logger.error("%s", error)
+        await client.abandon(error)
+
+    async def _probe(self, client: CodexClient) -> bool:
+        """Whether the member answered the probe within ``probe_timeout`` (an error answer
+        is an answer)."""
+        with anyio.move_on_after(self._probe_timeout):
+            try:
+                await client.request(*_PROBE)
+            except (JsonRpcError, ProtocolError):
+                pass
+            return True
+        return False
 
     def _may_restart(self, member: _Member) -> bool:
         """At most ``max_restarts`` restarts of one member per ``restart_window``: a runtime
@@ -594,6 +676,7 @@ class CodexPool(Lifespan[None]):
             servers=self.servers,
             ready=sum(s.ready for s in members),
             restarts=self._restarts,
+            unresponsive=self._unresponsive,
             running_turns=sum(s.running_turns for s in members),
             members=members,
         )

@@ -20,7 +20,7 @@ import re
 from typing import Any, Final
 
 from . import _json
-from ._transport import Transport
+from ._transport import Transport, abort_transport
 
 __all__ = ["WIRE_LOG_ENV", "WireLogTransport", "redact", "wire_log_enabled", "wire_logger"]
 
@@ -134,6 +134,9 @@ class WireLogTransport:
 
     def end_reason(self) -> str | None:
         return self._inner.end_reason()
+
+    def abort(self) -> None:
+        abort_transport(self._inner)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
