@@ -292,3 +292,56 @@ def test_cancel_interrupts_the_turn_and_returns_its_result(backend: str, tmp_pat
                 result = handle.cancel()
             assert result.status == "interrupted"
             assert thread.read(include_turns=True).thread.turns[-1].status == "interrupted"
+
+
+FORK_CHILD = """
+import os, sys, tempfile, threading
+from codex_anyio import Codex, CodexConfig, ForkedClientError
+from codex_anyio.testing import scripted_env
+
+backend, mode = sys.argv[1], sys.argv[2]
+home = tempfile.mkdtemp()
+config = CodexConfig(env=scripted_env(home), codex_home=home, cwd=home)
+codex = Codex(config, backend=backend, require_credentials=False)
+thread = codex.thread_start()
+child = os.fork()
+if child == 0:
+    if mode == "use":
+        try:
+            thread.run("hi", timeout=5)
+        except ForkedClientError as exc:
+            print("child:", exc, flush=True)
+            os._exit(3)
+        os._exit(1)
+    sys.exit(0)  # a plain exit: the interpreter's exit hooks run in the child too
+waited = []
+waiter = threading.Thread(target=lambda: waited.append(os.waitpid(child, 0)), daemon=True)
+waiter.start()
+waiter.join(30)
+if not waited:
+    os.kill(child, 9)
+    print("child hung", flush=True)
+else:
+    print("child status:", os.waitstatus_to_exitcode(waited[0][1]), flush=True)
+# The child touched nothing of ours: the runtime still serves the parent.
+print("parent served:", codex.thread_start().id != thread.id, flush=True)
+codex.close()
+"""
+
+
+@pytest.mark.parametrize(("mode", "status"), [("use", 3), ("exit", 0)])
+def test_a_forked_child_gets_a_clear_error_and_exits_without_hanging(
+    backend: str, mode: str, status: int
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", textwrap.dedent(FORK_CHILD), backend, mode],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"child status: {status}" in done.stdout, done.stdout + done.stderr
+    if mode == "use":
+        assert "belongs to process" in done.stdout
+    assert "parent served: True" in done.stdout

@@ -331,12 +331,18 @@ class Codex(Wrapper[AsyncCodex]):
         return SyncThread(self._bridge, self._async.thread(thread_id))
 
     def close(self) -> None:
-        """Stop the runtime and the event loop thread; idempotent."""
+        """Stop the runtime and the event loop thread; idempotent.
+
+        In a process forked from the one that started the client this does nothing: the
+        runtime and the loop are the parent's (every other method raises
+        :class:`ForkedClientError` there).
+        """
         self._closed = True
-        self._stack.close()
+        if not self._bridge.forked:
+            self._stack.close()
 
     def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
+        if not getattr(self, "_closed", True) and not self._bridge.forked:
             # Loud, like an unclosed stream: the runtime and a thread were left running
             # (they are closed at interpreter exit at the latest).
             try:
