@@ -12,7 +12,9 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 
 from codex_anyio import (
@@ -25,6 +27,7 @@ from codex_anyio import (
     SyncThread,
     TurnFailedError,
 )
+from codex_anyio._portal import CLEANUP_WAIT
 from codex_anyio.testing import failed, message, scripted_runtime, stall
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -345,3 +348,27 @@ def test_a_forked_child_gets_a_clear_error_and_exits_without_hanging(
     if mode == "use":
         assert "belongs to process" in done.stdout
     assert "parent served: True" in done.stdout
+
+
+async def _set_within(seconds: float, event: Any) -> None:
+    with anyio.fail_after(seconds):
+        await event.wait()
+
+
+def test_a_stream_dropped_on_the_event_loop_thread_interrupts_its_turn_without_blocking_it(
+    backend: str, tmp_path: Path
+) -> None:
+    with scripted_runtime([stall(message("partial", deltas=2))], directory=tmp_path) as rt:
+        with Codex(rt.config, backend=backend) as codex:
+            events = codex.thread_start().turn("go").stream()
+            next(events)  # the pump runs in the loop
+            rt.portal.call(rt.model.wait_for_requests, 1)
+            holder = [events]
+            del events
+            # The last reference goes on the loop thread, so the generator is finalized there
+            # (as when a cycle holding it is collected there): it must not wait for a clean-up
+            # that needs the very loop it blocks.
+            dropped = codex.portal.start_task_soon(holder.clear)
+            dropped.result(timeout=CLEANUP_WAIT / 3)
+            # The clean-up ran all the same: the turn was interrupted on the server.
+            rt.portal.call(_set_within, 30, rt.model.exchanges[0].abandoned)
