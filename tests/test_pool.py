@@ -10,7 +10,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from codex_anyio import CodexPool, TransportClosedError, lean_thread_options
+from codex_anyio import (
+    CodexPool,
+    RestartsExhaustedError,
+    ServerUnresponsiveError,
+    TransportClosedError,
+    lean_thread_options,
+)
 from codex_anyio.testing import (
     RecordedRequest,
     Reply,
@@ -132,7 +138,86 @@ async def test_max_turns_keeps_a_burst_waiting_in_the_client(tmp_path: Path) -> 
     assert overlapping == 0
 
 
-async def test_a_members_restart_rate_is_bounded(tmp_path: Path) -> None:
+WATCHDOG = {"probe_interval": 0.2, "probe_timeout": 0.5}
+"""A quick watchdog for tests (the defaults take up to 14 s to condemn a member)."""
+
+
+async def wait_restarted(pool: CodexPool, member: int, old_pid: int) -> None:
+    """Until ``member`` runs a new process, and the old one is reaped (no zombie, no
+    stopped leftover)."""
+    while (
+        pool.statistics().members[member].starts < 2 or not pool.statistics().members[member].ready
+    ):
+        await pool.wait_changed()
+    assert pool.member_pids()[member] not in (None, old_pid)
+    assert not alive(old_pid)
+
+
+async def test_a_stopped_member_is_killed_and_its_waiting_starts_run_on_another(
+    tmp_path: Path,
+) -> None:
+    with anyio.fail_after(60):
+        async with open_scripted_pool(echo, servers=2, **WATCHDOG, directory=tmp_path) as s:
+            pool = s.pool
+            stopped = pool.member_pids()[1]
+            assert stopped is not None
+            os.kill(stopped, signal.SIGSTOP)
+            try:
+                results = []
+
+                async def one(i: int) -> None:
+                    results.append((await pool.run(f"task {i}")).final_response)
+
+                # Half the runs are placed on the stopped member, whose thread/start never
+                # answers: the watchdog fails them and they start on the other member.
+                async with anyio.create_task_group() as tg:
+                    for i in range(8):
+                        tg.start_soon(one, i)
+                assert sorted(results) == sorted(f"re: task {i}" for i in range(8))
+                assert pool.statistics().unresponsive == 1
+                await wait_restarted(pool, 1, stopped)
+            finally:
+                if alive(stopped):  # only on failure: let it be reaped
+                    os.kill(stopped, signal.SIGCONT)
+            assert (await pool.run("after")).status == "completed"
+
+
+async def test_a_turn_on_a_member_that_stops_fails_with_server_unresponsive_error(
+    tmp_path: Path,
+) -> None:
+    with anyio.fail_after(60):
+        async with open_scripted_pool(echo, servers=2, **WATCHDOG, directory=tmp_path) as s:
+            pool = s.pool
+            failures: list[BaseException] = []
+
+            async def stalled_run() -> None:
+                try:
+                    await pool.run("stall here")
+                except ServerUnresponsiveError as exc:
+                    failures.append(exc)
+
+            stopped = None
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(stalled_run)
+                    await s.model.wait_for_requests(1)
+                    busy = next(m for m in pool.statistics().members if m.running_turns)
+                    stopped = busy.pid
+                    assert stopped is not None
+                    os.kill(stopped, signal.SIGSTOP)
+                [error] = failures
+                assert "probe_timeout=0.5" in str(error)
+                # The turn had started: it is not retried elsewhere (it may have acted).
+                assert len(s.model.requests) == 1
+                await wait_restarted(pool, busy.member, stopped)
+            finally:
+                if stopped is not None and alive(stopped):  # only on failure
+                    os.kill(stopped, signal.SIGCONT)
+
+
+async def test_a_member_exiting_past_max_restarts_fails_waiting_and_new_calls(
+    tmp_path: Path,
+) -> None:
     with anyio.fail_after(60):
         async with open_scripted_pool(
             echo, servers=1, max_restarts=1, restart_window=30, directory=tmp_path
@@ -146,13 +231,19 @@ async def test_a_members_restart_rate_is_bounded(tmp_path: Path) -> None:
             pid = pool.member_pids()[0]
             assert pid is not None
             os.kill(pid, signal.SIGKILL)
-            while pool.statistics().ready:
-                await pool.wait_changed()
-            # A second crash inside the window waits for it: the member stays down.
-            with anyio.move_on_after(1.0) as waited:
+            # A second exit inside the window uses the restarts up: a call made while the
+            # member is going down waits for it, then fails, naming the limit and the exit.
+            with pytest.raises(RestartsExhaustedError) as caught:
+                await pool.run("hello")
+            assert "max_restarts=1" in str(caught.value)
+            assert caught.value.returncode == -signal.SIGKILL
+            stats = pool.statistics()
+            assert (stats.ready, stats.restarts, stats.members[0].given_up) == (0, 1, True)
+            # New calls fail at once too.
+            with pytest.raises(RestartsExhaustedError):
+                await pool.run("again")
+            with pytest.raises(RestartsExhaustedError):
                 await pool.wait_ready()
-            assert waited.cancelled_caught
-            assert pool.statistics().ready == 0
 
 
 async def test_leaving_the_pool_reaps_a_setsid_child_of_a_command(tmp_path: Path) -> None:

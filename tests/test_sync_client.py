@@ -12,7 +12,9 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 
 from codex_anyio import (
@@ -25,6 +27,7 @@ from codex_anyio import (
     SyncThread,
     TurnFailedError,
 )
+from codex_anyio._portal import CLEANUP_WAIT
 from codex_anyio.testing import failed, message, scripted_runtime, stall
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -292,3 +295,80 @@ def test_cancel_interrupts_the_turn_and_returns_its_result(backend: str, tmp_pat
                 result = handle.cancel()
             assert result.status == "interrupted"
             assert thread.read(include_turns=True).thread.turns[-1].status == "interrupted"
+
+
+FORK_CHILD = """
+import os, sys, tempfile, threading
+from codex_anyio import Codex, CodexConfig, ForkedClientError
+from codex_anyio.testing import scripted_env
+
+backend, mode = sys.argv[1], sys.argv[2]
+home = tempfile.mkdtemp()
+config = CodexConfig(env=scripted_env(home), codex_home=home, cwd=home)
+codex = Codex(config, backend=backend, require_credentials=False)
+thread = codex.thread_start()
+child = os.fork()
+if child == 0:
+    if mode == "use":
+        try:
+            thread.run("hi", timeout=5)
+        except ForkedClientError as exc:
+            print("child:", exc, flush=True)
+            os._exit(3)
+        os._exit(1)
+    sys.exit(0)  # a plain exit: the interpreter's exit hooks run in the child too
+waited = []
+waiter = threading.Thread(target=lambda: waited.append(os.waitpid(child, 0)), daemon=True)
+waiter.start()
+waiter.join(30)
+if not waited:
+    os.kill(child, 9)
+    print("child hung", flush=True)
+else:
+    print("child status:", os.waitstatus_to_exitcode(waited[0][1]), flush=True)
+# The child touched nothing of ours: the runtime still serves the parent.
+print("parent served:", codex.thread_start().id != thread.id, flush=True)
+codex.close()
+"""
+
+
+@pytest.mark.parametrize(("mode", "status"), [("use", 3), ("exit", 0)])
+def test_a_forked_child_gets_a_clear_error_and_exits_without_hanging(
+    backend: str, mode: str, status: int
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", textwrap.dedent(FORK_CHILD), backend, mode],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"child status: {status}" in done.stdout, done.stdout + done.stderr
+    if mode == "use":
+        assert "belongs to process" in done.stdout
+    assert "parent served: True" in done.stdout
+
+
+async def _set_within(seconds: float, event: Any) -> None:
+    with anyio.fail_after(seconds):
+        await event.wait()
+
+
+def test_a_stream_dropped_on_the_event_loop_thread_interrupts_its_turn_without_blocking_it(
+    backend: str, tmp_path: Path
+) -> None:
+    with scripted_runtime([stall(message("partial", deltas=2))], directory=tmp_path) as rt:
+        with Codex(rt.config, backend=backend) as codex:
+            events = codex.thread_start().turn("go").stream()
+            next(events)  # the pump runs in the loop
+            rt.portal.call(rt.model.wait_for_requests, 1)
+            holder = [events]
+            del events
+            # The last reference goes on the loop thread, so the generator is finalized there
+            # (as when a cycle holding it is collected there): it must not wait for a clean-up
+            # that needs the very loop it blocks.
+            dropped = codex.portal.start_task_soon(holder.clear)
+            dropped.result(timeout=CLEANUP_WAIT / 3)
+            # The clean-up ran all the same: the turn was interrupted on the server.
+            rt.portal.call(_set_within, 30, rt.model.exchanges[0].abandoned)

@@ -90,7 +90,7 @@ from ._server_requests import (
     default_response,
     encode_result,
 )
-from ._transport import Transport
+from ._transport import Transport, abort_transport
 from ._usage import RateLimits
 
 if TYPE_CHECKING:
@@ -154,6 +154,11 @@ class ClientStatistics(NamedTuple):
     overload_retries: int
     turns_reaped: int
     router: RouterStatistics
+    chunks_received: int
+    """Reads from the transport so far: a watchdog compares two samples to see whether the
+    peer said anything in between."""
+    awaiting_input: bool
+    """The reader waits for the peer (not for our own consumers to make room)."""
 
 
 class _ServerTask:
@@ -323,6 +328,8 @@ class CodexClient(ClientMethods):
         self._unknown_responses = 0
         self._overload_retries = 0
         self._turns_reaped = 0
+        self._chunks_received = 0
+        self._awaiting_input = False
         self.rate_limits = RateLimits()
         """The latest ``account/rateLimits/updated`` per limit id, stored by the reader."""
         self.dropped_turns: list[tuple[str, str]] = []
@@ -540,6 +547,8 @@ class CodexClient(ClientMethods):
             overload_retries=self._overload_retries,
             turns_reaped=self._turns_reaped,
             router=self._router.statistics(),
+            chunks_received=self._chunks_received,
+            awaiting_input=self._awaiting_input,
         )
 
     # -- orphaned turns ------------------------------------------------------------------------
@@ -703,6 +712,7 @@ class CodexClient(ClientMethods):
         countdown = READER_CHECKPOINT_EVERY
         try:
             while True:
+                self._awaiting_input = True
                 try:
                     chunk = await receive()
                 except anyio.EndOfStream:
@@ -710,6 +720,8 @@ class CodexClient(ClientMethods):
                     if splitter.pending_bytes:
                         self._bad_line(b"", "the output ended inside an unterminated line")
                     break
+                self._awaiting_input = False
+                self._chunks_received += 1
                 for line in splitter.feed(chunk):
                     handle_line(line)
                     if router.blocked and router.parked() >= backlog:
@@ -955,6 +967,16 @@ class CodexClient(ClientMethods):
         while self._outbox:
             self._outbox.popleft().finished(failed=True)
         self._wake_writer()  # it returns: the connection has ended
+
+    async def abandon(self, error: TransportClosedError) -> None:
+        """End the connection now with ``error``: a watchdog's verdict on a peer that stopped
+        answering while the transport stayed open (a stopped process keeps its pipes). Every
+        waiter gets ``error`` at once; the transport is then closed without its courtesy
+        waits (see :func:`~codex_anyio._transport.abort_transport`)."""
+        self._shut(error)
+        abort_transport(self._transport)
+        with anyio.CancelScope(shield=True):
+            await self._transport.aclose()
 
     async def aclose(self) -> None:
         """Interrupt turns whose handles were dropped unfinished, then close the transport; the

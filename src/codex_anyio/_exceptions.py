@@ -22,6 +22,7 @@ __all__ = [
     "CodexNotFoundError",
     "CodexRpcError",
     "CredentialsMissingError",
+    "ForkedClientError",
     "InternalRpcError",
     "InvalidParamsError",
     "InvalidRequestError",
@@ -29,10 +30,12 @@ __all__ = [
     "MethodNotFoundError",
     "ParseError",
     "ProtocolError",
+    "RestartsExhaustedError",
     "ResultsFileError",
     "ResultsWriteError",
     "RetryLimitExceededError",
     "ServerBusyError",
+    "ServerUnresponsiveError",
     "StartupError",
     "SubscriptionOverflowError",
     "TaskFileError",
@@ -151,6 +154,88 @@ class CodexNotFoundError(StartupError, FileNotFoundError):
     def __str__(self) -> str:
         # OSError formats itself as "[Errno 2] ..." once errno is set; keep our message.
         return str(self.args[0]) if self.args else self.reason
+
+
+class ServerUnresponsiveError(TransportClosedError):
+    """The app-server stopped answering while its connection stayed open (a stopped or
+    wedged process): nothing came from it for ``silent_for`` seconds, a liveness probe's wait
+    included. :class:`CodexPool`'s watchdog (``probe_interval``, ``probe_timeout``) then kills
+    the member and fails its in-flight work with this error; work whose turn had not started
+    is retried on another member instead."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        returncode: int | None = None,
+        stderr_tail: str = "",
+        silent_for: float = 0.0,
+    ) -> None:
+        super().__init__(reason, returncode=returncode, stderr_tail=stderr_tail)
+        self.silent_for = silent_for
+
+    def clone(self) -> ServerUnresponsiveError:
+        copy = type(self)(
+            self.reason,
+            returncode=self.returncode,
+            stderr_tail=self.stderr_tail,
+            silent_for=self.silent_for,
+        )
+        copy.__cause__ = self.__cause__
+        return copy
+
+
+class RestartsExhaustedError(TransportClosedError):
+    """A :class:`CodexPool` member exited more than ``max_restarts`` times within
+    ``restart_window`` seconds and is not restarted again. Raised to every call waiting for a
+    member, and to every new one, once no member is left; ``returncode`` and ``stderr_tail``
+    are those of the last exit."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        returncode: int | None = None,
+        stderr_tail: str = "",
+        member: int = 0,
+        max_restarts: int = 0,
+        restart_window: float = 0.0,
+    ) -> None:
+        super().__init__(reason, returncode=returncode, stderr_tail=stderr_tail)
+        self.member = member
+        self.max_restarts = max_restarts
+        self.restart_window = restart_window
+
+    def clone(self) -> RestartsExhaustedError:
+        copy = type(self)(
+            self.reason,
+            returncode=self.returncode,
+            stderr_tail=self.stderr_tail,
+            member=self.member,
+            max_restarts=self.max_restarts,
+            restart_window=self.restart_window,
+        )
+        copy.__cause__ = self.__cause__
+        return copy
+
+
+class ForkedClientError(CodexError, RuntimeError):
+    """A sync :class:`Codex` was used in a process forked from the one that started it.
+
+    Its event loop thread does not exist in the child (``fork`` copies only the calling
+    thread) and its app-server belongs to the parent, so a call would wait forever. Start a
+    new client in the child. ``owner_pid`` is the process that started the client, ``pid``
+    the one that tried to use it.
+    """
+
+    def __init__(self, owner_pid: int, pid: int) -> None:
+        self.owner_pid = owner_pid
+        self.pid = pid
+        super().__init__(
+            f"this Codex client belongs to process {owner_pid}, which started it; process "
+            f"{pid} is a fork of it and cannot use it (the client's event loop thread and "
+            "app-server are the parent's): create a new Codex in the child"
+        )
 
 
 class CredentialsMissingError(CodexError):

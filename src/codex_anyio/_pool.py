@@ -20,8 +20,18 @@ add 20-40 % throughput on 2 cores (measured with 4-8 processes). The pool owns `
 - **Failure.** A member whose process dies ends its in-flight turns and requests with
   :class:`TransportClosedError` (the connection does that); the supervisor restarts it, at most
   ``max_restarts`` times per ``restart_window`` seconds, and the pool keeps serving on the
-  others. Threads of the dead process are gone: a new turn on one raises
+  others. One exit more than that within the window and the member is given up: once no
+  member is left, every call waiting for one and every new call raises
+  :class:`RestartsExhaustedError` (with the last exit status) instead of waiting forever.
+  Threads of the dead process are gone: a new turn on one raises
   :class:`TransportClosedError` at once.
+- **Watchdog.** A stopped or wedged process keeps its pipes open, so nothing else reveals it.
+  A member that sent nothing for ``probe_interval`` seconds gets a liveness probe (a request
+  the runtime answers from memory); one that then stays silent for ``probe_timeout`` more
+  seconds is declared unresponsive: it stops receiving work, its in-flight requests and turns
+  fail at once with :class:`ServerUnresponsiveError` (a thread start, or a ``pool.run`` whose
+  turn was not sent yet, is retried on another member), and it is killed (SIGKILL, which ends a
+  stopped process too), reaped and restarted like a crashed one.
 - **Recycling.** Ephemeral threads cannot be unloaded (~0.9 MB each until the process exits);
   with ``recycle_after=N`` a member that has started N threads takes no new ones and is
   restarted once it holds no open thread and runs no turn.
@@ -44,9 +54,13 @@ import attrs
 
 from ._codex import AsyncCodex
 from ._config import CodexConfig
+from ._connection import CodexClient
 from ._dispatch import Handlers
 from ._exceptions import (
     JsonRpcError,
+    ProtocolError,
+    RestartsExhaustedError,
+    ServerUnresponsiveError,
     SubscriptionOverflowError,
     TransportClosedError,
 )
@@ -57,6 +71,7 @@ from ._pool_thread import PooledThread
 from ._presets import lean_thread_options, merge_options
 from ._retry import retry_on_overload
 from ._router import Limits
+from ._thread import Thread
 from ._turn import TurnResult
 from ._usage import TokenUsage, UsageLedger
 
@@ -80,6 +95,23 @@ STATE_RACE_DELAY: Final = 0.2
 """Seconds before the first such retry, doubling after each (about 6 s in all at most)."""
 
 _STATE_RACE: Final = "failed to initialize state runtime"
+
+FAILOVER_ATTEMPTS: Final = 3
+"""Placements of work whose member dies (or stops answering) before its turn started: a
+``thread_start``, or ``pool.run``'s turn not yet sent. Each retry goes to a member that is
+ready then; a turn that was sent is never retried (it may have acted), it fails."""
+
+PROBE_INTERVAL: Final = 2.0
+"""Seconds of silence from a member before the pool probes it (``probe_interval``). Any line
+from the runtime counts as life, so a busy member is never probed."""
+
+PROBE_TIMEOUT: Final = 10.0
+"""Seconds a probed member may stay silent before it is declared unresponsive and killed
+(``probe_timeout``). The probe is answered from memory in milliseconds; the margin covers a
+loaded machine (2 cores, 8 runtimes), where a member still sends something every few ms."""
+
+_PROBE = ("thread/loaded/list", {"limit": 1})
+"""The liveness probe: cheap, read-only, touches neither disk nor the model."""
 
 _THREAD_ONLY = frozenset({"dynamic_tools"})
 _TURN_ONLY = frozenset({"handlers", "idle_timeout"})
@@ -106,6 +138,8 @@ class MemberStatistics(NamedTuple):
     running_turns: int
     threads_started: int
     """Threads started on the current process."""
+    given_up: bool
+    """It exited more often than ``max_restarts`` allows and is not restarted again."""
 
 
 class PoolStatistics(NamedTuple):
@@ -113,6 +147,9 @@ class PoolStatistics(NamedTuple):
     ready: int
     restarts: int
     """Restarts after a member died (recycling not counted)."""
+    unresponsive: int
+    """Members the watchdog killed for not answering (each counted in ``restarts`` too, if
+    restarted)."""
     running_turns: int
     members: tuple[MemberStatistics, ...]
 
@@ -129,6 +166,7 @@ class _Member:
     turn_slots: anyio.Semaphore | None = None
     first_ready: anyio.Event = attrs.field(factory=anyio.Event)
     restart_times: deque[float] = attrs.field(factory=deque)
+    given_up: RestartsExhaustedError | None = None
 
     @property
     def pid(self) -> int | None:
@@ -192,10 +230,16 @@ class CodexPool(Lifespan[None]):
     :param thread_defaults: keywords applied to every ``thread_start`` (per-call keywords
         win; ``config`` dicts are merged). Default: :func:`lean_thread_options` (ephemeral,
         no shell snapshot, unused features off); pass ``{}`` for the runtime's defaults.
-    :param max_restarts: restarts of one member allowed per ``restart_window`` seconds; more
-        crashes than that wait for the window to pass.
+    :param max_restarts: restarts of one member allowed per ``restart_window`` seconds; one
+        exit more than that within the window gives the member up (it stays down); once every
+        member is given up, calls raise :class:`RestartsExhaustedError`.
     :param recycle_after: restart a member, once idle, after it has started this many threads
         (gives back the memory of ephemeral threads; None: never).
+    :param probe_interval: seconds of silence after which a member is probed (default
+        :data:`PROBE_INTERVAL`; None: no watchdog).
+    :param probe_timeout: seconds a probed member may stay silent before it is declared
+        unresponsive, killed and restarted (default :data:`PROBE_TIMEOUT`). A stopped member
+        is found within ``2 * probe_interval + probe_timeout`` seconds (14 s by default).
     """
 
     def __init__(
@@ -211,6 +255,8 @@ class CodexPool(Lifespan[None]):
         max_restarts: int = 5,
         restart_window: float = 60.0,
         recycle_after: int | None = None,
+        probe_interval: float | None = PROBE_INTERVAL,
+        probe_timeout: float = PROBE_TIMEOUT,
     ) -> None:
         self.servers = servers if servers is not None else default_servers()
         if self.servers < 1:
@@ -231,12 +277,19 @@ class CodexPool(Lifespan[None]):
         self._max_restarts = max_restarts
         self._restart_window = restart_window
         self._recycle_after = recycle_after
+        if (probe_interval is not None and probe_interval <= 0) or probe_timeout <= 0:
+            raise ValueError("probe_interval and probe_timeout must be > 0")
+        self._probe_interval = probe_interval
+        self._probe_timeout = probe_timeout
+        self._unresponsive = 0
         # Events and semaphores are made in _lifespan, inside the event loop that uses them
         # (the pool may be constructed outside one).
         self._members: list[_Member] = []
         self._changed: anyio.Event | None = None
         self._restarts = 0
         self._startup_error: TransportClosedError | None = None
+        self._exhausted: RestartsExhaustedError | None = None
+        """Set when the last member is given up: what every call then raises."""
         self._usage_ledger = UsageLedger()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -261,6 +314,7 @@ class CodexPool(Lifespan[None]):
         self._changed = anyio.Event()
         self._turn_slots = anyio.Semaphore(self.max_turns) if self.max_turns else None
         self._startup_error = None
+        self._exhausted = None
         async with anyio.create_task_group() as tg:
             # The first member starts alone: runtimes sharing a CODEX_HOME that none has
             # initialized yet race to create its state database, and all but one fail.
@@ -310,7 +364,7 @@ class CodexPool(Lifespan[None]):
                         member.turn_slots = anyio.Semaphore(self._turns_per_server)
                     member.first_ready.set()
                     self._notify()
-                    retired = await self._watch(member, codex)
+                    ended = await self._watch(member, codex)
             except TransportClosedError as exc:  # StartupError is one
                 if not member.first_ready.is_set():
                     if _lost_state_race(exc) and state_races + 1 < STATE_RACE_ATTEMPTS:
@@ -327,39 +381,42 @@ class CodexPool(Lifespan[None]):
                     self._notify()
                     return
                 logger.warning("pool member %d could not restart: %s", member.index, exc)
-                retired = False
+                ended = exc
             finally:
                 member.codex = None
                 self._notify()
-            if retired:
+            if ended is None:
                 logger.debug("pool member %d recycled", member.index)
                 continue
+            if not self._may_restart(member):
+                self._give_up(member, ended)
+                return
             logger.warning("pool member %d exited; restarting it", member.index)
             self._restarts += 1
-            await self._restart_gate(member)
 
-    async def _watch(self, member: _Member, codex: AsyncCodex) -> bool:
-        """Wait until the member's connection ends (False) or it is retired and idle (True)."""
-        retired = False
+    async def _watch(self, member: _Member, codex: AsyncCodex) -> TransportClosedError | None:
+        """Wait until the member's connection ends (its error) or it is retired and idle
+        (None)."""
+        ended: TransportClosedError | None = None
         async with anyio.create_task_group() as tg:
 
             async def until_retired() -> None:
-                nonlocal retired
                 while not (member.retiring and member.idle):
                     await self._wait_changed()
-                retired = True
                 tg.cancel_scope.cancel()
 
             if self._recycle_after:
                 tg.start_soon(until_retired)
-            await self._until_closed(codex)
+            if self._probe_interval is not None:
+                tg.start_soon(self._watchdog, member, codex.client, self._probe_interval)
+            ended = await self._until_closed(codex)
             tg.cancel_scope.cancel()
-        return retired
+        return ended
 
     @staticmethod
-    async def _until_closed(codex: AsyncCodex) -> None:
-        """Drain a global subscription: it ends (with TransportClosedError) when the
-        connection does, which is the one signal a dead process gives."""
+    async def _until_closed(codex: AsyncCodex) -> TransportClosedError:
+        """Drain a global subscription: it ends (with TransportClosedError, which names the
+        exit status) when the connection does, which is the one signal a dead process gives."""
         while True:
             stream = codex.notifications()
             try:
@@ -367,21 +424,87 @@ class CodexPool(Lifespan[None]):
                     await stream.receive()
             except SubscriptionOverflowError:
                 continue
-            except (TransportClosedError, anyio.EndOfStream):
-                return
+            except TransportClosedError as exc:
+                return exc
+            except anyio.EndOfStream:
+                return TransportClosedError("the app-server's connection ended")
             finally:
                 stream.close()
 
-    async def _restart_gate(self, member: _Member) -> None:
-        """At most ``max_restarts`` restarts of one member per ``restart_window``."""
+    async def _watchdog(self, member: _Member, client: CodexClient, interval: float) -> None:
+        """Kill the member once it has been silent for ``interval`` seconds and then for the
+        probe's ``probe_timeout`` too. Silence is judged on the reader: a reader held up by our
+        own consumers (backpressure) is not the member's silence."""
+
+        def heard_since(seen: int) -> bool:
+            stats = client.statistics()
+            return stats.chunks_received != seen or not stats.awaiting_input
+
+        while True:
+            seen = client.statistics().chunks_received
+            await anyio.sleep(interval)
+            if heard_since(seen):
+                continue
+            try:
+                if await self._probe(client) or heard_since(seen):
+                    continue
+            except TransportClosedError:
+                return  # it ended by itself; the supervisor takes over
+            break
+        self._unresponsive += 1
+        silent = interval + self._probe_timeout
+        error = ServerUnresponsiveError(
+            f"pool member {member.index} (app-server pid {member.pid}) sent nothing for "
+            f"{silent:g} s, a liveness probe's {self._probe_timeout:g} s included "
+            f"(probe_interval={interval:g}, probe_timeout={self._probe_timeout:g}); it was "
+            "killed and is restarted",
+            silent_for=silent,
+        )
+        logger.error("%s", error)
+        await client.abandon(error)
+
+    async def _probe(self, client: CodexClient) -> bool:
+        """Whether the member answered the probe within ``probe_timeout`` (an error answer
+        is an answer)."""
+        with anyio.move_on_after(self._probe_timeout):
+            try:
+                await client.request(*_PROBE)
+            except (JsonRpcError, ProtocolError):
+                pass
+            return True
+        return False
+
+    def _may_restart(self, member: _Member) -> bool:
+        """At most ``max_restarts`` restarts of one member per ``restart_window``: a runtime
+        that keeps exiting (a bad binary, a broken home) is given up rather than retried at a
+        slower pace while callers wait on a pool with nothing ready."""
         now = anyio.current_time()
         times = member.restart_times
         while times and now - times[0] > self._restart_window:
             times.popleft()
         if len(times) >= self._max_restarts:
-            await anyio.sleep(times[0] + self._restart_window - now)
-            times.popleft()
-        times.append(anyio.current_time())
+            return False
+        times.append(now)
+        return True
+
+    def _give_up(self, member: _Member, last: TransportClosedError) -> None:
+        """Leave ``member`` down for good; with the last one, fail every waiting call."""
+        left = sum(mb.given_up is None for mb in self._members) - 1
+        consequence = f"{left} member(s) left" if left else "no member of the pool is left"
+        member.given_up = RestartsExhaustedError(
+            f"pool member {member.index} exited {self._max_restarts + 1} times within "
+            f"{self._restart_window:g} s, more than max_restarts={self._max_restarts} allows; "
+            f"it is not restarted again and {consequence} (last exit: {last.reason})",
+            returncode=last.returncode,
+            stderr_tail=last.stderr_tail,
+            member=member.index,
+            max_restarts=self._max_restarts,
+            restart_window=self._restart_window,
+        )
+        logger.error("%s", member.given_up)
+        if not left:
+            self._exhausted = member.given_up
+        self._notify()
 
     # -- placement and slots --------------------------------------------------------------
 
@@ -404,6 +527,8 @@ class CodexPool(Lifespan[None]):
                 member = min(ready, key=lambda mb: (mb.open_threads, mb.running_turns, mb.index))
                 member.open_threads += 1
                 return member
+            if self._exhausted is not None:
+                raise self._exhausted.clone()
             await self._wait_changed()
 
     def _release_thread(self, member: _Member) -> None:
@@ -453,18 +578,41 @@ class CodexPool(Lifespan[None]):
 
     async def thread_start(self, **options: Any) -> PooledThread:
         """Start a thread on the least-loaded member (``AsyncCodex.thread_start`` keywords,
-        over ``thread_defaults``). Call :meth:`finish_thread` when done with it."""
+        over ``thread_defaults``). Call :meth:`finish_thread` when done with it.
+
+        If the member dies or stops answering first, the start is retried on another one
+        (:data:`FAILOVER_ATTEMPTS` placements in all).
+
+        :raises RestartsExhaustedError: once no member is left to place it on.
+        """
         params = merge_options(self.thread_defaults, options)
-        member = await self._place()
-        try:
-            codex = member.codex
-            assert codex is not None
-            thread = await retry_on_overload(
-                lambda: codex.thread_start(**params), max_attempts=THREAD_START_ATTEMPTS
-            )
-        except BaseException:
-            self._release_thread(member)
-            raise
+        for attempt in range(1, FAILOVER_ATTEMPTS + 1):
+            member = await self._place()
+            try:
+                thread = await self._start_on(member, params)
+            except TransportClosedError as exc:
+                self._release_thread(member)
+                if attempt == FAILOVER_ATTEMPTS:
+                    raise
+                logger.info(
+                    "thread/start on pool member %d failed; retrying: %s", member.index, exc
+                )
+                continue
+            except BaseException:
+                self._release_thread(member)
+                raise
+            return self._started(member, thread)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    async def _start_on(member: _Member, params: dict[str, Any]) -> Thread:
+        codex = member.codex
+        assert codex is not None
+        return await retry_on_overload(
+            lambda: codex.thread_start(**params), max_attempts=THREAD_START_ATTEMPTS
+        )
+
+    def _started(self, member: _Member, thread: Thread) -> PooledThread:
         member.threads_started += 1
         if self._recycle_after and member.threads_started >= self._recycle_after:
             member.retiring = True
@@ -496,14 +644,24 @@ class CodexPool(Lifespan[None]):
         Keywords ``thread_start`` accepts (``model``, ``cwd``, ``config``, ``ephemeral``,
         ``dynamic_tools``, ``approval_policy``, ...) configure the thread; the others
         (``output_schema``, ``effort``, ``idle_timeout``, ``handlers``...) the turn.
-        Cancelling the caller interrupts the turn, as with :meth:`Thread.run`.
+        Cancelling the caller interrupts the turn, as with :meth:`Thread.run`. Work whose
+        member dies or stops answering before the turn was sent is retried on another member
+        (see :meth:`thread_start`); a turn that was sent fails with the member's
+        :class:`TransportClosedError` (:class:`ServerUnresponsiveError` for a member that
+        stopped answering).
         """
         thread_options, turn_options = _split_options(options)
-        thread = await self.thread_start(**thread_options)
-        try:
-            return await thread.run(input, **turn_options)
-        finally:
-            await self.finish_thread(thread)
+        for attempt in range(1, FAILOVER_ATTEMPTS + 1):
+            thread = await self.thread_start(**thread_options)
+            try:
+                return await thread.run(input, **turn_options)
+            except TransportClosedError:
+                # Its member died before the turn was sent: nothing ran, place it anew.
+                if thread._turn_sent or attempt == FAILOVER_ATTEMPTS:
+                    raise
+            finally:
+                await self.finish_thread(thread)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def usage(self) -> TokenUsage:
         """Tokens spent by the turns run on the pool's members since it started (restarted
@@ -515,9 +673,15 @@ class CodexPool(Lifespan[None]):
         return [member.pid for member in self._members]
 
     async def wait_ready(self, member: int | None = None) -> None:
-        """Wait until every member (or one) has a running app-server."""
+        """Wait until every member (or one) has a running app-server.
+
+        :raises RestartsExhaustedError: if one of them was given up (it never will).
+        """
         targets = self._members if member is None else [self._members[member]]
         while not all(mb.ready for mb in targets):
+            for mb in targets:
+                if mb.given_up is not None:
+                    raise mb.given_up.clone()
             await self._wait_changed()
 
     async def wait_changed(self) -> None:
@@ -535,6 +699,7 @@ class CodexPool(Lifespan[None]):
                 open_threads=mb.open_threads,
                 running_turns=mb.running_turns,
                 threads_started=mb.threads_started,
+                given_up=mb.given_up is not None,
             )
             for mb in self._members
         )
@@ -542,6 +707,7 @@ class CodexPool(Lifespan[None]):
             servers=self.servers,
             ready=sum(s.ready for s in members),
             restarts=self._restarts,
+            unresponsive=self._unresponsive,
             running_turns=sum(s.running_turns for s in members),
             members=members,
         )

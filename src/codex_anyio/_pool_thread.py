@@ -34,6 +34,9 @@ class PooledThread(Thread):
         self._pool = pool
         self._member = member
         self._finished = False
+        self._turn_sent = False
+        """A ``turn/start`` went out: a failure after that may have left effects, so the
+        pool does not retry it elsewhere."""
 
     @property
     def member(self) -> int:
@@ -56,6 +59,7 @@ class _PooledTurnStarter(TurnStarter):
 
     async def _start(self) -> TurnHandle:
         self._pooled._pool._check_alive(self._pooled)
+        self._pooled._turn_sent = True
         return await super()._start()
 
     async def __aenter__(self) -> TurnHandle:

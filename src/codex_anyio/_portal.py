@@ -9,11 +9,17 @@ method's ``ParamSpec``, so mypy sees the real signature, and an optional wrapper
 result (an async ``Thread`` becomes a sync one). :func:`close_at_exit` and
 :func:`sigint_deferred` cover the two ways a portal thread could otherwise hang the
 interpreter.
+
+A client belongs to the process that started it. ``os.fork()`` copies only the calling
+thread, so in a child the portal's event loop does not run and a call would wait forever:
+the bridge remembers the pid it was made in, and in any other process its portal raises
+:class:`ForkedClientError` instead, while the exit hook leaves the parent's resources alone.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -23,6 +29,7 @@ from typing import Any, Concatenate, Final, Generic, ParamSpec, TypeVar, overloa
 import anyio
 from anyio.from_thread import BlockingPortal
 
+from ._exceptions import ForkedClientError
 from ._turn import INTERRUPT_TIMEOUT
 
 __all__ = [
@@ -53,14 +60,21 @@ def close_at_exit(stack: ExitStack) -> None:
     teardown, where stopping its event loop fails (half the modules are gone) and joining the
     loop's thread then waits forever: a forgotten ``close()`` hung the program at exit.
     ``threading``'s exit hooks run before teardown. The hook holds the stack, not the client,
-    so an unreferenced client can still be collected.
+    so an unreferenced client can still be collected. A forked child inherits the hook but
+    not the loop thread it would join (so it would hang), nor the runtime: there it does
+    nothing.
     """
     register = getattr(threading, "_register_atexit", None)
     if register is None:  # pragma: no cover - CPython has had it since 3.9
         return
+    owner = os.getpid()
+
+    def close() -> None:
+        if os.getpid() == owner:
+            stack.close()
 
     try:
-        register(stack.close)
+        register(close)
     except RuntimeError:  # pragma: no cover - a client created during interpreter shutdown
         pass
 
@@ -97,7 +111,23 @@ class Bridge:
     """The portal a ``Codex`` and every object it hands out call through."""
 
     def __init__(self, portal: BlockingPortal) -> None:
-        self.portal = portal
+        self._portal = portal
+        self.owner_pid = os.getpid()
+
+    @property
+    def forked(self) -> bool:
+        """This is a process forked from the one the client was started in."""
+        return os.getpid() != self.owner_pid
+
+    @property
+    def portal(self) -> BlockingPortal:
+        """The portal, in the process that owns it.
+
+        :raises ForkedClientError: in a forked child, where its loop thread does not exist.
+        """
+        if self.forked:
+            raise ForkedClientError(self.owner_pid, os.getpid())
+        return self._portal
 
     def call(self, fn: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs) -> R:
         """Await ``fn(*args, **kwargs)`` in the portal; see the module docstring for what

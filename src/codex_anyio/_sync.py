@@ -120,13 +120,20 @@ class SyncTurnHandle(Wrapper[_turn.TurnHandle]):
 
     def _iterate(self, events: _turn.TurnEvents[A]) -> Iterator[A]:
         bridge = self._bridge
-        try:
-            yield from iterate_in_batches(
-                bridge.portal, events, call=bridge.call, cleanup_wait=CLEANUP_WAIT
-            )
-        finally:
-            if not self._async.done:
-                self.close()
+        yield from iterate_in_batches(
+            bridge.portal,
+            events,
+            call=bridge.call,
+            cleanup_wait=CLEANUP_WAIT,
+            on_exit=self._close_unfinished,
+        )
+
+    async def _close_unfinished(self) -> None:
+        """Run by the stream's pump in the loop as it stops: a turn left running is
+        interrupted there, so no thread has to call back into the loop for it (a generator
+        finalized on the loop thread could not)."""
+        if not self._async.done:
+            await self._async.aclose()
 
     def close(self) -> None:
         """Interrupt the turn if it is still running, and release its stream."""
@@ -331,12 +338,18 @@ class Codex(Wrapper[AsyncCodex]):
         return SyncThread(self._bridge, self._async.thread(thread_id))
 
     def close(self) -> None:
-        """Stop the runtime and the event loop thread; idempotent."""
+        """Stop the runtime and the event loop thread; idempotent.
+
+        In a process forked from the one that started the client this does nothing: the
+        runtime and the loop are the parent's (every other method raises
+        :class:`ForkedClientError` there).
+        """
         self._closed = True
-        self._stack.close()
+        if not self._bridge.forked:
+            self._stack.close()
 
     def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
+        if not getattr(self, "_closed", True) and not self._bridge.forked:
             # Loud, like an unclosed stream: the runtime and a thread were left running
             # (they are closed at interpreter exit at the latest).
             try:

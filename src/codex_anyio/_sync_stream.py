@@ -9,8 +9,13 @@ consumer slows the turn's own stream (and, past its bound, the reader) as in the
 
 Cancellation: the pump is a portal task. Leaving the iteration early (``break``, an
 exception, Ctrl-C) cancels it and waits, bounded, for it to finish; the async layer interrupts
-a turn whose stream is cancelled mid-read, and the caller closes the turn handle afterwards
-for the case where the pump was parked on backpressure instead.
+a turn whose stream is cancelled mid-read, and the pump's own clean-up (``on_exit``: closing
+the turn handle) covers the case where it was parked on backpressure instead.
+
+A generator dropped on the event loop thread itself (a reference cycle collected there, the
+last reference released by a handler) is finalized there: it then only cancels the pump,
+which cleans up on its own, and never waits for it, since that wait would hold the very loop
+the clean-up needs (it froze the loop for :data:`~codex_anyio._portal.CLEANUP_WAIT` seconds).
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ BATCH_LIMIT: Final = 1024
 class _Pump(Generic[T]):
     """Lives in the event loop: every method runs on the loop thread."""
 
-    def __init__(self, events: AsyncIterator[T]) -> None:
+    def __init__(self, events: AsyncIterator[T], on_exit: Callable[[], Awaitable[None]]) -> None:
         self._events = events
+        self._on_exit = on_exit
+        self.loop_thread = threading.get_ident()
         self._buffer: deque[T] = deque()
         self._ended = False
         self._error: BaseException | None = None
@@ -57,7 +64,11 @@ class _Pump(Generic[T]):
         finally:
             self._ended = True
             self._ready.set()
-            self.finished.set()
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._on_exit()
+            finally:
+                self.finished.set()
 
     async def take(self) -> list[T]:
         """Everything buffered, waiting for at least one event; ``[]`` at the end."""
@@ -72,8 +83,8 @@ class _Pump(Generic[T]):
         return batch
 
 
-def _make_pump(events: AsyncIterator[T]) -> _Pump[T]:
-    return _Pump(events)
+def _make_pump(events: AsyncIterator[T], on_exit: Callable[[], Awaitable[None]]) -> _Pump[T]:
+    return _Pump(events, on_exit)
 
 
 def iterate_in_batches(
@@ -82,18 +93,22 @@ def iterate_in_batches(
     *,
     call: Callable[[Callable[[], Awaitable[list[T]]]], list[T]],
     cleanup_wait: float,
+    on_exit: Callable[[], Awaitable[None]],
 ) -> Iterator[T]:
     """Yield ``events`` (an async iterator living in ``portal``'s loop) to this thread.
 
     ``call`` is the bridge's interruptible call; ``cleanup_wait`` bounds the wait for the
-    cancelled pump.
+    cancelled pump; ``on_exit`` runs in the loop when the pump stops (shielded), however it
+    stops.
     """
-    pump: _Pump[T] = portal.call(_make_pump, events)
+    pump: _Pump[T] = portal.call(_make_pump, events, on_exit)
     running: Future[None] = portal.start_task_soon(pump.run)
     try:
         while batch := call(pump.take):
             yield from batch
     finally:
         if not running.done():
+            # Cancelling only cancels the pump's scope: safe on the loop thread too.
             running.cancel()
-            pump.finished.wait(cleanup_wait)
+            if threading.get_ident() != pump.loop_thread:
+                pump.finished.wait(cleanup_wait)

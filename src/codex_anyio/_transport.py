@@ -37,7 +37,7 @@ from ._config import CodexConfig
 from ._exceptions import CodexNotFoundError, StartupError
 from ._reap import MARKER_ENV, ProcessTreeReaper, new_marker
 
-__all__ = ["StdioTransport", "Transport", "spawn_stdio"]
+__all__ = ["StdioTransport", "Transport", "abort_transport", "spawn_stdio"]
 
 logger = logging.getLogger("codex_anyio.server")
 
@@ -63,7 +63,11 @@ _ANSI = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 class Transport(Protocol):
     """What the connection needs from a byte transport: the stdio process here, a WebSocket
-    connection to a running server in ``_ws.py``."""
+    connection to a running server in ``_ws.py``.
+
+    A transport may also have ``abort()`` (see :func:`abort_transport`): called before
+    ``aclose()`` when the peer stopped answering, it makes the close skip its courtesy waits.
+    """
 
     async def send(self, data: bytes) -> None: ...
 
@@ -85,6 +89,14 @@ class Transport(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def abort_transport(transport: Transport) -> None:
+    """Tell ``transport`` that its peer stopped answering, if it has a use for that (the
+    optional ``abort()``; a custom transport need not have one)."""
+    abort = getattr(transport, "abort", None)
+    if abort is not None:
+        abort()
 
 
 class _StderrTail:
@@ -118,6 +130,7 @@ class StdioTransport:
         self._stderr = _StderrTail(stderr_tail_bytes)
         self._stderr_done = anyio.Event()
         self._closed = False
+        self._aborted = False
         assert process.stdin is not None
         assert process.stdout is not None
         self._stdin = process.stdin
@@ -186,6 +199,12 @@ class StdioTransport:
         except (ProcessLookupError, PermissionError):
             pass
 
+    def abort(self) -> None:
+        """The runtime stopped answering (a stopped or wedged process): :meth:`aclose` then
+        kills it at once instead of sitting out both grace periods, which a stopped process
+        cannot use. SIGKILL ends a stopped process as well (no SIGCONT needed)."""
+        self._aborted = True
+
     async def aclose(self) -> None:
         """Stop the process and everything it started; shielded and bounded at every step."""
         if self._closed:
@@ -194,18 +213,8 @@ class StdioTransport:
         with anyio.CancelScope(shield=True):
             # Descendants in sessions of their own are found while their parent lives.
             await self._reaper.snapshot()
-            try:
-                await self._stdin.aclose()
-            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass
-            with anyio.move_on_after(STDIN_CLOSE_GRACE):
-                await self._process.wait()
-            if self._process.returncode is None:
-                self._signal_group(signal.SIGTERM)
-                with anyio.move_on_after(TERMINATE_GRACE):
-                    await self._process.wait()
-            if self._process.returncode is None:
-                logger.warning("app-server %d ignored SIGTERM; killing it", self._process.pid)
+            if not self._aborted:
+                await self._stop_politely()
             # Also reaps what the runtime started (shell commands) if they outlived it.
             self._signal_group(signal.SIGKILL)
             await self._process.wait()
@@ -213,6 +222,21 @@ class StdioTransport:
             with anyio.move_on_after(EXIT_REPORT_WAIT):
                 await self._stderr_done.wait()
             await self._process.aclose()
+
+    async def _stop_politely(self) -> None:
+        """Close stdin (the runtime exits on EOF), wait; SIGTERM the group, wait."""
+        try:
+            await self._stdin.aclose()
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        with anyio.move_on_after(STDIN_CLOSE_GRACE):
+            await self._process.wait()
+        if self._process.returncode is None:
+            self._signal_group(signal.SIGTERM)
+            with anyio.move_on_after(TERMINATE_GRACE):
+                await self._process.wait()
+        if self._process.returncode is None:
+            logger.warning("app-server %d ignored SIGTERM; killing it", self._process.pid)
 
 
 async def open_runtime_process(

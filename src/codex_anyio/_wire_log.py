@@ -20,7 +20,7 @@ from typing import Final
 
 from . import _json
 from ._redact import REDACTED, redact, redact_text
-from ._transport import Transport
+from ._transport import Transport, abort_transport
 
 __all__ = [
     "REDACTED",
@@ -98,6 +98,9 @@ class WireLogTransport:
 
     def end_reason(self) -> str | None:
         return self._inner.end_reason()
+
+    def abort(self) -> None:
+        abort_transport(self._inner)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
