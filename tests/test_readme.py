@@ -1,4 +1,5 @@
-"""Every code block of the README runs as written, offline.
+"""Every code block of the README runs as written, offline; so does every Python block of the
+documentation site's pages (``docs/``) that is not one of the README's.
 
 **Python blocks.** Each block runs alone, as a script in a subprocess (``python -W error
 block.py`` in an empty folder), with no preamble. Its environment is
@@ -48,6 +49,7 @@ from codex_anyio.testing import (
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 GREETING = "Hello from the scripted model."
 
 
@@ -65,6 +67,21 @@ def fenced_blocks(text: str) -> Iterator[tuple[str, str, str]]:
 
 BLOCKS = list(fenced_blocks(README.read_text()))
 PYTHON = {block_id: code for block_id, language, code in BLOCKS if language == "python"}
+
+
+def guide_blocks() -> dict[str, str]:
+    """The docs' Python blocks that are not the README's (those run above) nor includes of
+    an example (``--8<-- "examples/x.py"``: tests/test_examples.py runs those)."""
+    blocks = {}
+    for page in sorted(DOCS.rglob("*.md")):
+        name = page.relative_to(DOCS).with_suffix("").as_posix()
+        for block_id, language, code in fenced_blocks(page.read_text()):
+            if language == "python" and "--8<--" not in code and code not in PYTHON.values():
+                blocks[f"{name}:{block_id}"] = code
+    return blocks
+
+
+GUIDES = guide_blocks()
 
 EXPECTED = {
     "quickstart": f"completed {GREETING}",
@@ -143,6 +160,14 @@ def test_the_readme_python_block_runs_as_written_offline(
     (work / "block.py").write_text(code)
     out = run([sys.executable, "-W", "error", "block.py"], work, scripted_environment)
     assert EXPECTED.get(block_id, "") in out
+
+
+@pytest.mark.parametrize("block_id", sorted(GUIDES))
+def test_a_python_block_of_the_guides_runs_as_written_offline(
+    block_id: str, tmp_path: Path, scripted_environment: dict[str, str]
+) -> None:
+    (tmp_path / "block.py").write_text(GUIDES[block_id])
+    run([sys.executable, "-W", "error", "block.py"], tmp_path, scripted_environment)
 
 
 def test_every_expectation_names_a_python_block_of_the_readme() -> None:
