@@ -304,6 +304,10 @@ class Codex(Wrapper[AsyncCodex]):
     event loop on a helper thread (``backend="asyncio"``, or ``"trio"``). Handlers and dynamic
     tools are the async ones (``async def``), run on that loop.
 
+    Not for a thread that runs an event loop itself (a Jupyter cell, an ``async def``): each
+    call would stall that loop until it returns, so the first one warns (``RuntimeWarning``).
+    Use :class:`AsyncCodex` there, with ``await``, or call this client from a worker thread.
+
     :param config: how to launch the runtime (default: the pinned bundled binary).
     :param backend: the event loop of the helper thread: ``"asyncio"`` or ``"trio"``.
     :param handlers: answers to server requests; approvals are declined without one.
