@@ -1,32 +1,296 @@
-"""The README's example test runs as written."""
+"""Every code block of the README runs as written, offline; so does every Python block of the
+documentation site's pages (``docs/``) that is not one of the README's.
+
+**Python blocks.** Each block runs alone, as a script in a subprocess (``python -W error
+block.py`` in an empty folder), with no preamble. Its environment is
+``scripted_runtime(...).config.env``, which points the real runtime's ``CODEX_HOME`` at a
+:class:`~codex_anyio.testing.ScriptedModel` on loopback. So ``AsyncCodex()``, ``Codex()``,
+``CodexPool()`` and ``serve_app_server()``, written without arguments as a user would write
+them, talk to the scripted model, as the README says. The model answers by prompt
+(:func:`reply_to`): an essay stalls (so the blocks that time out really interrupt a turn), an
+order question calls the ``lookup_order`` tool, and anything else gets a greeting. A block
+that defines pytest tests (``def test_``) runs under pytest on both backends instead.
+
+**Console blocks.** Every command line of every ``console`` block is in :data:`RUN` or
+:data:`NOT_RUN`, and a test fails when a new one is neither. The ones that are safe offline
+run: the bundled binary's path (with ``login --help``, not a login), ``codex-anyio batch``
+on a small tasks file against the scripted model, and ``codex-anyio serve``, whose printed
+lines are checked against the README's. :data:`NOT_RUN` says why each of the others is left
+alone.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shlex
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+import anyio
+import pytest
+from anyio.streams.text import TextReceiveStream
+
+from codex_anyio.testing import (
+    RecordedRequest,
+    Reply,
+    ScriptedModel,
+    function_call,
+    message,
+    scripted_env,
+    scripted_runtime,
+    stall,
+    write_codex_home,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+GREETING = "Hello from the scripted model."
 
 
-def test_the_readme_testing_example_passes_on_both_backends(tmp_path: Path) -> None:
-    section = README.read_text().split("## Testing your agent offline", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S)
-    assert code is not None
-    (tmp_path / "test_example.py").write_text(code.group(1))
-    (tmp_path / "conftest.py").write_text(
+def fenced_blocks(text: str) -> Iterator[tuple[str, str, str]]:
+    """``(id, language, code)`` for each fenced block; the id is the section's heading."""
+    heading, seen = "top", dict[str, int]()
+    for match in re.finditer(r"^(#{2,4}) ([^\n]+)$|^```(\w*)\n(.*?)^```$", text, re.M | re.S):
+        if match.group(1):
+            heading = re.sub(r"[^a-z0-9]+", "-", match.group(2).lower()).strip("-")
+            continue
+        seen[heading] = seen.get(heading, 0) + 1
+        block_id = heading if seen[heading] == 1 else f"{heading}-{seen[heading]}"
+        yield block_id, match.group(3), match.group(4)
+
+
+BLOCKS = list(fenced_blocks(README.read_text()))
+PYTHON = {block_id: code for block_id, language, code in BLOCKS if language == "python"}
+
+
+def guide_blocks() -> dict[str, str]:
+    """The docs' Python blocks that are not the README's (those run above) nor includes of
+    an example (``--8<-- "examples/x.py"``: tests/test_examples.py runs those)."""
+    blocks = {}
+    for page in sorted(DOCS.rglob("*.md")):
+        name = page.relative_to(DOCS).with_suffix("").as_posix()
+        for block_id, language, code in fenced_blocks(page.read_text()):
+            if language == "python" and "--8<--" not in code and code not in PYTHON.values():
+                blocks[f"{name}:{block_id}"] = code
+    return blocks
+
+
+GUIDES = guide_blocks()
+
+EXPECTED = {
+    "quickstart": f"completed {GREETING}",
+    "cancellation-is-structured": "interrupted",
+    "the-synchronous-client": GREETING,
+    "approvals-user-input-dynamic-tools": "The tool said: order 42: shipped",
+    "token-usage-and-usage-limits": "input_tokens",
+    "many-turns-codexpool-and-codex-anyio-batch": GREETING,
+    "codex-anyio-batch-2": "completed",
+    "attaching-to-a-running-server-websocket-and-unix-sockets": GREETING,
+}
+"""What some blocks print (a substring), beyond running cleanly."""
+
+
+def prompt_of(request: RecordedRequest) -> str:
+    """The text of the last user message the runtime sent the model."""
+    texts = [
+        part.get("text", "")
+        for item in request.body.get("input", [])
+        if item.get("type") == "message" and item.get("role") == "user"
+        for part in item.get("content", [])
+    ]
+    return texts[-1] if texts else ""
+
+
+def reply_to(request: RecordedRequest) -> Reply:
+    if outputs := request.function_call_outputs():
+        return message(f"The tool said: {outputs[-1]['output']}")
+    prompt = prompt_of(request)
+    if "essay" in prompt:
+        return stall(message("Once upon a time", deltas=2))
+    if "order 42" in prompt:
+        return function_call("lookup_order", {"order_id": "42"})
+    return message(GREETING, deltas=3)
+
+
+def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 120) -> str:
+    done = subprocess.run(
+        argv, cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def run_as_tests(code: str, folder: Path) -> str:
+    (folder / "test_block.py").write_text(code)
+    (folder / "conftest.py").write_text(
         "import pytest\n\n"
         "@pytest.fixture(params=['asyncio', 'trio'])\n"
         "def anyio_backend(request):\n"
         "    return request.param\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"]
+    out = run([*argv, str(folder)], folder, {})
+    assert re.search(r"\b2 passed\b", out), out
+    return out
+
+
+@pytest.fixture
+def scripted_environment(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment under which ``AsyncCodex()`` talks to a scripted model."""
+    with scripted_runtime(reply_to, directory=tmp_path / "scripted") as runtime:
+        yield runtime.config.env
+
+
+@pytest.mark.parametrize("block_id", sorted(PYTHON))
+def test_the_readme_python_block_runs_as_written_offline(
+    block_id: str, tmp_path: Path, scripted_environment: dict[str, str]
+) -> None:
+    code = PYTHON[block_id]
+    work = tmp_path / "work"
+    work.mkdir()
+    if re.search(r"^(async )?def test_", code, re.M):
+        run_as_tests(code, work)
+        return
+    (work / "block.py").write_text(code)
+    out = run([sys.executable, "-W", "error", "block.py"], work, scripted_environment)
+    assert EXPECTED.get(block_id, "") in out
+
+
+@pytest.mark.parametrize("block_id", sorted(GUIDES))
+def test_a_python_block_of_the_guides_runs_as_written_offline(
+    block_id: str, tmp_path: Path, scripted_environment: dict[str, str]
+) -> None:
+    (tmp_path / "block.py").write_text(GUIDES[block_id])
+    run([sys.executable, "-W", "error", "block.py"], tmp_path, scripted_environment)
+
+
+def test_every_expectation_names_a_python_block_of_the_readme() -> None:
+    assert set(EXPECTED) <= set(PYTHON)
+    assert len(PYTHON) >= 12
+
+
+# -- console blocks ----------------------------------------------------------------------------
+
+BINARY = 'python -c "import codex_cli_bin; print(codex_cli_bin.bundled_codex_path())"'
+BATCH = "codex-anyio batch tasks.jsonl -o results.jsonl --concurrency 16 --timeout 300 --attempts 2"
+SERVE = "codex-anyio serve"
+
+RUN = {
+    f"$({BINARY}) login": "test_the_bundled_binary_the_readme_logs_in_with_is_there",
+    BATCH: "test_the_readme_batch_command_runs_a_tasks_file_against_the_scripted_model",
+    SERVE: "test_the_readme_serve_command_prints_what_the_readme_shows",
+}
+"""Commands run here, and the test that runs each."""
+
+NOT_RUN = {
+    "python -m pip install nox && python -m nox -s demo": (
+        "CI's .ci/run runs it verbatim (and test_examples runs the demo itself)"
+    ),
+    "python -m pip install nox && python -m nox -s tests": (
+        "CI's .ci/run runs it verbatim; it is the whole suite, this test among it"
+    ),
+    'python -m pip install "codex-anyio @ git+https://example.com/your/codex-anyio.git@v0.1.0"': (
+        "an install from a placeholder URL: the network"
+    ),
+    "python -m pip install /path/to/codex-anyio": "an install from a placeholder path",
+    'python -m pip install "codex-anyio[trio] @ git+https://example.com/your/codex-anyio'
+    '.git@v0.1.0"': "an install from a placeholder URL: the network",
+    "codex-anyio batch tasks.jsonl -o results.jsonl --ray auto --timeout 300 --attempts 2": (
+        "needs a Ray cluster; Ray runs only inside scripts/loopback-netns (nox -s ray tests "
+        "the Ray executor there)"
+    ),
+    "codex-anyio batch tasks.jsonl -o results.jsonl --ray ray://head:10001 --concurrency 32": (
+        "needs a Ray cluster at a remote address"
+    ),
+    "sbatch --array=0-15 --wrap 'codex-anyio batch tasks.jsonl --shard $SLURM_ARRAY_TASK_ID/16 "
+    "-o results-$SLURM_ARRAY_TASK_ID.jsonl'": (
+        "needs SLURM; test_batch runs three --shard runs of one file"
+    ),
+    "cat results-*.jsonl > results.jsonl": "the second half of the SLURM example",
+    "codex-anyio serve --listen unix:///tmp/codex.sock --scripted": (
+        "a fixed path in /tmp shared by everyone on the machine; test_transports runs "
+        "serve --scripted"
+    ),
+}
+"""Commands not run, and why."""
+
+
+def console_commands(code: str) -> list[str]:
+    """The command lines of a console block: ``$ `` lines if it has any (the others are
+    output), else every line but comments."""
+    lines = [line.strip() for line in code.splitlines() if line.strip()]
+    if any(line.startswith("$ ") for line in lines):
+        return [line[2:].split("  #")[0].strip() for line in lines if line.startswith("$ ")]
+    return [line for line in lines if not line.startswith("#")]
+
+
+COMMANDS = [
+    command
+    for _, language, code in BLOCKS
+    if language == "console"
+    for command in console_commands(code)
+]
+
+
+def test_every_readme_command_is_run_here_or_says_why_not() -> None:
+    assert set(COMMANDS) == set(RUN) | set(NOT_RUN)
+    assert not set(RUN) & set(NOT_RUN)
+    assert all(RUN[command] in globals() for command in RUN)
+
+
+def test_the_bundled_binary_the_readme_logs_in_with_is_there(tmp_path: Path) -> None:
+    path = Path(run(shlex.split(BINARY.replace("python", sys.executable, 1)), tmp_path, {}).strip())
+    assert os.access(path, os.X_OK)
+    # `login` itself reaches the service; its help is offline and proves the subcommand.
+    assert "login" in run([str(path), "login", "--help"], tmp_path, {})
+
+
+def test_the_readme_batch_command_runs_a_tasks_file_against_the_scripted_model(
+    tmp_path: Path, scripted_environment: dict[str, str]
+) -> None:
+    tasks = [{"id": str(i), "prompt": f"Say hello {i}."} for i in range(3)]
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
+    command = shlex.split(BATCH)
+    cli = str(Path(sys.executable).with_name("codex-anyio"))
+    run([cli, *command[1:]], tmp_path, scripted_environment)
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["id"], r["status"], r["final_response"]) for r in rows) == [
+        (str(i), "completed", GREETING) for i in range(3)
+    ]
+
+
+@pytest.mark.anyio
+async def test_the_readme_serve_command_prints_what_the_readme_shows(tmp_path: Path) -> None:
+    shown = next(code for _, language, code in BLOCKS if SERVE in code and language == "console")
+    shown_keys = [line.split(": ", 1)[0] for line in shown.splitlines()[1:4]]
+    cli = str(Path(sys.executable).with_name("codex-anyio"))
+    with anyio.fail_after(60):
+        async with ScriptedModel([]) as model:
+            home = write_codex_home(tmp_path / "home", base_url=model.base_url)
+            env = {**os.environ, **scripted_env(home)}
+            argv = [cli, *shlex.split(SERVE)[1:]]
+            async with await anyio.open_process(
+                argv, env=env, cwd=tmp_path, stderr=subprocess.DEVNULL
+            ) as process:
+                assert process.stdout is not None
+                printed = ""
+                async for chunk in TextReceiveStream(process.stdout):
+                    printed += chunk
+                    if "attach:" in printed:
+                        break
+                process.send_signal(signal.SIGINT)
+                assert await process.wait() == 130
+    lines = printed.splitlines()
+    assert [line.split(": ", 1)[0] for line in lines] == shown_keys
+    assert re.fullmatch(r"listening on: ws://127\.0\.0\.1:\d+", lines[0])
+    token_file = lines[1].removeprefix("token file: ")
+    assert lines[2] == (
+        f"attach: CodexConfig(connect={lines[0].removeprefix('listening on: ')!r}, "
+        f"token_file={token_file!r})"
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 passed" in done.stdout

@@ -4,13 +4,14 @@ backends: results, streaming, and the same cancellation guarantees as the async 
 
 from __future__ import annotations
 
+import asyncio
 import faulthandler
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -372,3 +373,62 @@ def test_a_stream_dropped_on_the_event_loop_thread_interrupts_its_turn_without_b
             dropped.result(timeout=CLEANUP_WAIT / 3)
             # The clean-up ran all the same: the turn was interrupted on the server.
             rt.portal.call(_set_within, 30, rt.model.exchanges[0].abandoned)
+
+
+def call_from_a_running_loop(loop: str, calls: Callable[[], None]) -> None:
+    """Run ``calls`` inside a running asyncio or Trio loop, as a Jupyter cell would."""
+
+    async def cell() -> None:
+        calls()
+
+    if loop == "trio":
+        import trio
+
+        trio.run(cell)
+    else:
+        asyncio.run(cell())
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+def test_a_sync_call_from_a_running_event_loop_warns_once_that_it_blocks_the_loop(
+    loop: str, tmp_path: Path
+) -> None:
+    with scripted_runtime([message("one"), message("two")], directory=tmp_path) as rt:
+        with Codex(rt.config) as codex:
+
+            def calls() -> None:
+                with pytest.warns(RuntimeWarning, match="use AsyncCodex") as caught:
+                    thread = codex.thread_start()
+                assert [w.filename for w in caught] == [__file__]  # points at the caller
+                # Only the first call warns: the later ones (filterwarnings=error) pass.
+                assert thread.run("hi").final_response == "one"
+                assert [text for text in thread.turn("again").stream_text()] == ["two"]
+
+            call_from_a_running_loop(loop, calls)
+
+
+def test_a_sync_call_from_a_worker_thread_of_a_running_loop_does_not_warn(
+    tmp_path: Path,
+) -> None:
+    with scripted_runtime([message("ok")], directory=tmp_path) as rt:
+        with Codex(rt.config) as codex:
+
+            async def cell() -> str:
+                # The way to call the sync client from async code without blocking the loop.
+                return await asyncio.to_thread(
+                    lambda: codex.thread_start().run("hi").final_response
+                )
+
+            assert asyncio.run(cell()) == "ok"
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+def test_creating_a_sync_codex_inside_a_running_event_loop_warns(loop: str, tmp_path: Path) -> None:
+    with scripted_runtime([], directory=tmp_path) as rt:
+
+        def calls() -> None:
+            with pytest.warns(RuntimeWarning, match="blocks this thread's running event loop"):
+                codex = Codex(rt.config)
+            codex.close()
+
+        call_from_a_running_loop(loop, calls)

@@ -8,6 +8,10 @@ there is one.
 Only what differs in kind is written here: construction and ``close()``, iterators, and
 ``timeout=`` on ``run``.
 
+A blocking call made from a thread whose own event loop is running (a Jupyter cell, an
+``async def`` calling the sync client) stops that loop until the call returns; the first one
+per client says so with a ``RuntimeWarning`` (see ``_LoopCheckingBridge``).
+
 Cancellation crosses the thread hop. Every call runs as a portal task that the calling thread
 waits for; if the wait is interrupted (``KeyboardInterrupt``, i.e. Ctrl-C) the task is
 cancelled and the calling thread waits, bounded, until the async layer has finished its
@@ -19,13 +23,15 @@ interrupts the turn the same way, and ``run(..., timeout=S)`` runs the turn unde
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -62,6 +68,60 @@ __all__ = [
 ]
 
 A = TypeVar("A")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _loop_running_in_this_thread() -> bool:
+    """Whether the calling thread is inside a running asyncio or Trio event loop.
+
+    Trio is only asked if something imported it: a program that never did cannot be in it.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        trio = sys.modules.get("trio")
+        return trio is not None and bool(trio.lowlevel.in_trio_run())
+    return True
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside this package."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and Path(frame.f_code.co_filename).is_relative_to(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+class _LoopCheckingBridge(Bridge):
+    """The sync client's :class:`Bridge`: it warns, once, when it would block a running loop.
+
+    Each sync call blocks its thread until the portal answers. Called from a thread that runs
+    an event loop of its own (a Jupyter cell runs in one), every other task of that loop stops
+    for the whole turn, silently. The first such call warns (once per client, so a loop of
+    calls does not flood), naming what to use there instead.
+    """
+
+    def __init__(self, portal: BlockingPortal) -> None:
+        super().__init__(portal)
+        self.warned = False
+
+    def check_caller(self) -> None:
+        if not self.warned and _loop_running_in_this_thread():
+            self.warned = True
+            warnings.warn(
+                "the sync Codex blocks this thread's running event loop until each call "
+                "returns; in async code (a Jupyter cell included) use AsyncCodex with "
+                "'async with' and 'await' instead",
+                RuntimeWarning,
+                stacklevel=_caller_stacklevel(),
+            )
+
+    def call(self, fn: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs) -> R:
+        self.check_caller()
+        return super().call(fn, *args, **kwargs)
 
 
 class SyncTurnHandle(Wrapper[_turn.TurnHandle]):
@@ -251,6 +311,10 @@ class Codex(Wrapper[AsyncCodex]):
     event loop on a helper thread (``backend="asyncio"``, or ``"trio"``). Handlers and dynamic
     tools are the async ones (``async def``), run on that loop.
 
+    Not for a thread that runs an event loop itself (a Jupyter cell, an ``async def``): each
+    call would stall that loop until it returns, so the first one warns (``RuntimeWarning``).
+    Use :class:`AsyncCodex` there, with ``await``, or call this client from a worker thread.
+
     :param config: how to launch the runtime (default: the pinned bundled binary).
     :param backend: the event loop of the helper thread: ``"asyncio"`` or ``"trio"``.
     :param handlers: answers to server requests; approvals are declined without one.
@@ -299,7 +363,9 @@ class Codex(Wrapper[AsyncCodex]):
             with sigint_deferred():
                 portal = stack.enter_context(start_blocking_portal(backend))
                 portal.call(unblock_sigint)
-            super().__init__(Bridge(portal), codex)
+            bridge = _LoopCheckingBridge(portal)
+            bridge.check_caller()  # starting the runtime blocks too
+            super().__init__(bridge, codex)
             stack.enter_context(portal.wrap_async_context_manager(codex))
         except BaseException:
             # With the exception passed on, the portal cancels the start-up task (after
