@@ -1,4 +1,4 @@
-"""Generate ``src/codex_anyio/_generated/`` from the pinned runtime's JSON Schema in ``schema/``.
+"""Generate ``src/codex_anyio/_protocol/_generated/`` from the pinned runtime's JSON Schema in ``schema/``.
 
     python scripts/codegen.py                  # regenerate the modules from schema/
     python scripts/codegen.py --refresh-schema # first rewrite schema/ with the pinned runtime
@@ -43,7 +43,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schema"
-OUT = ROOT / "src" / "codex_anyio" / "_generated"
+OUT = ROOT / "src" / "codex_anyio" / "_protocol" / "_generated"
 BUNDLE = "codex_app_server_protocol.schemas.json"
 DISCRIMINATORS = ("type", "method", "kind")
 

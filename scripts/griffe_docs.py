@@ -17,7 +17,7 @@ What the API reference needs that griffe does not do for this code base:
   reference documents it; ``optional``, so a private helper or another project's class stays
   plain code instead of failing the build. A name is resolved as Sphinx would (a dotted path
   from the top, or a name in the scope of the object whose docstring it is), then spelled
-  with the public name it is exported as (``codex_anyio._router.Limits`` is
+  with the public name it is exported as (``codex_anyio._rpc._router.Limits`` is
   ``codex_anyio.Limits``); a name with no public spelling is plain code, never a private
   path. reST's ``text::`` before a literal block loses its second colon.
 """

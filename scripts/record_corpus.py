@@ -15,10 +15,10 @@ from typing import Any
 
 import anyio
 
-import codex_anyio._codex as codex_module
+import codex_anyio._api._codex as codex_module
 from codex_anyio import ApprovalPolicy, AsyncCodex, Handlers
-from codex_anyio._framing import LineSplitter
-from codex_anyio._transport import StdioTransport
+from codex_anyio._wire._framing import LineSplitter
+from codex_anyio._wire._transport import StdioTransport
 from codex_anyio.testing import (
     exec_command,
     failed,

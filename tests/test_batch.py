@@ -316,7 +316,7 @@ async def test_the_cli_resumes_after_ctrl_c_without_repeating_or_losing_a_task(
 def test_the_rich_progress_and_summary_render_counts_and_tokens() -> None:
     import io
 
-    from codex_anyio._batch_cli import _print_summary, _RichProgress, _Tally
+    from codex_anyio._cli._batch import _print_summary, _RichProgress, _Tally
 
     tally = _Tally(total=3, skipped=1)
     run = run_batch([], concurrency=2)
@@ -360,7 +360,7 @@ def test_three_shards_together_cover_every_id_exactly_once(tmp_path: Path) -> No
 
 def test_the_batch_modules_do_not_import_ray() -> None:
     code = (
-        "import sys, codex_anyio, codex_anyio.batch, codex_anyio._batch_cli\n"
+        "import sys, codex_anyio, codex_anyio.batch, codex_anyio._cli._batch\n"
         "from codex_anyio.batch import RayBatchRun, run_batch_on_ray\n"
         "assert 'ray' not in sys.modules, 'ray was imported'\n"
     )

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import attrs
 
-from codex_anyio._generated import models as m
-from codex_anyio._generated.methods import ClientMethods
-from codex_anyio._generated.registry import (
+from codex_anyio._protocol._generated import models as m
+from codex_anyio._protocol._generated.methods import ClientMethods
+from codex_anyio._protocol._generated.registry import (
     CLIENT_NOTIFICATIONS,
     CLIENT_REQUESTS,
     NOTIFICATIONS,

@@ -15,10 +15,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codex_anyio._generated import models as m
-from codex_anyio._generated.converter import converter, make_converter
-from codex_anyio._generated.registry import CLIENT_REQUESTS, NOTIFICATIONS, SERVER_REQUESTS
-from codex_anyio._model import Model
+from codex_anyio._protocol._generated import models as m
+from codex_anyio._protocol._generated.converter import converter, make_converter
+from codex_anyio._protocol._generated.registry import (
+    CLIENT_REQUESTS,
+    NOTIFICATIONS,
+    SERVER_REQUESTS,
+)
+from codex_anyio._protocol._model import Model
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 strict = make_converter(detailed_validation=True)
@@ -191,7 +195,7 @@ def test_importing_the_package_builds_no_attrs_fields() -> None:
     """Fields are built on first use: import loads bytecode and runs no class decorator."""
     probe = (
         "import codex_anyio\n"
-        "from codex_anyio._generated import models as m\n"
+        "from codex_anyio._protocol._generated import models as m\n"
         "print(sum('__attrs_attrs__' in vars(c) for c in m.CLASSES))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
@@ -202,8 +206,8 @@ def test_importing_the_package_builds_no_attrs_fields() -> None:
 def test_asking_the_base_class_for_its_fields_does_not_hide_the_models_fields() -> None:
     probe = (
         "import attrs\n"
-        "from codex_anyio._model import Model\n"
-        "from codex_anyio._generated import models as m\n"
+        "from codex_anyio._protocol._model import Model\n"
+        "from codex_anyio._protocol._generated import models as m\n"
         "assert attrs.fields(Model) == ()\n"
         "print(len(attrs.fields(m.Turn)))\n"
     )
@@ -358,7 +362,7 @@ def test_the_written_out_hook_keeps_absent_optionals_absent_and_nulls_null(
 
 
 def test_the_valid_keywords_of_a_params_type_do_not_include_wire_nulls() -> None:
-    from codex_anyio._thread import _wire_params
+    from codex_anyio._api._thread import _wire_params
 
     with pytest.raises(TypeError, match="valid: ") as caught:
         _wire_params(m.ThreadStartParams, {}, {"modle": "x"})

@@ -22,9 +22,9 @@ from codex_anyio import (
     TurnHandle,
     retry_on_overload,
 )
-from codex_anyio._inputs import to_wire_turn_input
-from codex_anyio._metadata import CodexMetadata
-from codex_anyio._modes import approval_mode_params, sandbox_mode, sandbox_policy
+from codex_anyio._api._inputs import to_wire_turn_input
+from codex_anyio._api._metadata import CodexMetadata
+from codex_anyio._api._modes import approval_mode_params, sandbox_mode, sandbox_policy
 from codex_anyio.testing import message
 
 pytestmark = pytest.mark.anyio

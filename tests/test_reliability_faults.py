@@ -644,7 +644,7 @@ while True:
 async def test_a_callers_deadline_wins_over_a_runtime_that_stopped_reading(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import codex_anyio._transport as transport
+    import codex_anyio._wire._transport as transport
 
     monkeypatch.setattr(transport, "STDIN_CLOSE_GRACE", 0.1)
     blob = {"blob": "x" * (1024 * 1024)}

@@ -28,7 +28,7 @@ from codex_anyio import (
     SyncThread,
     TurnFailedError,
 )
-from codex_anyio._portal import CLEANUP_WAIT
+from codex_anyio._sync._portal import CLEANUP_WAIT
 from codex_anyio.testing import failed, message, scripted_runtime, stall
 
 ROOT = Path(__file__).resolve().parent.parent

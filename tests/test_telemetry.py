@@ -36,9 +36,9 @@ from codex_anyio import (
     TurnFailedError,
 )
 from codex_anyio._redact import TOO_DEEP
-from codex_anyio._telemetry import resolve, token_counts
-from codex_anyio._usage import TurnTally
-from codex_anyio._wire_log import REDACTED, redact, redact_line
+from codex_anyio._rpc._usage import TurnTally
+from codex_anyio._wire._wire_log import REDACTED, redact, redact_line
+from codex_anyio.telemetry._telemetry import resolve, token_counts
 from codex_anyio.testing import (
     exec_command,
     failed,
@@ -418,7 +418,7 @@ async def test_a_span_processor_that_blocks_the_loop_is_warned_about_once(
     scripted_codex: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Every call counts as slow: the warning's logic, without a timed test.
-    monkeypatch.setattr("codex_anyio._telemetry.SLOW_TELEMETRY_CALL", 0.0)
+    monkeypatch.setattr("codex_anyio.telemetry._telemetry.SLOW_TELEMETRY_CALL", 0.0)
     recorder = Recorder()
     caplog.set_level(logging.WARNING, logger="codex_anyio.telemetry")
     with anyio.fail_after(60):
@@ -515,7 +515,7 @@ def test_codex_anyio_imports_and_runs_a_turn_without_opentelemetry() -> None:
                 thread = await s.codex.thread_start()
                 print((await thread.run("hi")).final_response)
             try:
-                codex_anyio._telemetry.resolve(True)
+                codex_anyio.telemetry._telemetry.resolve(True)
             except RuntimeError as exc:
                 print("explicit:", exc)
 

@@ -19,7 +19,7 @@ from codex_anyio import (
     StartupError,
     TextInput,
 )
-from codex_anyio._inputs import to_wire_input
+from codex_anyio._api._inputs import to_wire_input
 from codex_anyio.testing import message, scripted_env, write_codex_home
 
 from .conftest import over_every_transport

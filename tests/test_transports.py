@@ -35,8 +35,8 @@ from codex_anyio import (
     TransportClosedError,
     TurnIdleTimeoutError,
 )
-from codex_anyio._address import Address, resolve_token
-from codex_anyio._serve import serve_app_server
+from codex_anyio._wire._address import Address, resolve_token
+from codex_anyio.serve._server import serve_app_server
 from codex_anyio.testing import message, stall
 
 from .fake_ws_server import Peer, fake_ws_server
@@ -363,7 +363,7 @@ async def test_the_readiness_wait_gives_up_after_its_bound(short_tmp: Path) -> N
 async def test_the_readiness_wait_attaches_once_a_late_server_is_up(
     short_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import codex_anyio._ws as ws_module
+    import codex_anyio._wire._ws as ws_module
 
     path = short_tmp / "late.sock"
     agents: list[str] = []
@@ -474,7 +474,7 @@ async def test_a_server_that_hangs_up_during_the_upgrade_fails_start_up_naming_i
 async def test_a_server_that_accepts_but_never_answers_the_upgrade_is_bounded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import codex_anyio._ws as ws
+    import codex_anyio._wire._ws as ws
 
     monkeypatch.setattr(ws, "HANDSHAKE_TIMEOUT", 0.3)
 

@@ -22,7 +22,7 @@ from codex_anyio import (
     is_retryable_error,
     retry_on_overload,
 )
-from codex_anyio._usage import TurnTally, UsageLedger
+from codex_anyio._rpc._usage import TurnTally, UsageLedger
 from codex_anyio.testing import (
     Reply,
     exec_command,

@@ -7,16 +7,32 @@ typed protocol models live in :mod:`codex_anyio.types`.
 from __future__ import annotations
 
 from .__about__ import __version__
-from ._account import AsyncChatgptLoginHandle, AsyncDeviceCodeLoginHandle, LoginHandle
-from ._codex import AsyncCodex, open_codex
-from ._config import CodexConfig
-from ._connection import ClientStatistics, CodexClient
-from ._dispatch import (
+from ._api._account import AsyncChatgptLoginHandle, AsyncDeviceCodeLoginHandle, LoginHandle
+from ._api._codex import AsyncCodex, open_codex
+from ._api._dispatch import (
     ApprovalPolicy,
     Handlers,
     PendingServerRequest,
     ServerRequestQueue,
 )
+from ._api._inputs import (
+    ExternalMessage,
+    ImageInput,
+    Input,
+    InputItem,
+    JsonObject,
+    LocalImageInput,
+    MentionInput,
+    RunInput,
+    SkillInput,
+    TextInput,
+)
+from ._api._metadata import CodexMetadata, ServerInfo
+from ._api._modes import ApprovalMode, Sandbox
+from ._api._presets import lean_thread_options
+from ._api._thread import Thread, TurnStarter
+from ._api._tools import DynamicTool, dynamic_tool
+from ._api._turn import TurnHandle, TurnResult
 from ._exceptions import (
     AuthenticationError,
     ClusterError,
@@ -45,34 +61,24 @@ from ._exceptions import (
     is_retryable_error,
     map_jsonrpc_error,
 )
-from ._inputs import (
-    ExternalMessage,
-    ImageInput,
-    Input,
-    InputItem,
-    JsonObject,
-    LocalImageInput,
-    MentionInput,
-    RunInput,
-    SkillInput,
-    TextInput,
+from ._rpc._connection import ClientStatistics, CodexClient
+from ._rpc._notifications import Notification, NotificationStream
+from ._rpc._retry import retry_on_overload
+from ._rpc._router import Limits
+from ._rpc._server_requests import ServerRequest
+from ._rpc._usage import TokenUsage, TurnUsage
+from ._sync._client import (
+    ChatgptLoginHandle,
+    Codex,
+    DeviceCodeLoginHandle,
+    SyncThread,
+    SyncTurnHandle,
 )
-from ._metadata import CodexMetadata, ServerInfo
-from ._modes import ApprovalMode, Sandbox
-from ._notifications import Notification, NotificationStream
-from ._pool import CodexPool, MemberStatistics, PoolStatistics
-from ._pool_thread import PooledThread
-from ._presets import lean_thread_options
-from ._retry import retry_on_overload
-from ._router import Limits
-from ._serve import RunningServer, serve_app_server
-from ._server_requests import ServerRequest
-from ._sync import ChatgptLoginHandle, Codex, DeviceCodeLoginHandle, SyncThread, SyncTurnHandle
-from ._telemetry import Telemetry
-from ._thread import Thread, TurnStarter
-from ._tools import DynamicTool, dynamic_tool
-from ._turn import TurnHandle, TurnResult
-from ._usage import TokenUsage, TurnUsage
+from ._wire._config import CodexConfig
+from .pool._pool import CodexPool, MemberStatistics, PoolStatistics
+from .pool._thread import PooledThread
+from .serve._server import RunningServer, serve_app_server
+from .telemetry._telemetry import Telemetry
 
 AsyncThread = Thread
 """The official SDK's name for the async :class:`Thread`."""

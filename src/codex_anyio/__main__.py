@@ -21,8 +21,8 @@ from typing import Any
 import anyio
 
 from . import AsyncCodex, Thread, __version__
-from ._batch_cli import OneLineErrors, add_batch_parser, batch_command
-from ._serve_cli import add_serve_parser, serve_command
+from ._cli._batch import OneLineErrors, add_batch_parser, batch_command
+from ._cli._serve import add_serve_parser, serve_command
 
 TIMEOUT = 1.5
 """Seconds the slow turn is given before its scope expires."""

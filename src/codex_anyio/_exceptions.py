@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._generated.models import RateLimitSnapshot
+    from ._protocol._generated.models import RateLimitSnapshot
 
 __all__ = [
     "AuthenticationError",

@@ -14,11 +14,11 @@ The official SDK's ``JsonObject``, ``RunInput``, ``ExternalMessage`` and ``Notif
 here too.
 """
 
-from ._generated.models import *  # noqa: F403
-from ._generated.models import __all__ as _generated_all
-from ._inputs import ExternalMessage, JsonObject, RunInput
-from ._metadata import CodexMetadata, ServerInfo
-from ._notifications import Notification
+from ._api._inputs import ExternalMessage, JsonObject, RunInput
+from ._api._metadata import CodexMetadata, ServerInfo
+from ._protocol._generated.models import *  # noqa: F403
+from ._protocol._generated.models import __all__ as _generated_all
+from ._rpc._notifications import Notification
 
 __all__ = [
     *_generated_all,

@@ -17,13 +17,13 @@ from typing import Any, Literal
 
 import attrs
 
-from .._codex import AsyncCodex
-from .._config import CodexConfig
-from .._dispatch import Handlers
-from .._pool import CodexPool
-from .._router import Limits
-from .._serve import RunningServer, serve_app_server
-from .._telemetry import Telemetry
+from .._api._codex import AsyncCodex
+from .._api._dispatch import Handlers
+from .._rpc._router import Limits
+from .._wire._config import CodexConfig
+from ..pool._pool import CodexPool
+from ..serve._server import RunningServer, serve_app_server
+from ..telemetry._telemetry import Telemetry
 from ._home import scripted_env, write_codex_home
 from ._scripted_model import ScriptedModel
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import attrs
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from .._config import CodexConfig
+from .._wire._config import CodexConfig
 from ._home import scripted_env, write_codex_home
 from ._scripted_model import ScriptedModel
 

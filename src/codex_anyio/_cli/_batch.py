@@ -1,0 +1,519 @@
+"""``codex-anyio batch``: the command-line face of :mod:`codex_anyio.batch`.
+
+What lives here and nowhere else: the progress display (``rich`` when it is installed and
+stderr is a terminal, one plain line per result otherwise), the summary table, the signal
+policy and the exit statuses. Ctrl-C (SIGINT) or SIGTERM cancels the batch: every running turn
+is interrupted on the server (shielded, bounded), the results written so far are already on
+disk (one whole row each), and the command exits with 130 (143 for SIGTERM). Running the same
+command again skips every id already in the results file.
+
+Every way it can end is one line on stderr and one of the statuses in :data:`EXIT_STATUSES`
+(also in ``--help`` and the README): a bad argument or file is refused before anything runs
+(2), a usage limit stops the batch with the reset time (3), any other stop or a task that did
+not complete is 1.
+
+Beyond one machine, with the same files, progress and signals: ``--ray [ADDRESS]`` runs the
+pools on Ray actors (:func:`~codex_anyio.batch.run_batch_on_ray`; Ray is imported only then),
+and ``--shard i/N`` runs this machine's slice of the tasks file, for job arrays that start N
+copies of the command (no engine at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TextIO
+
+import anyio
+
+from .._exceptions import CodexError, TransportClosedError, UsageLimitError
+from .._groups import call_unwrapped
+from .._wire._config import CodexConfig
+from ..batch import (
+    STATUSES,
+    BatchResult,
+    BatchRun,
+    BatchTask,
+    ResultsFileError,
+    ResultWriter,
+    TaskFileError,
+    parse_shard,
+    percentile,
+    read_tasks,
+    run_batch,
+    run_batch_on_ray,
+)
+from ..batch._files import positive_seconds
+
+if TYPE_CHECKING:
+    from ..batch._ray._driver import RayBatchRun
+
+__all__ = ["EXIT_STATUSES", "OneLineErrors", "add_batch_parser", "batch_command"]
+
+EXIT_COMPLETED: Final = 0
+EXIT_NOT_COMPLETED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_USAGE_LIMIT: Final = 3
+
+EXIT_STATUSES: Final = """\
+exit status:
+  0    every task of the tasks file (of the shard) has a completed row
+  1    not all did: some rows say failed, timeout, error or interrupted (final: a re-run
+       skips them), or the batch stopped on an error (the app-server would not start, the
+       results file could not be written, the Ray cluster is gone): fix it and run the
+       same command again to continue
+  2    usage error, nothing was run: a bad argument, a tasks file that cannot be read or
+       has an invalid line, a results file that cannot be used (not a results file, the
+       tasks file, not a regular file, a missing folder, in use by another run)
+  3    stopped by the account's usage limit (the message names the reset time): no row
+       is written for the tasks left, which run when the same command runs after it
+  130  interrupted by Ctrl-C (143: by SIGTERM); run the same command again to continue
+"""
+"""What each exit status of ``codex-anyio batch`` means (its ``--help`` epilog)."""
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``prog: error: ...``) and status 2,
+    instead of the usage block and then the error: the house rule for every CLI error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        return positive_seconds(float(text), "it")
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of seconds, not {text!r}"
+        ) from None
+
+
+def add_batch_parser(commands: Any) -> None:
+    batch = commands.add_parser(
+        "batch",
+        help="run a JSONL file of tasks through a pool of app-servers, resumably",
+        description=(
+            "Run one turn per task line (id, prompt, optional cwd, model, output_schema, "
+            "config, approval, timeout) and append one result line per task to the output. "
+            "Re-running the same command skips ids already in the output."
+        ),
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    batch.add_argument("tasks", help="tasks file (JSON lines)")
+    batch.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="results file (JSON lines, appended; locked while the batch runs)",
+    )
+    batch.add_argument(
+        "--servers", type=_count, default=None, help="app-server processes (per actor with --ray)"
+    )
+    batch.add_argument(
+        "--concurrency",
+        type=_count,
+        default=None,
+        help="tasks in flight at once (per actor with --ray)",
+    )
+    batch.add_argument("--timeout", type=_seconds, default=None, help="seconds per task (> 0)")
+    batch.add_argument("--attempts", type=_count, default=1, help="tries per failed task")
+    batch.add_argument("--model", default=None, help="model for tasks that name none")
+    batch.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="runtime config override for every server (TOML value), repeatable",
+    )
+    batch.add_argument(
+        "--progress",
+        choices=("auto", "rich", "plain", "none"),
+        default="auto",
+        help="progress display (auto: rich on a terminal if installed, else plain lines)",
+    )
+    batch.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    where = batch.add_mutually_exclusive_group()
+    where.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help=(
+            "run on a Ray cluster: one actor (one pool) per node; ADDRESS as for ray.init "
+            "('auto', 'ray://HOST:10001', 'local'; default: Ray's own choice). "
+            "Needs codex-anyio[ray]"
+        ),
+    )
+    where.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="i/N",
+        help="run only shard i (0-based) of N, split by a stable hash of the id "
+        "(SLURM arrays, Kubernetes indexed jobs)",
+    )
+    batch.add_argument(
+        "--actors", type=_count, default=None, help="with --ray: this many actors, not one per node"
+    )
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _Run(Protocol):
+    """What the progress display reads from a batch run (local or on Ray)."""
+
+    @property
+    def running(self) -> int: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+
+class _Tally:
+    """Counts, durations and tokens of the results seen so far."""
+
+    def __init__(self, total: int, skipped: int) -> None:
+        self.total = total
+        self.skipped = skipped
+        self.statuses: Counter[str] = Counter()
+        self.durations: list[float] = []
+        self.tokens = 0
+        self.launched = self.started = time.monotonic()
+
+    def pool_ready(self) -> None:
+        """Rates and the tasks' wall time count from here, start-up is reported apart."""
+        self.started = time.monotonic()
+
+    @property
+    def done(self) -> int:
+        return sum(self.statuses.values())
+
+    def add(self, result: BatchResult) -> None:
+        self.statuses[result.status] += 1
+        self.durations.append(result.duration_ms / 1000)
+        self.tokens += result.total_tokens
+
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def eta(self) -> str:
+        rate, left = self.rate(), self.total - self.skipped - self.done
+        if not left:
+            return "0s"
+        return f"{left / rate:.0f}s" if rate else "?"
+
+    def not_completed(self) -> int:
+        return self.done - self.statuses["completed"]
+
+
+class _PlainProgress:
+    """One line per result on a stream: readable in CI logs and files."""
+
+    def __init__(self, tally: _Tally, run: _Run, stream: TextIO) -> None:
+        self._tally = tally
+        self._run = run
+        self._stream = stream
+
+    def __enter__(self) -> _PlainProgress:
+        t = self._tally
+        print(
+            f"batch: {t.total} tasks, {t.skipped} already done, "
+            f"{t.total - t.skipped} to run, {self._run.concurrency} at a time",
+            file=self._stream,
+            flush=True,
+        )
+        return self
+
+    def update(self, result: BatchResult) -> None:
+        t = self._tally
+        print(
+            f"[{t.skipped + t.done}/{t.total}] {result.status} {result.id} "
+            f"{result.duration_ms / 1000:.2f}s | running {self._run.running} "
+            f"not completed {t.not_completed()} | {t.rate():.1f} tasks/s eta {t.eta()} "
+            f"tokens {t.tokens}",
+            file=self._stream,
+            flush=True,
+        )
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+
+class _RichProgress:
+    """A live bar: done / running / not completed, throughput, ETA and tokens."""
+
+    def __init__(self, tally: _Tally, run: _Run, stream: TextIO) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._tally = tally
+        self._run = run
+        self._progress = Progress(
+            TextColumn("[bold]batch"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[stats]}"),
+            console=Console(file=stream),
+            refresh_per_second=4,
+        )
+        self._task = self._progress.add_task(
+            "batch", total=tally.total, completed=tally.skipped, stats=""
+        )
+
+    def __enter__(self) -> _RichProgress:
+        self._progress.start()
+        return self
+
+    def update(self, result: BatchResult) -> None:
+        t = self._tally
+        stats = (
+            f"running {self._run.running} · not completed {t.not_completed()} · "
+            f"{t.rate():.1f}/s · {t.tokens:,} tokens"
+        )
+        self._progress.update(self._task, completed=t.skipped + t.done, stats=stats)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._progress.stop()
+
+
+def _rich_available() -> bool:
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _progress(mode: str, tally: _Tally, run: _Run, stream: TextIO) -> Any:
+    if mode == "auto":
+        mode = "rich" if stream.isatty() and _rich_available() else "plain"
+    if mode == "rich":
+        return _RichProgress(tally, run, stream)
+    if mode == "plain":
+        return _PlainProgress(tally, run, stream)
+    return _NoProgress()
+
+
+class _NoProgress:
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def update(self, result: BatchResult) -> None:
+        pass
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+
+def _summary_rows(tally: _Tally) -> list[tuple[str, str]]:
+    rows = [(status, str(tally.statuses[status])) for status in STATUSES if tally.statuses[status]]
+    wall = time.monotonic() - tally.started
+    rows += [
+        ("skipped (already done)", str(tally.skipped)),
+        ("start-up", f"{tally.started - tally.launched:.1f} s"),
+        ("duration p50", f"{percentile(tally.durations, 50):.2f} s"),
+        ("duration p95", f"{percentile(tally.durations, 95):.2f} s"),
+        ("tokens", f"{tally.tokens:,}"),
+        ("wall time", f"{wall:.1f} s"),
+        ("throughput", f"{tally.rate():.2f} tasks/s"),
+    ]
+    return rows
+
+
+def _print_summary(tally: _Tally, rich: bool, stream: TextIO) -> None:
+    rows = _summary_rows(tally)
+    if rich:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="batch summary")
+        table.add_column("")
+        table.add_column("", justify="right")
+        for name, value in rows:
+            table.add_row(name, value)
+        Console(file=stream).print(table)
+        return
+    width = max(len(name) for name, _ in rows)
+    print("batch summary", file=stream)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}", file=stream)
+    stream.flush()
+
+
+def _refuse_the_tasks_file(tasks: str, output: str) -> None:
+    try:
+        same = os.path.samefile(tasks, output)
+    except OSError:  # the output does not exist yet (or cannot be looked at: opening says)
+        return
+    if same:
+        raise ResultsFileError(output, f"the results file {output} is the tasks file")
+
+
+def _make_run(args: argparse.Namespace, pending: list[BatchTask]) -> BatchRun | RayBatchRun:
+    config = CodexConfig(config_overrides=tuple(args.config)) if args.config else None
+    if args.ray is not None:
+        return run_batch_on_ray(
+            pending,
+            address=args.ray or None,
+            actors=args.actors,
+            slots=args.concurrency,
+            servers=args.servers,
+            timeout=args.timeout,
+            attempts=args.attempts,
+            model=args.model,
+            codex_config=config,
+        )
+    return run_batch(
+        pending,
+        servers=args.servers,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+        attempts=args.attempts,
+        model=args.model,
+        codex_config=config,
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as one line: its first, and for an app-server that exited, the line of its
+    stderr where the runtime says why (``Error: ...``)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    if isinstance(exc, TransportClosedError):
+        why = [line for line in exc.stderr_tail.splitlines() if line.startswith("Error")]
+        if why:
+            text += f": {why[-1]}"
+    return text
+
+
+def _resets(exc: UsageLimitError) -> str:
+    if exc.resets_at is not None:
+        return f"it resets at {exc.resets_at.astimezone():%Y-%m-%d %H:%M %Z}"
+    message = getattr(exc.error, "message", None)
+    return str(message) if message else "its reset time is unknown"
+
+
+async def _run(args: argparse.Namespace) -> int:
+    tasks = read_tasks(args.tasks, shard=args.shard)
+    _refuse_the_tasks_file(args.tasks, args.output)
+    # The lock is taken before the rows are read: a second run on this file is refused here,
+    # not after it has decided to run the same ids.
+    with ResultWriter(args.output) as writer:
+        return await _run_pending(args, tasks, writer)
+
+
+async def _run_pending(
+    args: argparse.Namespace, tasks: list[BatchTask], writer: ResultWriter
+) -> int:
+    statuses = {task_id: row.status for task_id, row in writer.results.items()}
+    pending = [task for task in tasks if task.id not in writer.results]
+    run = _make_run(args, pending)
+    tally = _Tally(total=len(tasks), skipped=len(tasks) - len(pending))
+    stream = sys.stderr
+    progress = _progress(args.progress, tally, run, stream)
+    caught: int | None = None
+    stopped: CodexError | None = None
+    with progress:
+        async with anyio.create_task_group() as tg:
+
+            async def on_signal() -> None:
+                nonlocal caught
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        caught = signum
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(on_signal)
+            try:
+                if pending:
+                    async with run as results:
+                        tally.pool_ready()
+                        async for result in results:
+                            writer.write(result)
+                            statuses[result.id] = result.status
+                            tally.add(result)
+                            progress.update(result)
+            except CodexError as exc:  # the batch stopped: a usage limit, a write, start-up
+                stopped = exc
+            tg.cancel_scope.cancel()
+    _print_summary(tally, isinstance(progress, _RichProgress), sys.stdout)
+    missing = sum(statuses.get(task.id) != "completed" for task in tasks)
+    return _ending(tally, caught, stopped, missing, args.output)
+
+
+def _ending(
+    tally: _Tally, caught: int | None, stopped: CodexError | None, missing: int, output: str
+) -> int:
+    """The last line on stderr and the exit status (see :data:`EXIT_STATUSES`)."""
+    done = f"{tally.skipped + tally.done} of {tally.total} done"
+    if caught is not None:
+        _say(f"interrupted; {done}, run the same command again to continue")
+        return 128 + caught
+    if isinstance(stopped, UsageLimitError):
+        _say(
+            f"stopped by the account's usage limit ({_resets(stopped)}); {done}, the rest "
+            "run when the same command is run again after that"
+        )
+        return EXIT_USAGE_LIMIT
+    if stopped is not None:
+        _say(f"stopped: {_one_line(stopped)}; {done}, run the same command again to continue")
+        return EXIT_NOT_COMPLETED
+    if missing:
+        _say(f"{missing} of {tally.total} tasks did not complete (see {output})")
+        return EXIT_NOT_COMPLETED
+    return EXIT_COMPLETED
+
+
+def _say(message: str) -> None:
+    print(f"batch: {message}", file=sys.stderr, flush=True)
+
+
+def batch_command(args: argparse.Namespace) -> int:
+    """Run ``codex-anyio batch``; the exit status is one of :data:`EXIT_STATUSES`."""
+    if args.actors is not None and args.ray is None:
+        print("codex-anyio batch: --actors needs --ray", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return call_unwrapped(lambda: anyio.run(_run, args, backend=args.backend))
+    except (TaskFileError, ResultsFileError) as exc:
+        print(f"codex-anyio batch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CodexError as exc:
+        print(f"codex-anyio batch: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_NOT_COMPLETED
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return 130

@@ -1,0 +1,136 @@
+"""How to launch the app-server: :class:`CodexConfig`, and turning it into argv and env.
+
+Field names and meanings follow the official ``openai_codex.CodexConfig`` so a program can
+switch clients by changing an import; ``codex_home`` is added as a shortcut for
+``env["CODEX_HOME"]``, the one variable every test and sandboxed deployment sets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+
+from .. import __about__
+from .._redact import url_repr
+
+if TYPE_CHECKING:  # ssl costs ~10-30 ms to import; only wss:// needs it, and imports it
+    import ssl
+
+__all__ = ["CodexConfig"]
+
+
+def _tuple_of_str(value: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(str(v) for v in value)
+
+
+@attrs.frozen(kw_only=True)
+class CodexConfig:
+    """Configuration for launching and identifying the Codex runtime.
+
+    :param codex_bin: the ``codex`` executable; default: the one bundled in the pinned
+        ``openai-codex-cli-bin`` wheel.
+    :param launch_args_override: the complete argv to run instead of
+        ``codex [--config k=v ...] app-server --listen stdio://`` (e.g. a wrapper script or a
+        fake server in tests). ``codex_bin`` and ``config_overrides`` are then ignored.
+    :param config_overrides: ``key=value`` strings passed as ``--config`` (TOML values).
+    :param cwd: working directory of the app-server process.
+    :param env: variables added to (and overriding) this process's environment.
+    :param codex_home: shortcut for ``env["CODEX_HOME"]``, where the runtime keeps its config,
+        sessions and logins.
+    :param client_name: ``clientInfo.name`` sent in ``initialize``.
+    :param client_title: ``clientInfo.title``.
+    :param client_version: ``clientInfo.version``.
+    :param experimental_api: ask for the experimental API surface (``dynamicTools``,
+        ``currentTime/read``, ...). Needed for dynamic tools; on by default as in the
+        official SDK.
+    :param connect: attach to an app-server that is already running instead of spawning one:
+        ``ws://HOST:PORT``, ``wss://HOST:PORT`` or ``unix:///path/to/socket`` (WebSocket over
+        a unix socket). The launch fields above are then unused; closing the client closes the
+        connection, never the server. Userinfo in the URL (``ws://user:password@host``) is
+        not sent, and is hidden in every message, log line and repr.
+    :param token: the bearer token for ``connect`` (``--ws-auth capability-token``). Kept out
+        of ``repr`` and of every message and log line. One trailing newline is removed; any
+        other control character (a newline, a NUL) is a ``ValueError`` naming the token's
+        source, never its value.
+    :param token_file: read the token from this file instead (surrounding whitespace
+        stripped), e.g. the server's ``--ws-token-file``.
+    :param token_env: read the token from this environment variable instead (a trailing
+        newline removed, as for ``token``).
+    :param ssl_context: TLS settings for ``wss://`` (default: the system's trust store).
+    :param ready_timeout: before connecting, wait up to this many seconds for the server's
+        ``/readyz`` to answer 200 (a server that is still starting); ``None``: connect at once.
+        (The ``initialize`` handshake after that is bounded by ``Limits.initialize_timeout``.)
+    :param wire_log: log every JSON-RPC line sent and received at DEBUG on the
+        ``codex_anyio.wire`` logger, secrets redacted (also on when the environment variable
+        ``CODEX_ANYIO_WIRE_LOG`` is set to ``1``). Checked once when the client starts; off,
+        it costs nothing.
+    """
+
+    codex_bin: str | os.PathLike[str] | None = attrs.field(default=None, kw_only=False)
+    launch_args_override: tuple[str, ...] | None = attrs.field(
+        default=None, converter=_tuple_of_str
+    )
+    config_overrides: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    cwd: str | os.PathLike[str] | None = None
+    env: Mapping[str, str] | None = None
+    codex_home: str | os.PathLike[str] | None = None
+    client_name: str = "codex_anyio"
+    client_title: str | None = "codex-anyio"
+    client_version: str = __about__.__version__
+    experimental_api: bool = True
+    connect: str | None = attrs.field(default=None, repr=url_repr)
+    token: str | None = attrs.field(default=None, repr=False)
+    token_file: str | os.PathLike[str] | None = None
+    token_env: str | None = None
+    ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False, eq=False)
+    ready_timeout: float | None = None
+    wire_log: bool = False
+
+    def resolve_bin(self) -> Path:
+        """The executable to run: ``codex_bin`` or the pinned runtime's bundled binary."""
+        if self.codex_bin is not None:
+            return Path(self.codex_bin)
+        try:
+            import codex_cli_bin
+        except ImportError as exc:  # pragma: no cover - it is a hard dependency
+            raise FileNotFoundError(
+                "the Codex runtime package 'openai-codex-cli-bin' is not installed; "
+                "install it or pass CodexConfig(codex_bin=...)"
+            ) from exc
+        return Path(codex_cli_bin.bundled_codex_path())
+
+    def argv(self, listen: str = "stdio://") -> list[str]:
+        """The command line that starts the app-server on stdio (or on ``listen``)."""
+        if self.launch_args_override is not None:
+            return list(self.launch_args_override)
+        args = [os.fspath(self.resolve_bin())]
+        for override in self.config_overrides:
+            args += ["--config", override]
+        args += ["app-server", "--listen", listen]
+        return args
+
+    def environment(self) -> dict[str, str]:
+        """This process's environment plus ``env`` and ``codex_home``.
+
+        When the bundled binary is used, its helper folder (ripgrep) is put first on PATH, as
+        the official SDK does, so the runtime's file search works out of the box.
+        """
+        env = dict(os.environ)
+        if self.launch_args_override is None and self.codex_bin is None:
+            try:
+                import codex_cli_bin
+
+                helper_dir = os.fspath(codex_cli_bin.bundled_path_dir())
+            except (ImportError, AttributeError, OSError):  # pragma: no cover
+                helper_dir = ""
+            if helper_dir:
+                env["PATH"] = helper_dir + os.pathsep + env.get("PATH", "")
+        if self.env:
+            env.update(self.env)
+        if self.codex_home is not None:
+            env["CODEX_HOME"] = os.fspath(self.codex_home)
+        return env

@@ -1,0 +1,83 @@
+"""``PooledThread``: a :class:`Thread` that knows its pool member and takes turn slots.
+
+A thread lives in one app-server process; the pool hands out these so that ``thread.run(...)``
+and ``async with thread.turn(...)`` wait for a turn slot (the pool's and the member's) and
+hold it for the life of the turn, and so that a turn on a thread whose process has died
+fails at once with :class:`TransportClosedError` instead of reaching a restarted process
+that never heard of the thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .._api._inputs import RunInput
+from .._api._thread import Thread, TurnStarter
+from .._api._turn import TurnHandle
+
+if TYPE_CHECKING:
+    from ._pool import CodexPool, _Member
+
+__all__ = ["PooledThread"]
+
+
+class PooledThread(Thread):
+    """A :class:`Thread` on one pool member; its turns take the pool's turn slots."""
+
+    def __init__(self, pool: CodexPool, member: _Member, thread: Thread) -> None:
+        super().__init__(thread._codex, thread.id, thread.info)
+        # The registering Thread holds the thread's handlers and tools (freed when it is
+        # garbage-collected): keep it alive as long as this one.
+        self._registered = thread
+        self._pool = pool
+        self._member = member
+        self._finished = False
+        self._turn_sent = False
+        """A ``turn/start`` went out: a failure after that may have left effects, so the
+        pool does not retry it elsewhere."""
+
+    @property
+    def member(self) -> int:
+        """Index of the pool member (process) holding this thread."""
+        return self._member.index
+
+    def turn(self, /, input: RunInput, **options: Any) -> TurnStarter:
+        starter = super().turn(input, **options)
+        return _PooledTurnStarter(self, starter)
+
+
+class _PooledTurnStarter(TurnStarter):
+    """``thread.turn(...)`` of a pooled thread: ``async with`` holds a turn slot for the life
+    of the turn; a bare ``await`` only checks that the thread's process is still the one."""
+
+    def __init__(self, thread: PooledThread, starter: TurnStarter) -> None:
+        super().__init__(thread, starter._params, **starter._options)
+        self._pooled = thread
+        self._release: Callable[[], None] | None = None
+
+    async def _start(self) -> TurnHandle:
+        self._pooled._pool._check_alive(self._pooled)
+        self._pooled._turn_sent = True
+        return await super()._start()
+
+    async def __aenter__(self) -> TurnHandle:
+        release = self._release = await self._pooled._pool._take_turn_slot(self._pooled)
+        try:
+            return await super().__aenter__()
+        except BaseException:
+            release()
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await super().__aexit__(exc_type, exc, tb)
+        finally:
+            if self._release is not None:
+                self._release()
