@@ -29,7 +29,7 @@ from .._rpc._usage import UsageLedger
 from .._wire._config import CodexConfig
 from .._wire._transport import StdioTransport, Transport, spawn_stdio
 from .._wire._wire_log import WireLogTransport, wire_log_enabled
-from ..telemetry._telemetry import Telemetry
+from ..telemetry._telemetry import Instrumentation, Telemetry
 from ..telemetry._telemetry import resolve as resolve_telemetry
 from ._account import CodexAccountMixin
 from ._credentials import CredentialsCheck
@@ -77,6 +77,8 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
             require_credentials = self.config.launch_args_override is None
         self._credentials = CredentialsCheck(enabled=require_credentials)
         self._telemetry = telemetry
+        self._instrumentation: Instrumentation | None = None
+        """The telemetry of the running client (decided at each start; None: off)."""
         self._client: CodexClient | None = None
         self._metadata: CodexMetadata | None = None
         self._usage_ledger = UsageLedger()
@@ -115,6 +117,7 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
                 self.config, stderr_tail_bytes=self._limits.stderr_tail_bytes
             )
         wire: Transport = transport
+        self._instrumentation = resolve_telemetry(self._telemetry)
         if wire_log_enabled(self.config.wire_log):
             wire = WireLogTransport(transport)
         try:
@@ -126,7 +129,7 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
                     limits=self._limits,
                     strict=self._strict,
                     server_request_handler=self._dispatcher.dispatch,
-                    telemetry=resolve_telemetry(self._telemetry),
+                    telemetry=self._instrumentation,
                 ) as client:
                     self._client = client
                     self._dispatcher.attach(client)

@@ -28,6 +28,7 @@ from ._turn import TurnHandle, TurnResult
 
 if TYPE_CHECKING:
     from .._rpc._connection import CodexClient
+    from ..telemetry._telemetry import Instrumentation
     from ._credentials import CredentialsCheck
     from ._dispatch import Dispatcher, Handlers, ServerRequestQueue
 
@@ -107,7 +108,7 @@ class TurnStarter:
         thread_id = self._thread.id
         if handlers is not None:
             dispatcher.push_turn_handlers(thread_id, handlers)
-        telemetry = client._telemetry
+        telemetry = codex._instrumentation
         try:
             # Not shielded: if this is cancelled or interrupted once the request is written,
             # the client interrupts the turn itself (see CodexClient.start_turn).
@@ -132,6 +133,7 @@ class TurnStarter:
                 handlers=handlers,
                 owner=self._thread,
                 ledger=codex._usage_ledger,
+                telemetry=telemetry,
             )
         except BaseException:
             # No handle will own the turn (a response that does not fit the schema raises
@@ -271,6 +273,7 @@ class CodexThreadsMixin:
     _dispatcher: Dispatcher
     _credentials: CredentialsCheck
     _usage_ledger: UsageLedger
+    _instrumentation: Instrumentation | None
 
     @property
     def client(self) -> CodexClient:  # pragma: no cover - defined by AsyncCodex

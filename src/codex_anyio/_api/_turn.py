@@ -56,6 +56,7 @@ from ._inputs import Input, to_wire_input
 
 if TYPE_CHECKING:
     from .._rpc._connection import CodexClient
+    from ..telemetry._telemetry import Instrumentation
     from ._dispatch import Dispatcher, Handlers
 
 __all__ = ["INTERRUPT_TIMEOUT", "TurnEvents", "TurnHandle", "TurnResult"]
@@ -172,8 +173,10 @@ class TurnHandle:
         handlers: Handlers | None = None,
         owner: object = None,
         ledger: UsageLedger | None = None,
+        telemetry: Instrumentation | None = None,
     ) -> None:
         self._client = client
+        self._telemetry = telemetry
         self._dispatcher = dispatcher
         self.thread_id = thread_id
         self.id: str = turn.id
@@ -229,7 +232,7 @@ class TurnHandle:
             self._finished()
 
     def _finished(self) -> None:
-        telemetry = self._client._telemetry
+        telemetry = self._telemetry
         if telemetry is not None:  # the turn span ends now, not when its watcher gets there
             telemetry.turn_seen_completed(self.id)
         if self._handlers is not None:

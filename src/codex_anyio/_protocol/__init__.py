@@ -5,3 +5,8 @@ The bottom layer with ``_exceptions`` and ``_json``: it imports nothing else of 
 and everything above may import it. ``_generated/`` is written by ``nox -s codegen`` and never
 edited by hand.
 """
+
+from ._generated.converter import converter
+from ._model import use_converter
+
+use_converter(converter)

@@ -40,6 +40,20 @@ setattr_of: Callable[[object], Callable[[str, Any], None]] = object.__setattr__.
 new: Callable[[type[Any]], Any] = object.__new__
 """An instance without ``__init__``, for the written-out ``_from_wire`` structure hooks."""
 
+_converter: Any = None
+"""The converter of every generated model, given by :func:`use_converter`."""
+
+
+def use_converter(converter: Any) -> None:
+    """Give the models their converter (the generated one, built from the generated models).
+
+    Called once, by ``codex_anyio._protocol`` when it is imported: the converter is built
+    from the generated models, which are built on this module, so this module cannot import
+    it without a cycle; it is handed down instead.
+    """
+    global _converter
+    _converter = converter
+
 
 def slot_setters(cls: type[Any], *names: str) -> tuple[Callable[[Any, Any], None], ...]:
     """The ``__set__`` of each named slot of ``cls``: what the written-out ``_from_wire`` hooks
@@ -174,9 +188,7 @@ class Model:
 
     def to_wire(self) -> dict[str, Any]:
         """The wire dict: camelCase keys, absent optionals absent, explicit nulls kept."""
-        from ._generated.converter import converter
-
-        wire: dict[str, Any] = converter.unstructure(self)
+        wire: dict[str, Any] = _converter.unstructure(self)
         return wire
 
     @classmethod
@@ -190,9 +202,7 @@ class Model:
         """
         if isinstance(obj, cls):
             return obj
-        from ._generated.converter import converter
-
-        value: _M = converter.structure(_wire_keys(obj, cls), cls)
+        value: _M = _converter.structure(_wire_keys(obj, cls), cls)
         return value
 
     @classmethod

@@ -63,7 +63,7 @@ import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn, Protocol, TypeVar
+from typing import Any, Final, NamedTuple, NoReturn, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -82,6 +82,7 @@ from .._protocol._generated.methods import ClientMethods
 from .._redact import preview
 from .._wire._framing import LineSplitter
 from .._wire._transport import Transport, abort_transport
+from ._instrument import RequestHooks
 from ._interrupt import interrupt_and_wait
 from ._notifications import Notification, NotificationStream
 from ._router import Limits, Router, RouterStatistics
@@ -92,9 +93,6 @@ from ._server_requests import (
     encode_result,
 )
 from ._usage import RateLimits
-
-if TYPE_CHECKING:
-    from ..telemetry._telemetry import Instrumentation
 
 __all__ = ["ClientStatistics", "CodexClient", "open_client", "structure_result"]
 
@@ -304,7 +302,7 @@ class CodexClient(ClientMethods):
         limits: Limits,
         strict: bool = False,
         server_request_handler: ServerRequestHandler | None = None,
-        telemetry: Instrumentation | None = None,
+        telemetry: RequestHooks | None = None,
     ) -> None:
         self._transport = transport
         self._telemetry = telemetry
@@ -1043,7 +1041,7 @@ async def open_client(
     strict: bool = False,
     server_request_handler: ServerRequestHandler | None = None,
     on_started: Callable[[CodexClient], None] | None = None,
-    telemetry: Instrumentation | None = None,
+    telemetry: RequestHooks | None = None,
 ) -> AsyncIterator[CodexClient]:
     """Run a :class:`CodexClient` over ``transport`` for the duration of the block.
 

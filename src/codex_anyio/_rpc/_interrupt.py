@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import Any, Final, Protocol
 
 import anyio
 
@@ -28,10 +28,7 @@ from .._exceptions import (
 )
 from ._notifications import Notification, NotificationStream
 
-if TYPE_CHECKING:
-    from ._connection import CodexClient
-
-__all__ = ["interrupt_and_wait", "is_no_active_turn"]
+__all__ = ["Requester", "interrupt_and_wait", "is_no_active_turn"]
 
 logger = logging.getLogger("codex_anyio.turn")
 
@@ -42,13 +39,20 @@ RETRY_MAX: Final = 0.2
 """Longest pause between two such attempts (seconds)."""
 
 
+class Requester(Protocol):
+    """What the procedure needs of a connection: sending one request (the connection itself
+    runs this procedure for turns nobody owns, so it cannot be imported here)."""
+
+    async def request(self, method: str, params: Any = None) -> Any: ...
+
+
 def is_no_active_turn(exc: BaseException) -> bool:
     """Whether ``exc`` is the runtime's "no active turn to interrupt" answer."""
     return isinstance(exc, InvalidRequestError) and "no active turn" in exc.message.lower()
 
 
 async def interrupt_and_wait(
-    client: CodexClient,
+    client: Requester,
     thread_id: str,
     turn_id: str,
     stream: NotificationStream,

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, NamedTuple
@@ -73,6 +72,7 @@ from .._rpc._retry import retry_on_overload
 from .._rpc._router import Limits
 from .._rpc._usage import TokenUsage, UsageLedger
 from .._wire._config import CodexConfig
+from ._member import Member as _Member
 from ._thread import PooledThread
 
 __all__ = ["CodexPool", "MemberStatistics", "PoolStatistics", "default_servers"]
@@ -152,48 +152,6 @@ class PoolStatistics(NamedTuple):
     restarted)."""
     running_turns: int
     members: tuple[MemberStatistics, ...]
-
-
-@attrs.define(eq=False)
-class _Member:
-    index: int
-    codex: AsyncCodex | None = None
-    starts: int = 0
-    open_threads: int = 0
-    running_turns: int = 0
-    threads_started: int = 0
-    retiring: bool = False
-    turn_slots: anyio.Semaphore | None = None
-    first_ready: anyio.Event = attrs.field(factory=anyio.Event)
-    restart_times: deque[float] = attrs.field(factory=deque)
-    given_up: RestartsExhaustedError | None = None
-
-    @property
-    def pid(self) -> int | None:
-        if self.codex is None:
-            return None
-        try:
-            client = self.codex.client
-        except RuntimeError:
-            return None
-        # AsyncCodex does not expose its process id; the stdio transport knows it.
-        pid = getattr(getattr(client, "_transport", None), "pid", None)
-        return pid if isinstance(pid, int) else None
-
-    @property
-    def ready(self) -> bool:
-        """Its runtime is up and its connection open (a dead one is noticed at once, before
-        the supervisor has closed it)."""
-        if self.codex is None:
-            return False
-        try:
-            return not self.codex.client.closed
-        except RuntimeError:
-            return False
-
-    @property
-    def idle(self) -> bool:
-        return self.open_threads == 0 and self.running_turns == 0
 
 
 def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -11,22 +11,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .._api._inputs import RunInput
 from .._api._thread import Thread, TurnStarter
 from .._api._turn import TurnHandle
+from ._member import Member
 
-if TYPE_CHECKING:
-    from ._pool import CodexPool, _Member
+__all__ = ["PooledThread", "TurnSlots"]
 
-__all__ = ["PooledThread"]
+
+class TurnSlots(Protocol):
+    """What a pooled thread needs of its pool (``CodexPool`` is one): the pool hands out
+    pooled threads, so this module names what it uses instead of importing the pool."""
+
+    def _check_alive(self, thread: PooledThread) -> None:
+        """Raise ``TransportClosedError`` if the thread's runtime is gone."""
+        ...
+
+    async def _take_turn_slot(self, thread: PooledThread) -> Callable[[], None]:
+        """Wait for a turn slot for ``thread``; return its release."""
+        ...
 
 
 class PooledThread(Thread):
     """A :class:`Thread` on one pool member; its turns take the pool's turn slots."""
 
-    def __init__(self, pool: CodexPool, member: _Member, thread: Thread) -> None:
+    def __init__(self, pool: TurnSlots, member: Member, thread: Thread) -> None:
         super().__init__(thread._codex, thread.id, thread.info)
         # The registering Thread holds the thread's handlers and tools (freed when it is
         # garbage-collected): keep it alive as long as this one.
