@@ -382,7 +382,7 @@ def test_the_ray_driver_ends_the_run_on_a_usage_limit_an_actor_raised_however_ra
     # Without Ray: the driver's bookkeeping for one finished call (the Ray tests, in their
     # namespace, run the rest). Ray raises an actor's error as a RayTaskError carrying it as
     # ``cause`` (and, when it can, also an instance of its class).
-    from codex_anyio import _batch_ray
+    from codex_anyio.batch._ray import _driver as _batch_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # nothing here may need Ray
     limit = UsageLimitError(None, None, resets_at=datetime.now(timezone.utc))
@@ -595,7 +595,7 @@ async def test_the_cli_exits_1_when_a_task_did_not_complete_after_running_the_ot
 
 FULL_DISK_AFTER_TWO_ROWS = """
 import errno, os, sys
-from codex_anyio import _batch_results
+from codex_anyio.batch import _results as _batch_results
 from codex_anyio.__main__ import main
 
 real, rows = _batch_results._write_all, []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from codex_anyio import _batch_results
+from codex_anyio.batch import _results as _batch_results
 from codex_anyio.batch import (
     BatchResult,
     BatchTask,

@@ -12,7 +12,7 @@ Design, and the contracts (who may call what, from which task, with which bound)
   with a burst. On Trio it is protected from ``KeyboardInterrupt``, which Trio then delivers
   to the main task: a Ctrl-C reaches the user's code (which interrupts its turn), never the
   reader.
-* **Pending table.** Each request owns an answer slot (``_Reply``: an event and a value) keyed
+* **Pending table.** Each request owns an answer slot (``_messages.Reply``: an event and a value) keyed
   by its id, and waits for the response only, not also for its write; the reader pops the
   entry when it delivers, so a duplicate response is counted
   (``statistics().unknown_responses``), and the waiter removes it in ``finally``, so a
@@ -30,8 +30,8 @@ Design, and the contracts (who may call what, from which task, with which bound)
   an asyncio-native ``task.cancel()``), the reader hands the new turn to a reaper task that
   interrupts it: a turn never runs on the server without an owner. The caller itself waits
   for that (shielded, within ``Limits.interrupt_timeout`` in all) before its exception
-  continues, unless it is interrupted again while waiting.
-* **Server requests.** Each runs as its own task in the client's task group, behind a wrapper
+  continues, unless it is interrupted again while waiting (``_turn_start.py``).
+* **Server requests** (``_server_tasks.py``). Each runs as its own task in the client's task group, behind a wrapper
   that turns an exception into a JSON-RPC error reply (the connection lives on). At most
   ``Limits.server_requests`` run at once; beyond that the runtime gets "server busy" at once;
   a duplicate id is answered with an error and starts nothing. A handler is cancelled when its
@@ -63,7 +63,7 @@ import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Final, NamedTuple, NoReturn, Protocol, TypeVar
+from typing import Any, Final, NamedTuple, NoReturn, TypeVar
 
 import anyio
 import anyio.abc
@@ -71,7 +71,6 @@ import anyio.lowlevel
 
 from .. import _json
 from .._exceptions import (
-    JsonRpcError,
     ProtocolError,
     ServerBusyError,
     TransportClosedError,
@@ -84,20 +83,17 @@ from .._wire._framing import LineSplitter
 from .._wire._transport import Transport, abort_transport
 from ._instrument import RequestHooks
 from ._interrupt import interrupt_and_wait
+from ._messages import DROPPED, QUEUED, WRITING, WRITTEN, Outgoing, Reply, ResponseHook
 from ._notifications import Notification, NotificationStream
 from ._router import Limits, Router, RouterStatistics
-from ._server_requests import (
-    ServerRequest,
-    ServerRequestHandler,
-    default_response,
-    encode_result,
-)
+from ._server_requests import ServerRequestHandler
+from ._server_tasks import ServerTasks
+from ._turn_start import TurnStart
 from ._usage import RateLimits
 
 __all__ = ["ClientStatistics", "CodexClient", "open_client", "structure_result"]
 
 logger = logging.getLogger("codex_anyio")
-server_request_logger = logging.getLogger("codex_anyio.server_request")
 
 T = TypeVar("T")
 
@@ -159,132 +155,6 @@ class ClientStatistics(NamedTuple):
     """The reader waits for the peer (not for our own consumers to make room)."""
 
 
-class _ServerTask:
-    __slots__ = ("request", "scope")
-
-    def __init__(self, request: ServerRequest, scope: anyio.CancelScope) -> None:
-        self.request = request
-        self.scope = scope
-
-
-_QUEUED, _WRITING, _WRITTEN, _DROPPED = range(4)
-
-
-class _Outgoing:
-    """One message in the writer's queue."""
-
-    __slots__ = ("data", "done", "failed", "state")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.done: anyio.Event | None = None
-        """Made by whoever waits for the write (a request waits for its response instead)."""
-        self.failed = False
-        self.state = _QUEUED
-
-    def finished(self, *, failed: bool = False) -> None:
-        if failed:
-            self.failed = True
-        else:
-            self.state = _WRITTEN
-        if self.done is not None:
-            self.done.set()
-
-
-class _Reply:
-    """One request's answer: the reader puts the response (or an error) in it; the end of the
-    connection closes it empty. (An event and a slot: a memory object stream per request
-    cost a loop iteration more per request, for a checkpoint before it waits.)"""
-
-    __slots__ = ("event", "value")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.value: dict[str, Any] | BaseException | None = None
-
-    def put(self, value: dict[str, Any] | BaseException | None) -> None:
-        if not self.event.is_set():
-            self.value = value
-            self.event.set()
-
-
-class _ResponseHook(Protocol):
-    """Runs in the reader on a request's response, even after its caller has gone."""
-
-    def on_response(self, message: dict[str, Any]) -> None: ...
-
-    def on_unsent(self) -> None:
-        """The request was never written: no response will come."""
-
-
-class _TurnStart:
-    """One ``turn/start`` in flight: what the reader found in its response, and who owns it."""
-
-    __slots__ = (
-        "answered",
-        "client",
-        "error",
-        "orphaned",
-        "reaped",
-        "responded",
-        "stream",
-        "thread_id",
-        "turn_id",
-        "watch",
-    )
-
-    def __init__(
-        self,
-        client: CodexClient,
-        thread_id: str,
-        watch: Callable[[str, NotificationStream], None] | None = None,
-    ) -> None:
-        self.client = client
-        self.thread_id = thread_id
-        self.watch = watch
-        self.answered = False
-        self.orphaned = False
-        self.stream: NotificationStream | None = None
-        self.turn_id: str | None = None
-        self.error: BaseException | None = None
-        self.reaped: anyio.Event | None = None
-        self.responded = anyio.Event()
-
-    def on_response(self, message: dict[str, Any]) -> None:
-        router = self.client._router
-        try:
-            result = message.get("result")
-            turn = result.get("turn") if type(result) is dict else None
-            turn_id = turn.get("id") if type(turn) is dict else None
-            if type(turn_id) is str:
-                # The new turn's stream (an observer's if the turn already has an owner: the
-                # runtime joined the input into a running turn); the stash is routed into it
-                # by end_turn_start, below.
-                self.stream = router.subscribe_turn(turn_id)
-                self.turn_id = turn_id
-                if self.watch is not None:  # telemetry: an observer, before the stash is routed
-                    self.watch(turn_id, router.subscribe_turn(turn_id))
-        except Exception as exc:  # never let a bad response break the reader
-            self.error = exc
-        finally:
-            self.answered = True
-            router.end_turn_start(self.thread_id)
-        if self.orphaned:
-            self.orphan()
-        self.responded.set()
-
-    def on_unsent(self) -> None:
-        self.answered = True
-        self.client._router.end_turn_start(self.thread_id)
-        self.responded.set()
-
-    def orphan(self) -> None:
-        """The caller is gone: a reaper interrupts the turn (now, or when the response comes)."""
-        self.orphaned = True
-        if self.stream is not None and self.turn_id is not None and self.reaped is None:
-            self.reaped = self.client._spawn_reaper(self.thread_id, self.turn_id, self.stream)
-
-
 class CodexClient(ClientMethods):
     """Low-level typed JSON-RPC client over one transport.
 
@@ -309,17 +179,22 @@ class CodexClient(ClientMethods):
         self._task_group = task_group
         self._limits = limits
         self._strict = strict
-        self._handler = server_request_handler
-        self._router = Router(limits, on_turn_completed=self._cancel_turn_requests)
-        self._pending: dict[int, _Reply] = {}
-        self._response_hooks: dict[int, _ResponseHook] = {}
+        self._server_tasks = ServerTasks(
+            task_group,
+            self._reply,
+            limit=limits.server_requests,
+            handler=server_request_handler,
+            telemetry=telemetry,
+        )
+        self._router = Router(limits, on_turn_completed=self._server_tasks.cancel_turn)
+        self._pending: dict[int, Reply] = {}
+        self._response_hooks: dict[int, ResponseHook] = {}
         self._next_id = 1
         self._in_flight = anyio.CapacityLimiter(limits.requests_in_flight)
-        self._outbox: deque[_Outgoing] = deque()
+        self._outbox: deque[Outgoing] = deque()
         """Messages for the writer, in order (unbounded: each has a waiting sender)."""
         self._outbox_wakeup: anyio.Event | None = None
         """Set while the writer waits for a message."""
-        self._server_tasks: dict[int | str, _ServerTask] = {}
         self._closed_error: TransportClosedError | None = None
         self._closing = False
         self._bad_lines = 0
@@ -346,7 +221,7 @@ class CodexClient(ClientMethods):
 
     def set_server_request_handler(self, handler: ServerRequestHandler | None) -> None:
         """Replace the function that answers server requests (``None``: fail-closed defaults)."""
-        self._handler = handler
+        self._server_tasks.handler = handler
 
     async def request(self, method: str, params: Any = None) -> Any:
         """Send request ``method`` and return the raw ``result``.
@@ -384,7 +259,7 @@ class CodexClient(ClientMethods):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _request_once(
-        self, method: str, params: Any, hook: _ResponseHook | None = None
+        self, method: str, params: Any, hook: ResponseHook | None = None
     ) -> Any:
         """One attempt. A ``hook`` outlives the caller: the reader runs it on the response,
         or, for a request never sent (the connection ended, or the caller left while waiting
@@ -406,19 +281,19 @@ class CodexClient(ClientMethods):
         finally:
             limiter.release()
 
-    async def _exchange(self, method: str, params: Any, hook: _ResponseHook | None) -> Any:
+    async def _exchange(self, method: str, params: Any, hook: ResponseHook | None) -> Any:
         request_id = self._next_id
         self._next_id += 1
         message: dict[str, Any] = {"id": request_id, "method": method}
         if params is not None:
             message["params"] = params
         try:
-            outgoing = _Outgoing(_json_dumps(message) + b"\n")
+            outgoing = Outgoing(_json_dumps(message) + b"\n")
         except BaseException:  # unencodable params: nothing was sent or registered
             if hook is not None:
                 hook.on_unsent()
             raise
-        reply = self._pending[request_id] = _Reply()
+        reply = self._pending[request_id] = Reply()
         if hook is not None:
             self._response_hooks[request_id] = hook
         try:
@@ -428,9 +303,9 @@ class CodexClient(ClientMethods):
             if response is None:
                 _raise_closed(self._closed())
         except BaseException:
-            if outgoing.state == _QUEUED:
-                outgoing.state = _DROPPED  # the writer skips it: never half-written
-            unsent = hook is not None and outgoing.state == _DROPPED
+            if outgoing.state == QUEUED:
+                outgoing.state = DROPPED  # the writer skips it: never half-written
+            unsent = hook is not None and outgoing.state == DROPPED
             if unsent and self._response_hooks.pop(request_id, None) is not None:
                 hook.on_unsent()  # type: ignore[union-attr]
             raise
@@ -443,7 +318,7 @@ class CodexClient(ClientMethods):
             raise error_from_wire(error)
         return response.get("result")
 
-    async def _await_reply(self, outgoing: _Outgoing, reply: _Reply) -> None:
+    async def _await_reply(self, outgoing: Outgoing, reply: Reply) -> None:
         """Wait for the response only, not for the write as well (one task switch less per
         request): a failed write ends the connection, which ends this wait too. (Also the
         seam where tests act right after a request is written, with ``_written``.)"""
@@ -505,7 +380,7 @@ class CodexClient(ClientMethods):
         """
 
         async def attempt() -> tuple[dict[str, Any], NotificationStream]:
-            start = _TurnStart(self, thread_id, watch)
+            start = TurnStart(self._router, self._spawn_reaper, thread_id, watch)
             self._router.begin_turn_start(thread_id)
             try:
                 result = await self._request_once("turn/start", params, start)
@@ -526,7 +401,7 @@ class CodexClient(ClientMethods):
             )
         return await self._with_overload_retries(attempt)
 
-    async def _await_reaped(self, start: _TurnStart) -> None:
+    async def _await_reaped(self, start: TurnStart) -> None:
         """Give an orphaned start's reaper the chance to finish before the caller's exception
         continues (shielded, bounded); an interrupted wait leaves the reaper running."""
         if not start.orphaned or self._closed_error is not None:
@@ -604,15 +479,15 @@ class CodexClient(ClientMethods):
         assert self._closed_error is not None
         return self._closed_error.clone()
 
-    def _enqueue(self, message: dict[str, Any]) -> _Outgoing:
-        outgoing = _Outgoing(_json_dumps(message) + b"\n")
+    def _enqueue(self, message: dict[str, Any]) -> Outgoing:
+        outgoing = Outgoing(_json_dumps(message) + b"\n")
         self._push(outgoing)
         return outgoing
 
-    def _push(self, outgoing: _Outgoing) -> None:
+    def _push(self, outgoing: Outgoing) -> None:
         """Queue ``outgoing`` for the writer (marked dropped if the connection has ended)."""
         if self._closed_error is not None:
-            outgoing.state = _DROPPED
+            outgoing.state = DROPPED
             _raise_closed(self._closed())
         self._outbox.append(outgoing)
         self._wake_writer()
@@ -623,19 +498,19 @@ class CodexClient(ClientMethods):
             self._outbox_wakeup = None
             wakeup.set()
 
-    async def _written(self, outgoing: _Outgoing) -> None:
+    async def _written(self, outgoing: Outgoing) -> None:
         """Wait until the writer has written ``outgoing``. Leaving early drops it if the
         writer has not started it (a message is never half-written)."""
         try:
-            if outgoing.state == _WRITTEN or outgoing.failed:
+            if outgoing.state == WRITTEN or outgoing.failed:
                 await anyio.lowlevel.checkpoint()
             else:
                 if outgoing.done is None:
                     outgoing.done = anyio.Event()
                 await outgoing.done.wait()
         except BaseException:
-            if outgoing.state == _QUEUED:
-                outgoing.state = _DROPPED
+            if outgoing.state == QUEUED:
+                outgoing.state = DROPPED
             raise
         if outgoing.failed:
             _raise_closed(self._closed())
@@ -658,9 +533,9 @@ class CodexClient(ClientMethods):
                 await wakeup.wait()
                 continue
             outgoing = outbox.popleft()
-            if outgoing.state == _DROPPED:
+            if outgoing.state == DROPPED:
                 continue
-            outgoing.state = _WRITING
+            outgoing.state = WRITING
             with anyio.move_on_after(timeout) as scope:
                 try:
                     await send(outgoing.data)
@@ -784,10 +659,15 @@ class CodexClient(ClientMethods):
                 if type(params) is not dict:
                     params = {}
                 message = exact
-            self._start_server_request(message["id"], method, params)
+            request_id = message["id"]
+            if type(request_id) is not int and type(request_id) is not str:
+                kind = type(request_id).__name__
+                self._bad_line(b"", f"a request id must be int or string, not {kind}")
+                return
+            self._server_tasks.start(request_id, method, params)
         else:
             if method == "serverRequest/resolved":
-                self._resolved(params)
+                self._server_tasks.resolved(params)
             elif method == "account/rateLimits/updated":
                 self.rate_limits.update(params)
             self._router.route(method, params)
@@ -842,8 +722,8 @@ class CodexClient(ClientMethods):
             if waiter is not None:
                 waiter.put(error)
         elif type(method) is str and isinstance(request_id, (int, str)):
-            self._task_group.start_soon(
-                self._reply_error, request_id, -32700, "the client could not decode this request"
+            self._server_tasks.reply_error_soon(
+                request_id, -32700, "the client could not decode this request"
             )
 
     def _bad_line(self, line: bytes, why: str) -> None:
@@ -857,94 +737,16 @@ class CodexClient(ClientMethods):
 
     # -- server requests ----------------------------------------------------------------------
 
-    def _start_server_request(self, request_id: Any, method: str, params: dict[str, Any]) -> None:
-        if not isinstance(request_id, (int, str)) or isinstance(request_id, bool):
-            kind = type(request_id).__name__
-            self._bad_line(b"", f"a request id must be int or string, not {kind}")
-            return
-        if request_id in self._server_tasks:
-            logger.warning("the app-server reused request id %r while it was in flight", request_id)
-            self._task_group.start_soon(
-                self._reply_error,
-                request_id,
-                -32600,
-                f"duplicate request id {request_id!r}: a request with this id is in flight",
-            )
-            return
-        if len(self._server_tasks) >= self._limits.server_requests:
-            self._task_group.start_soon(
-                self._reply_error,
-                request_id,
-                -32000,
-                f"client is busy: {len(self._server_tasks)} server requests in flight",
-            )
-            return
-        request = ServerRequest(request_id, method, params)
-        task = _ServerTask(request, anyio.CancelScope())
-        self._server_tasks[request_id] = task
-        self._task_group.start_soon(self._serve, task, name=f"codex server request {method}")
-
-    def _resolved(self, params: dict[str, Any]) -> None:
-        request_id = params.get("requestId")
-        if isinstance(request_id, (int, str)) and not isinstance(request_id, bool):
-            self.cancel_server_request(request_id)
-
-    async def _serve(self, task: _ServerTask) -> None:
-        request = task.request
-        try:
-            with task.scope:
-                handler = self._handler or default_response
-                try:
-                    if self._telemetry is None:
-                        result = await handler(request)
-                    else:
-                        result = await self._telemetry.server_request(request, handler)
-                except JsonRpcError as exc:
-                    await self._reply_error(request.id, exc.code, exc.message, exc.data)
-                    return
-                except Exception as exc:
-                    server_request_logger.exception(
-                        "handler for server request %s raised", request.method
-                    )
-                    await self._reply_error(request.id, -32603, str(exc) or type(exc).__name__)
-                    return
-                try:
-                    payload = encode_result(result)
-                except Exception as exc:
-                    server_request_logger.exception(
-                        "handler for %s returned an unencodable result", request.method
-                    )
-                    await self._reply_error(request.id, -32603, f"bad handler result: {exc}")
-                    return
-                await self._reply({"id": request.id, "result": payload})
-        finally:
-            if self._server_tasks.get(request.id) is task:
-                del self._server_tasks[request.id]
-
     async def _reply(self, message: dict[str, Any]) -> None:
+        """Write a reply to a server request (a connection that has ended takes none)."""
         try:
             await self._written(self._enqueue(message))
         except TransportClosedError:
             pass
 
-    async def _reply_error(
-        self, request_id: int | str, code: int, message: str, data: Any = None
-    ) -> None:
-        error: dict[str, Any] = {"code": code, "message": message}
-        if data is not None:
-            error["data"] = data
-        await self._reply({"id": request_id, "error": error})
-
-    def _cancel_turn_requests(self, turn_id: str) -> None:
-        for task in list(self._server_tasks.values()):
-            if task.request.turn_id == turn_id:
-                task.scope.cancel()
-
     def cancel_server_request(self, request_id: int | str) -> None:
         """Stop the handler of a request the runtime no longer waits for (no reply is sent)."""
-        task = self._server_tasks.get(request_id)
-        if task is not None:
-            task.scope.cancel()
+        self._server_tasks.cancel(request_id)
 
     # -- the end --------------------------------------------------------------------------------
 
@@ -960,8 +762,7 @@ class CodexClient(ClientMethods):
         for hook in hooks:
             hook.on_unsent()  # no response will come: release whoever waits for one
         self._router.close(error)
-        for task in list(self._server_tasks.values()):
-            task.scope.cancel()
+        self._server_tasks.cancel_all()
         while self._outbox:
             self._outbox.popleft().finished(failed=True)
         self._wake_writer()  # it returns: the connection has ended

@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -33,7 +33,7 @@ import attrs
 from .._exceptions import ResultsFileError, ResultsWriteError
 from ._files import BatchResult
 
-__all__ = ["ResultWriter", "read_results"]
+__all__ = ["ResultWriter", "percentile", "read_results"]
 
 logger = logging.getLogger("codex_anyio.batch")
 
@@ -298,3 +298,12 @@ class ResultWriter:
         if self._fd is not None:
             os.close(self._fd)  # and with it the lock
             self._fd = None
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return float(ordered[rank])

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from ..._exceptions import ClusterError
 from ...pool._pool import CodexPool
-from .. import TaskDefaults, attempt_task, error_of
+from .._attempt import TaskDefaults, attempt_task, error_of
 from .._files import BatchResult, BatchTask
 
 __all__ = ["ActorStatistics", "PoolActor", "actor_class", "import_ray"]

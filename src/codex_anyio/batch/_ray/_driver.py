@@ -54,7 +54,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ..._exceptions import ClusterError, UsageLimitError
 from ..._groups import Lifespan
 from ...pool._pool import DEFAULT_MAX_TURNS
-from .. import (
+from .._attempt import (
     RECYCLE_AFTER,
     RETRIED,
     TaskDefaults,
