@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from codex_anyio.batch import _results as _batch_results
 from codex_anyio.batch import (
     BatchResult,
     BatchTask,
@@ -24,6 +23,7 @@ from codex_anyio.batch import (
     run_batch,
     run_batch_on_ray,
 )
+from codex_anyio.batch import _results as _batch_results
 
 GOOD_TASK = '{"id": "ok", "prompt": "fine"}\n'
 

@@ -61,6 +61,7 @@ from ._exceptions import (
     is_retryable_error,
     map_jsonrpc_error,
 )
+from ._public import publish
 from ._rpc._connection import ClientStatistics, CodexClient
 from ._rpc._notifications import Notification, NotificationStream
 from ._rpc._retry import retry_on_overload
@@ -169,11 +170,4 @@ __all__ = [
     "serve_app_server",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("codex_anyio._"):
-        try:
-            _obj.__module__ = __name__
-        except (AttributeError, TypeError):  # pragma: no cover
-            pass
-del _name, _obj
+publish(globals())

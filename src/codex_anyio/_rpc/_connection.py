@@ -12,9 +12,9 @@ Design, and the contracts (who may call what, from which task, with which bound)
   with a burst. On Trio it is protected from ``KeyboardInterrupt``, which Trio then delivers
   to the main task: a Ctrl-C reaches the user's code (which interrupts its turn), never the
   reader.
-* **Pending table.** Each request owns an answer slot (``_messages.Reply``: an event and a value) keyed
-  by its id, and waits for the response only, not also for its write; the reader pops the
-  entry when it delivers, so a duplicate response is counted
+* **Pending table.** Each request owns an answer slot (``_messages.Reply``: an event and a
+  value) keyed by its id, and waits for the response only, not also for its write; the
+  reader pops the entry when it delivers, so a duplicate response is counted
   (``statistics().unknown_responses``), and the waiter removes it in ``finally``, so a
   cancelled request leaves no residue. At most ``Limits.requests_in_flight`` requests wait for
   answers at once; more wait their turn in the client. A request the runtime rejects as
@@ -31,11 +31,12 @@ Design, and the contracts (who may call what, from which task, with which bound)
   interrupts it: a turn never runs on the server without an owner. The caller itself waits
   for that (shielded, within ``Limits.interrupt_timeout`` in all) before its exception
   continues, unless it is interrupted again while waiting (``_turn_start.py``).
-* **Server requests** (``_server_tasks.py``). Each runs as its own task in the client's task group, behind a wrapper
-  that turns an exception into a JSON-RPC error reply (the connection lives on). At most
-  ``Limits.server_requests`` run at once; beyond that the runtime gets "server busy" at once;
-  a duplicate id is answered with an error and starts nothing. A handler is cancelled when its
-  turn completes or the runtime says the request is resolved (``serverRequest/resolved``).
+* **Server requests** (``_server_tasks.py``). Each runs as its own task in the client's task
+  group, behind a wrapper that turns an exception into a JSON-RPC error reply (the
+  connection lives on). At most ``Limits.server_requests`` run at once; beyond that the
+  runtime gets "server busy" at once; a duplicate id is answered with an error and starts
+  nothing. A handler is cancelled when its turn completes or the runtime says the request is
+  resolved (``serverRequest/resolved``).
 * **The end.** When the transport ends (exit, crash, or our own shutdown) every pending
   request, every stream and every subscription ends with :class:`TransportClosedError`
   carrying the exit status and the stderr tail (for a server we attached to, which has

@@ -36,6 +36,7 @@ from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ResultsFileError, ResultsWriteError, TaskFileError
+from .._public import publish
 from .._wire._config import CodexConfig
 from ._attempt import RECYCLE_AFTER, RETRIED, attempt_task
 from ._files import STATUSES, BatchResult, BatchTask, check_task, parse_shard, read_tasks, shard_of
@@ -133,19 +134,7 @@ def run_batch_on_ray(
     )
 
 
-for _name in (
-    "BatchResult",
-    "BatchRun",
-    "BatchTask",
-    "ResultWriter",
-    "ResultsFileError",
-    "ResultsWriteError",
-    "TaskFileError",
-    "attempt_task",
-    "run_batch",
-):
-    globals()[_name].__module__ = __name__
-del _name
+publish(globals())
 
 
 def __getattr__(name: str) -> Any:
@@ -153,7 +142,9 @@ def __getattr__(name: str) -> Any:
     # imports Ray itself only when a run starts), but a batch that never runs on Ray should
     # not load it.
     if name in ("ActorStatistics", "RayBatchRun"):
-        from ._ray import _driver as _batch_ray
+        from ._ray import _driver
 
-        return getattr(_batch_ray, name)
+        value = getattr(_driver, name)
+        value.__module__ = __name__  # as publish() does for the eager names
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,7 +5,10 @@ and process-tree reaping at shutdown. Built on the user API (``_api``), as a use
 the batch runner builds on it.
 """
 
+from .._public import publish
 from ._pool import DEFAULT_MAX_TURNS, CodexPool, MemberStatistics, PoolStatistics
 from ._thread import PooledThread
 
 __all__ = ["DEFAULT_MAX_TURNS", "CodexPool", "MemberStatistics", "PoolStatistics", "PooledThread"]
+
+publish(globals())

@@ -5,6 +5,9 @@ serve`` start a listening runtime here and clients attach with ``CodexConfig(con
 Built on ``_wire`` only.
 """
 
+from .._public import publish
 from ._server import RunningServer, serve_app_server
 
 __all__ = ["RunningServer", "serve_app_server"]
+
+publish(globals())

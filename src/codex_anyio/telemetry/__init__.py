@@ -5,6 +5,9 @@
 protocol of ``_rpc``; this package implements it.
 """
 
+from .._public import publish
 from ._telemetry import Telemetry
 
 __all__ = ["Telemetry"]
+
+publish(globals())

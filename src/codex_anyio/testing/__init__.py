@@ -7,6 +7,7 @@ the synchronous :class:`~codex_anyio.Codex`: it yields the ``CodexConfig`` to op
 No network, no credentials.
 """
 
+from .._public import publish
 from ._harness import ScriptedCodex, ScriptedPool, open_scripted_codex, open_scripted_pool
 from ._home import scripted_env, write_codex_home
 from ._scripted_model import (
@@ -53,3 +54,5 @@ __all__ = [
     "usage_limit_reached",
     "write_codex_home",
 ]
+
+publish(globals())

@@ -1,0 +1,203 @@
+"""The public API, name by name: where the README says each name lives, it lives.
+
+The package's folders are private layers (``_api``, ``_rpc``, ...); users import from the
+public modules below, and a move inside the layers must never change what they see. A name
+added or removed here is an API change: say so in the changelog.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+PUBLIC: dict[str, list[str]] = {
+    "codex_anyio": [
+        "ApprovalMode",
+        "ApprovalPolicy",
+        "AsyncChatgptLoginHandle",
+        "AsyncCodex",
+        "AsyncDeviceCodeLoginHandle",
+        "AsyncThread",
+        "AsyncTurnHandle",
+        "AuthenticationError",
+        "ChatgptLoginHandle",
+        "ClientStatistics",
+        "ClusterError",
+        "Codex",
+        "CodexClient",
+        "CodexConfig",
+        "CodexError",
+        "CodexMetadata",
+        "CodexNotFoundError",
+        "CodexPool",
+        "CodexRpcError",
+        "CredentialsMissingError",
+        "DeviceCodeLoginHandle",
+        "DynamicTool",
+        "ExternalMessage",
+        "ForkedClientError",
+        "Handlers",
+        "ImageInput",
+        "Input",
+        "InputItem",
+        "InternalRpcError",
+        "InvalidParamsError",
+        "InvalidRequestError",
+        "JsonObject",
+        "JsonRpcError",
+        "Limits",
+        "LocalImageInput",
+        "LoginHandle",
+        "MemberStatistics",
+        "MentionInput",
+        "MethodNotFoundError",
+        "Notification",
+        "NotificationStream",
+        "ParseError",
+        "PendingServerRequest",
+        "PoolStatistics",
+        "PooledThread",
+        "ProtocolError",
+        "RestartsExhaustedError",
+        "RetryLimitExceededError",
+        "RunInput",
+        "RunningServer",
+        "Sandbox",
+        "ServerBusyError",
+        "ServerInfo",
+        "ServerRequest",
+        "ServerRequestQueue",
+        "ServerUnresponsiveError",
+        "SkillInput",
+        "StartupError",
+        "SubscriptionOverflowError",
+        "SyncThread",
+        "SyncTurnHandle",
+        "Telemetry",
+        "TextInput",
+        "Thread",
+        "TokenUsage",
+        "TransportClosedError",
+        "TurnFailedError",
+        "TurnHandle",
+        "TurnIdleTimeoutError",
+        "TurnResult",
+        "TurnStarter",
+        "TurnUsage",
+        "UsageLimitError",
+        "__version__",
+        "dynamic_tool",
+        "is_retryable_error",
+        "lean_thread_options",
+        "map_jsonrpc_error",
+        "open_codex",
+        "retry_on_overload",
+        "serve_app_server",
+    ],
+    "codex_anyio.batch": [
+        "ActorStatistics",
+        "BatchResult",
+        "BatchRun",
+        "BatchTask",
+        "RECYCLE_AFTER",
+        "RETRIED",
+        "RayBatchRun",
+        "ResultWriter",
+        "ResultsFileError",
+        "ResultsWriteError",
+        "STATUSES",
+        "TaskFileError",
+        "attempt_task",
+        "check_task",
+        "parse_shard",
+        "percentile",
+        "read_results",
+        "read_tasks",
+        "run_batch",
+        "run_batch_on_ray",
+        "shard_of",
+    ],
+    "codex_anyio.testing": [
+        "Exchange",
+        "RecordedRequest",
+        "Reply",
+        "ScriptExhaustedError",
+        "ScriptedCodex",
+        "ScriptedModel",
+        "ScriptedPool",
+        "ScriptedRuntime",
+        "exec_command",
+        "failed",
+        "function_call",
+        "http_error",
+        "message",
+        "model_usage",
+        "open_scripted_codex",
+        "open_scripted_pool",
+        "reply",
+        "request_user_input",
+        "scripted_env",
+        "scripted_runtime",
+        "stall",
+        "usage_limit_reached",
+        "write_codex_home",
+    ],
+    "codex_anyio.pool": [
+        "CodexPool",
+        "DEFAULT_MAX_TURNS",
+        "MemberStatistics",
+        "PoolStatistics",
+        "PooledThread",
+    ],
+    "codex_anyio.serve": [
+        "RunningServer",
+        "serve_app_server",
+    ],
+    "codex_anyio.telemetry": [
+        "Telemetry",
+    ],
+}
+
+
+@pytest.mark.parametrize("module", list(PUBLIC))
+def test_each_public_module_exports_exactly_its_names_and_each_resolves(module: str) -> None:
+    imported = importlib.import_module(module)
+    assert sorted(imported.__all__) == PUBLIC[module]
+    for name in PUBLIC[module]:
+        assert getattr(imported, name) is not None
+
+
+def test_public_classes_and_functions_name_a_public_module_as_their_home() -> None:
+    """Tracebacks, reprs and pickles show ``codex_anyio.X``, never a private layer's path."""
+    for module, names in PUBLIC.items():
+        imported = importlib.import_module(module)
+        for name in names:
+            home = getattr(getattr(imported, name), "__module__", None)
+            if isinstance(home, str) and home.startswith("codex_anyio"):
+                private = [part for part in home.split(".") if part.startswith("_")]
+                assert not private, f"{module}.{name} says it lives in {home}"
+
+
+def test_the_product_packages_reexport_the_top_level_objects() -> None:
+    import codex_anyio
+    import codex_anyio.pool
+    import codex_anyio.serve
+    import codex_anyio.telemetry
+
+    assert codex_anyio.pool.CodexPool is codex_anyio.CodexPool
+    assert codex_anyio.serve.serve_app_server is codex_anyio.serve_app_server
+    assert codex_anyio.telemetry.Telemetry is codex_anyio.Telemetry
+
+
+def test_importing_the_package_loads_no_optional_library_and_no_executor() -> None:
+    code = (
+        "import sys, codex_anyio, codex_anyio.batch, codex_anyio.testing\n"
+        "loaded = [m for m in ('ray', 'opentelemetry', 'wsproto', 'rich', 'trio',\n"
+        "          'codex_anyio.batch._ray', 'codex_anyio._cli') if m in sys.modules]\n"
+        "print(loaded)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
