@@ -170,4 +170,4 @@ __all__ = [
     "serve_app_server",
 ]
 
-publish(globals())
+publish(globals(), top=True)

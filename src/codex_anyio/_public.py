@@ -17,13 +17,15 @@ def _private(module: str) -> bool:
     return any(part.startswith("_") and not part.startswith("__") for part in module.split("."))
 
 
-def publish(namespace: dict[str, Any]) -> None:
-    """Rehome the names of ``namespace["__all__"]`` that a private module defined."""
+def publish(namespace: dict[str, Any], *, top: bool = False) -> None:
+    """Rehome the names of ``namespace["__all__"]`` that a private module defined; with
+    ``top`` (``codex_anyio`` itself), also those a product package published first: a name
+    the README imports from ``codex_anyio`` says it lives there."""
     public = namespace["__name__"]
     for name in namespace["__all__"]:
         obj = namespace.get(name)  # a name resolved lazily (``__getattr__``) is not there yet
         home = getattr(obj, "__module__", None)
-        if isinstance(home, str) and _private(home):
+        if isinstance(home, str) and (_private(home) or (top and home.startswith(public + "."))):
             try:
                 obj.__module__ = public
             except (AttributeError, TypeError):  # pragma: no cover - a builtin or a slot
