@@ -33,6 +33,17 @@ def test_the_public_submodules_are_rendered_whole(module: object) -> None:
     assert getattr(module, "__name__", "") in rendered()
 
 
+def test_every_public_name_of_the_gateway_has_an_entry_in_the_api_reference() -> None:
+    import codex_anyio.gateway
+
+    missing = [
+        name
+        for name in codex_anyio.gateway.__all__
+        if {f"codex_anyio.gateway.{name}", f"codex_anyio.{name}"}.isdisjoint(rendered())
+    ]
+    assert missing == []
+
+
 def test_the_reference_names_only_public_objects() -> None:
     private = [
         name

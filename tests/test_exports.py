@@ -23,6 +23,7 @@ PUBLIC: dict[str, list[str]] = {
         "AsyncThread",
         "AsyncTurnHandle",
         "AuthenticationError",
+        "CassetteError",
         "ChatgptLoginHandle",
         "ClientStatistics",
         "ClusterError",
@@ -54,6 +55,7 @@ PUBLIC: dict[str, list[str]] = {
         "MemberStatistics",
         "MentionInput",
         "MethodNotFoundError",
+        "ModelGateway",
         "Notification",
         "NotificationStream",
         "ParseError",
@@ -61,6 +63,7 @@ PUBLIC: dict[str, list[str]] = {
         "PoolStatistics",
         "PooledThread",
         "ProtocolError",
+        "ReplayMismatchError",
         "RestartsExhaustedError",
         "RetryLimitExceededError",
         "RunInput",
@@ -122,10 +125,12 @@ PUBLIC: dict[str, list[str]] = {
     ],
     "codex_anyio.testing": [
         "Exchange",
+        "GatewayCodex",
         "RecordedRequest",
         "Reply",
         "ScriptExhaustedError",
         "ScriptedCodex",
+        "ScriptedExchange",
         "ScriptedModel",
         "ScriptedPool",
         "ScriptedRuntime",
@@ -135,8 +140,10 @@ PUBLIC: dict[str, list[str]] = {
         "http_error",
         "message",
         "model_usage",
+        "open_gateway_codex",
         "open_scripted_codex",
         "open_scripted_pool",
+        "replay_codex",
         "reply",
         "request_user_input",
         "scripted_env",
@@ -144,6 +151,29 @@ PUBLIC: dict[str, list[str]] = {
         "stall",
         "usage_limit_reached",
         "write_codex_home",
+    ],
+    "codex_anyio.gateway": [
+        "CASSETTE_VERSION",
+        "CassetteError",
+        "DropConnection",
+        "Exchange",
+        "ModelGateway",
+        "ModelRequest",
+        "PlainResponse",
+        "Policy",
+        "ReplayMismatchError",
+        "ResponseEvent",
+        "SseEvent",
+        "StreamStart",
+        "VOLATILE_FIELDS",
+        "completed_event",
+        "created_event",
+        "failed_event",
+        "function_call_events",
+        "message_events",
+        "read_cassette",
+        "response",
+        "usage",
     ],
     "codex_anyio.pool": [
         "CodexPool",
@@ -183,10 +213,12 @@ def test_public_classes_and_functions_name_a_public_module_as_their_home() -> No
 
 def test_the_product_packages_reexport_the_top_level_objects() -> None:
     import codex_anyio
+    import codex_anyio.gateway
     import codex_anyio.pool
     import codex_anyio.serve
     import codex_anyio.telemetry
 
+    assert codex_anyio.gateway.ModelGateway is codex_anyio.ModelGateway
     assert codex_anyio.pool.CodexPool is codex_anyio.CodexPool
     assert codex_anyio.serve.serve_app_server is codex_anyio.serve_app_server
     assert codex_anyio.telemetry.Telemetry is codex_anyio.Telemetry
@@ -195,7 +227,7 @@ def test_the_product_packages_reexport_the_top_level_objects() -> None:
 def test_importing_the_package_loads_no_optional_library_and_no_executor() -> None:
     code = (
         "import sys, codex_anyio, codex_anyio.batch, codex_anyio.testing\n"
-        "loaded = [m for m in ('ray', 'opentelemetry', 'wsproto', 'rich', 'trio',\n"
+        "loaded = [m for m in ('ray', 'opentelemetry', 'wsproto', 'rich', 'trio', 'h11', 'httpx',\n"
         "          'codex_anyio.batch._ray', 'codex_anyio._cli') if m in sys.modules]\n"
         "print(loaded)\n"
     )
