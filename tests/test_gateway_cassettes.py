@@ -23,6 +23,7 @@ from codex_anyio import (
     ReplayMismatchError,
     TurnResult,
     UsageLimitError,
+    testing,
 )
 from codex_anyio.gateway import CASSETTE_VERSION, read_cassette
 from codex_anyio.testing import (
@@ -32,7 +33,6 @@ from codex_anyio.testing import (
     message,
     model_usage,
     open_gateway_codex,
-    replay_codex,
     scripted_env,
     stall,
     usage_limit_reached,
@@ -125,7 +125,7 @@ async def test_a_recorded_session_replays_offline_with_the_same_responses_items_
 ) -> None:
     with anyio.fail_after(120):
         cassette, recorded = await record(tmp_path)
-        async with replay_codex(
+        async with testing.replay_codex(
             cassette, approval_policy="on-request", handlers=HANDLERS, directory=tmp_path / "r"
         ) as r:
             replayed = await scenario(r.codex)
@@ -148,7 +148,7 @@ async def test_a_changed_prompt_fails_the_replayed_turn_naming_the_differing_fie
 ) -> None:
     with anyio.fail_after(120):
         cassette, _ = await record(tmp_path)
-        async with replay_codex(
+        async with testing.replay_codex(
             cassette, approval_policy="on-request", handlers=HANDLERS, directory=tmp_path / "r"
         ) as r:
             thread = await r.codex.thread_start(dynamic_tools=[shout])
@@ -162,6 +162,24 @@ async def test_a_changed_prompt_fails_the_replayed_turn_naming_the_differing_fie
     assert thread.id in str(error)
     assert error.fields == ("input[3].content[0].text",)
     assert 'input[3].content[0].text: recorded "say hello", sent "say goodbye"' in str(error)
+
+
+async def test_the_replay_codex_fixture_replays_a_cassette(
+    tmp_path: Path, replay_codex: Any
+) -> None:
+    cassette = tmp_path / "c.jsonl"
+    with anyio.fail_after(60):
+        async with ScriptedModel([message("recorded answer")]) as upstream:
+            async with open_gateway_codex(recorder(cassette, upstream), directory=tmp_path / "a"):
+                pass  # nothing asked yet: the cassette holds only its header
+            async with open_gateway_codex(
+                recorder(cassette, upstream), directory=tmp_path / "b"
+            ) as g:
+                await (await g.codex.thread_start()).run("question")
+        async with replay_codex(cassette) as r:
+            result = await (await r.codex.thread_start()).run("question")
+    assert result.final_response == "recorded answer"
+    assert r.workspace.is_relative_to(tmp_path)
 
 
 async def test_a_cassette_is_versioned_json_lines_without_credentials(tmp_path: Path) -> None:
