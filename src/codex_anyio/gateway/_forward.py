@@ -60,7 +60,15 @@ _HOP_BY_HOP: Final = frozenset(
         "accept-encoding",
     )
 )
-_NOT_PASSED_BACK: Final = _HOP_BY_HOP | {"content-encoding", "content-type", "date", "server"}
+_NOT_PASSED_BACK: Final = _HOP_BY_HOP | {
+    "cache-control",
+    "content-encoding",
+    "content-type",
+    "date",
+    "server",
+}
+"""Upstream response headers the gateway sets itself (or that describe the upstream's own
+connection)."""
 
 
 def _with_logprobs(body: Any) -> Any:
