@@ -92,6 +92,7 @@ EXPECTED = {
     "many-turns-codexpool-and-codex-anyio-batch": GREETING,
     "codex-anyio-batch-2": "completed",
     "attaching-to-a-running-server-websocket-and-unix-sockets": GREETING,
+    "recording-and-replaying-model-calls-the-gateway": "You said: Hello!\n0 turn 15",
 }
 """What some blocks print (a substring), beyond running cleanly."""
 
