@@ -7,7 +7,10 @@ hangs.
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -237,3 +240,36 @@ def test_an_upstream_must_be_an_http_url() -> None:
         ModelGateway(upstream="ftp://127.0.0.1/v1")
     with pytest.raises(ValueError, match=r"\[REDACTED\]@"):
         ModelGateway(upstream="ws://user:hunter2@127.0.0.1/v1")
+
+
+def test_the_gateway_benchmark_runs_both_ways_and_reports_what_the_gateway_adds(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "gateway.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.gateway",
+            "--turns",
+            "2",
+            "--repeats",
+            "1",
+            "--record",
+            "--json",
+            str(out),
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["turns_each_way"] == 2
+    assert set(report["p50_ms"]) == {"direct", "gateway"}
+    assert set(report["cpu_ms_per_turn_by_process"]["gateway"]) == {
+        "runtime",
+        "gateway",
+        "upstream",
+    }

@@ -31,9 +31,9 @@ from typing import IO, Any, Final
 from .. import __about__
 from .._exceptions import CassetteError
 from .._json import dumps, loads
-from .._redact import redact, redact_text
+from .._redact import redact_text
 from ._exchange import Exchange
-from ._request import ModelRequest
+from ._request import ModelRequest, TextRedactor
 
 __all__ = ["CASSETTE_FORMAT", "CASSETTE_VERSION", "CassetteWriter", "read_cassette"]
 
@@ -52,8 +52,9 @@ def _header() -> dict[str, Any]:
     }
 
 
-def exchange_record(exchange: Exchange) -> dict[str, Any]:
+def exchange_record(exchange: Exchange, redactor: TextRedactor | None = None) -> dict[str, Any]:
     """One exchange as a cassette line's object, credentials hidden."""
+    hide = (redactor or TextRedactor()).redact
     request = exchange.request
     return {
         "thread_id": request.thread_id,
@@ -65,12 +66,12 @@ def exchange_record(exchange: Exchange) -> dict[str, Any]:
             "method": request.method,
             "path": request.path,
             "headers": request.redacted_headers(),
-            "body": redact(request.body),
+            "body": hide(request.body),
         },
         "response": {
             "status": exchange.status,
             "headers": exchange.response_headers,
-            "events": redact(exchange.events),
+            "events": hide(exchange.events),
             "body": None if exchange.body is None else redact_text(exchange.body),
         },
         "first_byte": exchange.first_byte,
@@ -109,6 +110,7 @@ class CassetteWriter:
     def __init__(self, path: str) -> None:
         self.path = path
         self._file: IO[bytes] | None = None
+        self._redactor = TextRedactor()
 
     def __enter__(self) -> CassetteWriter:
         try:
@@ -139,7 +141,7 @@ class CassetteWriter:
 
     def write(self, exchange: Exchange) -> None:
         assert self._file is not None
-        self._file.write(dumps(exchange_record(exchange)) + b"\n")
+        self._file.write(dumps(exchange_record(exchange, self._redactor)) + b"\n")
         self._file.flush()
 
     def __exit__(

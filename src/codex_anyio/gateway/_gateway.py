@@ -18,13 +18,20 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    aclosing,
+    asynccontextmanager,
+    suppress,
+)
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.abc
 import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._exceptions import ReplayMismatchError, TurnFailedError
 from .._groups import Lifespan
@@ -35,7 +42,7 @@ from ._events import (
     ClientGone,
     DropConnection,
     PlainResponse,
-    SseEvent,
+    ResponseEvent,
     StreamStart,
     decode_event,
     encode_event,
@@ -364,34 +371,36 @@ class ModelGateway(Lifespan[None]):
     async def _answer(
         self, request: ModelRequest, exchange: Exchange, writer: ResponseWriter
     ) -> None:
-        events = self._answerer.answer(request)
+        """Run the answerer in a task of its own and send what it yields as it comes, each
+        burst of events that are ready at once in one write."""
+        send, receive = anyio.create_memory_object_stream[Any](ANSWER_BUFFER)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_produce, self._answerer.answer(request), send)
+            with receive:
+                await self._deliver(request, receive, exchange, writer)
+            tg.cancel_scope.cancel()  # the answer is complete: stop whatever is left of it
+
+    async def _deliver(
+        self,
+        request: ModelRequest,
+        receive: MemoryObjectReceiveStream[Any],
+        exchange: Exchange,
+        writer: ResponseWriter,
+    ) -> None:
+        """Send the answer; never raises but a cancellation (the runtime gone)."""
         try:
-            async with aclosing(events):
-                async for event in events:
-                    if isinstance(event, PlainResponse):
-                        if writer.started:
-                            raise RuntimeError("a PlainResponse after the stream had started")
-                        await _send_plain(writer, exchange, event)
-                        return
-                    if isinstance(event, StreamStart):
-                        if writer.started:
-                            raise RuntimeError("a StreamStart after the stream had started")
-                        await _start_stream(writer, exchange, event.headers)
-                        continue
-                    if not writer.started:
-                        await _start_stream(writer, exchange, ())
-                    await _send_event(writer, exchange, event)
-            if not writer.started:
-                await _start_stream(writer, exchange, ())
-            await writer.end()
+            await _stream_answer(receive, exchange, writer)
         except DropConnection as exc:
             exchange.dropped = True
             exchange.error = redact_text(str(exc)) or None
             await writer.abort()
         except ClientGone:
-            raise
+            pass
         except Exception as exc:
-            await self._policy_failed(request, exchange, writer, exc)
+            try:
+                await self._policy_failed(request, exchange, writer, exc)
+            except ClientGone:
+                pass
 
     async def _policy_failed(
         self, request: ModelRequest, exchange: Exchange, writer: ResponseWriter, exc: Exception
@@ -410,8 +419,98 @@ class ModelGateway(Lifespan[None]):
             body = {"error": {"type": "server_error", "message": exchange.error}}
             await _send_plain(writer, exchange, PlainResponse(500, dumps(body)))
         elif not writer.ended:
-            await _send_event(writer, exchange, failed_event(new_id("resp"), exchange.error))
+            failed = failed_event(new_id("resp"), exchange.error)
+            writer.send(encode_event(failed))
+            await _flush(writer, exchange, [decode_event(failed)])
             await writer.end()
+
+
+ANSWER_BUFFER: Final = 64
+"""Events an answer may run ahead of the connection by; when the runtime reads slowly, the
+answerer waits (its upstream with it)."""
+
+BURST_BYTES: Final = 64 * 1024
+"""A burst of ready events is written once it reaches this size, without waiting for more."""
+
+
+@attrs.frozen
+class _Raised:
+    """What the answerer raised, delivered in order after the events before it."""
+
+    error: Exception
+
+
+async def _produce(
+    events: AsyncGenerator[ResponseEvent, None], send: MemoryObjectSendStream[Any]
+) -> None:
+    """Iterate the answerer into ``send``. ``send_nowait`` first: an answerer that yields
+    several events without waiting hands them all over before the writer runs, so they
+    go out in one write; it waits only when ``ANSWER_BUFFER`` events are unsent."""
+    with send:
+        try:
+            async with aclosing(events):
+                async for event in events:
+                    try:
+                        send.send_nowait(event)
+                    except anyio.WouldBlock:
+                        await send.send(event)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return  # the answer was complete without the rest, or the runtime is gone
+        except Exception as exc:
+            with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await send.send(_Raised(exc))
+
+
+async def _stream_answer(
+    receive: MemoryObjectReceiveStream[Any], exchange: Exchange, writer: ResponseWriter
+) -> None:
+    pending: list[Any] = []
+    """Decoded events buffered, recorded once written."""
+    while True:
+        try:
+            item = receive.receive_nowait()
+        except anyio.WouldBlock:
+            await _flush(writer, exchange, pending)
+            try:
+                item = await receive.receive()
+            except anyio.EndOfStream:
+                break
+        except anyio.EndOfStream:
+            break
+        if isinstance(item, _Raised):
+            await _flush(writer, exchange, pending)
+            raise item.error
+        if isinstance(item, PlainResponse):
+            if writer.started:
+                raise RuntimeError("a PlainResponse after the stream had started")
+            await _send_plain(writer, exchange, item)
+            return
+        if isinstance(item, StreamStart):
+            if writer.started:
+                raise RuntimeError("a StreamStart after the stream had started")
+            _start_stream(writer, exchange, item.headers)
+            continue
+        if not writer.started:
+            _start_stream(writer, exchange, ())
+        writer.send(encode_event(item))
+        pending.append(decode_event(item))
+        if writer.buffered >= BURST_BYTES:
+            await _flush(writer, exchange, pending)
+    if not writer.started:
+        _start_stream(writer, exchange, ())
+    await _flush(writer, exchange, pending)
+    await writer.end()
+
+
+async def _flush(writer: ResponseWriter, exchange: Exchange, pending: list[Any]) -> None:
+    """Write what is buffered; the events in it are then recorded as sent."""
+    if not writer.buffered:
+        return
+    exchange.sent_first_byte()
+    await writer.flush()
+    for event in pending:
+        exchange.add_event(event)
+    pending.clear()
 
 
 class _NotOwned:
@@ -446,19 +545,10 @@ async def _send_plain(writer: ResponseWriter, exchange: Exchange, answer: PlainR
     exchange.sent_body()
 
 
-async def _start_stream(
+def _start_stream(
     writer: ResponseWriter, exchange: Exchange, extra: tuple[tuple[str, str], ...]
 ) -> None:
     exchange.status = 200
     exchange.response_headers = redact_headers(dict(extra))
     headers = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), *extra]
-    await writer.start(200, headers)
-
-
-async def _send_event(
-    writer: ResponseWriter, exchange: Exchange, event: Mapping[str, Any] | SseEvent
-) -> None:
-    data = encode_event(event)
-    exchange.sent_first_byte()
-    await writer.send(data)
-    exchange.add_event(decode_event(event))
+    writer.start(200, headers)

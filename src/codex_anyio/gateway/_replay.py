@@ -30,12 +30,12 @@ import anyio
 
 from .._exceptions import ReplayMismatchError
 from .._json import dumps
-from .._redact import preview, redact
+from .._redact import preview
 from ._answerer import PolicyAnswerer
 from ._cassette import read_cassette
 from ._events import DropConnection, PlainResponse, ResponseEvent, SseEvent, StreamStart
 from ._exchange import Exchange
-from ._request import ModelRequest
+from ._request import ModelRequest, TextRedactor
 
 __all__ = ["VOLATILE_FIELDS", "ReplayAnswerer", "differences", "normalise"]
 
@@ -80,9 +80,9 @@ def _rewrite(value: Any, fix: Any) -> Any:
     return value
 
 
-def normalise(body: Any) -> Any:
+def normalise(body: Any, redactor: TextRedactor | None = None) -> Any:
     """A request body with its volatile parts normalised (see the module docstring)."""
-    body = redact(body)
+    body = (redactor or TextRedactor()).redact(body)
     if isinstance(body, dict):
         body = {key: value for key, value in body.items() if key not in VOLATILE_FIELDS}
     roots = sorted(
@@ -193,6 +193,7 @@ class ReplayAnswerer(PolicyAnswerer):
         self._unjoined_next = 0
         self._normalised: dict[int, Any] = {}
         self.mismatches: dict[tuple[str | None, str | None], ReplayMismatchError] = {}
+        self._redactor = TextRedactor()
         self._load(read_cassette(path))
 
     def _load(self, exchanges: list[Exchange]) -> None:
@@ -222,7 +223,7 @@ class ReplayAnswerer(PolicyAnswerer):
     def _body(self, exchange: Exchange) -> Any:
         key = id(exchange)
         if key not in self._normalised:
-            self._normalised[key] = normalise(exchange.request.body)
+            self._normalised[key] = normalise(exchange.request.body, self._redactor)
         return self._normalised[key]
 
     async def _answer(self, request: ModelRequest) -> AsyncIterator[ResponseEvent]:
@@ -249,11 +250,11 @@ class ReplayAnswerer(PolicyAnswerer):
             await anyio.sleep_forever()
 
     def _mismatch(
-        self, request: ModelRequest, recorded: Exchange | None, *, reason: str = ""
+        self, request: ModelRequest, recorded: Exchange | None, sent: Any, *, reason: str = ""
     ) -> ReplayMismatchError:
         diffs: tuple[tuple[str, str, str], ...] = ()
         if recorded is not None and not reason:
-            diffs = tuple(differences(self._body(recorded), normalise(request.body)))
+            diffs = tuple(differences(self._body(recorded), sent))
         return ReplayMismatchError(
             thread_id=request.thread_id,
             turn_id=request.turn_id,
@@ -264,17 +265,23 @@ class ReplayAnswerer(PolicyAnswerer):
             reason=reason,
         )
 
-    def _matches(self, recorded: Exchange, request: ModelRequest) -> bool:
-        return bool(self._body(recorded) == normalise(request.body))
+    def _matches(self, recorded: Exchange, sent: Any) -> bool:
+        return bool(self._body(recorded) == sent)
 
     def _match(self, request: ModelRequest) -> Exchange | ReplayMismatchError:
+        """The recorded call that answers ``request``, or why there is none."""
+        sent = normalise(request.body, self._redactor)
         if request.thread_id is None:
             if self._unjoined_next >= len(self._unjoined):
-                return self._mismatch(request, None, reason="the cassette holds no more calls")
+                return self._mismatch(
+                    request, None, sent, reason="the cassette holds no more calls"
+                )
             recorded = self._unjoined[self._unjoined_next]
             self._unjoined_next += 1
             return (
-                recorded if self._matches(recorded, request) else self._mismatch(request, recorded)
+                recorded
+                if self._matches(recorded, sent)
+                else self._mismatch(request, recorded, sent)
             )
         thread = self._bound_threads.get(request.thread_id)
         if thread is None:
@@ -284,18 +291,19 @@ class ReplayAnswerer(PolicyAnswerer):
                 return self._mismatch(
                     request,
                     None,
+                    sent,
                     reason=f"the cassette holds no more threads ({recorded_threads} recorded)",
                 )
             thread = next(
                 (
                     t
                     for t in free
-                    if request.index == 0 and self._matches(t.turns[0].calls[0], request)
+                    if request.index == 0 and self._matches(t.turns[0].calls[0], sent)
                 ),
                 None,
             )
             if thread is None:
-                return self._mismatch(request, free[0].turns[0].calls[0])
+                return self._mismatch(request, free[0].turns[0].calls[0], sent)
             thread.bound = True
             self._bound_threads[request.thread_id] = thread
         key = (request.thread_id, request.turn_id)
@@ -305,6 +313,7 @@ class ReplayAnswerer(PolicyAnswerer):
                 return self._mismatch(
                     request,
                     None,
+                    sent,
                     reason=f"the cassette holds only {len(thread.turns)} turn(s) of this thread",
                 )
             turn = thread.turns[thread.next_turn]
@@ -314,7 +323,10 @@ class ReplayAnswerer(PolicyAnswerer):
             return self._mismatch(
                 request,
                 None,
+                sent,
                 reason=f"the cassette holds only {len(turn.calls)} model call(s) of this turn",
             )
         recorded = turn.calls[request.index]
-        return recorded if self._matches(recorded, request) else self._mismatch(request, recorded)
+        return (
+            recorded if self._matches(recorded, sent) else self._mismatch(request, recorded, sent)
+        )

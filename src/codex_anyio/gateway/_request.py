@@ -9,15 +9,22 @@ from something other than the runtime is still answered, it is only not joined.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from .._json import loads
-from .._redact import REDACTED, is_secret_name, redact_text
+from .._redact import REDACTED, is_secret_name, redact, redact_text
 
-__all__ = ["ModelRequest", "TURN_METADATA_HEADER", "redact_headers", "turn_metadata"]
+__all__ = [
+    "TURN_METADATA_HEADER",
+    "ModelRequest",
+    "TextRedactor",
+    "redact_headers",
+    "turn_metadata",
+]
 
 TURN_METADATA_HEADER = "x-codex-turn-metadata"
 """The runtime's per-request label (thread, turn, request kind, window, model, sandbox)."""
@@ -42,6 +49,38 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
         name: REDACTED if is_secret_name(name) else redact_text(value)
         for name, value in headers.items()
     }
+
+
+class TextRedactor:
+    """:func:`redact_text` with a memory: every model request repeats the conversation so far
+    (the instructions alone are ~17 kB, the tool schemas hundreds of short strings), and
+    redacting a 40 kB body afresh costs ~25 ms of regular expressions, which a recording or
+    a replay would pay on every call. At most ``entries`` texts of ``budget`` characters in
+    all are remembered, the least recently used forgotten first."""
+
+    def __init__(self, budget: int = 16 * 1024 * 1024, entries: int = 65536) -> None:
+        self._budget = budget
+        self._entries = entries
+        self._held = 0
+        self._seen: OrderedDict[str, str] = OrderedDict()
+
+    def __call__(self, text: str) -> str:
+        done = self._seen.get(text)
+        if done is not None:
+            self._seen.move_to_end(text)
+            return done
+        done = redact_text(text)
+        if len(text) <= self._budget:
+            self._seen[text] = done
+            self._held += len(text)
+            while self._held > self._budget or len(self._seen) > self._entries:
+                old, _ = self._seen.popitem(last=False)
+                self._held -= len(old)
+        return done
+
+    def redact(self, value: Any) -> Any:
+        """:func:`~codex_anyio._redact.redact` with this memory."""
+        return redact(value, text=self)
 
 
 def _text(value: Any) -> str | None:
