@@ -4,6 +4,7 @@ build cannot make: a name left out of the reference is no broken link."""
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -33,13 +34,13 @@ def test_the_public_submodules_are_rendered_whole(module: object) -> None:
     assert getattr(module, "__name__", "") in rendered()
 
 
-def test_every_public_name_of_the_gateway_has_an_entry_in_the_api_reference() -> None:
-    import codex_anyio.gateway
-
+@pytest.mark.parametrize("module", ["codex_anyio.gateway", "codex_anyio.trajectory"])
+def test_every_public_name_of_the_gateway_packages_has_an_entry_in_the_api_reference(
+    module: str,
+) -> None:
+    names = importlib.import_module(module).__all__
     missing = [
-        name
-        for name in codex_anyio.gateway.__all__
-        if {f"codex_anyio.gateway.{name}", f"codex_anyio.{name}"}.isdisjoint(rendered())
+        name for name in names if {f"{module}.{name}", f"codex_anyio.{name}"}.isdisjoint(rendered())
     ]
     assert missing == []
 

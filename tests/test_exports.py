@@ -175,6 +175,12 @@ PUBLIC: dict[str, list[str]] = {
         "response",
         "usage",
     ],
+    "codex_anyio.trajectory": [
+        "ATIF_VERSION",
+        "build_trajectory",
+        "export_thread",
+        "write_trajectory",
+    ],
     "codex_anyio.pool": [
         "CodexPool",
         "DEFAULT_MAX_TURNS",
