@@ -62,7 +62,7 @@ async def test_starting_a_thread_without_credentials_fails_fast(tmp_path: Path) 
     with anyio.fail_after(30):
         config = offline_config(tmp_path / "home")
         async with AsyncCodex(config, require_credentials=True) as codex:
-            with pytest.raises(CredentialsMissingError, match="codex login"):
+            with pytest.raises(CredentialsMissingError, match="`codex-anyio login`"):
                 await codex.thread_start()
             await codex.login_api_key("sk-test-not-a-real-key")
             thread = await codex.thread_start()

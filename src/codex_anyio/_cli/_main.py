@@ -1,7 +1,8 @@
 """``codex-anyio demo``: a real conversation with the real runtime, offline by default.
 
 (``codex-anyio batch`` runs a JSONL file of tasks through a pool: see ``_batch``;
-``codex-anyio serve`` starts a runtime on a socket for others to attach to: see ``_serve``.)
+``codex-anyio serve`` starts a runtime on a socket for others to attach to: see ``_serve``;
+``codex-anyio login | logout`` sign the runtime in and out: see ``_login``.)
 
 The demo starts the pinned ``codex app-server`` against a built-in scripted model on loopback
 (no network, no credentials), streams a reply as it is generated, lets the model call a
@@ -31,6 +32,7 @@ from .._api._codex import AsyncCodex
 from .._api._thread import Thread
 from ._batch import OneLineErrors, add_batch_parser, batch_command
 from ._errors import EXIT_USAGE, UsageError, add_verbose, report
+from ._login import add_login_parsers, login_command, logout_command
 from ._serve import add_serve_parser, serve_command
 from ._signals import Stop, run_until_stopped
 
@@ -40,7 +42,8 @@ TIMEOUT = 1.5
 DEMO_EXIT_STATUSES: Final = """\
 exit status:
   0    the conversation ran
-  1    an error, in one line (-v: its traceback), such as --live without a login
+  1    an error, in one line (-v: its traceback); --live without a login says to run
+       `codex-anyio login`
   130  stopped by Ctrl-C (143: SIGTERM, 129: SIGHUP), after interrupting the turn and
        stopping the runtime and the scripted model
 """
@@ -156,6 +159,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": demo_command,
     "batch": batch_command,
     "serve": serve_command,
+    "login": login_command,
+    "logout": logout_command,
 }
 """Each command's entry: it returns the exit status, or raises for the dispatcher to print."""
 
@@ -176,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     add_verbose(run, default=argparse.SUPPRESS)
     add_batch_parser(commands)
     add_serve_parser(commands)
+    add_login_parsers(commands)
     return parser
 
 
