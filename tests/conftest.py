@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from codex_anyio import CodexConfig
+from codex_anyio._wire._reap import MARKER_ENV
 
 FAKE_SERVER = Path(__file__).with_name("fake_app_server.py")
 
@@ -35,6 +38,56 @@ def _hermetic_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def _netns_available() -> bool:
+    unshare = shutil.which("unshare")
+    return unshare is not None and subprocess.run([unshare, "-rn", "true"]).returncode == 0
+
+
+requires_netns = pytest.mark.skipif(
+    not _netns_available(), reason="needs `unshare -rn` (a private network namespace)"
+)
+"""For tests that run the runtime with its default (OpenAI) provider: run it under
+``unshare -rn`` (a network namespace of its own, loopback only), so nothing leaves the
+machine whatever it tries."""
+
+
+def offline_home(home: Path) -> Path:
+    """An empty ``CODEX_HOME`` (no login) whose runtime does not look for remote plugins or
+    apps at start-up: what a new machine looks like, minus the network."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        "[features]\nplugins = false\nremote_plugin = false\napps = false\n", encoding="utf-8"
+    )
+    return home
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper counts as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def processes_marked_by(pid: int) -> list[int]:
+    """Living processes started by a runtime that process ``pid`` spawned (this test process,
+    or a command it ran): every one carries the runtime's marker, which names ``pid``, in its
+    environment (``_wire._reap.MARKER_ENV``), whoever its parent is now."""
+    prefix = f"{MARKER_ENV}={pid}-".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{name}/environ").read_bytes()
+        except OSError:
+            continue
+        if any(entry.startswith(prefix) for entry in environ.split(b"\0")) and alive(int(name)):
+            found.append(int(name))
+    return found
 
 
 def fake_config(script: str, **kwargs: object) -> CodexConfig:
