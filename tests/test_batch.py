@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,13 @@ import anyio
 import pytest
 from anyio.streams.text import TextReceiveStream
 
-from codex_anyio import ClusterError, CodexConfig, UsageLimitError
+from codex_anyio import (
+    ClusterError,
+    CodexConfig,
+    CredentialsMissingError,
+    StartupError,
+    UsageLimitError,
+)
 from codex_anyio.batch import (
     BatchResult,
     BatchTask,
@@ -250,11 +257,13 @@ async def _run_cli(
     backend: str = "asyncio",
     extra: tuple[str, ...] = (),
     python: tuple[str, ...] = ("-m", "codex_anyio"),
+    wrapper: tuple[str, ...] = (),
 ) -> tuple[int, list[str], str]:
     """Run ``codex-anyio batch`` (plain progress: its stderr is a pipe); with
     ``interrupt_after``, send SIGINT once that many results have been reported. ``python``:
-    what the interpreter runs instead of the installed command (code that injects a fault)."""
-    argv = [sys.executable, *python, "batch", str(tasks), "-o", str(output)]
+    what the interpreter runs instead of the installed command (code that injects a fault);
+    ``wrapper``: a command that runs it (``unshare -rn``: no network at all)."""
+    argv = [*wrapper, sys.executable, *python, "batch", str(tasks), "-o", str(output)]
     argv += ["--servers", "2", "--concurrency", "2", "--backend", backend, *extra]
     process = await anyio.open_process(argv, env=env)
     lines: list[str] = []
@@ -403,6 +412,43 @@ def test_the_ray_driver_ends_the_run_on_a_usage_limit_an_actor_raised_however_ra
             run._settle("ref", raised, queue)
         assert caught.value is limit  # the actor's own error, not Ray's wrapper
         assert not queue  # not retried
+
+
+def test_the_ray_driver_retries_by_the_cores_rule_and_ends_on_every_batch_ending_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The same rule as the local runner (``_attempt``): a row that cannot pass on another try
+    # is final, and missing credentials or a runtime that cannot start end the run, also
+    # when they come back from an actor's process (pickled, wrapped by Ray).
+    from codex_anyio.batch._ray import _driver as _batch_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # nothing here may need Ray
+
+    class RayTaskError(Exception):
+        def __init__(self, cause: BaseException) -> None:
+            self.cause = cause
+
+    def settle(value: Any) -> tuple[list[BatchResult], list[int]]:
+        """What the driver makes of one finished call: rows, and attempts queued again."""
+        run = run_batch_on_ray([BatchTask(id="t", prompt="p")], attempts=3)
+        actor = _batch_ray._Actor(0, handle=None, slots=1, in_flight=1)
+        run._flights["ref"] = _batch_ray._Flight(actor, BatchTask(id="t", prompt="p"), 1, 0, 0)
+        queue: deque[tuple[BatchTask, int]] = deque()
+        rows = run._settle("ref", value, queue)
+        return rows, [attempt for _, attempt in queue]
+
+    error = {"type": "ValueError", "message": "'cwd' '/x' does not exist"}
+    final = BatchResult(id="t", status="error", error=error, retryable=False)
+    assert settle(final) == ([final], [])
+    assert settle(BatchResult(id="t", status="error")) == ([], [2])
+    for ending in (
+        pickle.loads(pickle.dumps(CredentialsMissingError())),
+        pickle.loads(pickle.dumps(StartupError("bad config", returncode=1))),
+    ):
+        for raised in (ending, RayTaskError(ending)):
+            with pytest.raises(type(ending)) as caught:
+                settle(raised)
+            assert caught.value is ending
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
@@ -671,3 +717,131 @@ async def test_batches_started_at_once_on_a_new_codex_home_all_start_and_complet
                 for index in range(3):
                     tg.start_soon(one, index)
     assert {code for code, _ in codes.values()} == {0}, codes
+
+
+# -- what went wrong: said when it happens, counted at the end, retried only if it can pass -----
+
+
+def _netns_available() -> bool:
+    unshare = shutil.which("unshare")
+    return unshare is not None and subprocess.run([unshare, "-rn", "true"]).returncode == 0
+
+
+requires_netns = pytest.mark.skipif(
+    not _netns_available(), reason="needs `unshare -rn` (a private network namespace)"
+)
+
+
+def _rows(output: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output.read_text().splitlines()]
+
+
+async def test_a_task_whose_cwd_is_not_a_directory_gets_one_error_row_and_no_retry(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    tasks = [
+        BatchTask(id="good", prompt="hi", cwd=str(tmp_path)),
+        BatchTask(id="missing", prompt="p", cwd=str(tmp_path / "no-such-folder")),
+        BatchTask(id="a file", prompt="p", cwd=str(tmp_path / "a-file")),
+        BatchTask(id="invalid", prompt="p", timeout=-1),
+        BatchTask(id="also good", prompt="hi"),
+    ]
+    with anyio.fail_after(60):
+        async with ScriptedModel(lambda request: message("ok")) as model:
+            home = write_codex_home(tmp_path / "home", base_url=model.base_url)
+            config = CodexConfig(env=scripted_env(home), cwd=tmp_path)
+            run = run_batch(tasks, servers=1, codex_config=config, attempts=3)
+            async with run as results:
+                got = {r.id: r async for r in results}
+            requests = len(model.requests)
+    assert {i: (r.status, r.attempt, r.retryable) for i, r in got.items()} == {
+        "good": ("completed", 1, True),
+        "missing": ("error", 1, False),  # tried once: another try would find the same
+        "a file": ("error", 1, False),
+        "invalid": ("error", 1, False),
+        "also good": ("completed", 1, True),
+    }
+    assert requests == 2  # the others never reached the runtime
+    assert got["missing"].error == {
+        "type": "ValueError",
+        "message": f"'cwd' {str(tmp_path / 'no-such-folder')!r} does not exist",
+    }
+    assert "is not a directory" in (got["a file"].error or {})["message"]
+    row = got["missing"].to_json()
+    assert row["retryable"] is False
+    assert "retryable" not in got["good"].to_json()
+    assert BatchResult.from_json(row) == got["missing"]
+
+
+@requires_netns
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_without_credentials_the_cli_stops_at_the_first_task_in_one_line_writing_no_row(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    # A new machine with no login: the bundled runtime and its default (OpenAI) provider, the
+    # whole command in a network namespace of its own (nothing can leave the machine).
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        "[features]\nplugins = false\nremote_plugin = false\napps = false\n"
+    )
+    env = {**os.environ, **scripted_env(home)}
+    tasks, output = _tasks_file(tmp_path, 40), tmp_path / "results.jsonl"
+    unshare = shutil.which("unshare")
+    assert unshare is not None
+    with anyio.fail_after(120):
+        code, lines, _stdout = await _run_cli(
+            tasks, output, env, extra=("--attempts", "3"), wrapper=(unshare, "-rn")
+        )
+    assert code == 1, "\n".join(lines)
+    assert not any("Traceback" in line for line in lines), "\n".join(lines)
+    assert lines[-1] == (
+        "batch: stopped: the Codex runtime has no credentials and its model provider needs "
+        "them (every task would fail the same way): run `codex login` once on this machine, "
+        "or try the batch offline first with --scripted; 0 of 40 done, run the same command "
+        "again to continue"
+    )
+    assert not [line for line in lines if line.startswith("[")]  # no task made a row
+    assert output.read_text() == ""  # so a re-run, logged in, runs all 40
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_cli_says_the_first_failure_of_each_kind_and_counts_causes_in_the_summary(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    def script(request: RecordedRequest) -> Reply:
+        prompt = prompt_of(request)
+        if prompt == "fail":
+            return failed("the model broke")
+        return stall() if prompt == "stall" else message("ok")
+
+    missing = {"prompt": "p", "cwd": str(tmp_path / "no-such-folder")}
+    extra = {f"m{i}": missing for i in range(3)}
+    extra |= {"f0": {"prompt": "fail"}, "f1": {"prompt": "fail"}, "s0": {"prompt": "stall"}}
+    tasks, output = _tasks_file(tmp_path, 2, **extra), tmp_path / "results.jsonl"
+    with anyio.fail_after(120):
+        async with ScriptedModel(script) as model:
+            env = await _scripted_env(tmp_path, model)
+            code, lines, stdout = await _run_cli(
+                tasks, output, env, extra=("--timeout", "1", "--attempts", "2")
+            )
+    assert code == 1, "\n".join(lines)
+    firsts = [line for line in lines if line.startswith("batch: first ")]
+    assert len(firsts) == 3, "\n".join(lines)  # one per kind, each with its message
+    assert any(
+        line.startswith("batch: first error: ValueError: 'cwd' ")
+        and "does not exist (task m" in line
+        for line in firsts
+    ), firsts
+    assert any("first failed: TurnFailedError: turn " in line for line in firsts), firsts
+    assert any("the model broke (task f" in line for line in firsts), firsts
+    assert any("first timeout: Timeout: the task took longer than 1.0 s" in line for line in firsts)
+    causes = stdout.split("causes (the first message of each):\n", 1)[1].splitlines()
+    assert causes[0].startswith("  3 error: ValueError: 'cwd' "), stdout
+    assert causes[1].startswith("  2 failed: TurnFailedError: turn "), stdout
+    assert causes[1].endswith(": the model broke"), stdout
+    assert causes[2] == "  1 timeout: Timeout: the task took longer than 1.0 s", stdout
+    rows = {row["id"]: row for row in _rows(output)}
+    assert [rows[f"m{i}"]["attempt"] for i in range(3)] == [1, 1, 1]  # not retried
+    assert rows["f0"]["attempt"] == 2  # a failed turn is

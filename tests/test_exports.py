@@ -112,6 +112,7 @@ PUBLIC: dict[str, list[str]] = {
         "TaskFileError",
         "attempt_task",
         "check_task",
+        "ends_batch",
         "parse_shard",
         "percentile",
         "read_results",
@@ -119,6 +120,7 @@ PUBLIC: dict[str, list[str]] = {
         "run_batch",
         "run_batch_on_ray",
         "shard_of",
+        "should_retry",
     ],
     "codex_anyio.testing": [
         "Exchange",

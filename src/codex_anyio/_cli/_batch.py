@@ -26,11 +26,17 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TextIO
 
 import anyio
 
-from .._exceptions import CodexError, TransportClosedError, UsageLimitError
+from .._exceptions import (
+    CodexError,
+    CredentialsMissingError,
+    TransportClosedError,
+    UsageLimitError,
+)
 from .._groups import call_unwrapped
 from .._wire._config import CodexConfig
 from ..batch import (
@@ -63,9 +69,10 @@ EXIT_STATUSES: Final = """\
 exit status:
   0    every task of the tasks file (of the shard) has a completed row
   1    not all did: some rows say failed, timeout, error or interrupted (final: a re-run
-       skips them), or the batch stopped on an error (the app-server would not start, the
-       results file could not be written, the Ray cluster is gone): fix it and run the
-       same command again to continue
+       skips them), or the batch stopped on an error every task left would hit (no
+       credentials, the app-server would not start, the results file could not be
+       written, the Ray cluster is gone): fix it and run the same command again to
+       continue
   2    usage error, nothing was run: a bad argument, a tasks file that cannot be read or
        has an invalid line, a results file that cannot be used (not a results file, the
        tasks file, not a regular file, a missing folder, in use by another run)
@@ -191,13 +198,30 @@ class _Run(Protocol):
     def concurrency(self) -> int: ...
 
 
+class _Cause:
+    """One kind of failure (a status and an error type): how many rows, and the first's
+    message and task."""
+
+    def __init__(self, result: BatchResult, error: Mapping[str, str]) -> None:
+        self.count = 0
+        self.status = result.status
+        self.type = str(error.get("type", "?"))
+        self.message = _first_line(str(error.get("message", "")))
+        self.task_id = result.id
+
+    def describe(self) -> str:
+        return f"{self.status}: {self.type}: {self.message}"
+
+
 class _Tally:
-    """Counts, durations and tokens of the results seen so far."""
+    """Counts, durations, tokens and failure causes of the results seen so far."""
 
     def __init__(self, total: int, skipped: int) -> None:
         self.total = total
         self.skipped = skipped
         self.statuses: Counter[str] = Counter()
+        self.causes: dict[tuple[str, str], _Cause] = {}
+        """By (status, error type), in the order first seen."""
         self.durations: list[float] = []
         self.tokens = 0
         self.launched = self.started = time.monotonic()
@@ -210,10 +234,20 @@ class _Tally:
     def done(self) -> int:
         return sum(self.statuses.values())
 
-    def add(self, result: BatchResult) -> None:
+    def add(self, result: BatchResult) -> _Cause | None:
+        """Count ``result``; return its cause if it is the first row of that kind."""
         self.statuses[result.status] += 1
         self.durations.append(result.duration_ms / 1000)
         self.tokens += result.total_tokens
+        if result.error is None:
+            return None
+        kind = (result.status, str(result.error.get("type", "?")))
+        cause = self.causes.get(kind)
+        first = cause is None
+        if cause is None:
+            cause = self.causes[kind] = _Cause(result, result.error)
+        cause.count += 1
+        return cause if first else None
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
@@ -257,6 +291,9 @@ class _PlainProgress:
             file=self._stream,
             flush=True,
         )
+
+    def note(self, text: str) -> None:
+        print(text, file=self._stream, flush=True)
 
     def __exit__(self, *exc_info: object) -> None:
         pass
@@ -305,6 +342,10 @@ class _RichProgress:
         )
         self._progress.update(self._task, completed=t.skipped + t.done, stats=stats)
 
+    def note(self, text: str) -> None:
+        """A line above the live bar."""
+        self._progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
     def __exit__(self, *exc_info: object) -> None:
         self._progress.stop()
 
@@ -324,15 +365,23 @@ def _progress(mode: str, tally: _Tally, run: _Run, stream: TextIO) -> Any:
         return _RichProgress(tally, run, stream)
     if mode == "plain":
         return _PlainProgress(tally, run, stream)
-    return _NoProgress()
+    return _NoProgress(stream)
 
 
 class _NoProgress:
+    """No progress lines; what went wrong is still said (on ``stream``)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
     def __enter__(self) -> _NoProgress:
         return self
 
     def update(self, result: BatchResult) -> None:
         pass
+
+    def note(self, text: str) -> None:
+        print(text, file=self._stream, flush=True)
 
     def __exit__(self, *exc_info: object) -> None:
         pass
@@ -353,8 +402,15 @@ def _summary_rows(tally: _Tally) -> list[tuple[str, str]]:
     return rows
 
 
+def _cause_lines(tally: _Tally) -> list[str]:
+    """``12 error: CredentialsMissingError: <the first such row's message>``, by count."""
+    causes = sorted(tally.causes.values(), key=lambda cause: -cause.count)
+    return [f"{cause.count} {cause.describe()}" for cause in causes]
+
+
 def _print_summary(tally: _Tally, rich: bool, stream: TextIO) -> None:
     rows = _summary_rows(tally)
+    causes = _cause_lines(tally)
     if rich:
         from rich.console import Console
         from rich.table import Table
@@ -364,13 +420,32 @@ def _print_summary(tally: _Tally, rich: bool, stream: TextIO) -> None:
         table.add_column("", justify="right")
         for name, value in rows:
             table.add_row(name, value)
-        Console(file=stream).print(table)
+        console = Console(file=stream)
+        console.print(table)
+        if causes:
+            console.print("causes (the first message of each):", markup=False)
+            for line in causes:
+                console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
         return
     width = max(len(name) for name, _ in rows)
     print("batch summary", file=stream)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}", file=stream)
+    if causes:
+        print("causes (the first message of each):", file=stream)
+        for line in causes:
+            print(f"  {line}", file=stream)
     stream.flush()
+
+
+MESSAGE_WIDTH: Final = 300
+"""Characters of an error message shown on one line (the results file holds all of it)."""
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    line = lines[0] if lines else ""
+    return line if len(line) <= MESSAGE_WIDTH else line[: MESSAGE_WIDTH - 3] + "..."
 
 
 def _refuse_the_tasks_file(tasks: str, output: str) -> None:
@@ -419,6 +494,22 @@ def _one_line(exc: BaseException) -> str:
     return text
 
 
+CREDENTIALS_MISSING: Final = (
+    "the Codex runtime has no credentials and its model provider needs them (every task "
+    "would fail the same way): run `codex login` once on this machine, or try the batch "
+    "offline first with --scripted"
+)
+"""The stop line's reason for :class:`CredentialsMissingError` (whose own message speaks to
+a Python caller)."""
+
+
+def _stop_reason(exc: CodexError) -> str:
+    """Why the batch stopped, in one line (it is about every task left, not one)."""
+    if isinstance(exc, CredentialsMissingError):
+        return CREDENTIALS_MISSING
+    return _one_line(exc)
+
+
 def _resets(exc: UsageLimitError) -> str:
     if exc.resets_at is not None:
         return f"it resets at {exc.resets_at.astimezone():%Y-%m-%d %H:%M %Z}"
@@ -465,8 +556,13 @@ async def _run_pending(
                         async for result in results:
                             writer.write(result)
                             statuses[result.id] = result.status
-                            tally.add(result)
+                            first = tally.add(result)
                             progress.update(result)
+                            if first is not None:
+                                progress.note(
+                                    f"batch: first {first.describe()} (task {first.task_id}; "
+                                    f"more like it are counted in the summary)"
+                                )
             except CodexError as exc:  # the batch stopped: a usage limit, a write, start-up
                 stopped = exc
             tg.cancel_scope.cancel()
@@ -490,7 +586,7 @@ def _ending(
         )
         return EXIT_USAGE_LIMIT
     if stopped is not None:
-        _say(f"stopped: {_one_line(stopped)}; {done}, run the same command again to continue")
+        _say(f"stopped: {_stop_reason(stopped)}; {done}, run the same command again to continue")
         return EXIT_NOT_COMPLETED
     if missing:
         _say(f"{missing} of {tally.total} tasks did not complete (see {output})")
