@@ -35,6 +35,7 @@ from codex_anyio.batch import (
     BatchResult,
     BatchTask,
     parse_shard,
+    read_results,
     read_tasks,
     run_batch,
     run_batch_on_ray,
@@ -634,7 +635,9 @@ async def test_the_cli_exits_1_when_a_task_did_not_complete_after_running_the_ot
             env = await _scripted_env(tmp_path, model)
             code, lines, _ = await _run_cli(tasks, output, env)
     assert code == 1, "\n".join(lines)
-    assert lines[-1] == f"batch: 1 of 4 tasks did not complete (see {output})"
+    assert lines[-1] == (
+        f"batch: 1 of 4 tasks did not complete (see {output}; --retry-failed runs them again)"
+    )
     rows = {row["id"]: row["status"] for row in map(json.loads, output.read_text().splitlines())}
     assert rows == {"t0": "completed", "t1": "completed", "t2": "completed", "rejected": "error"}
 
@@ -845,3 +848,69 @@ async def test_the_cli_says_the_first_failure_of_each_kind_and_counts_causes_in_
     rows = {row["id"]: row for row in _rows(output)}
     assert [rows[f"m{i}"]["attempt"] for i in range(3)] == [1, 1, 1]  # not retried
     assert rows["f0"]["attempt"] == 2  # a failed turn is
+
+
+# -- running failed tasks again -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_retry_failed_runs_error_and_timeout_rows_again_appending_rows_that_then_count(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    stalling = True
+
+    def script(request: RecordedRequest) -> Reply:
+        return stall() if stalling and prompt_of(request) == "slow" else message("ok")
+
+    rejected = {"config": {"model_reasoning_effort": 5}}  # the runtime refuses it: an error row
+    slow = {"prompt": "slow", "timeout": 0.5}
+    tasks = _tasks_file(tmp_path, 2, bad=rejected, slow=slow)
+    output = tmp_path / "results.jsonl"
+    with anyio.fail_after(120):
+        async with ScriptedModel(script) as model:
+            env = await _scripted_env(tmp_path, model)
+            code, lines, _ = await _run_cli(tasks, output, env)
+            assert code == 1, "\n".join(lines)
+            assert read_results(output)["slow"].status == "timeout"
+            assert read_results(output)["bad"].status == "error"
+            requests = len(model.requests)
+
+            # A plain re-run counts them as done: nothing runs.
+            code, lines, _ = await _run_cli(tasks, output, env)
+            assert code == 1, "\n".join(lines)
+            assert lines[0].startswith("batch: 4 tasks, 4 already done, 0 to run")
+            assert len(model.requests) == requests
+
+            # Only the statuses asked for; the model answers now.
+            stalling = False
+            code, lines, _ = await _run_cli(tasks, output, env, extra=("--retry", "timeout"))
+            assert code == 1, "\n".join(lines)  # "bad" still has its error row
+            assert lines[0].startswith("batch: 4 tasks, 3 already done, 1 to run (1 of them again)")
+            assert read_results(output)["slow"].status == "completed"
+
+            # The task is fixed in the tasks file; --retry-failed runs what did not complete.
+            tasks = _tasks_file(tmp_path, 2, bad={}, slow=slow)
+            code, lines, _ = await _run_cli(tasks, output, env, extra=("--retry-failed",))
+            assert code == 0, "\n".join(lines)
+            assert lines[0].startswith("batch: 4 tasks, 3 already done, 1 to run (1 of them again)")
+    history: dict[str, list[str]] = {}  # append-only: every row of every run is still there
+    for row in _rows(output):
+        history.setdefault(row["id"], []).append(row["status"])
+    assert history == {
+        "t0": ["completed"],
+        "t1": ["completed"],
+        "bad": ["error", "completed"],
+        "slow": ["timeout", "completed"],
+    }
+    assert {i: r.status for i, r in read_results(output).items()} == dict.fromkeys(
+        history, "completed"
+    )
+
+
+def test_the_cli_refuses_a_retry_status_it_does_not_know_in_one_line(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(GOOD_TASKS)
+    done = batch_cli(str(tasks), "-o", str(tmp_path / "r.jsonl"), "--retry", "error,broken")
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "--retry: a comma-separated list of statuses" in done.stderr

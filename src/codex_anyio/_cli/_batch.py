@@ -5,7 +5,9 @@ stderr is a terminal, one plain line per result otherwise), the summary table, t
 policy and the exit statuses. Ctrl-C (SIGINT) or SIGTERM cancels the batch: every running turn
 is interrupted on the server (shielded, bounded), the results written so far are already on
 disk (one whole row each), and the command exits with 130 (143 for SIGTERM). Running the same
-command again skips every id already in the results file.
+command again skips every id already in the results file, but for those whose latest row has
+a status in ``--retry`` (``--retry-failed``: all but ``completed``): they run again, and
+their new row is appended (the last row of an id is the one that counts).
 
 Every way it can end is one line on stderr and one of the statuses in :data:`EXIT_STATUSES`
 (also in ``--help`` and the README): a bad argument or file is refused before anything runs
@@ -40,6 +42,7 @@ from .._exceptions import (
 from .._groups import call_unwrapped
 from .._wire._config import CodexConfig
 from ..batch import (
+    NOT_COMPLETED,
     STATUSES,
     BatchResult,
     BatchRun,
@@ -48,6 +51,7 @@ from ..batch import (
     ResultWriter,
     TaskFileError,
     parse_shard,
+    pending_tasks,
     percentile,
     read_tasks,
     run_batch,
@@ -68,11 +72,11 @@ EXIT_USAGE_LIMIT: Final = 3
 EXIT_STATUSES: Final = """\
 exit status:
   0    every task of the tasks file (of the shard) has a completed row
-  1    not all did: some rows say failed, timeout, error or interrupted (final: a re-run
-       skips them), or the batch stopped on an error every task left would hit (no
-       credentials, the app-server would not start, the results file could not be
-       written, the Ray cluster is gone): fix it and run the same command again to
-       continue
+  1    not all did: some rows say failed, timeout, error or interrupted (a re-run skips
+       them; with --retry-failed it runs them again), or the batch stopped on an error
+       every task left would hit (no credentials, the app-server would not start, the
+       results file could not be written, the Ray cluster is gone): fix it and run the
+       same command again to continue
   2    usage error, nothing was run: a bad argument, a tasks file that cannot be read or
        has an invalid line, a results file that cannot be used (not a results file, the
        tasks file, not a regular file, a missing folder, in use by another run)
@@ -117,7 +121,9 @@ def add_batch_parser(commands: Any) -> None:
         description=(
             "Run one turn per task line (id, prompt, optional cwd, model, output_schema, "
             "config, approval, timeout) and append one result line per task to the output. "
-            "Re-running the same command skips ids already in the output."
+            "Re-running the same command skips ids already in the output, unless their "
+            "latest row has a status given to --retry (--retry-failed: every status but "
+            "completed)."
         ),
         epilog=EXIT_STATUSES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -140,6 +146,20 @@ def add_batch_parser(commands: Any) -> None:
     )
     batch.add_argument("--timeout", type=_seconds, default=None, help="seconds per task (> 0)")
     batch.add_argument("--attempts", type=_count, default=1, help="tries per failed task")
+    batch.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run again the tasks whose latest row did not complete (failed, timeout, "
+        "error, interrupted); the new row is appended and counts from then on",
+    )
+    batch.add_argument(
+        "--retry",
+        type=_statuses,
+        default=frozenset(),
+        metavar="STATUS,...",
+        help="run again the tasks whose latest row has one of these statuses "
+        f"({', '.join(STATUSES)})",
+    )
     batch.add_argument("--model", default=None, help="model for tasks that name none")
     batch.add_argument(
         "--config",
@@ -181,6 +201,16 @@ def add_batch_parser(commands: Any) -> None:
     )
 
 
+def _statuses(text: str) -> frozenset[str]:
+    statuses = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(statuses - set(STATUSES))
+    if unknown or not statuses:
+        raise argparse.ArgumentTypeError(
+            f"a comma-separated list of statuses ({', '.join(STATUSES)}), not {text!r}"
+        )
+    return statuses
+
+
 def _shard(text: str) -> tuple[int, int]:
     try:
         return parse_shard(text)
@@ -216,9 +246,11 @@ class _Cause:
 class _Tally:
     """Counts, durations, tokens and failure causes of the results seen so far."""
 
-    def __init__(self, total: int, skipped: int) -> None:
+    def __init__(self, total: int, skipped: int, again: int = 0) -> None:
         self.total = total
         self.skipped = skipped
+        self.again = again
+        """Tasks that run again (their latest row's status is in the retry set)."""
         self.statuses: Counter[str] = Counter()
         self.causes: dict[tuple[str, str], _Cause] = {}
         """By (status, error type), in the order first seen."""
@@ -273,9 +305,10 @@ class _PlainProgress:
 
     def __enter__(self) -> _PlainProgress:
         t = self._tally
+        again = f" ({t.again} of them again)" if t.again else ""
         print(
             f"batch: {t.total} tasks, {t.skipped} already done, "
-            f"{t.total - t.skipped} to run, {self._run.concurrency} at a time",
+            f"{t.total - t.skipped} to run{again}, {self._run.concurrency} at a time",
             file=self._stream,
             flush=True,
         )
@@ -530,9 +563,11 @@ async def _run_pending(
     args: argparse.Namespace, tasks: list[BatchTask], writer: ResultWriter
 ) -> int:
     statuses = {task_id: row.status for task_id, row in writer.results.items()}
-    pending = [task for task in tasks if task.id not in writer.results]
+    retry = args.retry | (NOT_COMPLETED if args.retry_failed else frozenset())
+    pending = pending_tasks(tasks, writer.results, retry=retry)
     run = _make_run(args, pending)
-    tally = _Tally(total=len(tasks), skipped=len(tasks) - len(pending))
+    again = sum(task.id in writer.results for task in pending)
+    tally = _Tally(total=len(tasks), skipped=len(tasks) - len(pending), again=again)
     stream = sys.stderr
     progress = _progress(args.progress, tally, run, stream)
     caught: int | None = None
@@ -589,7 +624,10 @@ def _ending(
         _say(f"stopped: {_stop_reason(stopped)}; {done}, run the same command again to continue")
         return EXIT_NOT_COMPLETED
     if missing:
-        _say(f"{missing} of {tally.total} tasks did not complete (see {output})")
+        _say(
+            f"{missing} of {tally.total} tasks did not complete (see {output}; "
+            "--retry-failed runs them again)"
+        )
         return EXIT_NOT_COMPLETED
     return EXIT_COMPLETED
 

@@ -28,10 +28,10 @@ is what a results file resumes by; a list is checked before anything runs). Leav
 on the server (shielded, bounded) and produces no result for them, so they run again on the
 next attempt.
 
-Resuming is a property of the files (``_batch_results``, re-exported here): :class:`ResultWriter`
+Resuming is a property of the files (``_results``, re-exported here): :class:`ResultWriter`
 appends one whole row per result under the file's lock; :func:`read_results` reads a results
-file back, tolerating a row cut short (a run killed mid-write), so
-``pending = [t for t in tasks if t.id not in done]``.
+file back (each id's latest row), tolerating a row cut short (a run killed mid-write), so
+``pending = pending_tasks(tasks, done)`` (``retry={"error", "timeout"}`` to run those again).
 """
 
 from __future__ import annotations
@@ -45,12 +45,13 @@ from .._wire._config import CodexConfig
 from ._attempt import RECYCLE_AFTER, RETRIED, attempt_task, ends_batch, should_retry
 from ._files import STATUSES, BatchResult, BatchTask, check_task, parse_shard, read_tasks, shard_of
 from ._local import BatchRun, run_batch
-from ._results import ResultWriter, percentile, read_results
+from ._results import NOT_COMPLETED, ResultWriter, pending_tasks, percentile, read_results
 
 if TYPE_CHECKING:  # Ray is optional: its executor is imported when first asked for
     from ._ray._driver import ActorStatistics, RayBatchRun
 
 __all__ = [
+    "NOT_COMPLETED",
     "RECYCLE_AFTER",
     "RETRIED",
     "STATUSES",
@@ -67,6 +68,7 @@ __all__ = [
     "check_task",
     "ends_batch",
     "parse_shard",
+    "pending_tasks",
     "percentile",
     "read_results",
     "read_tasks",
