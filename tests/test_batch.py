@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections import deque
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
@@ -41,6 +42,7 @@ from codex_anyio.batch import (
     run_batch_on_ray,
     shard_of,
 )
+from codex_anyio.serve import serve_app_server
 from codex_anyio.testing import (
     RecordedRequest,
     Reply,
@@ -517,6 +519,33 @@ def batch_cli(*args: str) -> subprocess.CompletedProcess[str]:
             [*TASKS, "-o", "{tmp}/no/r.jsonl"], None, "folder does not exist", id="no-folder"
         ),
         pytest.param([*TASKS, "-o", "{tasks}"], None, "is the tasks file", id="output-tasks"),
+        pytest.param(
+            [*TASKS, *OUT, "--scripted", "--ray"], None, "not with --ray", id="scripted-ray"
+        ),
+        pytest.param(
+            [*TASKS, *OUT, "--scripted", "--connect", "ws://127.0.0.1:9"],
+            None,
+            "not allowed with argument --scripted",
+            id="scripted-connect",
+        ),
+        pytest.param(
+            [*TASKS, *OUT, "--token-env", "T"], None, "go with --connect", id="token-no-connect"
+        ),
+        pytest.param(
+            [*TASKS, *OUT, "--connect", "http://h:1"], None, "use ws://, wss://", id="connect-http"
+        ),
+        pytest.param(
+            [*TASKS, *OUT, "--connect", "ws://127.0.0.1:9", "--token-file", "{tmp}/nope"],
+            None,
+            "--connect: cannot read the token file",
+            id="connect-no-token-file",
+        ),
+        pytest.param(
+            [*TASKS, *OUT, "--connect", "ws://127.0.0.1:9", "--config", "model=x"],
+            None,
+            "with --connect, the server's own",
+            id="connect-config",
+        ),
         pytest.param([*TASKS, "-o", "{notes}"], None, "not a results file", id="output-notes"),
         pytest.param(
             [*TASKS, "-o", "/dev/stdout"], None, "not a regular file", id="output-dev-stdout"
@@ -914,3 +943,64 @@ def test_the_cli_refuses_a_retry_status_it_does_not_know_in_one_line(tmp_path: P
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "--retry: a comma-separated list of statuses" in done.stderr
+
+
+# -- offline and attached: a harness tried end to end before any credentials exist -------------
+
+
+def _no_codex_env(tmp_path: Path) -> dict[str, str]:
+    """This environment without a runtime set-up: no CODEX_HOME, an empty HOME (no login,
+    no config of the user's)."""
+    env = {k: v for k, v in os.environ.items() if k != "CODEX_HOME"}
+    (tmp_path / "empty-home").mkdir()
+    return {**env, "HOME": str(tmp_path / "empty-home")}
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_cli_runs_every_task_offline_with_scripted(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    tasks, output = _tasks_file(tmp_path, 10), tmp_path / "results.jsonl"
+    with anyio.fail_after(120):
+        code, lines, stdout = await _run_cli(
+            tasks, output, _no_codex_env(tmp_path), extra=("--scripted",)
+        )
+    assert code == 0, "\n".join(lines)
+    rows = {row["id"]: row for row in _rows(output)}
+    assert sorted(rows) == sorted(f"t{i}" for i in range(10))
+    assert {row["status"] for row in rows.values()} == {"completed"}
+    assert rows["t3"]["final_response"] == "echo: task 3"
+    assert "completed               10" in stdout
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("listen", ["ws-token-file", "ws-token-env", "unix"])
+async def test_the_cli_attaches_to_a_running_server_with_connect(
+    tmp_path: Path, anyio_backend: str, listen: str
+) -> None:
+    tasks, output = _tasks_file(tmp_path, 4), tmp_path / "results.jsonl"
+    env = _no_codex_env(tmp_path)
+    with (
+        anyio.fail_after(120),
+        tempfile.TemporaryDirectory(prefix="batch-") as short,  # a unix socket path is short
+    ):
+        async with ScriptedModel(lambda r: message(f"served: {prompt_of(r)}")) as model:
+            home = write_codex_home(tmp_path / "home", base_url=model.base_url)
+            config = CodexConfig(cwd=tmp_path, env=scripted_env(home), codex_home=home)
+            address = f"unix://{short}/app.sock" if listen == "unix" else "ws://127.0.0.1:0"
+            async with serve_app_server(config, address) as server:
+                extra = ["--connect", server.url]
+                if listen == "ws-token-file":
+                    extra += ["--token-file", str(server.token_file)]
+                elif listen == "ws-token-env":
+                    assert server.token_file is not None
+                    env["BATCH_TOKEN"] = server.token_file.read_text().strip()
+                    extra += ["--token-env", "BATCH_TOKEN"]
+                code, lines, _ = await _run_cli(tasks, output, env, extra=tuple(extra))
+            requests = len(model.requests)
+    assert code == 0, "\n".join(lines)
+    rows = {row["id"]: row for row in _rows(output)}
+    assert {i: row["final_response"] for i, row in rows.items()} == {
+        f"t{i}": f"served: task {i}" for i in range(4)
+    }
+    assert requests == 4  # every turn ran on the server attached to

@@ -14,6 +14,12 @@ Every way it can end is one line on stderr and one of the statuses in :data:`EXI
 (2), a usage limit stops the batch with the reset time (3), any other stop or a task that did
 not complete is 1.
 
+Where the runtimes come from: started here (the default; ``--config`` overrides), a server
+to attach to (``--connect URL`` with ``--token-file``/``--token-env``, as
+``CodexConfig(connect=...)``), or, with ``--scripted``, runtimes started here against the
+echoing model of ``serve --scripted`` (offline, no credentials: a harness can be tried end to
+end first).
+
 Beyond one machine, with the same files, progress and signals: ``--ray [ADDRESS]`` runs the
 pools on Ray actors (:func:`~codex_anyio.batch.run_batch_on_ray`; Ray is imported only then),
 and ``--shard i/N`` runs this machine's slice of the tasks file, for job arrays that start N
@@ -28,7 +34,8 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TextIO
 
 import anyio
@@ -40,6 +47,7 @@ from .._exceptions import (
     UsageLimitError,
 )
 from .._groups import call_unwrapped
+from .._wire._address import Address, resolve_token
 from .._wire._config import CodexConfig
 from ..batch import (
     NOT_COMPLETED,
@@ -198,6 +206,30 @@ def add_batch_parser(commands: Any) -> None:
     )
     batch.add_argument(
         "--actors", type=_count, default=None, help="with --ray: this many actors, not one per node"
+    )
+    runtime = batch.add_mutually_exclusive_group()
+    runtime.add_argument(
+        "--scripted",
+        action="store_true",
+        help="offline: answer every task from a built-in echoing model on loopback (as serve "
+        "--scripted), to try a harness end to end before any credentials exist",
+    )
+    runtime.add_argument(
+        "--connect",
+        default=None,
+        metavar="URL",
+        help="attach to a running server (ws://HOST:PORT, wss://..., unix:///path) instead of "
+        "starting runtimes; --servers is then the number of connections (default 1)",
+    )
+    token = batch.add_mutually_exclusive_group()
+    token.add_argument(
+        "--token-file", default=None, metavar="FILE", help="with --connect: the bearer token file"
+    )
+    token.add_argument(
+        "--token-env",
+        default=None,
+        metavar="VAR",
+        help="with --connect: the environment variable holding the bearer token",
     )
 
 
@@ -490,15 +522,58 @@ def _refuse_the_tasks_file(tasks: str, output: str) -> None:
         raise ResultsFileError(output, f"the results file {output} is the tasks file")
 
 
-def _make_run(args: argparse.Namespace, pending: list[BatchTask]) -> BatchRun | RayBatchRun:
-    config = CodexConfig(config_overrides=tuple(args.config)) if args.config else None
+def _refusal(args: argparse.Namespace) -> str | None:
+    """What is wrong with a combination of arguments (argparse checks each alone), or None."""
+    if args.actors is not None and args.ray is None:
+        return "--actors needs --ray"
+    if args.scripted and args.ray is not None:
+        return "--scripted runs its model on this machine's loopback: not with --ray"
+    if (args.token_file or args.token_env) and args.connect is None:
+        return "--token-file and --token-env go with --connect"
+    if args.connect is None:
+        return None
+    if args.config:
+        return "--config configures runtimes this command starts; with --connect, the server's own"
+    try:
+        Address.parse(args.connect)
+        resolve_token(None, args.token_file, args.token_env)
+    except ValueError as exc:
+        return f"--connect: {exc}"
+    return None
+
+
+@asynccontextmanager
+async def _runtime(args: argparse.Namespace) -> AsyncIterator[CodexConfig | None]:
+    """How the batch's pool reaches its runtimes: spawned (``--config``), attached
+    (``--connect``), or spawned against the echoing model while the batch runs
+    (``--scripted``)."""
+    if args.connect is not None:
+        yield CodexConfig(
+            connect=args.connect, token_file=args.token_file, token_env=args.token_env
+        )
+        return
+    base = CodexConfig(config_overrides=tuple(args.config))
+    if not args.scripted:
+        yield base if args.config else None
+        return
+    from ..testing._echo import echo_runtime  # the offline set-up of `serve --scripted`
+
+    async with echo_runtime(base) as config:
+        yield config
+
+
+def _make_run(
+    args: argparse.Namespace, pending: list[BatchTask], config: CodexConfig | None
+) -> BatchRun | RayBatchRun:
+    # One server to attach to: one connection (per actor) unless asked; more add no runtime.
+    servers = 1 if args.servers is None and args.connect is not None else args.servers
     if args.ray is not None:
         return run_batch_on_ray(
             pending,
             address=args.ray or None,
             actors=args.actors,
             slots=args.concurrency,
-            servers=args.servers,
+            servers=servers,
             timeout=args.timeout,
             attempts=args.attempts,
             model=args.model,
@@ -506,7 +581,7 @@ def _make_run(args: argparse.Namespace, pending: list[BatchTask]) -> BatchRun | 
         )
     return run_batch(
         pending,
-        servers=args.servers,
+        servers=servers,
         concurrency=args.concurrency,
         timeout=args.timeout,
         attempts=args.attempts,
@@ -556,16 +631,20 @@ async def _run(args: argparse.Namespace) -> int:
     # The lock is taken before the rows are read: a second run on this file is refused here,
     # not after it has decided to run the same ids.
     with ResultWriter(args.output) as writer:
-        return await _run_pending(args, tasks, writer)
+        async with _runtime(args) as config:
+            return await _run_pending(args, tasks, writer, config)
 
 
 async def _run_pending(
-    args: argparse.Namespace, tasks: list[BatchTask], writer: ResultWriter
+    args: argparse.Namespace,
+    tasks: list[BatchTask],
+    writer: ResultWriter,
+    config: CodexConfig | None,
 ) -> int:
     statuses = {task_id: row.status for task_id, row in writer.results.items()}
     retry = args.retry | (NOT_COMPLETED if args.retry_failed else frozenset())
     pending = pending_tasks(tasks, writer.results, retry=retry)
-    run = _make_run(args, pending)
+    run = _make_run(args, pending, config)
     again = sum(task.id in writer.results for task in pending)
     tally = _Tally(total=len(tasks), skipped=len(tasks) - len(pending), again=again)
     stream = sys.stderr
@@ -638,8 +717,11 @@ def _say(message: str) -> None:
 
 def batch_command(args: argparse.Namespace) -> int:
     """Run ``codex-anyio batch``; the exit status is one of :data:`EXIT_STATUSES`."""
-    if args.actors is not None and args.ray is None:
-        print("codex-anyio batch: --actors needs --ray", file=sys.stderr)
+    refusal = _refusal(args)
+    if refusal is not None:
+        print(
+            f"codex-anyio batch: error: {refusal} (see codex-anyio batch --help)", file=sys.stderr
+        )
         return EXIT_USAGE
     try:
         return call_unwrapped(lambda: anyio.run(_run, args, backend=args.backend))
