@@ -208,12 +208,8 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
             # first alone: actors on one node share its CODEX_HOME, and runtimes that find it
             # uninitialized race to create its state database (all but one fail).
             first, *others = self._actors
-            await anyio.to_thread.run_sync(
-                ray.get, first.handle.start.remote(), abandon_on_cancel=True
-            )
-            await anyio.to_thread.run_sync(
-                ray.get, [actor.handle.start.remote() for actor in others], abandon_on_cancel=True
-            )
+            await self._start(ray, [first])
+            await self._start(ray, others)
             send, receive = anyio.create_memory_object_stream[BatchResult](self.concurrency)
             with receive:
                 async with anyio.create_task_group() as tg:
@@ -225,6 +221,22 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._stop_everything, ray, started_ray)
+
+    @staticmethod
+    async def _start(ray: Any, actors: list[_Actor]) -> None:
+        """Start the pools of ``actors``. A pool that cannot start (a bad config: every task
+        would hit it) ends the run with the runtime's own error, as a local pool's does, not
+        with Ray's wrapper of it."""
+        refs = [actor.handle.start.remote() for actor in actors]
+        try:
+            await anyio.to_thread.run_sync(ray.get, refs, abandon_on_cancel=True)
+        except Exception as exc:
+            end = _batch_end(exc)
+            if end is None:
+                raise
+        else:
+            return
+        raise end from end.__cause__  # outside the except: Ray's wrapper is no context
 
     def _place(self, ray: Any) -> list[_Actor]:
         """One actor per node (per ``codex_slots`` node if any has that resource), or
