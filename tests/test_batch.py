@@ -328,29 +328,34 @@ async def test_the_cli_resumes_after_ctrl_c_without_repeating_or_losing_a_task(
 def test_the_rich_progress_and_summary_render_counts_and_tokens() -> None:
     import io
 
-    from codex_anyio._cli._batch import _print_summary, _RichProgress, _Tally
+    from codex_anyio._cli._batch_report import RichProgress, Tally, print_summary
 
-    tally = _Tally(total=3, skipped=1)
+    tally = Tally(total=3, skipped=1)
     run = run_batch([], concurrency=2)
     out = io.StringIO()
-    with _RichProgress(tally, run, out) as progress:
+    with RichProgress(tally, run, out) as progress:
         for i, status in enumerate(["completed", "timeout"]):
             result = BatchResult(
                 id=str(i),
                 status=status,
                 duration_ms=1000 * (i + 1),
                 usage={"total": {"totalTokens": 15}},
+                error={"type": "Timeout", "message": "too slow"} if status == "timeout" else None,
             )
-            tally.add(result)
+            first = tally.add(result)
             progress.update(result)
+            if first is not None:
+                progress.note(f"first {first.describe()}")
     assert "3/3" in out.getvalue()
     assert "30 tokens" in out.getvalue()
+    assert "first timeout: Timeout: too slow" in out.getvalue()  # above the bar
     summary = io.StringIO()
-    _print_summary(tally, True, summary)
+    print_summary(tally, True, summary)
     text = summary.getvalue()
     assert "batch summary" in text
     assert "timeout" in text
     assert "duration p95" in text
+    assert "1 timeout: Timeout: too slow" in text
 
 
 def test_three_shards_together_cover_every_id_exactly_once(tmp_path: Path) -> None:
