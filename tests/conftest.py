@@ -1,4 +1,8 @@
-"""Shared fixtures: both AnyIO backends, and a launcher for the scripted fake app-server."""
+"""Shared fixtures: both AnyIO backends, and a launcher for the scripted fake app-server.
+
+(No HOME fixture: every runtime the tests start gets an empty HOME from the testing kit,
+``scripted_env`` and the harnesses, so its login shells source none of the machine's rc
+files.)"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,23 +19,6 @@ from codex_anyio import CodexConfig
 from codex_anyio._wire._reap import MARKER_ENV
 
 FAKE_SERVER = Path(__file__).with_name("fake_app_server.py")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _hermetic_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Every runtime the tests start inherits an empty HOME: the login shells it runs (shell
-    snapshots, commands) then source none of the machine's rc files, whose side effects (a
-    lock left by a killed ``pyenv rehash`` stalls every later login shell for a minute) would
-    make the suite slow and flaky."""
-    saved = os.environ.get("HOME")
-    os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ["HOME"]
-        else:
-            os.environ["HOME"] = saved
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -181,6 +181,7 @@ def test_every_expectation_names_a_python_block_of_the_readme() -> None:
 
 BINARY = 'python -c "import codex_cli_bin; print(codex_cli_bin.bundled_codex_path())"'
 BATCH = "codex-anyio batch tasks.jsonl -o results.jsonl --concurrency 16 --timeout 300 --attempts 2"
+OFFLINE_BATCH = "codex-anyio batch tasks.jsonl -o results.jsonl --scripted"
 SERVE = "codex-anyio serve"
 LOGIN_STDIN = "codex-anyio login --api-key-stdin"
 LOGIN_ENV = "codex-anyio login --api-key-env OPENAI_API_KEY"
@@ -195,6 +196,7 @@ RUN = {
     LOGIN_STATUS: LOGINS,
     LOGOUT: LOGINS,
     BATCH: "test_the_readme_batch_command_runs_a_tasks_file_against_the_scripted_model",
+    OFFLINE_BATCH: "test_the_readme_offline_batch_command_needs_no_codex_set_up",
     SERVE: "test_the_readme_serve_command_prints_what_the_readme_shows",
 }
 """Commands run here, and the test that runs each."""
@@ -306,6 +308,27 @@ def test_the_readme_batch_command_runs_a_tasks_file_against_the_scripted_model(
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert sorted((r["id"], r["status"], r["final_response"]) for r in rows) == [
         (str(i), "completed", GREETING) for i in range(3)
+    ]
+
+
+def test_the_readme_offline_batch_command_needs_no_codex_set_up(tmp_path: Path) -> None:
+    tasks = [{"id": str(i), "prompt": f"Say hello {i}."} for i in range(3)]
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
+    (tmp_path / "home").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "CODEX_HOME"}
+    cli = str(Path(sys.executable).with_name("codex-anyio"))
+    done = subprocess.run(
+        [cli, *shlex.split(OFFLINE_BATCH)[1:]],
+        cwd=tmp_path,
+        env={**env, "HOME": str(tmp_path / "home")},  # no login, no config.toml
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["id"], r["status"], r["final_response"]) for r in rows) == [
+        (str(i), "completed", f"echo: Say hello {i}.") for i in range(3)
     ]
 
 

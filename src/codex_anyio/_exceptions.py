@@ -255,6 +255,11 @@ class CredentialsMissingError(CodexError):
             "(pass require_credentials=False to skip this check)"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt without arguments (the default passes the message, which __init__ does not
+        # take): a batch on Ray gets it back from an actor's process.
+        return (type(self), (), self.__dict__)
+
 
 class AuthenticationError(CodexError):
     """A running app-server refused our credentials (HTTP 401/403 on the WebSocket upgrade).

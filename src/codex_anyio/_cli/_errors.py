@@ -63,9 +63,17 @@ def one_line(exc: BaseException) -> str:
         if why and why[-1] not in text:
             text += f": {why[-1]}"
     cause = exc.__cause__
-    if cause is not None and _first_line(cause) not in text:
+    if cause is not None and not _says(text, cause):
         text += f": {one_line(cause)}"
     return text
+
+
+def _says(text: str, cause: BaseException) -> bool:
+    """Whether ``text`` already tells ``cause`` (an OS error by its reason, as "No space left
+    on device", which its own first line wraps in ``[Errno 28] ...``)."""
+    if isinstance(cause, OSError) and cause.strerror and cause.strerror in text:
+        return True
+    return _first_line(cause) in text
 
 
 def report(prog: str, exc: BaseException, *, verbose: bool = False) -> int:

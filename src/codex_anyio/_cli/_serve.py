@@ -14,14 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Final
 
 import anyio
-import attrs
 
 from .._wire._config import CodexConfig
 from ..serve._server import check_listen, serve_app_server
@@ -86,25 +83,10 @@ def add_serve_parser(commands: Any) -> None:
     add_verbose(serve, default=argparse.SUPPRESS)
 
 
-@asynccontextmanager
-async def _scripted_config(base: CodexConfig) -> AsyncIterator[CodexConfig]:
-    from ..testing import ScriptedModel, message, scripted_env, write_codex_home
+def _scripted_config(base: CodexConfig) -> AbstractAsyncContextManager[CodexConfig]:
+    from ..testing._echo import echo_runtime  # shared with `batch --scripted`
 
-    def echo(request: Any) -> Any:
-        texts = [
-            part.get("text", "")
-            for item in request.body.get("input", [])
-            if item.get("type") == "message" and item.get("role") == "user"
-            for part in item.get("content", [])
-        ]
-        return message(f"echo: {texts[-1] if texts else ''}")
-
-    with tempfile.TemporaryDirectory(prefix="codex-anyio-serve-") as scratch:
-        async with ScriptedModel(echo) as model:
-            home = write_codex_home(Path(scratch) / "home", base_url=model.base_url)
-            workspace = Path(scratch) / "workspace"
-            workspace.mkdir()
-            yield attrs.evolve(base, cwd=workspace, env=scripted_env(home), codex_home=home)
+    return echo_runtime(base)
 
 
 async def _serve(args: argparse.Namespace) -> int:
