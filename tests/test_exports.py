@@ -117,6 +117,7 @@ PUBLIC: dict[str, list[str]] = {
         "attempt_task",
         "check_task",
         "ends_batch",
+        "file_stem",
         "parse_shard",
         "pending_tasks",
         "percentile",

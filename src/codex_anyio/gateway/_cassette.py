@@ -24,18 +24,27 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
+from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final
 
 from .. import __about__
+from .._atomic import write_atomically
 from .._exceptions import CassetteError
 from .._json import dumps, loads
 from .._redact import redact_text
 from ._exchange import Exchange
 from ._request import ModelRequest, TextRedactor
 
-__all__ = ["CASSETTE_FORMAT", "CASSETTE_VERSION", "CassetteWriter", "read_cassette"]
+__all__ = [
+    "CASSETTE_FORMAT",
+    "CASSETTE_VERSION",
+    "CassetteWriter",
+    "read_cassette",
+    "write_cassette",
+]
 
 CASSETTE_FORMAT: Final = "codex-anyio-cassette"
 CASSETTE_VERSION: Final = 1
@@ -153,6 +162,16 @@ class CassetteWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def write_cassette(path: str | os.PathLike[str], exchanges: Iterable[Exchange]) -> Path:
+    """Write ``exchanges`` as one whole cassette at ``path``, replacing it atomically (a
+    reader sees the old cassette or the new one, never part of one): what the batch writes
+    per task, where a resumed run must find each task's cassette whole or not at all."""
+    redactor = TextRedactor()
+    lines = [dumps(_header())]
+    lines += [dumps(exchange_record(exchange, redactor)) for exchange in exchanges]
+    return write_atomically(path, b"\n".join(lines) + b"\n")
 
 
 def _exchange_of(record: Any) -> Exchange:

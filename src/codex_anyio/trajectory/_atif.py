@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .. import __about__
+from .._atomic import write_atomically
 from .._json import dumps, loads
 from ..gateway._gateway import ModelGateway
 
@@ -281,7 +282,6 @@ async def export_thread(
 
 
 def write_trajectory(path: str | os.PathLike[str], document: Mapping[str, Any]) -> Path:
-    """Write an ATIF document as UTF-8 JSON (``trajectory.json``); return the path."""
-    target = Path(path)
-    target.write_bytes(dumps(dict(document)) + b"\n")
-    return target
+    """Write an ATIF document as UTF-8 JSON (``trajectory.json``), replacing the file
+    atomically (never half a document, whenever the writer is stopped); return the path."""
+    return write_atomically(path, dumps(dict(document)) + b"\n")
