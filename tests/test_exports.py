@@ -238,8 +238,9 @@ def test_the_product_packages_reexport_the_top_level_objects() -> None:
 def test_importing_the_package_loads_no_optional_library_and_no_executor() -> None:
     code = (
         "import sys, codex_anyio, codex_anyio.batch, codex_anyio.testing\n"
-        "loaded = [m for m in ('ray', 'opentelemetry', 'wsproto', 'rich', 'trio', 'h11', 'httpx',\n"
-        "          'codex_anyio.batch._ray', 'codex_anyio._cli') if m in sys.modules]\n"
+        "loaded = [m for m in ('ray', 'opentelemetry', 'wsproto', 'rich', 'trio', 'h11',\n"
+        "          'httpx', 'httpcore', 'codex_anyio.batch._ray', 'codex_anyio._cli')\n"
+        "          if m in sys.modules]\n"
         "print(loaded)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -96,8 +96,13 @@ async def scenario(codex: AsyncCodex, first_prompt: str = "say hello") -> list[A
     seen.append(outcome(await thread.run("use the tool")))
     seen.append(outcome(await thread.run("run a command")))
     async with thread.turn("wait for it") as turn:
+        # Interrupted once the runtime holds the whole partial message (its item completed):
+        # interrupted at its first delta, the runtime sometimes had and sometimes had not
+        # taken the message into the thread's history yet, so the next turn's request
+        # differed between the recording and the replay.
         async for event in turn.stream():
-            if event.method == "item/agentMessage/delta":
+            item = getattr(event.params, "item", None)
+            if event.method == "item/completed" and getattr(item, "type", None) == "agentMessage":
                 break
         seen.append(outcome(await turn.cancel()))
     with pytest.raises(UsageLimitError) as limited:

@@ -273,3 +273,55 @@ def test_the_gateway_benchmark_runs_both_ways_and_reports_what_the_gateway_adds(
         "gateway",
         "upstream",
     }
+
+
+def _chunks(body: bytes) -> list[bytes]:
+    """The data chunks of a chunked HTTP body, in order (the terminating one left out)."""
+    found = []
+    while body:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        found.append(body[:size])
+        body = body[size + 2 :]
+    return found
+
+
+async def _raw_post(base_url: str) -> bytes:
+    """One ``POST /v1/responses`` over a raw socket; the raw response body (still chunked)."""
+    port = int(base_url.rsplit(":", 1)[1].split("/")[0])
+    data = b'{"model": "m", "input": []}'
+    head = (
+        "POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Connection: close\r\nContent-Length: {len(data)}\r\n\r\n"
+    ).encode()
+    received = b""
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(head + data)
+        try:
+            while True:
+                received += await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            pass
+    return received.partition(b"\r\n\r\n")[2]
+
+
+async def test_a_burst_of_events_goes_out_as_one_chunk_from_a_policy_and_through_a_forward() -> (
+    None
+):
+    events = list(response(message_events("one two three four five")))
+
+    async def burst(request: ModelRequest) -> AsyncIterator[ResponseEvent]:
+        for event in events:
+            yield event  # all ready at once
+
+    with anyio.fail_after(20):
+        async with policy_gateway(burst) as upstream, forwarder(upstream.base_url) as forward:
+            direct = await _raw_post(upstream.base_url)
+            forwarded = await _raw_post(forward.base_url)
+    for body in (direct, forwarded):
+        (chunk,) = _chunks(body)  # one HTTP chunk, not one per event
+        assert chunk.count(b"\n\n") == len(events) > 5
+        assert body.endswith(b"0\r\n\r\n")
+    assert _chunks(forwarded) == _chunks(direct)  # passed on byte for byte

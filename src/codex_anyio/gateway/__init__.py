@@ -10,9 +10,9 @@ JSONL cassette with ``record=``).
 
 What this package owns: the HTTP server (h11 on AnyIO streams, ``_http``), the request join
 (``_request``), the answer vocabulary and builders (``_events``), the exchange records
-(``_exchange``), the answerers (``_answerer``: policy; ``_forward``: httpx; ``_replay``),
+(``_exchange``), the answerers (``_answerer``: policy; ``_forward``: httpcore; ``_replay``),
 and the cassette format (``_cassette``). What it may import: the base modules, the
-exceptions, and its two optional libraries, ``h11`` and ``httpx`` (the ``gateway`` extra),
+exceptions, and its two optional libraries, ``h11`` and ``httpcore`` (the ``gateway`` extra),
 each loaded only when a gateway starts. It knows nothing of the app-server client: the user
 API sees it through the small ``ModelCallSource`` protocol (``codex_anyio._api``).
 """

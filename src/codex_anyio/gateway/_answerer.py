@@ -47,6 +47,11 @@ async def _events_of(result: Any) -> AsyncGenerator[ResponseEvent, None]:
 class PolicyAnswerer:
     """Answers from a policy function; also the base of the forward and replay answerers."""
 
+    marks_bursts = False
+    """Whether :meth:`answer` yields ``FLUSH`` after each burst of events, so the gateway
+    can read it in the connection's own task; otherwise it runs in a task of its own, and
+    what it has ready at once is a burst (a policy cannot be asked to say)."""
+
     def __init__(self, policy: Policy) -> None:
         self._policy = policy
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import attrs
 
@@ -94,6 +94,11 @@ class SseEvent:
             return loads("\n".join(lines).encode()) if lines else None
         except ValueError:
             return None
+
+
+FLUSH: Final = object()
+"""Yielded by an answerer that marks its bursts (``marks_bursts``: the forward, after each
+upstream chunk's events): what came before goes out now, in one write."""
 
 
 class DropConnection(Exception):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import (
     AbstractAsyncContextManager,
     AsyncExitStack,
@@ -39,6 +39,7 @@ from .._json import dumps
 from .._redact import redact_text
 from ._answerer import Policy, PolicyAnswerer
 from ._events import (
+    FLUSH,
     ClientGone,
     DropConnection,
     PlainResponse,
@@ -371,25 +372,36 @@ class ModelGateway(Lifespan[None]):
     async def _answer(
         self, request: ModelRequest, exchange: Exchange, writer: ResponseWriter
     ) -> None:
-        """Run the answerer in a task of its own and send what it yields as it comes, each
-        burst of events that are ready at once in one write."""
+        """Send what the answerer yields as it comes, each burst of events in one write: an
+        answerer that marks its bursts (the forward) is read in this task; any other runs
+        in a task of its own, and a burst is what it has ready at once."""
+        if self._answerer.marks_bursts:
+            # It says itself when a burst is complete (FLUSH): no task, no queue needed.
+            async with aclosing(self._answerer.answer(request)) as events:
+                await self._deliver(
+                    request, _stream_marked(events, exchange, writer), exchange, writer
+                )
+            return
         send, receive = anyio.create_memory_object_stream[Any](ANSWER_BUFFER)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_produce, self._answerer.answer(request), send)
             with receive:
-                await self._deliver(request, receive, exchange, writer)
+                await self._deliver(
+                    request, _stream_answer(receive, exchange, writer), exchange, writer
+                )
             tg.cancel_scope.cancel()  # the answer is complete: stop whatever is left of it
 
     async def _deliver(
         self,
         request: ModelRequest,
-        receive: MemoryObjectReceiveStream[Any],
+        streaming: Awaitable[None],
         exchange: Exchange,
         writer: ResponseWriter,
     ) -> None:
-        """Send the answer; never raises but a cancellation (the runtime gone)."""
+        """Send the answer (``streaming`` does); never raises but a cancellation (the runtime
+        gone)."""
         try:
-            await _stream_answer(receive, exchange, writer)
+            await streaming
         except DropConnection as exc:
             exchange.dropped = True
             exchange.error = redact_text(str(exc)) or None
@@ -464,6 +476,8 @@ async def _produce(
 async def _stream_answer(
     receive: MemoryObjectReceiveStream[Any], exchange: Exchange, writer: ResponseWriter
 ) -> None:
+    """Send what an answerer running in a task of its own hands over; a burst (what it had
+    ready at once) in one write."""
     pending: list[Any] = []
     """Decoded events buffered, recorded once written."""
     while True:
@@ -480,26 +494,56 @@ async def _stream_answer(
         if isinstance(item, _Raised):
             await _flush(writer, exchange, pending)
             raise item.error
-        if isinstance(item, PlainResponse):
-            if writer.started:
-                raise RuntimeError("a PlainResponse after the stream had started")
-            await _send_plain(writer, exchange, item)
+        if await _take(item, exchange, writer, pending):
             return
-        if isinstance(item, StreamStart):
-            if writer.started:
-                raise RuntimeError("a StreamStart after the stream had started")
-            _start_stream(writer, exchange, item.headers)
-            continue
-        if not writer.started:
-            _start_stream(writer, exchange, ())
-        writer.send(encode_event(item))
-        pending.append(decode_event(item))
-        if writer.buffered >= BURST_BYTES:
+    await _end(writer, exchange, pending)
+
+
+async def _stream_marked(
+    events: AsyncIterator[Any], exchange: Exchange, writer: ResponseWriter
+) -> None:
+    """Send the answer of an answerer that marks its bursts (:data:`FLUSH` after each), read
+    in this task: the forward, whose bursts are the upstream's chunks."""
+    pending: list[Any] = []
+    async for item in events:
+        if item is FLUSH:
             await _flush(writer, exchange, pending)
+        elif await _take(item, exchange, writer, pending):
+            return
+    await _end(writer, exchange, pending)
+
+
+async def _take(item: Any, exchange: Exchange, writer: ResponseWriter, pending: list[Any]) -> bool:
+    """Buffer one item of an answer (write a whole non-stream answer); whether it was that."""
+    if isinstance(item, PlainResponse):
+        if writer.started:
+            raise RuntimeError("a PlainResponse after the stream had started")
+        await _send_plain(writer, exchange, item)
+        return True
+    if isinstance(item, StreamStart):
+        if writer.started:
+            raise RuntimeError("a StreamStart after the stream had started")
+        _start_stream(writer, exchange, item.headers)
+        return False
     if not writer.started:
         _start_stream(writer, exchange, ())
-    await _flush(writer, exchange, pending)
+    writer.send(encode_event(item))
+    pending.append(decode_event(item))
+    if writer.buffered >= BURST_BYTES:
+        await _flush(writer, exchange, pending)
+    return False
+
+
+async def _end(writer: ResponseWriter, exchange: Exchange, pending: list[Any]) -> None:
+    """End the stream: the last burst and the end of the body in one write."""
+    if not writer.started:
+        _start_stream(writer, exchange, ())
+    if writer.buffered:
+        exchange.sent_first_byte()
     await writer.end()
+    for event in pending:
+        exchange.add_event(event)
+    pending.clear()
 
 
 async def _flush(writer: ResponseWriter, exchange: Exchange, pending: list[Any]) -> None:

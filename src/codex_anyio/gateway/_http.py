@@ -72,6 +72,9 @@ class ResponseWriter:
         self._connection = connection
         self._stream = stream
         self._buffer = bytearray()
+        self._body = bytearray()
+        """Body bytes not framed yet: one chunk per flush, not one per event (h11 frames
+        each ``Data`` it is given, ~10 microseconds apiece)."""
         self.started = False
         self.ended = False
         self.aborted = False
@@ -81,7 +84,7 @@ class ResponseWriter:
     @property
     def buffered(self) -> int:
         """Bytes waiting for :meth:`flush`."""
-        return len(self._buffer)
+        return len(self._buffer) + len(self._body)
 
     def _queue(self, event: h11.Event) -> None:
         self._buffer += self._connection.send(event) or b""
@@ -100,11 +103,17 @@ class ResponseWriter:
         self._queue(h11.Response(status_code=status, headers=headers, reason=reason))
 
     def send(self, data: bytes) -> None:
-        """Body bytes (one chunk of a chunked body)."""
-        self._queue(h11.Data(data=data))
+        """Body bytes (framed together with the others sent before the next flush)."""
+        self._body += data
+
+    def _frame_body(self) -> None:
+        if self._body:
+            self._queue(h11.Data(data=bytes(self._body)))
+            self._body.clear()
 
     async def flush(self) -> None:
         """Write what is buffered."""
+        self._frame_body()
         if not self._buffer:
             return
         data = bytes(self._buffer)
@@ -117,6 +126,7 @@ class ResponseWriter:
 
     async def end(self) -> None:
         """Finish the response and write it out."""
+        self._frame_body()
         self._queue(h11.EndOfMessage())
         await self.flush()
         self.ended = True
@@ -134,6 +144,7 @@ class ResponseWriter:
         """Close the connection without finishing the response."""
         self.aborted = True
         self._buffer.clear()
+        self._body.clear()
         self._connection.send_failed()
         await self._stream.aclose()
 
