@@ -255,3 +255,33 @@ def test_the_cli_refuses_bad_gateway_arguments_in_one_line_with_status_2(
     assert says in done.stderr
     assert not out.exists()
     assert sorted(os.listdir(tmp_path)) == ["tasks.jsonl"]
+
+
+async def test_a_task_whose_first_calls_the_gateway_forgot_is_recorded_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from codex_anyio.gateway import ModelRequest, function_call_events, message_events, response
+
+    async def tool_then_message(request: ModelRequest) -> Any:
+        if request.function_call_outputs():
+            return response(message_events("done"))
+        return response(function_call_events("no_such_tool", {}, call_id="call-1"))
+
+    gateway = ModelGateway(
+        tool_then_message, keep_exchanges=1, request_max_retries=0, stream_max_retries=0
+    )
+    with anyio.fail_after(60):
+        async with echo_runtime(CodexConfig()) as echo:
+            run = run_batch(
+                [BatchTask(id="t", prompt="p")],
+                servers=1,
+                codex_config=echo.config,
+                gateway=gateway,
+                record=tmp_path,
+            )
+            async with run as results:
+                (result,) = [r async for r in results]
+    assert result.final_response == "done"
+    (kept,) = read_cassette(tmp_path / "t.jsonl")
+    assert kept.index == 1
+    assert "forgot the first 1 model calls" in caplog.text

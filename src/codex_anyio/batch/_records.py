@@ -12,6 +12,7 @@ A retried task's files are those of its last attempt, the one its row describes.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from pathlib import Path
@@ -27,6 +28,8 @@ from ..trajectory._atif import build_trajectory, write_trajectory
 from ._files import BatchResult, BatchTask
 
 __all__ = ["CASSETTE_SUFFIX", "TRAJECTORY_SUFFIX", "TaskRecords", "file_stem"]
+
+logger = logging.getLogger("codex_anyio.batch")
 
 CASSETTE_SUFFIX: Final = ".jsonl"
 TRAJECTORY_SUFFIX: Final = ".trajectory.json"
@@ -100,6 +103,15 @@ class TaskRecords:
         calls = self._gateway.exchanges(thread_id=result.thread_id)
         if not calls:
             return
+        if calls[0].index != 0:
+            # The gateway keeps its newest ``keep_exchanges`` calls: a batch that runs more
+            # at once than that loses the oldest of a long task's before they are written.
+            logger.warning(
+                "batch: task %r: the gateway forgot the first %d model calls of its turn "
+                "before they were recorded (raise the gateway's keep_exchanges)",
+                task.id,
+                calls[0].index,
+            )
         await anyio.to_thread.run_sync(self._write, task, result, calls)
 
     def _write(self, task: BatchTask, result: BatchResult, calls: list[Exchange]) -> None:
