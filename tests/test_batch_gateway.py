@@ -226,7 +226,11 @@ def test_run_batch_refuses_records_without_a_gateway_and_a_gateway_beside_a_pool
         pytest.param(
             ["--trajectories", "{tmp}/t"], "--trajectories write the model calls", id="traj"
         ),
-        pytest.param(["--gateway", "ftp://h/v1"], "an http:// or https:// Responses", id="ftp"),
+        pytest.param(
+            ["--gateway", "ftp://h/v1"],
+            "--gateway: upstream must be an http:// or https:// URL",
+            id="ftp",
+        ),
         pytest.param(["--gateway-key-env", "K"], "goes with --gateway", id="key-no-gateway"),
         pytest.param(
             ["--gateway", "http://127.0.0.1:9/v1", "--ray"], "not with --ray", id="gateway-ray"

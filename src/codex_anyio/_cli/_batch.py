@@ -332,9 +332,16 @@ def _gateway_refusal(args: argparse.Namespace) -> str | None:
             f"{' and '.join(records)} write the model calls a gateway sees: add --gateway URL "
             "(or --scripted)"
         )
-    if args.gateway is not None and not args.gateway.startswith(("http://", "https://")):
-        return f"--gateway: an http:// or https:// Responses endpoint, not {args.gateway!r}"
+    if args.gateway is not None:
+        try:
+            _forwarding_gateway(args)  # checks the URL (and starts nothing)
+        except ValueError as exc:
+            return f"--gateway: {exc}"
     return None
+
+
+def _forwarding_gateway(args: argparse.Namespace) -> ModelGateway:
+    return ModelGateway(upstream=args.gateway, env_key=args.gateway_key_env)
 
 
 @attrs.frozen
@@ -358,7 +365,7 @@ async def _runtime(args: argparse.Namespace) -> AsyncIterator[_Runtime]:
     if not args.scripted:
         gateway = None
         if args.gateway is not None:
-            gateway = ModelGateway(upstream=args.gateway, env_key=args.gateway_key_env)
+            gateway = _forwarding_gateway(args)
         yield _Runtime(base if args.config else None, gateway)
         return
     from ..testing._echo import echo_runtime  # the offline set-up of `serve --scripted`
