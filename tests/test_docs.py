@@ -4,6 +4,7 @@ build cannot make: a name left out of the reference is no broken link."""
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -31,6 +32,17 @@ def test_every_public_name_of_codex_anyio_has_an_entry_in_the_api_reference() ->
 @pytest.mark.parametrize("module", [codex_anyio.batch, codex_anyio.testing])
 def test_the_public_submodules_are_rendered_whole(module: object) -> None:
     assert getattr(module, "__name__", "") in rendered()
+
+
+@pytest.mark.parametrize("module", ["codex_anyio.gateway", "codex_anyio.trajectory"])
+def test_every_public_name_of_the_gateway_packages_has_an_entry_in_the_api_reference(
+    module: str,
+) -> None:
+    names = importlib.import_module(module).__all__
+    missing = [
+        name for name in names if {f"{module}.{name}", f"codex_anyio.{name}"}.isdisjoint(rendered())
+    ]
+    assert missing == []
 
 
 def test_the_reference_names_only_public_objects() -> None:

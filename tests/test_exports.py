@@ -23,6 +23,7 @@ PUBLIC: dict[str, list[str]] = {
         "AsyncThread",
         "AsyncTurnHandle",
         "AuthenticationError",
+        "CassetteError",
         "ChatgptLoginHandle",
         "ClientStatistics",
         "ClusterError",
@@ -54,6 +55,7 @@ PUBLIC: dict[str, list[str]] = {
         "MemberStatistics",
         "MentionInput",
         "MethodNotFoundError",
+        "ModelGateway",
         "Notification",
         "NotificationStream",
         "ParseError",
@@ -61,6 +63,7 @@ PUBLIC: dict[str, list[str]] = {
         "PoolStatistics",
         "PooledThread",
         "ProtocolError",
+        "ReplayMismatchError",
         "RestartsExhaustedError",
         "RetryLimitExceededError",
         "RunInput",
@@ -114,6 +117,7 @@ PUBLIC: dict[str, list[str]] = {
         "attempt_task",
         "check_task",
         "ends_batch",
+        "file_stem",
         "parse_shard",
         "pending_tasks",
         "percentile",
@@ -126,10 +130,12 @@ PUBLIC: dict[str, list[str]] = {
     ],
     "codex_anyio.testing": [
         "Exchange",
+        "GatewayCodex",
         "RecordedRequest",
         "Reply",
         "ScriptExhaustedError",
         "ScriptedCodex",
+        "ScriptedExchange",
         "ScriptedModel",
         "ScriptedPool",
         "ScriptedRuntime",
@@ -139,8 +145,10 @@ PUBLIC: dict[str, list[str]] = {
         "http_error",
         "message",
         "model_usage",
+        "open_gateway_codex",
         "open_scripted_codex",
         "open_scripted_pool",
+        "replay_codex",
         "reply",
         "request_user_input",
         "scripted_env",
@@ -148,6 +156,35 @@ PUBLIC: dict[str, list[str]] = {
         "stall",
         "usage_limit_reached",
         "write_codex_home",
+    ],
+    "codex_anyio.gateway": [
+        "CASSETTE_VERSION",
+        "CassetteError",
+        "DropConnection",
+        "Exchange",
+        "ModelGateway",
+        "ModelRequest",
+        "PlainResponse",
+        "Policy",
+        "ReplayMismatchError",
+        "ResponseEvent",
+        "SseEvent",
+        "StreamStart",
+        "VOLATILE_FIELDS",
+        "completed_event",
+        "created_event",
+        "failed_event",
+        "function_call_events",
+        "message_events",
+        "read_cassette",
+        "response",
+        "usage",
+    ],
+    "codex_anyio.trajectory": [
+        "ATIF_VERSION",
+        "build_trajectory",
+        "export_thread",
+        "write_trajectory",
     ],
     "codex_anyio.pool": [
         "CodexPool",
@@ -187,10 +224,12 @@ def test_public_classes_and_functions_name_a_public_module_as_their_home() -> No
 
 def test_the_product_packages_reexport_the_top_level_objects() -> None:
     import codex_anyio
+    import codex_anyio.gateway
     import codex_anyio.pool
     import codex_anyio.serve
     import codex_anyio.telemetry
 
+    assert codex_anyio.gateway.ModelGateway is codex_anyio.ModelGateway
     assert codex_anyio.pool.CodexPool is codex_anyio.CodexPool
     assert codex_anyio.serve.serve_app_server is codex_anyio.serve_app_server
     assert codex_anyio.telemetry.Telemetry is codex_anyio.Telemetry
@@ -199,8 +238,9 @@ def test_the_product_packages_reexport_the_top_level_objects() -> None:
 def test_importing_the_package_loads_no_optional_library_and_no_executor() -> None:
     code = (
         "import sys, codex_anyio, codex_anyio.batch, codex_anyio.testing\n"
-        "loaded = [m for m in ('ray', 'opentelemetry', 'wsproto', 'rich', 'trio',\n"
-        "          'codex_anyio.batch._ray', 'codex_anyio._cli') if m in sys.modules]\n"
+        "loaded = [m for m in ('ray', 'opentelemetry', 'wsproto', 'rich', 'trio', 'h11',\n"
+        "          'httpx', 'httpcore', 'codex_anyio.batch._ray', 'codex_anyio._cli')\n"
+        "          if m in sys.modules]\n"
         "print(loaded)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -94,6 +94,7 @@ EXPECTED = {
     "many-turns-codexpool-and-codex-anyio-batch": GREETING,
     "codex-anyio-batch-2": "completed",
     "attaching-to-a-running-server-websocket-and-unix-sockets": GREETING,
+    "recording-and-replaying-model-calls-the-gateway": "You said: Hello!\n0 turn 15",
 }
 """What some blocks print (a substring), beyond running cleanly."""
 
@@ -234,6 +235,11 @@ NOT_RUN = {
         "needs SLURM; test_batch runs three --shard runs of one file"
     ),
     "cat results-*.jsonl > results.jsonl": "the second half of the SLURM example",
+    "codex-anyio batch tasks.jsonl -o results.jsonl --gateway http://127.0.0.1:8000/v1 "
+    "--record cassettes --trajectories trajectories": (
+        "needs a Responses server on port 8000; test_batch_gateway runs --gateway against a "
+        "scripted upstream on loopback, with --record"
+    ),
     "codex-anyio serve --listen unix:///tmp/codex.sock --scripted": (
         "a fixed path in /tmp shared by everyone on the machine; test_transports runs "
         "serve --scripted"

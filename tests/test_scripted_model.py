@@ -32,13 +32,26 @@ from codex_anyio.testing import (
 pytestmark = pytest.mark.anyio
 
 
+def dechunked(body: bytes) -> bytes:
+    """A chunked body's content (what the runtime's HTTP client reads from a stream)."""
+    content = b""
+    while body:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        content, body = content + body[:size], body[size + 2 :]
+    return content
+
+
 async def post(model: ScriptedModel, body: dict[str, Any]) -> bytes:
-    """POST /v1/responses with a raw socket; return the whole response (head + body)."""
+    """POST /v1/responses with a raw socket; return the whole response (head + body, the
+    body de-chunked)."""
     port = int(model.base_url.rsplit(":", 1)[1].split("/")[0])
     data = json.dumps(body).encode()
     head = (
         f"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(data)}\r\n\r\n"
+        f"Connection: close\r\nContent-Length: {len(data)}\r\n\r\n"
     ).encode()
     async with await anyio.connect_tcp("127.0.0.1", port) as stream:
         await stream.send(head + data)
@@ -47,7 +60,11 @@ async def post(model: ScriptedModel, body: dict[str, Any]) -> bytes:
             while True:
                 received += await stream.receive()
         except (anyio.EndOfStream, anyio.BrokenResourceError):
-            return received
+            pass
+    response_head, _, response_body = received.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in response_head.lower():
+        response_body = dechunked(response_body)
+    return response_head + b"\r\n\r\n" + response_body
 
 
 def events(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
@@ -163,7 +180,7 @@ async def test_a_stalled_stream_is_seen_as_abandoned_when_the_client_leaves() ->
         async with ScriptedModel([stall(message("partial", deltas=1))]) as model:
             port = int(model.base_url.rsplit(":", 1)[1].split("/")[0])
             body = b"{}"
-            head = f"POST /v1/responses HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n"
+            head = f"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
             async with await anyio.connect_tcp("127.0.0.1", port) as stream:
                 await stream.send(head.encode() + body)
                 await model.wait_for_requests(1)

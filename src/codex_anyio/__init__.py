@@ -35,6 +35,7 @@ from ._api._tools import DynamicTool, dynamic_tool
 from ._api._turn import TurnHandle, TurnResult
 from ._exceptions import (
     AuthenticationError,
+    CassetteError,
     ClusterError,
     CodexError,
     CodexNotFoundError,
@@ -48,6 +49,7 @@ from ._exceptions import (
     MethodNotFoundError,
     ParseError,
     ProtocolError,
+    ReplayMismatchError,
     RestartsExhaustedError,
     RetryLimitExceededError,
     ServerBusyError,
@@ -76,6 +78,7 @@ from ._sync._client import (
     SyncTurnHandle,
 )
 from ._wire._config import CodexConfig
+from .gateway._gateway import ModelGateway
 from .pool._pool import CodexPool, MemberStatistics, PoolStatistics
 from .pool._thread import PooledThread
 from .serve._server import RunningServer, serve_app_server
@@ -96,6 +99,7 @@ __all__ = [
     "AsyncTurnHandle",
     "ChatgptLoginHandle",
     "AuthenticationError",
+    "CassetteError",
     "ClientStatistics",
     "ClusterError",
     "Codex",
@@ -126,6 +130,7 @@ __all__ = [
     "LoginHandle",
     "MentionInput",
     "MethodNotFoundError",
+    "ModelGateway",
     "Notification",
     "NotificationStream",
     "ParseError",
@@ -133,6 +138,7 @@ __all__ = [
     "PoolStatistics",
     "PooledThread",
     "ProtocolError",
+    "ReplayMismatchError",
     "RestartsExhaustedError",
     "RetryLimitExceededError",
     "RunInput",

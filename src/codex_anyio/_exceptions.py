@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthenticationError",
+    "CassetteError",
     "ClusterError",
     "CodexError",
     "CodexNotFoundError",
@@ -30,6 +31,7 @@ __all__ = [
     "MethodNotFoundError",
     "ParseError",
     "ProtocolError",
+    "ReplayMismatchError",
     "RestartsExhaustedError",
     "ResultsFileError",
     "ResultsWriteError",
@@ -352,12 +354,17 @@ class TurnFailedError(CodexError, RuntimeError):
 
     ``turn`` is the typed final turn and ``error`` its ``TurnError`` (message, codex error
     info, additional details), so a caller can tell a model error from a usage limit.
+    ``detail`` is what the client knows beyond the runtime's message (a model gateway's
+    account of the call that failed: the runtime shows any 500 as "high demand").
     """
 
-    def __init__(self, turn: Any, error: Any) -> None:
+    def __init__(self, turn: Any, error: Any, *, detail: str | None = None) -> None:
         self.turn = turn
         self.error = error
+        self.detail = detail
         message = getattr(error, "message", None) or "turn failed"
+        if detail:
+            message += f" ({detail})"
         super().__init__(f"turn {getattr(turn, 'id', '?')} failed: {message}")
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -404,6 +411,79 @@ class UsageLimitError(TurnFailedError):
         super().__init__(turn, error)
         self.resets_at = resets_at
         self.rate_limits = rate_limits
+
+
+class ReplayMismatchError(TurnFailedError):
+    """A replayed turn asked the model for something its cassette does not hold.
+
+    A :class:`~codex_anyio.gateway.ModelGateway` replaying a cassette answers each model call
+    with the recorded answer to the same request; when the runtime's request differs from the
+    recorded one (a changed prompt, a different tool result), or the turn makes more calls than
+    were recorded, the gateway fails the call and the turn raises this. ``thread_id``,
+    ``turn_id`` and ``index`` (the call's index within its turn, from 0) name the call in this
+    run; ``recorded_thread_id`` and ``recorded_turn_id`` the recorded call it was compared
+    with (None if there was none); ``differences`` lists ``(field, recorded, sent)`` for each
+    differing request field (a JSON path such as ``input[3].content[0].text``), after the
+    volatile fields were normalised (see the gateway's documentation). Also a
+    :class:`TurnFailedError`.
+    """
+
+    def __init__(
+        self,
+        turn: Any = None,
+        error: Any = None,
+        *,
+        thread_id: str | None = None,
+        turn_id: str | None = None,
+        index: int = 0,
+        differences: tuple[tuple[str, str, str], ...] = (),
+        recorded_thread_id: str | None = None,
+        recorded_turn_id: str | None = None,
+        reason: str = "",
+    ) -> None:
+        self.turn = turn
+        self.error = error
+        self.thread_id = thread_id
+        self.turn_id = turn_id
+        self.index = index
+        self.differences = differences
+        self.recorded_thread_id = recorded_thread_id
+        self.recorded_turn_id = recorded_turn_id
+        self.reason = reason
+        where = f"thread {thread_id}, turn {turn_id}, model call {index}"
+        if recorded_turn_id is not None:
+            where += f" (recorded as thread {recorded_thread_id}, turn {recorded_turn_id})"
+        details = reason or "; ".join(
+            f"{field}: recorded {recorded}, sent {sent}" for field, recorded, sent in differences
+        )
+        RuntimeError.__init__(self, f"replay mismatch in {where}: {details}")
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The differing request fields (JSON paths), in document order."""
+        return tuple(field for field, _, _ in self.differences)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_replay_mismatch, (self.__dict__,))
+
+
+def _rebuild_replay_mismatch(state: dict[str, Any]) -> ReplayMismatchError:
+    keys = ("thread_id", "turn_id", "index", "differences", "recorded_thread_id")
+    facts = {key: state[key] for key in (*keys, "recorded_turn_id", "reason")}
+    return ReplayMismatchError(state["turn"], state["error"], **facts)
+
+
+class CassetteError(CodexError, ValueError):
+    """A cassette (a model gateway's JSONL recording) cannot be used: it cannot be read, its
+    header is not a cassette's or has an unknown version, or one of its lines is not valid
+    JSON or not a valid exchange (a truncated last line, say). ``path`` is the file and
+    ``line`` the 1-based line number (None when the file as a whole is at fault)."""
+
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        self.path = path
+        self.line = line
+        where = path if line is None else f"{path}, line {line}"
+        super().__init__(f"cassette {where}: {message}")
 
 
 class TurnIdleTimeoutError(CodexError):

@@ -27,6 +27,7 @@ wire log off where its readers must not see the traffic.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 __all__ = [
@@ -163,10 +164,17 @@ def url_repr(value: object) -> str:
     return repr(redact_url(value) if isinstance(value, str) else value)
 
 
-def redact(value: Any, *, all_values: bool = False, depth: int = 0) -> Any:
+def redact(
+    value: Any,
+    *,
+    all_values: bool = False,
+    depth: int = 0,
+    text: Callable[[str], str] = redact_text,
+) -> Any:
     """A copy of decoded JSON with secrets replaced: strings under secret keys (and every
-    value of a header map) by :data:`REDACTED`, credentials inside other strings, content
-    deeper than :data:`MAX_DEPTH` by :data:`TOO_DEEP`."""
+    value of a header map) by :data:`REDACTED`, credentials inside other strings (by
+    ``text``: :func:`redact_text`, or a cached version of it for documents that repeat
+    their strings), content deeper than :data:`MAX_DEPTH` by :data:`TOO_DEEP`."""
     if isinstance(value, dict):
         if depth >= MAX_DEPTH:
             return TOO_DEEP
@@ -174,14 +182,14 @@ def redact(value: Any, *, all_values: bool = False, depth: int = 0) -> Any:
         for key, item in value.items():
             name = str(key)
             hide = all_values or is_secret_name(name) or name.lower().endswith("headers")
-            out[key] = redact(item, all_values=hide, depth=depth + 1)
+            out[key] = redact(item, all_values=hide, depth=depth + 1, text=text)
         return out
     if isinstance(value, list):
         if depth >= MAX_DEPTH:
             return TOO_DEEP
-        return [redact(item, all_values=all_values, depth=depth + 1) for item in value]
+        return [redact(item, all_values=all_values, depth=depth + 1, text=text) for item in value]
     if isinstance(value, str):
-        return REDACTED if all_values else redact_text(value)
+        return REDACTED if all_values else text(value)
     return value
 
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
+import attrs
 
 from .._exceptions import StartupError, TransportClosedError
 from .._groups import Lifespan
@@ -35,6 +36,7 @@ from ._account import CodexAccountMixin
 from ._credentials import CredentialsCheck
 from ._dispatch import Dispatcher, Handlers
 from ._metadata import CodexMetadata
+from ._model_calls import ModelCallSource
 from ._thread import CodexThreadsMixin
 
 __all__ = ["AsyncCodex", "open_codex"]
@@ -57,6 +59,13 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
         when ``opentelemetry-api`` is installed and a real global tracer or meter provider is
         set when the client starts; ``False``: off; ``True``: on with the global providers
         even if they are still the API's proxies; a :class:`Telemetry`: its providers.
+    :param gateway: a :class:`~codex_anyio.gateway.ModelGateway` for the runtime's model
+        calls: the runtime is launched with ``--config`` overrides pointing its model provider
+        at it (the user's ``config.toml`` is untouched), the gateway is started for as long as
+        the client runs if it is not running yet, and every ``TurnResult`` lists its turn's
+        calls in ``model_calls``. With ``CodexConfig(connect=...)`` the server attached to
+        must already use the gateway (launch it with ``gateway.config_overrides()``); the
+        calls are still joined.
     """
 
     def __init__(
@@ -68,8 +77,11 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
         strict: bool = False,
         require_credentials: bool | None = None,
         telemetry: Telemetry | bool | None = None,
+        gateway: ModelCallSource | None = None,
     ) -> None:
         self.config = config or CodexConfig()
+        self.gateway = gateway
+        """The model gateway the runtime's calls go through (None: the configured provider)."""
         self._limits = limits or Limits()
         self._strict = strict
         self._dispatcher = Dispatcher(handlers or Handlers())
@@ -109,12 +121,24 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            config = self.config
+            if self.gateway is not None:
+                await stack.enter_async_context(self.gateway.ensure_running())
+                if config.connect is None:
+                    overrides = (*config.config_overrides, *self.gateway.config_overrides())
+                    config = attrs.evolve(config, config_overrides=overrides)
+            await stack.enter_async_context(self._run_runtime(config))
+            yield
+
+    @asynccontextmanager
+    async def _run_runtime(self, config: CodexConfig) -> AsyncIterator[None]:
         stdio: StdioTransport | None = None
-        if self.config.connect is not None:
+        if config.connect is not None:
             transport: Transport = await self._attach()
         else:
             transport = stdio = await spawn_stdio(
-                self.config, stderr_tail_bytes=self._limits.stderr_tail_bytes
+                config, stderr_tail_bytes=self._limits.stderr_tail_bytes
             )
         wire: Transport = transport
         self._instrumentation = resolve_telemetry(self._telemetry)
@@ -208,6 +232,7 @@ def open_codex(
     strict: bool = False,
     require_credentials: bool | None = None,
     telemetry: Telemetry | bool | None = None,
+    gateway: ModelCallSource | None = None,
 ) -> AsyncCodex:
     """Alias of :class:`AsyncCodex` for ``async with open_codex(...) as codex``."""
     return AsyncCodex(
@@ -217,4 +242,5 @@ def open_codex(
         strict=strict,
         require_credentials=require_credentials,
         telemetry=telemetry,
+        gateway=gateway,
     )

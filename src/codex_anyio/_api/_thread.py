@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ..telemetry._telemetry import Instrumentation
     from ._credentials import CredentialsCheck
     from ._dispatch import Dispatcher, Handlers, ServerRequestQueue
+    from ._model_calls import ModelCallSource
 
 __all__ = ["CodexThreadsMixin", "Thread", "TurnStarter"]
 
@@ -134,6 +135,7 @@ class TurnStarter:
                 owner=self._thread,
                 ledger=codex._usage_ledger,
                 telemetry=telemetry,
+                gateway=codex.gateway,
             )
         except BaseException:
             # No handle will own the turn (a response that does not fit the schema raises
@@ -274,6 +276,7 @@ class CodexThreadsMixin:
     _credentials: CredentialsCheck
     _usage_ledger: UsageLedger
     _instrumentation: Instrumentation | None
+    gateway: ModelCallSource | None
 
     @property
     def client(self) -> CodexClient:  # pragma: no cover - defined by AsyncCodex

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from .._rpc._connection import CodexClient
     from ..telemetry._telemetry import Instrumentation
     from ._dispatch import Dispatcher, Handlers
+    from ._model_calls import ModelCallSource
 
 __all__ = ["INTERRUPT_TIMEOUT", "TurnEvents", "TurnHandle", "TurnResult"]
 
@@ -90,6 +91,10 @@ class TurnResult:
     runtime's last report, ``total`` being the thread's running total).
     ``usage_limit`` is set when the turn's error is the account's usage limit (a failed turn
     raises it instead).
+
+    ``model_calls`` are the turn's model calls, in order, as the client's model gateway
+    recorded them (:class:`~codex_anyio.gateway.Exchange`: request, answer, timing, usage,
+    the join); empty without ``AsyncCodex(gateway=...)``.
     """
 
     id: str
@@ -106,6 +111,7 @@ class TurnResult:
     errors: list[Any]
     turn: Turn | None
     usage_limit: UsageLimitError | None = None
+    model_calls: list[Any] = attrs.field(factory=list)
 
 
 def _final_response(items: list[Any]) -> str | None:
@@ -174,8 +180,10 @@ class TurnHandle:
         owner: object = None,
         ledger: UsageLedger | None = None,
         telemetry: Instrumentation | None = None,
+        gateway: ModelCallSource | None = None,
     ) -> None:
         self._client = client
+        self._gateway = gateway
         self._telemetry = telemetry
         self._dispatcher = dispatcher
         self.thread_id = thread_id
@@ -359,12 +367,21 @@ class TurnHandle:
         :raises TurnIdleTimeoutError: if an idle timeout is set and the turn went silent.
         """
         await self._wait_end()
+        await self._settle_model_calls()
         return self.result()
+
+    async def _settle_model_calls(self) -> None:
+        """Let the gateway finish recording this turn's calls (bounded), so ``model_calls``
+        of the result are complete."""
+        if self._gateway is not None:
+            await self._gateway.settle(self.thread_id, self.id)
 
     def result(self) -> TurnResult:
         """The result of a completed turn.
 
         :raises UsageLimitError: if it failed because the account's usage limit is reached.
+        :raises ReplayMismatchError: if a replaying model gateway failed it: the runtime asked
+            for a call the cassette does not hold.
         :raises TurnFailedError: if it failed otherwise.
         :raises RuntimeError: if it has not completed.
         """
@@ -384,8 +401,10 @@ class TurnHandle:
             usage_limit = UsageLimitError(
                 turn, error, resets_at=limits.exhausted_reset(), rate_limits=limits.latest
             )
+        gateway = self._gateway
         if str(turn.status) == "failed":
-            raise usage_limit or TurnFailedError(turn, error)
+            planted = gateway.turn_error(self.thread_id, self.id, turn, error) if gateway else None
+            raise planted or usage_limit or TurnFailedError(turn, error)
         return TurnResult(
             id=turn.id,
             thread_id=self.thread_id,
@@ -400,6 +419,7 @@ class TurnHandle:
             errors=list(self._errors),
             turn=turn,
             usage_limit=usage_limit,
+            model_calls=[] if gateway is None else gateway.model_calls(self.thread_id, self.id),
         )
 
     # -- control ---------------------------------------------------------------------------
@@ -450,6 +470,7 @@ class TurnHandle:
         if not self.done:
             await self.interrupt()
             await self._wait_end()
+        await self._settle_model_calls()
         return self.result()
 
     async def _abandon(self) -> None:

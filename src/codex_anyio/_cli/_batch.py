@@ -18,7 +18,9 @@ Where the runtimes come from: started here (the default; ``--config`` overrides)
 to attach to (``--connect URL`` with ``--token-file``/``--token-env``, as
 ``CodexConfig(connect=...)``), or, with ``--scripted``, runtimes started here against the
 echoing model of ``serve --scripted`` (offline, no credentials: a harness can be tried end to
-end first).
+end first). With ``--gateway URL`` every runtime's model calls go through one model gateway
+on this machine forwarding to ``URL``; through it (or ``--scripted``'s), ``--record`` and
+``--trajectories`` keep one cassette and one ATIF trajectory per task (``batch._records``).
 
 Beyond one machine, with the same files, progress and signals: ``--ray [ADDRESS]`` runs the
 pools on Ray actors (:func:`~codex_anyio.batch.run_batch_on_ray`; Ray is imported only then),
@@ -35,6 +37,8 @@ import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, NoReturn
+
+import attrs
 
 from .._exceptions import (
     CodexError,
@@ -58,6 +62,7 @@ from ..batch import (
     run_batch_on_ray,
 )
 from ..batch._files import positive_seconds
+from ..gateway._gateway import ModelGateway
 from ._batch_report import RichProgress, Tally, open_progress, print_summary
 from ._errors import add_verbose, one_line
 from ._signals import Stop, run_until_stopped
@@ -217,6 +222,37 @@ def add_batch_parser(commands: Any) -> None:
         help="attach to a running server (ws://HOST:PORT, wss://..., unix:///path) instead of "
         "starting runtimes; --servers is then the number of connections (default 1)",
     )
+    runtime.add_argument(
+        "--gateway",
+        default=None,
+        metavar="URL",
+        help="send every runtime's model calls through one model gateway on loopback that "
+        "forwards them to this Responses endpoint (http://127.0.0.1:8000/v1 for a local vLLM "
+        "or SGLang, https://... for a service), each call joined to its task; needed by "
+        "--record and --trajectories (or --scripted)",
+    )
+    batch.add_argument(
+        "--gateway-key-env",
+        default=None,
+        metavar="VAR",
+        help="with --gateway: the runtimes send 'Authorization: Bearer $VAR' (an environment "
+        "variable of theirs), which the gateway passes on to the upstream",
+    )
+    batch.add_argument(
+        "--record",
+        default=None,
+        metavar="DIR",
+        help="write one cassette per task, DIR/<id>.jsonl: the model calls of its last "
+        "attempt, replayable offline with ModelGateway(cassette=...) (with --gateway or "
+        "--scripted; an id that is not a plain file name is percent-encoded)",
+    )
+    batch.add_argument(
+        "--trajectories",
+        default=None,
+        metavar="DIR",
+        help="write one ATIF trajectory per task, DIR/<id>.trajectory.json (the format "
+        "Harbor reads; with --gateway or --scripted)",
+    )
     token = batch.add_mutually_exclusive_group()
     token.add_argument(
         "--token-file", default=None, metavar="FILE", help="with --connect: the bearer token file"
@@ -261,6 +297,9 @@ def _refusal(args: argparse.Namespace) -> str | None:
         return "--actors needs --ray"
     if args.scripted and args.ray is not None:
         return "--scripted runs its model on this machine's loopback: not with --ray"
+    refusal = _gateway_refusal(args)
+    if refusal is not None:
+        return refusal
     if (args.token_file or args.token_env) and args.connect is None:
         return "--token-file and --token-env go with --connect"
     if args.connect is None:
@@ -275,29 +314,71 @@ def _refusal(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _gateway_refusal(args: argparse.Namespace) -> str | None:
+    """What is wrong with the gateway arguments (``--gateway``, ``--record``, ...), or None."""
+    records = [
+        name
+        for name, value in (("--record", args.record), ("--trajectories", args.trajectories))
+        if value is not None
+    ]
+    if args.gateway_key_env is not None and args.gateway is None:
+        return "--gateway-key-env goes with --gateway"
+    if args.ray is not None and (args.gateway is not None or records):
+        return (
+            "--gateway, --record and --trajectories run a gateway on this machine: not with --ray"
+        )
+    if records and args.gateway is None and not args.scripted:
+        return (
+            f"{' and '.join(records)} write the model calls a gateway sees: add --gateway URL "
+            "(or --scripted)"
+        )
+    if args.gateway is not None:
+        try:
+            _forwarding_gateway(args)  # checks the URL (and starts nothing)
+        except ValueError as exc:
+            return f"--gateway: {exc}"
+    return None
+
+
+def _forwarding_gateway(args: argparse.Namespace) -> ModelGateway:
+    return ModelGateway(upstream=args.gateway, env_key=args.gateway_key_env)
+
+
+@attrs.frozen
+class _Runtime:
+    config: CodexConfig | None
+    gateway: ModelGateway | None = None
+
+
 @asynccontextmanager
-async def _runtime(args: argparse.Namespace) -> AsyncIterator[CodexConfig | None]:
+async def _runtime(args: argparse.Namespace) -> AsyncIterator[_Runtime]:
     """How the batch's pool reaches its runtimes: spawned (``--config``), attached
     (``--connect``), or spawned against the echoing model while the batch runs
-    (``--scripted``)."""
+    (``--scripted``); and the gateway their model calls go through (``--gateway``, or the
+    echoing model's own when the calls are recorded)."""
     if args.connect is not None:
-        yield CodexConfig(
-            connect=args.connect, token_file=args.token_file, token_env=args.token_env
+        yield _Runtime(
+            CodexConfig(connect=args.connect, token_file=args.token_file, token_env=args.token_env)
         )
         return
     base = CodexConfig(config_overrides=tuple(args.config))
     if not args.scripted:
-        yield base if args.config else None
+        gateway = None
+        if args.gateway is not None:
+            gateway = _forwarding_gateway(args)
+        yield _Runtime(base if args.config else None, gateway)
         return
     from ..testing._echo import echo_runtime  # the offline set-up of `serve --scripted`
 
-    async with echo_runtime(base) as config:
-        yield config
+    async with echo_runtime(base) as echo:
+        recorded = args.record is not None or args.trajectories is not None
+        yield _Runtime(echo.config, echo.gateway if recorded else None)
 
 
 def _make_run(
-    args: argparse.Namespace, pending: list[BatchTask], config: CodexConfig | None
+    args: argparse.Namespace, pending: list[BatchTask], runtime: _Runtime
 ) -> BatchRun | RayBatchRun:
+    config = runtime.config
     # One server to attach to: one connection (per actor) unless asked; more add no runtime.
     servers = 1 if args.servers is None and args.connect is not None else args.servers
     if args.ray is not None:
@@ -320,6 +401,9 @@ def _make_run(
         attempts=args.attempts,
         model=args.model,
         codex_config=config,
+        gateway=runtime.gateway,
+        record=args.record,
+        trajectories=args.trajectories,
     )
 
 
@@ -352,21 +436,21 @@ async def _run(args: argparse.Namespace, stop: Stop) -> int:
     # The lock is taken before the rows are read: a second run on this file is refused here,
     # not after it has decided to run the same ids.
     with ResultWriter(args.output) as writer:
-        async with _runtime(args) as config:
-            return await _run_pending(args, tasks, writer, config, stop)
+        async with _runtime(args) as runtime:
+            return await _run_pending(args, tasks, writer, runtime, stop)
 
 
 async def _run_pending(
     args: argparse.Namespace,
     tasks: list[BatchTask],
     writer: ResultWriter,
-    config: CodexConfig | None,
+    runtime: _Runtime,
     stop: Stop,
 ) -> int:
     statuses = {task_id: row.status for task_id, row in writer.results.items()}
     retry = args.retry | (NOT_COMPLETED if args.retry_failed else frozenset())
     pending = pending_tasks(tasks, writer.results, retry=retry)
-    run = _make_run(args, pending, config)
+    run = _make_run(args, pending, runtime)
     again = sum(task.id in writer.results for task in pending)
     tally = Tally(total=len(tasks), skipped=len(tasks) - len(pending), again=again)
     stream = sys.stderr

@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import anyio
@@ -83,10 +83,12 @@ def add_serve_parser(commands: Any) -> None:
     add_verbose(serve, default=argparse.SUPPRESS)
 
 
-def _scripted_config(base: CodexConfig) -> AbstractAsyncContextManager[CodexConfig]:
+@asynccontextmanager
+async def _scripted_config(base: CodexConfig) -> AsyncIterator[CodexConfig]:
     from ..testing._echo import echo_runtime  # shared with `batch --scripted`
 
-    return echo_runtime(base)
+    async with echo_runtime(base) as runtime:
+        yield runtime.config
 
 
 async def _serve(args: argparse.Namespace) -> int:

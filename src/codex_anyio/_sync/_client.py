@@ -40,6 +40,7 @@ from .._api._codex import AsyncCodex
 from .._api._dispatch import Handlers
 from .._api._inputs import RunInput
 from .._api._metadata import CodexMetadata
+from .._api._model_calls import ModelCallSource
 from .._api._turn import TurnResult
 from .._protocol._generated import models as m
 from .._rpc._notifications import Notification
@@ -323,6 +324,9 @@ class Codex(Wrapper[AsyncCodex]):
     :param require_credentials: fail fast with ``CredentialsMissingError`` when the runtime
         has no login its model provider needs (see :class:`AsyncCodex`).
     :param telemetry: OpenTelemetry spans and metrics (see :class:`AsyncCodex`).
+    :param gateway: a :class:`~codex_anyio.gateway.ModelGateway` for the runtime's model
+        calls (see :class:`AsyncCodex`). Not running yet, it runs on this client's event
+        loop thread for as long as the client is open.
     """
 
     thread_start = forward(AsyncCodex.thread_start, _thread_of)
@@ -348,6 +352,7 @@ class Codex(Wrapper[AsyncCodex]):
         strict: bool = False,
         require_credentials: bool | None = None,
         telemetry: Telemetry | bool | None = None,
+        gateway: ModelCallSource | None = None,
     ) -> None:
         codex = AsyncCodex(
             config,
@@ -356,6 +361,7 @@ class Codex(Wrapper[AsyncCodex]):
             strict=strict,
             require_credentials=require_credentials,
             telemetry=telemetry,
+            gateway=gateway,
         )
         self._stack = stack = ExitStack()
         self._closed = True

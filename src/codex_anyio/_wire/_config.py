@@ -8,7 +8,7 @@ switch clients by changing an import; ``codex_home`` is added as a shortcut for
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,10 @@ __all__ = ["CodexConfig"]
 
 def _tuple_of_str(value: Sequence[str] | None) -> tuple[str, ...] | None:
     return None if value is None else tuple(str(v) for v in value)
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(str(v) for v in value)
 
 
 @attrs.frozen(kw_only=True)
@@ -74,7 +78,7 @@ class CodexConfig:
     launch_args_override: tuple[str, ...] | None = attrs.field(
         default=None, converter=_tuple_of_str
     )
-    config_overrides: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    config_overrides: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     cwd: str | os.PathLike[str] | None = None
     env: Mapping[str, str] | None = None
     codex_home: str | os.PathLike[str] | None = None

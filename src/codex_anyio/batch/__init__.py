@@ -32,6 +32,10 @@ Resuming is a property of the files (``_results``, re-exported here): :class:`Re
 appends one whole row per result under the file's lock; :func:`read_results` reads a results
 file back (each id's latest row), tolerating a row cut short (a run killed mid-write), so
 ``pending = pending_tasks(tasks, done)`` (``retry={"error", "timeout"}`` to run those again).
+
+Through a model gateway (``gateway=``), every model call of every task is joined to its task,
+and ``record=``/``trajectories=`` keep them: one cassette and one ATIF trajectory per task,
+named by :func:`file_stem` of its id, written before its row (``_records``).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from .._wire._config import CodexConfig
 from ._attempt import RECYCLE_AFTER, RETRIED, attempt_task, ends_batch, should_retry
 from ._files import STATUSES, BatchResult, BatchTask, check_task, parse_shard, read_tasks, shard_of
 from ._local import BatchRun, run_batch
+from ._records import file_stem
 from ._results import NOT_COMPLETED, ResultWriter, pending_tasks, percentile, read_results
 
 if TYPE_CHECKING:  # Ray is optional: its executor is imported when first asked for
@@ -67,6 +72,7 @@ __all__ = [
     "attempt_task",
     "check_task",
     "ends_batch",
+    "file_stem",
     "parse_shard",
     "pending_tasks",
     "percentile",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from typing import Any
@@ -12,6 +13,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._groups import Lifespan
 from .._wire._config import CodexConfig
+from ..gateway._gateway import ModelGateway
 from ..pool._pool import DEFAULT_MAX_TURNS, CodexPool
 from ._attempt import (
     RECYCLE_AFTER,
@@ -24,6 +26,7 @@ from ._attempt import (
     should_retry,
 )
 from ._files import BatchResult, BatchTask
+from ._records import TaskRecords
 
 __all__ = ["BatchRun", "run_batch"]
 
@@ -48,7 +51,14 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         codex_config: CodexConfig | None,
         thread_options: Mapping[str, Any],
         pool_options: Mapping[str, Any],
+        gateway: ModelGateway | None,
+        record: str | os.PathLike[str] | None,
+        trajectories: str | os.PathLike[str] | None,
     ) -> None:
+        if gateway is not None and pool is not None:
+            raise ValueError(
+                "gateway= is for the batch's own pool; a pool of yours uses its own gateway"
+            )
         check_count(attempts, "attempts")
         check_count(concurrency, "concurrency")
         check_count(servers, "servers")
@@ -67,6 +77,10 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         self._attempts = attempts
         self._codex_config = codex_config
         self._pool_options = dict(pool_options)
+        self._gateway = gateway
+        self._records = TaskRecords(
+            gateway if pool is None else pool.gateway, record=record, trajectories=trajectories
+        )
         self.running = 0
         """Tasks in flight right now (for progress displays)."""
 
@@ -76,6 +90,7 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[MemoryObjectReceiveStream[BatchResult]]:
         async with AsyncExitStack() as stack:
+            await anyio.to_thread.run_sync(self._records.prepare)
             pool = self._pool
             if pool is None:
                 options: dict[str, Any] = {
@@ -85,6 +100,8 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                 }
                 if self._codex_config is not None:
                     options.setdefault("config", self._codex_config)
+                if self._gateway is not None:
+                    options["gateway"] = self._gateway
                 pool = await stack.enter_async_context(CodexPool(self._servers, **options))
             send, receive = anyio.create_memory_object_stream[BatchResult](self.concurrency)
             stack.enter_context(receive)
@@ -133,6 +150,9 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                 if not should_retry(result, attempt, self._attempts):
                     break
                 attempt += 1
+            # The task's files before its row: a run stopped between the two runs the task
+            # again and replaces them (see ``_records``).
+            await self._records.save(task, result)
             await send.send(result)
         except Exception as exc:
             if not ends_batch(exc):
@@ -158,6 +178,9 @@ def run_batch(
     codex_config: CodexConfig | None = None,
     thread_options: Mapping[str, Any] | None = None,
     pool_options: Mapping[str, Any] | None = None,
+    gateway: ModelGateway | None = None,
+    record: str | os.PathLike[str] | None = None,
+    trajectories: str | os.PathLike[str] | None = None,
 ) -> BatchRun:
     """Run ``tasks``; ``async with run_batch(tasks) as results: async for r in results``.
 
@@ -177,6 +200,19 @@ def run_batch(
     :param thread_options: ``thread_start`` keywords for every task (over the pool's
         ``thread_defaults``).
     :param pool_options: more :class:`CodexPool` keywords for the batch's own pool.
+    :param gateway: a :class:`~codex_anyio.gateway.ModelGateway` every member of the batch's
+        own pool sends its model calls through (forwarding to an upstream, answering from a
+        policy, replaying a cassette); a ``pool=`` of yours uses its own ``gateway``.
+    :param record: a folder (created if missing) for one cassette per task,
+        ``<id>.jsonl``: the model calls of the task's last attempt, replayable with
+        ``ModelGateway(cassette=...)``. Needs a gateway (``gateway=``, or the pool's).
+    :param trajectories: a folder for one ATIF trajectory per task,
+        ``<id>.trajectory.json`` (:mod:`codex_anyio.trajectory`). Needs a gateway too. An id
+        that is not a plain file name is percent-encoded in both
+        (:func:`~codex_anyio.batch.file_stem`); each file is written whole before the task's
+        row, so a resumed run neither loses nor duplicates one.
+    :raises ValueError: for ``record=`` or ``trajectories=`` without a gateway, or
+        ``gateway=`` with ``pool=``.
     """
     return BatchRun(
         tasks,
@@ -189,4 +225,7 @@ def run_batch(
         codex_config=codex_config,
         thread_options=thread_options or {},
         pool_options=pool_options or {},
+        gateway=gateway,
+        record=record,
+        trajectories=trajectories,
     )

@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final, NamedTuple
 
 import anyio
@@ -54,6 +54,7 @@ import attrs
 from .._api._codex import AsyncCodex
 from .._api._dispatch import Handlers
 from .._api._inputs import Input
+from .._api._model_calls import ModelCallSource
 from .._api._presets import lean_thread_options, merge_options
 from .._api._thread import Thread
 from .._api._turn import TurnResult
@@ -198,6 +199,9 @@ class CodexPool(Lifespan[None]):
     :param probe_timeout: seconds a probed member may stay silent before it is declared
         unresponsive, killed and restarted (default :data:`PROBE_TIMEOUT`). A stopped member
         is found within ``2 * probe_interval + probe_timeout`` seconds (14 s by default).
+    :param gateway: a :class:`~codex_anyio.gateway.ModelGateway` every member's model calls
+        go through (see :class:`AsyncCodex`); started for as long as the pool runs if it is
+        not running yet.
     """
 
     def __init__(
@@ -215,8 +219,10 @@ class CodexPool(Lifespan[None]):
         recycle_after: int | None = None,
         probe_interval: float | None = PROBE_INTERVAL,
         probe_timeout: float = PROBE_TIMEOUT,
+        gateway: ModelCallSource | None = None,
     ) -> None:
         self.servers = servers if servers is not None else default_servers()
+        self.gateway = gateway
         if self.servers < 1:
             raise ValueError("servers must be >= 1")
         if isinstance(config, Sequence) and len(config) != self.servers:
@@ -268,6 +274,14 @@ class CodexPool(Lifespan[None]):
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if self.gateway is not None:
+                await stack.enter_async_context(self.gateway.ensure_running())
+            await stack.enter_async_context(self._run_members())
+            yield
+
+    @asynccontextmanager
+    async def _run_members(self) -> AsyncIterator[None]:
         self._members = [_Member(i) for i in range(self.servers)]
         self._changed = anyio.Event()
         self._turn_slots = anyio.Semaphore(self.max_turns) if self.max_turns else None
@@ -308,7 +322,10 @@ class CodexPool(Lifespan[None]):
         state_races = 0
         while True:
             codex = AsyncCodex(
-                self._config_for(member.index), handlers=self._handlers, limits=self._limits
+                self._config_for(member.index),
+                handlers=self._handlers,
+                limits=self._limits,
+                gateway=self.gateway,
             )
             # One ledger for every member: the pool's totals outlive a member's restart.
             codex._usage_ledger = self._usage_ledger

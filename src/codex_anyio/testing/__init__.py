@@ -4,16 +4,20 @@
 :class:`ScriptedModel` on loopback, a real ``codex app-server`` configured to use it, and an
 initialized :class:`~codex_anyio.AsyncCodex`. ``scripted_runtime(script)`` does the same for
 the synchronous :class:`~codex_anyio.Codex`: it yields the ``CodexConfig`` to open it with.
-No network, no credentials.
+``open_gateway_codex(gateway)`` runs the real runtime against any
+:class:`~codex_anyio.gateway.ModelGateway`, and ``replay_codex(cassette)`` (or the
+``replay_codex`` pytest fixture) against a recorded cassette. No network, no credentials.
 """
 
 from .._public import publish
+from ._gateway_harness import GatewayCodex, open_gateway_codex, replay_codex
 from ._harness import ScriptedCodex, ScriptedPool, open_scripted_codex, open_scripted_pool
 from ._home import scripted_env, write_codex_home
 from ._scripted_model import (
     Exchange,
     RecordedRequest,
     Reply,
+    ScriptedExchange,
     ScriptedModel,
     ScriptExhaustedError,
     exec_command,
@@ -31,10 +35,12 @@ from ._sync_harness import ScriptedRuntime, scripted_runtime
 
 __all__ = [
     "Exchange",
+    "GatewayCodex",
     "RecordedRequest",
     "Reply",
     "ScriptExhaustedError",
     "ScriptedCodex",
+    "ScriptedExchange",
     "ScriptedModel",
     "ScriptedPool",
     "ScriptedRuntime",
@@ -44,8 +50,10 @@ __all__ = [
     "http_error",
     "message",
     "model_usage",
+    "open_gateway_codex",
     "open_scripted_codex",
     "open_scripted_pool",
+    "replay_codex",
     "reply",
     "request_user_input",
     "scripted_env",

@@ -16,10 +16,11 @@ from pathlib import Path
 import attrs
 
 from .._wire._config import CodexConfig
+from ..gateway._gateway import ModelGateway
 from ._home import empty_home, scripted_env, write_codex_home
 from ._scripted_model import RecordedRequest, Reply, ScriptedModel, message
 
-__all__ = ["echo", "echo_runtime"]
+__all__ = ["EchoRuntime", "echo", "echo_runtime"]
 
 
 def echo(request: RecordedRequest) -> Reply:
@@ -33,11 +34,21 @@ def echo(request: RecordedRequest) -> Reply:
     return message(f"echo: {texts[-1] if texts else ''}")
 
 
+@attrs.frozen
+class EchoRuntime:
+    """What :func:`echo_runtime` gives: how to launch runtimes that use the echoing model,
+    and the model's gateway (a client or pool opened with ``gateway=`` also gets every call
+    joined: ``batch --scripted --record`` records them)."""
+
+    config: CodexConfig
+    gateway: ModelGateway
+
+
 @asynccontextmanager
-async def echo_runtime(base: CodexConfig) -> AsyncIterator[CodexConfig]:
+async def echo_runtime(base: CodexConfig) -> AsyncIterator[EchoRuntime]:
     """Run the echoing model while the block runs; yield ``base`` made to launch runtimes
     that use it (a temporary ``CODEX_HOME``, an empty workspace as working directory, an
-    empty ``HOME``), every one of them, however many a pool starts."""
+    empty ``HOME``), every one of them, however many a pool starts, and its gateway."""
     with tempfile.TemporaryDirectory(prefix="codex-anyio-scripted-") as scratch:
         root = Path(scratch)
         async with ScriptedModel(echo) as model:
@@ -45,4 +56,5 @@ async def echo_runtime(base: CodexConfig) -> AsyncIterator[CodexConfig]:
             workspace = root / "workspace"
             workspace.mkdir()
             env = {**(base.env or {}), **scripted_env(codex_home, home=empty_home(root))}
-            yield attrs.evolve(base, cwd=workspace, env=env, codex_home=codex_home)
+            config = attrs.evolve(base, cwd=workspace, env=env, codex_home=codex_home)
+            yield EchoRuntime(config, model.gateway)

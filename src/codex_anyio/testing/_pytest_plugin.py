@@ -1,5 +1,5 @@
 """pytest plugin (registered through the ``pytest11`` entry point): the ``scripted_codex``
-fixture.
+and ``replay_codex`` fixtures.
 
 ``scripted_codex`` is :func:`open_scripted_codex` with its files under the test's
 ``tmp_path``, so a failing test leaves the runtime's config and session logs to inspect::
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from ._gateway_harness import GatewayCodex
     from ._harness import ScriptedCodex
 
 # The library is imported only when the fixture is used, so merely having codex-anyio
@@ -45,5 +46,23 @@ def scripted_codex(tmp_path: Path, request: pytest.FixtureRequest) -> ScriptedCo
         options.setdefault("directory", tmp_path / f"scripted-{next(counter)}")
         options.setdefault("transport", transport)
         return open_scripted_codex(script, **options)
+
+    return factory
+
+
+ReplayCodexFactory = Callable[..., AbstractAsyncContextManager["GatewayCodex"]]
+
+
+@pytest.fixture
+def replay_codex(tmp_path: Path) -> ReplayCodexFactory:
+    """``async with replay_codex(cassette, **options) as r``: see
+    ``codex_anyio.testing.replay_codex``; the runtime's files go under ``tmp_path``."""
+    from ._gateway_harness import replay_codex as open_replay
+
+    counter = iter(range(1_000_000))
+
+    def factory(cassette: Any, **options: Any) -> AbstractAsyncContextManager[GatewayCodex]:
+        options.setdefault("directory", tmp_path / f"replay-{next(counter)}")
+        return open_replay(cassette, **options)
 
     return factory

@@ -1,39 +1,56 @@
 """``ScriptedModel``: the Responses API subset the Codex runtime uses, answered from a script.
 
 The runtime, pointed at ``base_url`` by a custom model provider, POSTs each model request to
-``/v1/responses`` and reads Server-Sent Events back. This server answers every such request
-with the next scripted :class:`Reply`, and records what the runtime sent, so a test can drive
-the real runtime through messages, tool calls, approvals and failures offline, and assert on
-what reached the "model" (a tool's ``function_call_output``, a stream dropped after an
-interrupt).
+``/v1/responses`` and reads Server-Sent Events back. The scripted model answers every such
+request with the next scripted :class:`Reply`, and records what the runtime sent, so a test
+can drive the real runtime through messages, tool calls, approvals and failures offline, and
+assert on what reached the "model" (a tool's ``function_call_output``, a stream dropped after
+an interrupt).
 
-The HTTP layer is deliberately small: one request per connection (``Connection: close``),
-bodies by ``Content-Length`` or chunked, which is what the runtime's client sends. It runs on
-AnyIO, so it works in asyncio and Trio tests alike, inside the caller's event loop.
+It is a policy of a :class:`~codex_anyio.gateway.ModelGateway` (one HTTP server in the
+project): the gateway serves HTTP and joins each call to its thread and turn, this module
+turns a script into response events. ``model.gateway`` is that gateway, so
+``AsyncCodex(gateway=model.gateway)`` gets ``TurnResult.model_calls`` too. It runs on AnyIO,
+inside the caller's event loop, on asyncio and Trio alike.
 """
 
 from __future__ import annotations
 
 import inspect
-import itertools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeAlias
 
 import anyio
-import anyio.abc
 import attrs
 
-from .._groups import exit_unwrapped
+from ..gateway._events import (
+    DropConnection,
+    PlainResponse,
+    ResponseEvent,
+    StreamStart,
+    completed_event,
+    created_event,
+    failed_event,
+    function_call_events,
+    message_events,
+    new_id,
+    split_text,
+    usage,
+)
+from ..gateway._exchange import Exchange as ModelCall
+from ..gateway._gateway import ModelGateway
+from ..gateway._request import ModelRequest
 
 __all__ = [
     "Exchange",
     "RecordedRequest",
     "Reply",
     "ScriptExhaustedError",
+    "ScriptedExchange",
     "ScriptedModel",
     "exec_command",
     "failed",
@@ -46,13 +63,6 @@ __all__ = [
     "stall",
     "usage_limit_reached",
 ]
-
-_ids = itertools.count(1)
-
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}_{next(_ids):06d}"
-
 
 # -- the script ------------------------------------------------------------------------------
 
@@ -111,13 +121,13 @@ def model_usage(
     """A Responses API ``usage`` object (cached and reasoning tokens go in its details), for
     ``usage=`` of the reply functions. ``total_tokens`` defaults to input + output, which is
     how the service counts it."""
-    return {
-        "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": cached_input_tokens},
-        "output_tokens": output_tokens,
-        "output_tokens_details": {"reasoning_tokens": reasoning_output_tokens},
-        "total_tokens": input_tokens + output_tokens if total_tokens is None else total_tokens,
-    }
+    return usage(
+        input_tokens,
+        output_tokens,
+        cached_input_tokens=cached_input_tokens,
+        reasoning_output_tokens=reasoning_output_tokens,
+        total_tokens=total_tokens,
+    )
 
 
 def message(
@@ -134,17 +144,7 @@ def message(
     :param delay: seconds between deltas (a slow model, for streaming and interrupt tests).
     :param usage: what the response reports it cost (see :func:`model_usage`).
     """
-    if deltas is None:
-        words = text.split(" ")
-        pieces = tuple(w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words))
-    elif isinstance(deltas, int):
-        size = max(1, -(-len(text) // max(1, deltas)))
-        pieces = tuple(text[i : i + size] for i in range(0, len(text), size))
-    else:
-        pieces = tuple(deltas)
-        if "".join(pieces) != text:
-            raise ValueError("the deltas must add up to the text")
-    return Reply(outputs=(_Message(text, tuple(p for p in pieces if p), delay),), usage=usage)
+    return Reply(outputs=(_Message(text, split_text(text, deltas), delay),), usage=usage)
 
 
 def function_call(
@@ -156,7 +156,7 @@ def function_call(
 ) -> Reply:
     """The model calls tool ``name`` (a dynamic tool, or a built-in one) with ``arguments``."""
     encoded = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
-    return Reply(outputs=(_FunctionCall(name, encoded, call_id or _new_id("call")),), usage=usage)
+    return Reply(outputs=(_FunctionCall(name, encoded, call_id or new_id("call")),), usage=usage)
 
 
 def exec_command(
@@ -241,34 +241,30 @@ def stall(*before: Reply) -> Reply:
 
 # -- what was seen -----------------------------------------------------------------------------
 
-
-@attrs.frozen
-class RecordedRequest:
-    """One HTTP request the runtime made."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-    """The parsed JSON body (None if empty or not JSON)."""
-
-    def function_call_outputs(self) -> list[dict[str, Any]]:
-        """The ``function_call_output`` items of this request's ``input``."""
-        items = self.body.get("input", []) if isinstance(self.body, dict) else []
-        return [i for i in items if isinstance(i, dict) and i.get("type") == "function_call_output"]
+RecordedRequest = ModelRequest
+"""One HTTP request the runtime made: the gateway's :class:`~codex_anyio.gateway.ModelRequest`
+(method, path, headers, parsed JSON ``body``, ``function_call_outputs()``, and the joined
+thread, turn and call index)."""
 
 
 @attrs.define
-class Exchange:
+class ScriptedExchange:
     """A request and how its scripted reply went."""
 
-    request: RecordedRequest
+    request: ModelRequest
     reply: Reply | None
     finished: anyio.Event = attrs.field(factory=anyio.Event)
     """Set when the server is done with this exchange, whatever the outcome."""
     abandoned: anyio.Event = attrs.field(factory=anyio.Event)
     """Set if the client closed the connection before the reply was complete (an
     interrupted turn drops its stream this way)."""
+    call: ModelCall | None = None
+    """The gateway's record of the call, once it is finished."""
+
+
+Exchange = ScriptedExchange
+"""The former name of :class:`ScriptedExchange` (not the gateway's
+:class:`~codex_anyio.gateway.Exchange`, which a scripted exchange holds as ``call``)."""
 
 
 class ScriptExhaustedError(AssertionError):
@@ -278,95 +274,78 @@ class ScriptExhaustedError(AssertionError):
 Script: TypeAlias = "Sequence[Reply] | Callable[[RecordedRequest], Reply | Awaitable[Reply]]"
 
 
-# -- the server --------------------------------------------------------------------------------
+# -- the policy --------------------------------------------------------------------------------
 
 
-class _Connection:
-    """Buffered reading of one HTTP connection."""
+async def _scripted_events(answer: Reply) -> AsyncGenerator[ResponseEvent, None]:
+    """The response events of a 200 reply, paced and cut off as the reply says."""
+    sent = 0
 
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
-        self.stream = stream
-        self.buffer = b""
-
-    async def _fill(self) -> None:
-        chunk = await self.stream.receive()
-        self.buffer += chunk
-
-    async def read_until(self, marker: bytes) -> bytes:
-        while marker not in self.buffer:
-            await self._fill()
-        head, _, self.buffer = self.buffer.partition(marker)
-        return head
-
-    async def read_exactly(self, size: int) -> bytes:
-        while len(self.buffer) < size:
-            await self._fill()
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
+    def event(data: dict[str, Any]) -> dict[str, Any]:
+        nonlocal sent
+        if answer.drop_after is not None and sent >= answer.drop_after:
+            raise DropConnection
+        sent += 1
         return data
 
-    async def read_request(self) -> RecordedRequest:
-        head = await self.read_until(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        method, path, _ = lines[0].split(" ", 2)
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            body = b""
-            while True:
-                size = int((await self.read_until(b"\r\n")).split(b";")[0], 16)
-                if size == 0:
-                    await self.read_until(b"\r\n")
-                    break
-                body += await self.read_exactly(size)
-                await self.read_until(b"\r\n")
+    yield StreamStart(answer.headers)
+    response_id = new_id("resp")
+    yield event(created_event(response_id))
+    for index, output in enumerate(answer.outputs):
+        if isinstance(output, _Message):
+            events = message_events(output.text, deltas=output.deltas, output_index=index)
+            for n, data in enumerate(events):
+                if output.delay and data["type"] == "response.output_text.delta" and n > 1:
+                    await anyio.sleep(output.delay)
+                yield event(data)
         else:
-            body = await self.read_exactly(int(headers.get("content-length", "0")))
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            parsed = None
-        return RecordedRequest(method, path, headers, parsed)
-
-
-def _header_lines(headers: tuple[tuple[str, str], ...]) -> str:
-    return "".join(f"{name}: {value}\r\n" for name, value in headers)
-
-
-def _sse(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps({'type': event, **data})}\n\n".encode()
-
-
-class _Dropped(Exception):
-    """The scripted reply drops the connection here."""
+            for data in function_call_events(
+                output.name, output.arguments, call_id=output.call_id, output_index=index
+            ):
+                yield event(data)
+    if answer.fail is not None:
+        yield event(failed_event(response_id, answer.fail))
+        return
+    if answer.stall:
+        # Nothing more: the gateway ends this when the client goes away (an interrupt drops
+        # the stream).
+        await anyio.sleep_forever()
+    yield event(completed_event(response_id, answer.usage))
 
 
 class ScriptedModel:
     """A scripted Responses API on ``127.0.0.1`` (an ephemeral port) for the Codex runtime.
 
     ``async with ScriptedModel([message("Hi!")]) as model:`` then point the runtime at
-    ``model.base_url`` (``testing.write_codex_home`` does). The script is a list (one reply
-    per model request, in order) or a function of the :class:`RecordedRequest` returning a
-    reply. Leaving the block raises :class:`ScriptExhaustedError` if the runtime asked for
-    more replies than a list script had.
+    ``model.base_url`` (``testing.write_codex_home`` does), or pass ``gateway=model.gateway``
+    to the client. The script is a list (one reply per model request, in order) or a function
+    of the :class:`RecordedRequest` returning a reply. Leaving the block raises
+    :class:`ScriptExhaustedError` if the runtime asked for more replies than a list script
+    had.
     """
 
     def __init__(self, script: Script) -> None:
         self._script = script
         self._queue: list[Reply] = list(script) if not callable(script) else []
-        self.exchanges: list[Exchange] = []
+        self.exchanges: list[ScriptedExchange] = []
         self.exhausted = 0
         self._arrived = anyio.Event()
-        self._port: int | None = None
-        self._cm: Any = None
+        self._open: dict[int, ScriptedExchange] = {}
+        self.gateway = ModelGateway(
+            self._answer,
+            provider="mock",
+            request_max_retries=0,
+            stream_max_retries=0,
+            on_exchange=self._finished,
+        )
+        """The gateway serving the script (``AsyncCodex(gateway=model.gateway)``)."""
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT/v1``: the provider ``base_url`` for the runtime."""
-        if self._port is None:
+        if not self.gateway.running:
             raise RuntimeError("the ScriptedModel is not running")
-        return f"http://127.0.0.1:{self._port}/v1"
+        return self.gateway.base_url
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -388,8 +367,7 @@ class ScriptedModel:
         return self.requests
 
     async def __aenter__(self) -> ScriptedModel:
-        self._cm = self._serve()
-        await self._cm.__aenter__()
+        await self.gateway.__aenter__()
         return self
 
     async def __aexit__(
@@ -398,27 +376,13 @@ class ScriptedModel:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        result = await exit_unwrapped(self._cm, exc_type, exc, tb)
+        result = await self.gateway.__aexit__(exc_type, exc, tb)
         if exc is None and self.exhausted:
             raise ScriptExhaustedError(
                 f"the runtime made {len(self.exchanges)} model requests but the script had "
                 f"{len(self.exchanges) - self.exhausted} replies"
             )
         return result
-
-    @asynccontextmanager
-    async def _serve(self) -> AsyncIterator[None]:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        self._port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        try:
-            async with listener, anyio.create_task_group() as tg:
-                tg.start_soon(listener.serve, self._handle, tg)
-                try:
-                    yield
-                finally:
-                    tg.cancel_scope.cancel()
-        finally:
-            self._port = None
 
     async def _next_reply(self, request: RecordedRequest) -> Reply | None:
         if callable(self._script):
@@ -431,131 +395,34 @@ class ScriptedModel:
             return None
         return self._queue.pop(0)
 
-    async def _handle(self, stream: anyio.abc.ByteStream) -> None:
-        async with stream:
-            connection = _Connection(stream)
-            try:
-                request = await connection.read_request()
-            except (anyio.EndOfStream, anyio.BrokenResourceError, ValueError):
-                return
-            if request.method != "POST" or not request.path.rstrip("/").endswith("/responses"):
-                exchange = Exchange(request, None)
-                self._record(exchange)
-                await self._send_plain(stream, 404, f"no scripted route for {request.path}")
-                exchange.finished.set()
-                return
-            answer = await self._next_reply(request)
-            exchange = Exchange(request, answer)
-            self._record(exchange)
-            try:
-                if answer is None:
-                    self.exhausted += 1
-                    await self._send_plain(stream, 500, "the ScriptedModel's script is exhausted")
-                elif answer.status != 200:
-                    await self._send_plain(stream, answer.status, answer.body, answer.headers)
-                else:
-                    await self._stream_reply(stream, connection, answer, exchange)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                exchange.abandoned.set()
-            except _Dropped:
-                pass
-            finally:
-                exchange.finished.set()
-
-    def _record(self, exchange: Exchange) -> None:
+    def _record(self, exchange: ScriptedExchange) -> None:
         self.exchanges.append(exchange)
+        self._open[id(exchange.request)] = exchange
         self._arrived.set()
         self._arrived = anyio.Event()
 
-    async def _send_plain(
-        self,
-        stream: anyio.abc.ByteStream,
-        status: int,
-        body: str,
-        headers: tuple[tuple[str, str], ...] = (),
-    ) -> None:
-        data = body.encode()
-        head = (
-            f"HTTP/1.1 {status} Scripted\r\nContent-Type: application/json\r\n"
-            f"{_header_lines(headers)}"
-            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
-        )
-        await stream.send(head.encode() + data)
-
-    async def _stream_reply(
-        self,
-        stream: anyio.abc.ByteStream,
-        connection: _Connection,
-        answer: Reply,
-        exchange: Exchange,
-    ) -> None:
-        sent = 0
-
-        async def emit(event: str, data: dict[str, Any]) -> None:
-            nonlocal sent
-            if answer.drop_after is not None and sent >= answer.drop_after:
-                raise _Dropped
-            await stream.send(_sse(event, data))
-            sent += 1
-
-        await stream.send(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-            + _header_lines(answer.headers).encode()
-            + b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
-        )
-        response_id = _new_id("resp")
-        await emit("response.created", {"response": {"id": response_id}})
-        for index, output in enumerate(answer.outputs):
-            if isinstance(output, _Message):
-                item_id = _new_id("msg")
-                item = {"type": "message", "role": "assistant", "id": item_id}
-                await emit(
-                    "response.output_item.added",
-                    {"output_index": index, "item": {**item, "content": []}},
-                )
-                for n, piece in enumerate(output.deltas):
-                    if n and output.delay:
-                        await anyio.sleep(output.delay)
-                    await emit(
-                        "response.output_text.delta",
-                        {
-                            "item_id": item_id,
-                            "output_index": index,
-                            "content_index": 0,
-                            "delta": piece,
-                        },
-                    )
-                done = {**item, "content": [{"type": "output_text", "text": output.text}]}
-                await emit("response.output_item.done", {"output_index": index, "item": done})
-            else:
-                item = {
-                    "type": "function_call",
-                    "id": _new_id("fc"),
-                    "call_id": output.call_id,
-                    "name": output.name,
-                    "arguments": output.arguments,
-                }
-                await emit("response.output_item.added", {"output_index": index, "item": item})
-                await emit("response.output_item.done", {"output_index": index, "item": item})
-        if answer.fail is not None:
-            error = {"code": "server_error", "message": answer.fail}
-            await emit("response.failed", {"response": {"id": response_id, "error": error}})
+    def _finished(self, call: ModelCall) -> None:
+        exchange = self._open.pop(id(call.request), None)
+        if exchange is None:
             return
-        if answer.stall:
-            # Nothing more: wait for the client to go away (an interrupt drops the stream).
-            try:
-                while True:
-                    await connection.stream.receive()
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                exchange.abandoned.set()
+        exchange.call = call
+        if call.abandoned:
+            exchange.abandoned.set()
+        exchange.finished.set()
+
+    async def _answer(self, request: ModelRequest) -> AsyncIterator[ResponseEvent]:
+        if not request.is_responses_call:
+            self._record(ScriptedExchange(request, None))
+            yield PlainResponse(404, f"no scripted route for {request.path}")
             return
-        usage = answer.usage
-        if usage is None:
-            usage = {
-                "input_tokens": 10,
-                "input_tokens_details": None,
-                "output_tokens": 5,
-                "output_tokens_details": None,
-                "total_tokens": 15,
-            }
-        await emit("response.completed", {"response": {"id": response_id, "usage": dict(usage)}})
+        answer = await self._next_reply(request)
+        self._record(ScriptedExchange(request, answer))
+        if answer is None:
+            self.exhausted += 1
+            yield PlainResponse(500, "the ScriptedModel's script is exhausted")
+        elif answer.status != 200:
+            yield PlainResponse(answer.status, answer.body, answer.headers)
+        else:
+            async with aclosing(_scripted_events(answer)) as events:
+                async for event in events:
+                    yield event

@@ -1,0 +1,167 @@
+"""What the model gateway adds per model call: latency and CPU, against the runtime calling
+the same upstream directly, in one run.
+
+    python -m benchmarks.gateway                       # 3 repeats of 40 turns each way
+    python -m benchmarks.gateway --turns 10 --repeats 1 --record --json out.json
+
+The upstream is the scripted model (instant one-message answers) in a process of its own; the
+gateway (``ModelGateway(upstream=...)``, on asyncio) runs in another. Two runtimes take turns:
+one configured against the upstream directly, one through the gateway (``--config``
+overrides, as ``AsyncCodex(gateway=...)`` writes them). Every turn makes exactly one model
+call, so the difference of the median turn latencies is what the gateway adds per call; CPU
+per turn counts the runtime, the gateway and the upstream processes (the client is the same
+either way and left out). ``--record`` makes the gateway also write a cassette. Issue 23's
+targets: at most 1 ms added at p50, at most 5 % more CPU per turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its waited-for children, in seconds."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICKS
+
+
+def start(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
+    """A helper process that prints ``{"base_url": ...}`` first and exits on stdin's end."""
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())["base_url"]
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.close()
+    proc.wait(timeout=10)
+
+
+async def serve(upstream: str, record: str | None) -> None:
+    """The gateway process: forward to ``upstream`` until stdin closes."""
+    from codex_anyio import ModelGateway
+
+    gateway = ModelGateway(upstream=upstream, record=record)
+    async with gateway:
+        print(json.dumps({"base_url": gateway.base_url}), flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.read)
+
+
+def overrides(base_url: str) -> tuple[str, ...]:
+    """What ``ModelGateway.config_overrides()`` writes, for a gateway in another process."""
+    table = f'{{ name = "gateway", base_url = "{base_url}", wire_api = "responses" }}'
+    return ('model_provider="bench-gateway"', f"model_providers.bench-gateway={table}")
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    from codex_anyio import AsyncCodex, CodexConfig, lean_thread_options
+    from codex_anyio.testing import scripted_env, write_codex_home
+
+    scratch = Path(tempfile.mkdtemp(prefix="codex-bench-gateway-"))
+    upstream, upstream_url = start([sys.executable, "-m", "benchmarks.model_server", "instant"])
+    record = str(scratch / "cassette.jsonl") if args.record else None
+    gateway_argv = [sys.executable, "-m", "benchmarks.gateway", "serve", upstream_url]
+    gateway, gateway_url = start(gateway_argv + ([record] if record else []))
+    latencies: dict[str, list[float]] = {"direct": [], "gateway": []}
+    cpu: dict[str, dict[str, float]] = {
+        way: {"runtime": 0.0, "gateway": 0.0, "upstream": 0.0} for way in ("direct", "gateway")
+    }
+    try:
+        home = write_codex_home(scratch / "home", base_url=upstream_url)
+        (scratch / "work").mkdir()
+        base = CodexConfig(cwd=scratch / "work", env=scripted_env(home), codex_home=home)
+        configs = {
+            "direct": base,
+            "gateway": CodexConfig(
+                cwd=scratch / "work",
+                env=scripted_env(home),
+                codex_home=home,
+                config_overrides=overrides(gateway_url),
+            ),
+        }
+        async with (
+            AsyncCodex(configs["direct"]) as direct,
+            AsyncCodex(configs["gateway"]) as through,
+        ):
+            clients = {"direct": direct, "gateway": through}
+            pids = {name: c.client._transport.pid for name, c in clients.items()}  # type: ignore[attr-defined]
+            for codex in clients.values():  # warm both up
+                await (await codex.thread_start(**lean_thread_options())).run("warm up")
+            for _ in range(args.repeats):
+                for name, codex in clients.items():
+                    thread = await codex.thread_start(**lean_thread_options())
+                    watched = {
+                        "runtime": pids[name],
+                        "gateway": gateway.pid,
+                        "upstream": upstream.pid,
+                    }
+                    before = {part: cpu_seconds(pid) for part, pid in watched.items()}
+                    for n in range(args.turns):
+                        began = time.perf_counter()
+                        result = await thread.run(f"turn {n}")
+                        latencies[name].append(time.perf_counter() - began)
+                        assert result.final_response == "ok", result
+                    for part, pid in watched.items():
+                        cpu[name][part] += cpu_seconds(pid) - before[part]
+    finally:
+        stop(gateway)
+        stop(upstream)
+        shutil.rmtree(scratch, ignore_errors=True)
+    turns = args.turns * args.repeats
+    p50 = {name: statistics.median(values) * 1000 for name, values in latencies.items()}
+    per_turn = {name: sum(parts.values()) / turns * 1000 for name, parts in cpu.items()}
+    parts_per_turn = {
+        name: {part: value / turns * 1000 for part, value in parts.items()}
+        for name, parts in cpu.items()
+    }
+    return {
+        "turns_each_way": turns,
+        "record": bool(args.record),
+        "p50_ms": p50,
+        "added_p50_ms": p50["gateway"] - p50["direct"],
+        "cpu_ms_per_turn": per_turn,
+        "cpu_ms_per_turn_by_process": parts_per_turn,
+        "cpu_ratio": per_turn["gateway"] / per_turn["direct"] if per_turn["direct"] else None,
+    }
+
+
+def main() -> int:
+    if len(sys.argv) > 2 and sys.argv[1] == "serve":
+        anyio.run(serve, sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--turns", type=int, default=40, help="turns per batch, each way")
+    parser.add_argument("--repeats", type=int, default=3, help="batches each way, alternating")
+    parser.add_argument("--record", action="store_true", help="the gateway records a cassette")
+    parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
+    parser.add_argument("--json", help="write the result here too")
+    args = parser.parse_args()
+    report = anyio.run(measure, args, backend=args.backend)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""``ModelRequest``: one model call as the runtime made it, joined to its thread and turn.
+
+The runtime labels every model request with the header ``x-codex-turn-metadata``, a JSON
+object naming the thread, the turn, the request kind and more (``PROTOCOL_NOTES.md``); this
+module reads it, so a policy, a recording and ``TurnResult.model_calls`` all know exactly
+which turn a call belongs to. A missing or malformed header leaves the ids None: a request
+from something other than the runtime is still answered, it is only not joined.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .._json import loads
+from .._redact import REDACTED, is_secret_name, redact, redact_text
+
+__all__ = [
+    "TURN_METADATA_HEADER",
+    "ModelRequest",
+    "TextRedactor",
+    "redact_headers",
+    "turn_metadata",
+]
+
+TURN_METADATA_HEADER = "x-codex-turn-metadata"
+"""The runtime's per-request label (thread, turn, request kind, window, model, sandbox)."""
+
+
+def turn_metadata(headers: Mapping[str, str]) -> dict[str, Any]:
+    """The decoded ``x-codex-turn-metadata`` header; empty if absent or not a JSON object."""
+    raw = headers.get(TURN_METADATA_HEADER)
+    if not raw:
+        return {}
+    try:
+        value = loads(raw.encode())
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` fit to store or show: credential headers (``authorization``, ``cookie``,
+    ``x-api-key``, ...) replaced, credentials inside other values hidden."""
+    return {
+        name: REDACTED if is_secret_name(name) else redact_text(value)
+        for name, value in headers.items()
+    }
+
+
+class TextRedactor:
+    """:func:`redact_text` with a memory: every model request repeats the conversation so far
+    (the instructions alone are ~17 kB, the tool schemas hundreds of short strings), and
+    redacting a 40 kB body afresh costs ~25 ms of regular expressions, which a recording or
+    a replay would pay on every call. At most ``entries`` texts of ``budget`` characters in
+    all are remembered, the least recently used forgotten first."""
+
+    def __init__(self, budget: int = 16 * 1024 * 1024, entries: int = 65536) -> None:
+        self._budget = budget
+        self._entries = entries
+        self._held = 0
+        self._seen: OrderedDict[str, str] = OrderedDict()
+
+    def __call__(self, text: str) -> str:
+        done = self._seen.get(text)
+        if done is not None:
+            self._seen.move_to_end(text)
+            return done
+        done = redact_text(text)
+        if len(text) <= self._budget:
+            self._seen[text] = done
+            self._held += len(text)
+            while self._held > self._budget or len(self._seen) > self._entries:
+                old, _ = self._seen.popitem(last=False)
+                self._held -= len(old)
+        return done
+
+    def redact(self, value: Any) -> Any:
+        """:func:`~codex_anyio._redact.redact` with this memory."""
+        return redact(value, text=self)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+@attrs.frozen(eq=False)
+class ModelRequest:
+    """A model request the runtime made (usually ``POST /v1/responses``), as a policy gets it.
+
+    ``headers`` are the request's own (names lowercased), credentials included, since a
+    forwarding policy passes them on; they are kept out of ``repr`` and every record stores
+    :meth:`redacted_headers` instead. ``body`` is the decoded JSON body (None if empty or not
+    JSON). ``thread_id``, ``turn_id`` and ``request_kind`` come from the runtime's
+    ``x-codex-turn-metadata`` header (all of it in ``metadata``); ``index`` is the call's
+    index within its turn, from 0, in the order the calls arrived.
+    """
+
+    method: str
+    path: str
+    headers: Mapping[str, str] = attrs.field(repr=False)
+    body: Any = attrs.field(repr=False)
+    raw_body: bytes = attrs.field(repr=False)
+    thread_id: str | None
+    turn_id: str | None
+    request_kind: str | None
+    index: int
+    metadata: Mapping[str, Any] = attrs.field(repr=False, factory=dict)
+
+    @classmethod
+    def build(
+        cls, method: str, path: str, headers: Mapping[str, str], raw_body: bytes, index: int = 0
+    ) -> ModelRequest:
+        """Decode the body and the join of a request whose ``headers`` are lowercased."""
+        try:
+            body = loads(raw_body) if raw_body else None
+        except ValueError:
+            body = None
+        metadata = turn_metadata(headers)
+        thread_id = _text(metadata.get("thread_id")) or _text(headers.get("x-client-request-id"))
+        return cls(
+            method=method,
+            path=path,
+            headers=headers,
+            body=body,
+            raw_body=raw_body,
+            thread_id=thread_id,
+            turn_id=_text(metadata.get("turn_id")),
+            request_kind=_text(metadata.get("request_kind")),
+            index=index,
+            metadata=metadata,
+        )
+
+    @property
+    def is_responses_call(self) -> bool:
+        """Whether this is a Responses API call (``POST .../responses``)."""
+        return self.method == "POST" and self.path.split("?", 1)[0].rstrip("/").endswith(
+            "/responses"
+        )
+
+    @property
+    def input(self) -> list[Any]:
+        """The body's ``input`` items (empty if it has none)."""
+        items = self.body.get("input") if isinstance(self.body, dict) else None
+        return items if isinstance(items, list) else []
+
+    def function_call_outputs(self) -> list[dict[str, Any]]:
+        """The ``function_call_output`` items of this request's ``input``: what the tools the
+        model called returned."""
+        return [
+            item
+            for item in self.input
+            if isinstance(item, dict) and item.get("type") == "function_call_output"
+        ]
+
+    def user_texts(self) -> list[str]:
+        """The texts of the ``user`` messages of ``input``, in order (the runtime's own
+        context messages, such as ``<environment_context>``, included)."""
+        texts: list[str] = []
+        for item in self.input:
+            if isinstance(item, dict) and item.get("role") == "user":
+                for part in item.get("content") or ():
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        texts.append(part["text"])
+        return texts
+
+    def redacted_headers(self) -> dict[str, str]:
+        """The headers with credentials hidden (what records and logs show)."""
+        return redact_headers(self.headers)
