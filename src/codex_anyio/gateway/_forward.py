@@ -105,6 +105,18 @@ def _sse_blocks(buffer: bytearray, chunk: bytes) -> list[str]:
     return blocks
 
 
+def _require_httpcore() -> None:
+    """Forwarding is the one part of the gateway that needs the ``gateway`` extra: say so
+    when the gateway is made, not as a bare ``ModuleNotFoundError`` once it starts."""
+    try:
+        import httpcore  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "forwarding to an upstream (ModelGateway(upstream=...), batch --gateway) needs "
+            "httpcore: pip install 'codex-anyio[gateway]'"
+        ) from None
+
+
 def _fault(status: int, kind: str, message: str) -> PlainResponse:
     body = {"error": {"type": kind, "message": message}}
     return PlainResponse(status, dumps(body), error=message)
@@ -124,6 +136,7 @@ class ForwardAnswerer(PolicyAnswerer):
         logprobs: bool,
     ) -> None:
         super().__init__(self._forward)
+        _require_httpcore()
         parts = urlsplit(upstream)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(
