@@ -640,11 +640,11 @@ async def test_a_server_that_stops_reading_is_bounded_by_the_write_timeout_and_d
             fake_ws_server(deaf) as url,
             AsyncCodex(attach(url), limits=Limits(write_timeout=1)) as codex,
         ):
-            start = anyio.current_time()
+            # The deadline (0.2 s) comes before the write timeout (1 s): the caller is
+            # cancelled, not failed (a write timeout first would raise TransportClosedError).
             with anyio.move_on_after(0.2) as scope:
                 await codex.client.request("test/big", blob)
             assert scope.cancelled_caught
-            assert anyio.current_time() - start < 0.9
             with pytest.raises(TransportClosedError, match="write_timeout"):
                 await codex.client.request("test/more", blob)
 
