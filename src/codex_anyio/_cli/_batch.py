@@ -20,6 +20,13 @@ to attach to (``--connect URL`` with ``--token-file``/``--token-env``, as
 echoing model of ``serve --scripted`` (offline, no credentials: a harness can be tried end to
 end first).
 
+A sandbox per task: ``--sandbox TEMPLATE`` starts each task's runtime with a command of its
+own (``{id}``, ``{cwd}``, ``{runtime}``, ``{codex_home}`` filled in per argument after it is split,
+so an id cannot add arguments), ``--container IMAGE`` in a new docker/podman container
+removed afterwards; a task line's ``sandbox`` or ``container`` names its own (see
+:mod:`codex_anyio.batch`'s ``_sandbox``). A deadline interrupts the turn, then ends the
+sandbox; a stop signal ends every sandbox.
+
 Beyond one machine, with the same files, progress and signals: ``--ray [ADDRESS]`` runs the
 pools on Ray actors (:func:`~codex_anyio.batch.run_batch_on_ray`; Ray is imported only then),
 and ``--shard i/N`` runs this machine's slice of the tasks file, for job arrays that start N
@@ -58,6 +65,7 @@ from ..batch import (
     run_batch_on_ray,
 )
 from ..batch._files import positive_seconds
+from ..batch._sandbox import ENGINES, check_template
 from ._batch_report import RichProgress, Tally, open_progress, print_summary
 from ._errors import add_verbose, one_line
 from ._signals import Stop, run_until_stopped
@@ -123,7 +131,8 @@ def add_batch_parser(commands: Any) -> None:
         help="run a JSONL file of tasks through a pool of app-servers, resumably",
         description=(
             "Run one turn per task line (id, prompt, optional cwd, model, output_schema, "
-            "config, approval, timeout) and append one result line per task to the output. "
+            "config, approval, timeout, sandbox, container) and append one result line per "
+            "task to the output. "
             "Re-running the same command skips ids already in the output, unless their "
             "latest row has a status given to --retry (--retry-failed: every status but "
             "completed)."
@@ -217,6 +226,38 @@ def add_batch_parser(commands: Any) -> None:
         help="attach to a running server (ws://HOST:PORT, wss://..., unix:///path) instead of "
         "starting runtimes; --servers is then the number of connections (default 1)",
     )
+    sandbox = batch.add_mutually_exclusive_group()
+    sandbox.add_argument(
+        "--sandbox",
+        type=_template,
+        default=None,
+        metavar="TEMPLATE",
+        help="start each task's runtime with this command, e.g. 'bwrap --ro-bind / / --dev "
+        "/dev --proc /proc --bind {cwd} {cwd} --bind {codex_home} {codex_home} --unshare-pid "
+        "-- {runtime} app-server'; split like a shell line, then {id}, {cwd}, {runtime} (the "
+        "bundled codex) and {codex_home} are filled in per argument",
+    )
+    sandbox.add_argument(
+        "--container",
+        default=None,
+        metavar="IMAGE",
+        help="run each task's runtime in a new container of IMAGE (the bundled codex mounted "
+        "in it), removed when the task ends",
+    )
+    batch.add_argument(
+        "--container-engine",
+        choices=ENGINES,
+        default="docker",
+        help="with --container: the engine (default docker)",
+    )
+    batch.add_argument(
+        "--container-option",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="with --container: one more argument for the engine's run, repeatable "
+        "(--container-option=--network=host for a model on this machine's loopback)",
+    )
     token = batch.add_mutually_exclusive_group()
     token.add_argument(
         "--token-file", default=None, metavar="FILE", help="with --connect: the bearer token file"
@@ -227,6 +268,14 @@ def add_batch_parser(commands: Any) -> None:
         metavar="VAR",
         help="with --connect: the environment variable holding the bearer token",
     )
+
+
+def _template(text: str) -> str:
+    try:
+        check_template(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _statuses(text: str) -> frozenset[str]:
@@ -261,6 +310,13 @@ def _refusal(args: argparse.Namespace) -> str | None:
         return "--actors needs --ray"
     if args.scripted and args.ray is not None:
         return "--scripted runs its model on this machine's loopback: not with --ray"
+    sandboxed = args.sandbox is not None or args.container is not None
+    if sandboxed and args.ray is not None:
+        return "--sandbox and --container start sandboxes on this machine: not with --ray"
+    if sandboxed and args.connect is not None:
+        return "--sandbox and --container start each task's runtime: not with --connect"
+    if args.container_option and args.container is None:
+        return "--container-option goes with --container"
     if (args.token_file or args.token_env) and args.connect is None:
         return "--token-file and --token-env go with --connect"
     if args.connect is None:
@@ -320,6 +376,10 @@ def _make_run(
         attempts=args.attempts,
         model=args.model,
         codex_config=config,
+        sandbox=args.sandbox,
+        container=args.container,
+        container_engine=args.container_engine,
+        container_options=args.container_option,
     )
 
 
