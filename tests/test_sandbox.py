@@ -32,6 +32,7 @@ from codex_anyio import (
     StartupError,
     TransportClosedError,
     runtime_path,
+    serve_app_server,
 )
 from codex_anyio._wire import _reap, _transport
 from codex_anyio.testing import (
@@ -258,6 +259,27 @@ async def test_config_overrides_reach_the_runtime_through_the_sandbox_command(
             async with AsyncCodex(config) as codex:
                 await (await codex.thread_start()).run("hi")
             assert model.requests[0].body["model"] == "overridden-model"
+
+
+async def test_a_sandboxed_runtime_can_listen_for_clients_to_attach_instead(
+    tmp_path: Path,
+) -> None:
+    stopped = tmp_path / "stopped"
+    with anyio.fail_after(60):
+        async with ScriptedModel([message("attached")]) as model:
+            home = write_codex_home(tmp_path / "home", base_url=model.base_url)
+            config = CodexConfig(
+                command=[*any_sandbox(), RUNTIME, "app-server"],
+                stop_command=["touch", os.fspath(stopped)],
+                env=scripted_env(home, home=tmp_path),
+                cwd=tmp_path,
+            )
+            async with serve_app_server(config, "ws://127.0.0.1:0") as server:
+                async with AsyncCodex(server.client_config()) as codex:
+                    result = await (await codex.thread_start()).run("hi")
+                    assert result.final_response == "attached"
+                assert not stopped.exists()
+            assert stopped.exists()
 
 
 # -- clean-up inside the sandbox ----------------------------------------------------------------
