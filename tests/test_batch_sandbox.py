@@ -279,6 +279,16 @@ async def test_a_tasks_own_sandbox_that_cannot_start_is_its_error_row_and_the_ba
     assert "/no/such/codex app-server` exited during start-up" in rows["broken"].error["message"]
 
 
+async def test_a_task_whose_own_sandbox_template_is_not_valid_gets_a_final_error_row() -> None:
+    tasks = [BatchTask(id="bad", prompt="p", sandbox="wrap {nope}")]
+    with anyio.fail_after(60):
+        async with run_batch(tasks, sandbox="never-started {runtime}") as results:
+            rows = [r async for r in results]
+    assert (rows[0].status, rows[0].retryable) == ("error", False)
+    assert rows[0].error is not None
+    assert "unknown placeholder {nope}" in rows[0].error["message"]
+
+
 async def test_the_batchs_own_sandbox_that_cannot_start_ends_the_batch_naming_it(
     tmp_path: Path,
 ) -> None:

@@ -371,6 +371,18 @@ async def test_a_sandbox_without_the_runtime_fails_start_up_naming_the_command_a
     assert caught.value.returncode not in (None, 0)
 
 
+async def test_a_secret_on_the_sandbox_command_line_stays_out_of_the_error_naming_it(
+    tmp_path: Path,
+) -> None:
+    key = "sk-not-a-real-key-0123456789"
+    command = [*any_sandbox(), "env", f"OPENAI_API_KEY={key}", "/no/such/codex", "app-server"]
+    with anyio.fail_after(20), pytest.raises(StartupError) as caught:
+        async with AsyncCodex(CodexConfig(command=command, cwd=tmp_path)):
+            pass
+    assert "OPENAI_API_KEY=[REDACTED] /no/such/codex app-server` exited" in str(caught.value)
+    assert key not in str(caught.value)
+
+
 async def test_a_sandbox_that_dies_mid_turn_fails_the_turn_naming_the_command(
     sandbox: list[str],
 ) -> None:

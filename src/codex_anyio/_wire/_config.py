@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .. import __about__
-from .._redact import url_repr
+from .._redact import redact_text, url_repr
 
 if TYPE_CHECKING:  # ssl costs ~10-30 ms to import; only wss:// needs it, and imports it
     import ssl
@@ -163,10 +163,11 @@ class CodexConfig:
         return runtime_path()
 
     def shown_command(self) -> str | None:
-        """``command`` as a shell line for error messages (shortened), or None without one."""
+        """``command`` as a shell line for error messages (shortened, credential-looking
+        values such as ``-e OPENAI_API_KEY=...`` hidden), or None without one."""
         if self.command is None:
             return None
-        line = shlex.join(self.command)
+        line = redact_text(shlex.join(self.command))
         if len(line) > SHOWN_COMMAND_CHARS:
             line = line[: SHOWN_COMMAND_CHARS - 3] + "..."
         return line

@@ -43,6 +43,7 @@ import anyio
 import anyio.abc
 
 from .._exceptions import CodexNotFoundError, StartupError
+from .._redact import redact_text
 from ._config import CodexConfig
 from ._reap import MARKER_ENV, ProcessTreeReaper, new_marker
 
@@ -269,6 +270,7 @@ async def run_stop_command(config: CodexConfig) -> None:
     argv = config.stop_command
     if not argv:
         return
+    shown = redact_text(shlex.join(argv))
     with anyio.CancelScope(shield=True):
         try:
             with anyio.fail_after(STOP_COMMAND_TIMEOUT):
@@ -280,16 +282,14 @@ async def run_stop_command(config: CodexConfig) -> None:
                     check=False,
                 )
         except TimeoutError:
-            logger.warning("stop command %s took over %g s", shlex.join(argv), STOP_COMMAND_TIMEOUT)
+            logger.warning("stop command %s took over %g s", shown, STOP_COMMAND_TIMEOUT)
             return
         except OSError as exc:
-            logger.warning("stop command %s could not run: %s", shlex.join(argv), exc)
+            logger.warning("stop command %s could not run: %s", shown, exc)
             return
     if result.returncode:
         stderr = result.stderr.decode("utf-8", "replace").strip()[-500:]
-        logger.warning(
-            "stop command %s exited with %d: %s", shlex.join(argv), result.returncode, stderr
-        )
+        logger.warning("stop command %s exited with %d: %s", shown, result.returncode, stderr)
 
 
 async def open_runtime_process(

@@ -165,16 +165,11 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
     async def _attempt(self, pool: CodexPool | None, task: BatchTask, attempt: int) -> BatchResult:
         try:
             spec, own = spec_of(task.sandbox, task.container, self._sandbox)
-        except ValueError as exc:  # the task's own template: attempt_task names it
-            spec, own = None, True
-            if pool is None:
-                return BatchResult(
-                    id=task.id,
-                    status="error",
-                    attempt=attempt,
-                    error=error_of(exc),
-                    retryable=False,
-                )
+        except ValueError as exc:  # the task's own sandbox is not valid: its final error
+            error = error_of(exc)
+            return BatchResult(
+                id=task.id, status="error", attempt=attempt, error=error, retryable=False
+            )
         if spec is None:
             assert pool is not None
             return await attempt_task(pool, task, attempt, self._defaults)

@@ -35,6 +35,7 @@ import anyio
 import attrs
 
 from .._exceptions import StartupError
+from .._redact import redact_text
 from .._wire._config import CodexConfig, runtime_path
 from .._wire._transport import run_stop_command
 
@@ -135,7 +136,7 @@ class SandboxSpec:
     def describe(self) -> str:
         if self.image is not None:
             return f"a {self.engine} container of {self.image}"
-        return shlex.join(self.template or ())
+        return redact_text(shlex.join(self.template or ()))
 
 
 def spec_of(
@@ -193,7 +194,7 @@ def container_argv(
 async def _start_container(argv: list[str], config: CodexConfig, spec: SandboxSpec) -> None:
     """``docker run -d``: bounded; a failure is a :class:`StartupError` naming the command
     and what the engine said."""
-    shown = shlex.join(argv)
+    shown = redact_text(shlex.join(argv))
     try:
         with anyio.fail_after(CONTAINER_START_TIMEOUT):
             result = await anyio.run_process(
