@@ -45,7 +45,7 @@ from codex_anyio.testing import (
 )
 
 from .test_batch import prompt_of
-from .test_sandbox import any_sandbox, in_namespace
+from .test_sandbox import any_sandbox, in_namespace, unshare_prefix, unusable
 
 pytestmark = pytest.mark.anyio
 
@@ -410,6 +410,27 @@ async def test_sigterm_ends_every_sandbox_and_a_rerun_runs_the_rest(
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted(row["id"] for row in rows) == ["a", "b", "c"]
     assert {row["status"] for row in rows} == {"completed"}
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_without_credentials_in_the_sandbox_the_cli_says_to_give_the_sandbox_a_login(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    if unusable("unshare") is not None:
+        pytest.skip(str(unusable("unshare")))
+    # The default (OpenAI) provider and no login, in a sandbox with a network of its own.
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "config.toml").write_text("[features]\nplugins = false\nremote_plugin = false\n")
+    offline = [*unshare_prefix()[:-1], "--net", "--", "{runtime}", "app-server"]
+    tasks, output = _tasks(tmp_path, ["a", "b"]), tmp_path / "results.jsonl"
+    env = {**os.environ, **scripted_env(home, home=tmp_path)}
+    with anyio.fail_after(120):
+        code, err = await _cli(tasks, output, env, "--sandbox", shlex.join(offline))
+    assert code == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("batch: stopped: the Codex runtime in the sandbox has no credentials")
+    assert "give the sandbox's runtime a login" in last
 
 
 @pytest.mark.parametrize(

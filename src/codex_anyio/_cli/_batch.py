@@ -392,10 +392,20 @@ CREDENTIALS_MISSING: Final = (
 a Python caller)."""
 
 
-def _stop_reason(exc: CodexError) -> str:
+SANDBOX_CREDENTIALS_MISSING: Final = (
+    "the Codex runtime in the sandbox has no credentials and its model provider needs them "
+    "(every task would fail the same way): give the sandbox's runtime a login, a CODEX_HOME "
+    "mounted in it or OPENAI_API_KEY passed to it (--container-option=-e "
+    "--container-option=OPENAI_API_KEY), or try the batch offline first with --scripted"
+)
+"""The same for a batch whose runtimes run in sandboxes, where a login on this machine is not
+theirs."""
+
+
+def _stop_reason(exc: CodexError, *, sandboxed: bool = False) -> str:
     """Why the batch stopped, in one line (it is about every task left, not one)."""
     if isinstance(exc, CredentialsMissingError):
-        return CREDENTIALS_MISSING
+        return SANDBOX_CREDENTIALS_MISSING if sandboxed else CREDENTIALS_MISSING
     return one_line(exc)
 
 
@@ -454,11 +464,18 @@ async def _run_pending(
                 stopped = exc
     print_summary(tally, isinstance(progress, RichProgress), sys.stdout)
     missing = sum(statuses.get(task.id) != "completed" for task in tasks)
-    return _ending(tally, stop.signum, stopped, missing, args.output)
+    sandboxed = args.sandbox is not None or args.container is not None
+    return _ending(tally, stop.signum, stopped, missing, args.output, sandboxed=sandboxed)
 
 
 def _ending(
-    tally: Tally, caught: int | None, stopped: CodexError | None, missing: int, output: str
+    tally: Tally,
+    caught: int | None,
+    stopped: CodexError | None,
+    missing: int,
+    output: str,
+    *,
+    sandboxed: bool = False,
 ) -> int:
     """The last line on stderr and the exit status (see :data:`EXIT_STATUSES`)."""
     done = f"{tally.skipped + tally.done} of {tally.total} done"
@@ -472,7 +489,8 @@ def _ending(
         )
         return EXIT_USAGE_LIMIT
     if stopped is not None:
-        _say(f"stopped: {_stop_reason(stopped)}; {done}, run the same command again to continue")
+        reason = _stop_reason(stopped, sandboxed=sandboxed)
+        _say(f"stopped: {reason}; {done}, run the same command again to continue")
         return EXIT_NOT_COMPLETED
     if missing:
         _say(
