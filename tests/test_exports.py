@@ -98,6 +98,7 @@ PUBLIC: dict[str, list[str]] = {
         "map_jsonrpc_error",
         "open_codex",
         "retry_on_overload",
+        "runtime_path",
         "serve_app_server",
     ],
     "codex_anyio.batch": [

@@ -95,6 +95,7 @@ EXPECTED = {
     "codex-anyio-batch-2": "completed",
     "attaching-to-a-running-server-websocket-and-unix-sockets": GREETING,
     "recording-and-replaying-model-calls-the-gateway": "You said: Hello!\n0 turn 15",
+    "running-in-a-sandbox": GREETING,
 }
 """What some blocks print (a substring), beyond running cleanly."""
 
@@ -189,6 +190,11 @@ LOGIN_ENV = "codex-anyio login --api-key-env OPENAI_API_KEY"
 LOGIN_STATUS = "codex-anyio login status"
 LOGOUT = "codex-anyio logout"
 LOGINS = "test_the_readme_login_commands_store_show_and_forget_an_api_key_offline"
+SANDBOX_BATCH = (
+    "codex-anyio batch tasks.jsonl -o results.jsonl --scripted --sandbox 'unshare --user "
+    "--map-root-user --pid --fork --mount-proc -- {runtime} app-server'"
+)
+RUNTIME_PATH = "\"$(python -c 'import codex_anyio; print(codex_anyio.runtime_path())')\""
 
 RUN = {
     f"$({BINARY}) login": "test_the_bundled_binary_the_readme_logs_in_with_is_there",
@@ -199,6 +205,7 @@ RUN = {
     BATCH: "test_the_readme_batch_command_runs_a_tasks_file_against_the_scripted_model",
     OFFLINE_BATCH: "test_the_readme_offline_batch_command_needs_no_codex_set_up",
     SERVE: "test_the_readme_serve_command_prints_what_the_readme_shows",
+    SANDBOX_BATCH: "test_the_readme_sandbox_batch_command_runs_each_task_in_a_pid_namespace",
 }
 """Commands run here, and the test that runs each."""
 
@@ -239,6 +246,23 @@ NOT_RUN = {
     "--record cassettes --trajectories trajectories": (
         "needs a Responses server on port 8000; test_batch_gateway runs --gateway against a "
         "scripted upstream on loopback, with --record"
+    ),
+    f"cp {RUNTIME_PATH} ./codex": (
+        "copies the 300 MB runtime; test_sandbox checks runtime_path() is that executable"
+    ),
+    f"docker cp {RUNTIME_PATH} agent-1:/usr/local/bin/codex": (
+        "needs a container engine and a container (none works on these machines)"
+    ),
+    "codex-anyio batch tasks.jsonl -o results.jsonl --sandbox 'bwrap --ro-bind / / --dev /dev "
+    "--proc /proc --bind {cwd} {cwd} --bind {codex_home} {codex_home} --unshare-pid "
+    "--die-with-parent -- {runtime} app-server'": (
+        "needs bubblewrap on PATH, which these machines do not install (with one there, runtime "
+        "0.163.0's own read-only command sandbox fails); test_batch_sandbox runs --sandbox "
+        "templates with the runtime wheel's bwrap and with unshare"
+    ),
+    "codex-anyio batch tasks.jsonl -o results.jsonl --container python:3.12-slim --timeout 600": (
+        "needs a container engine (none works on these machines) and a login; test_batch_sandbox "
+        "checks the command lines it runs and skips its end-to-end test saying why"
     ),
     "codex-anyio serve --listen unix:///tmp/codex.sock --scripted": (
         "a fixed path in /tmp shared by everyone on the machine; test_transports runs "
@@ -315,6 +339,18 @@ def test_the_readme_batch_command_runs_a_tasks_file_against_the_scripted_model(
     assert sorted((r["id"], r["status"], r["final_response"]) for r in rows) == [
         (str(i), "completed", GREETING) for i in range(3)
     ]
+
+
+def test_the_readme_sandbox_batch_command_runs_each_task_in_a_pid_namespace(
+    tmp_path: Path,
+) -> None:
+    tasks = [{"id": str(i), "prompt": f"Say hello {i}."} for i in range(2)]
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
+    (tmp_path / "home").mkdir()
+    cli = str(Path(sys.executable).with_name("codex-anyio"))
+    run([cli, *shlex.split(SANDBOX_BATCH)[1:]], tmp_path, {"HOME": str(tmp_path / "home")})
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["id"], r["status"]) for r in rows) == [("0", "completed"), ("1", "completed")]
 
 
 def test_the_readme_offline_batch_command_needs_no_codex_set_up(tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ from ._sync._client import (
     SyncThread,
     SyncTurnHandle,
 )
-from ._wire._config import CodexConfig
+from ._wire._config import CodexConfig, runtime_path
 from .gateway._gateway import ModelGateway
 from .pool._pool import CodexPool, MemberStatistics, PoolStatistics
 from .pool._thread import PooledThread
@@ -173,6 +173,7 @@ __all__ = [
     "map_jsonrpc_error",
     "open_codex",
     "retry_on_overload",
+    "runtime_path",
     "serve_app_server",
 ]
 

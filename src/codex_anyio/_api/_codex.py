@@ -188,6 +188,16 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
             ping_timeout=self._limits.ping_timeout,
         )
 
+    def _startup_failure(self) -> str:
+        """What ended the start-up, naming the sandbox command when there is one (a batch
+        may run one per task, and its stderr tail alone may not say which)."""
+        if self.config.connect is not None:
+            return "the app-server closed the connection during start-up"
+        shown = self.config.shown_command()
+        if shown is not None:
+            return f"the app-server started by `{shown}` exited during start-up"
+        return "the app-server exited during start-up"
+
     async def _handshake(self, client: CodexClient) -> InitializeResponse:
         client_info: dict[str, Any] = {
             "name": self.config.client_name,
@@ -206,15 +216,17 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
                 await client.notify("initialized")
         except TransportClosedError as exc:
             raise StartupError(
-                "the app-server closed the connection during start-up"
-                if self.config.connect is not None
-                else "the app-server exited during start-up",
+                self._startup_failure(),
                 returncode=exc.returncode,
                 stderr_tail=exc.stderr_tail,
             ) from None
         if scope.cancelled_caught:
             connect = self.config.connect
-            where = "the app-server" if connect is None else f"the server at {redact_url(connect)}"
+            shown = self.config.shown_command()
+            if connect is not None:
+                where = f"the server at {redact_url(connect)}"
+            else:
+                where = "the app-server" if shown is None else f"the app-server (`{shown}`)"
             raise StartupError(
                 f"{where} did not answer initialize within {timeout:g} s "
                 "(Limits.initialize_timeout)",

@@ -22,6 +22,13 @@ end first). With ``--gateway URL`` every runtime's model calls go through one mo
 on this machine forwarding to ``URL``; through it (or ``--scripted``'s), ``--record`` and
 ``--trajectories`` keep one cassette and one ATIF trajectory per task (``batch._records``).
 
+A sandbox per task: ``--sandbox TEMPLATE`` starts each task's runtime with a command of its
+own (``{id}``, ``{cwd}``, ``{runtime}``, ``{codex_home}`` filled in per argument after it is split,
+so an id cannot add arguments), ``--container IMAGE`` in a new docker/podman container
+removed afterwards; a task line's ``sandbox`` or ``container`` names its own (see
+:mod:`codex_anyio.batch`'s ``_sandbox``). A deadline interrupts the turn, then ends the
+sandbox; a stop signal ends every sandbox.
+
 Beyond one machine, with the same files, progress and signals: ``--ray [ADDRESS]`` runs the
 pools on Ray actors (:func:`~codex_anyio.batch.run_batch_on_ray`; Ray is imported only then),
 and ``--shard i/N`` runs this machine's slice of the tasks file, for job arrays that start N
@@ -62,6 +69,7 @@ from ..batch import (
     run_batch_on_ray,
 )
 from ..batch._files import positive_seconds
+from ..batch._sandbox import ENGINES, check_template
 from ..gateway._gateway import ModelGateway
 from ._batch_report import RichProgress, Tally, open_progress, print_summary
 from ._errors import add_verbose, one_line
@@ -128,7 +136,8 @@ def add_batch_parser(commands: Any) -> None:
         help="run a JSONL file of tasks through a pool of app-servers, resumably",
         description=(
             "Run one turn per task line (id, prompt, optional cwd, model, output_schema, "
-            "config, approval, timeout) and append one result line per task to the output. "
+            "config, approval, timeout, sandbox, container) and append one result line per "
+            "task to the output. "
             "Re-running the same command skips ids already in the output, unless their "
             "latest row has a status given to --retry (--retry-failed: every status but "
             "completed)."
@@ -253,6 +262,38 @@ def add_batch_parser(commands: Any) -> None:
         help="write one ATIF trajectory per task, DIR/<id>.trajectory.json (the format "
         "Harbor reads; with --gateway or --scripted)",
     )
+    sandbox = batch.add_mutually_exclusive_group()
+    sandbox.add_argument(
+        "--sandbox",
+        type=_template,
+        default=None,
+        metavar="TEMPLATE",
+        help="start each task's runtime with this command, e.g. 'bwrap --ro-bind / / --dev "
+        "/dev --proc /proc --bind {cwd} {cwd} --bind {codex_home} {codex_home} --unshare-pid "
+        "-- {runtime} app-server'; split like a shell line, then {id}, {cwd}, {runtime} (the "
+        "bundled codex) and {codex_home} are filled in per argument",
+    )
+    sandbox.add_argument(
+        "--container",
+        default=None,
+        metavar="IMAGE",
+        help="run each task's runtime in a new container of IMAGE (the bundled codex mounted "
+        "in it), removed when the task ends",
+    )
+    batch.add_argument(
+        "--container-engine",
+        choices=ENGINES,
+        default="docker",
+        help="with --container: the engine (default docker)",
+    )
+    batch.add_argument(
+        "--container-option",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="with --container: one more argument for the engine's run, repeatable "
+        "(--container-option=--network=host for a model on this machine's loopback)",
+    )
     token = batch.add_mutually_exclusive_group()
     token.add_argument(
         "--token-file", default=None, metavar="FILE", help="with --connect: the bearer token file"
@@ -263,6 +304,14 @@ def add_batch_parser(commands: Any) -> None:
         metavar="VAR",
         help="with --connect: the environment variable holding the bearer token",
     )
+
+
+def _template(text: str) -> str:
+    try:
+        check_template(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _statuses(text: str) -> frozenset[str]:
@@ -300,6 +349,13 @@ def _refusal(args: argparse.Namespace) -> str | None:
     refusal = _gateway_refusal(args)
     if refusal is not None:
         return refusal
+    sandboxed = args.sandbox is not None or args.container is not None
+    if sandboxed and args.ray is not None:
+        return "--sandbox and --container start sandboxes on this machine: not with --ray"
+    if sandboxed and args.connect is not None:
+        return "--sandbox and --container start each task's runtime: not with --connect"
+    if args.container_option and args.container is None:
+        return "--container-option goes with --container"
     if (args.token_file or args.token_env) and args.connect is None:
         return "--token-file and --token-env go with --connect"
     if args.connect is None:
@@ -404,6 +460,10 @@ def _make_run(
         gateway=runtime.gateway,
         record=args.record,
         trajectories=args.trajectories,
+        sandbox=args.sandbox,
+        container=args.container,
+        container_engine=args.container_engine,
+        container_options=args.container_option,
     )
 
 
@@ -416,10 +476,20 @@ CREDENTIALS_MISSING: Final = (
 a Python caller)."""
 
 
-def _stop_reason(exc: CodexError) -> str:
+SANDBOX_CREDENTIALS_MISSING: Final = (
+    "the Codex runtime in the sandbox has no credentials and its model provider needs them "
+    "(every task would fail the same way): give the sandbox's runtime a login, a CODEX_HOME "
+    "mounted in it or OPENAI_API_KEY passed to it (--container-option=-e "
+    "--container-option=OPENAI_API_KEY), or try the batch offline first with --scripted"
+)
+"""The same for a batch whose runtimes run in sandboxes, where a login on this machine is not
+theirs."""
+
+
+def _stop_reason(exc: CodexError, *, sandboxed: bool = False) -> str:
     """Why the batch stopped, in one line (it is about every task left, not one)."""
     if isinstance(exc, CredentialsMissingError):
-        return CREDENTIALS_MISSING
+        return SANDBOX_CREDENTIALS_MISSING if sandboxed else CREDENTIALS_MISSING
     return one_line(exc)
 
 
@@ -478,11 +548,18 @@ async def _run_pending(
                 stopped = exc
     print_summary(tally, isinstance(progress, RichProgress), sys.stdout)
     missing = sum(statuses.get(task.id) != "completed" for task in tasks)
-    return _ending(tally, stop.signum, stopped, missing, args.output)
+    sandboxed = args.sandbox is not None or args.container is not None
+    return _ending(tally, stop.signum, stopped, missing, args.output, sandboxed=sandboxed)
 
 
 def _ending(
-    tally: Tally, caught: int | None, stopped: CodexError | None, missing: int, output: str
+    tally: Tally,
+    caught: int | None,
+    stopped: CodexError | None,
+    missing: int,
+    output: str,
+    *,
+    sandboxed: bool = False,
 ) -> int:
     """The last line on stderr and the exit status (see :data:`EXIT_STATUSES`)."""
     done = f"{tally.skipped + tally.done} of {tally.total} done"
@@ -496,7 +573,8 @@ def _ending(
         )
         return EXIT_USAGE_LIMIT
     if stopped is not None:
-        _say(f"stopped: {_stop_reason(stopped)}; {done}, run the same command again to continue")
+        reason = _stop_reason(stopped, sandboxed=sandboxed)
+        _say(f"stopped: {reason}; {done}, run the same command again to continue")
         return EXIT_NOT_COMPLETED
     if missing:
         _say(

@@ -3,11 +3,19 @@
 Field names and meanings follow the official ``openai_codex.CodexConfig`` so a program can
 switch clients by changing an import; ``codex_home`` is added as a shortcut for
 ``env["CODEX_HOME"]``, the one variable every test and sandboxed deployment sets.
+
+One mechanism launches every runtime: :meth:`CodexConfig.argv` makes the command line, and
+the stdio transport runs it with :meth:`CodexConfig.environment`. The command line is the
+bundled binary's (the default), ``command`` (a sandbox's way to start ``codex app-server``,
+with the ``--config`` flags appended so that they reach the runtime through any wrapper that
+passes its trailing arguments on), or ``launch_args_override`` (the low-level form: run as
+given, nothing appended).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,12 +23,34 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .. import __about__
-from .._redact import url_repr
+from .._redact import redact_text, url_repr
 
 if TYPE_CHECKING:  # ssl costs ~10-30 ms to import; only wss:// needs it, and imports it
     import ssl
 
-__all__ = ["CodexConfig"]
+__all__ = ["CodexConfig", "runtime_path"]
+
+SHOWN_COMMAND_CHARS = 200
+"""How much of a ``command`` an error message shows: enough to tell sandboxes apart."""
+
+
+def runtime_path() -> Path:
+    """The bundled ``codex`` executable of the pinned ``openai-codex-cli-bin`` wheel.
+
+    It is a static executable (``static-pie``): copy it into an image (``COPY``), a container
+    (``docker cp``) or mount it read-only into a sandbox, and start it there with
+    ``CodexConfig(command=[..., "/path/in/sandbox/codex", "app-server"])``.
+
+    :raises FileNotFoundError: if the runtime package is not installed.
+    """
+    try:
+        import codex_cli_bin
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise FileNotFoundError(
+            "the Codex runtime package 'openai-codex-cli-bin' is not installed; "
+            "install it or pass CodexConfig(codex_bin=...)"
+        ) from exc
+    return Path(codex_cli_bin.bundled_codex_path())
 
 
 def _tuple_of_str(value: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -37,9 +67,29 @@ class CodexConfig:
 
     :param codex_bin: the ``codex`` executable; default: the one bundled in the pinned
         ``openai-codex-cli-bin`` wheel.
-    :param launch_args_override: the complete argv to run instead of
-        ``codex [--config k=v ...] app-server --listen stdio://`` (e.g. a wrapper script or a
-        fake server in tests). ``codex_bin`` and ``config_overrides`` are then ignored.
+    :param command: the command line that starts ``codex app-server`` on stdio where it
+        should run, e.g. in a sandbox: ``["docker", "exec", "-i", "-e", "CODEX_HOME", "C",
+        "codex", "app-server"]``, ``["bwrap", ..., "codex", "app-server"]``, ``["ssh", "HOST",
+        "codex", "app-server"]``. Each of ``config_overrides`` is appended as ``--config
+        key=value`` (``codex app-server`` takes them after the subcommand), so they reach the
+        runtime through any wrapper that passes its trailing arguments on (``ssh`` joins them
+        into one remote shell line: quote values that hold spaces or quotes). The process gets
+        :meth:`environment`, which reaches the runtime only where the wrapper passes its
+        environment on (``bwrap``, ``unshare``, ``nsenter``, ``env``); ``docker``/``podman``
+        ``exec`` need ``-e NAME`` for each variable, ``ssh`` passes none (``SendEnv``). Closing
+        the client closes the command's stdin first: the runtime exits on end of input and
+        ends the commands it started, however far the wrapper is from it (see
+        ``stop_command`` for what may be left). Not with ``codex_bin`` or
+        ``launch_args_override``.
+    :param stop_command: run after the runtime (the ``command`` process) has ended, however
+        the client closed, to end what is left inside the sandbox where the host cannot see
+        it: e.g. ``["docker", "rm", "-f", "C"]`` for a container of its own. Its output is
+        discarded; it gets 10 s (``STOP_COMMAND_TIMEOUT``) and then is killed; a failure
+        is logged, never raised.
+    :param launch_args_override: the low-level form of ``command``: the complete argv to run
+        instead of ``codex [--config k=v ...] app-server --listen stdio://`` (e.g. a wrapper
+        script or a fake server in tests), run as given: ``codex_bin`` and
+        ``config_overrides`` are then ignored and nothing is appended.
     :param config_overrides: ``key=value`` strings passed as ``--config`` (TOML values).
     :param cwd: working directory of the app-server process.
     :param env: variables added to (and overriding) this process's environment.
@@ -75,6 +125,8 @@ class CodexConfig:
     """
 
     codex_bin: str | os.PathLike[str] | None = attrs.field(default=None, kw_only=False)
+    command: tuple[str, ...] | None = attrs.field(default=None, converter=_tuple_of_str)
+    stop_command: tuple[str, ...] | None = attrs.field(default=None, converter=_tuple_of_str)
     launch_args_override: tuple[str, ...] | None = attrs.field(
         default=None, converter=_tuple_of_str
     )
@@ -94,23 +146,46 @@ class CodexConfig:
     ready_timeout: float | None = None
     wire_log: bool = False
 
+    def __attrs_post_init__(self) -> None:
+        if self.command is None:
+            return
+        if not self.command:
+            raise ValueError("CodexConfig(command=...) needs at least the program to run")
+        clash = "launch_args_override" if self.launch_args_override is not None else None
+        if self.codex_bin is not None:
+            clash = "codex_bin"
+        if clash is not None:
+            raise ValueError(
+                f"CodexConfig takes command or {clash}, not both: command is the whole "
+                "command line that starts the app-server"
+            )
+
     def resolve_bin(self) -> Path:
         """The executable to run: ``codex_bin`` or the pinned runtime's bundled binary."""
         if self.codex_bin is not None:
             return Path(self.codex_bin)
-        try:
-            import codex_cli_bin
-        except ImportError as exc:  # pragma: no cover - it is a hard dependency
-            raise FileNotFoundError(
-                "the Codex runtime package 'openai-codex-cli-bin' is not installed; "
-                "install it or pass CodexConfig(codex_bin=...)"
-            ) from exc
-        return Path(codex_cli_bin.bundled_codex_path())
+        return runtime_path()
+
+    def shown_command(self) -> str | None:
+        """``command`` as a shell line for error messages (shortened, credential-looking
+        values such as ``-e OPENAI_API_KEY=...`` hidden), or None without one."""
+        if self.command is None:
+            return None
+        line = redact_text(shlex.join(self.command))
+        if len(line) > SHOWN_COMMAND_CHARS:
+            line = line[: SHOWN_COMMAND_CHARS - 3] + "..."
+        return line
 
     def argv(self, listen: str = "stdio://") -> list[str]:
         """The command line that starts the app-server on stdio (or on ``listen``)."""
         if self.launch_args_override is not None:
             return list(self.launch_args_override)
+        if self.command is not None:
+            args = list(self.command)
+            for override in self.config_overrides:
+                args += ["--config", override]
+            # stdio:// is the default: a command that already says so must not say it twice.
+            return args if listen == "stdio://" else [*args, "--listen", listen]
         args = [os.fspath(self.resolve_bin())]
         for override in self.config_overrides:
             args += ["--config", override]
@@ -121,10 +196,13 @@ class CodexConfig:
         """This process's environment plus ``env`` and ``codex_home``.
 
         When the bundled binary is used, its helper folder (ripgrep) is put first on PATH, as
-        the official SDK does, so the runtime's file search works out of the box.
+        the official SDK does, so the runtime's file search works out of the box. With
+        ``command`` this is the wrapper's environment: whether it reaches the runtime is the
+        wrapper's doing (see ``command``).
         """
         env = dict(os.environ)
-        if self.launch_args_override is None and self.codex_bin is None:
+        bundled = self.launch_args_override is None and self.command is None
+        if bundled and self.codex_bin is None:
             try:
                 import codex_cli_bin
 

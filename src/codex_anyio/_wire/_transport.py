@@ -15,6 +15,14 @@ runtime is stopped, and every process that still carries this runtime's marker v
 (:data:`~codex_anyio._wire._reap.MARKER_ENV`, set in its environment at spawn and inherited by
 everything it starts) once it has exited.
 
+A runtime started by a ``CodexConfig(command=...)`` may run where ``/proc`` does not reach
+(``docker exec``: the in-container processes are the container engine's children, not ours).
+Closing stdin first is what reaches it there: the runtime exits on end of input and ends the
+process groups of the commands it started (measured: 27 ms, the commands gone, with no
+signal from us). The config's ``stop_command`` then ends whatever a sandbox may still hold
+(``docker rm -f``); a sandbox with a pid namespace of its own (``bwrap --unshare-pid``,
+``unshare -pf``) ends with its first process, taking everything in it along.
+
 stderr carries human logs; it is drained continuously (a full pipe would stall the runtime)
 into a bounded ring whose tail goes into every :class:`TransportClosedError`.
 """
@@ -24,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -34,6 +43,7 @@ import anyio
 import anyio.abc
 
 from .._exceptions import CodexNotFoundError, StartupError
+from .._redact import redact_text
 from ._config import CodexConfig
 from ._reap import MARKER_ENV, ProcessTreeReaper, new_marker
 
@@ -55,6 +65,10 @@ TERMINATE_GRACE = 2.0
 EXIT_REPORT_WAIT = 2.0
 """After stdout closes, how long to wait for the exit status and the rest of stderr, so the
 error we raise can name them."""
+
+STOP_COMMAND_TIMEOUT = 10.0
+"""Seconds a ``stop_command`` gets (``docker rm -f`` of a busy container takes a second or
+two) before it is killed: a hung container engine must not hang the client's close."""
 
 READ_CHUNK = 1024 * 1024
 
@@ -123,9 +137,15 @@ class StdioTransport:
     """A running ``codex app-server --listen stdio://`` process."""
 
     def __init__(
-        self, process: anyio.abc.Process, *, stderr_tail_bytes: int, marker: str | None = None
+        self,
+        process: anyio.abc.Process,
+        *,
+        stderr_tail_bytes: int,
+        marker: str | None = None,
+        config: CodexConfig | None = None,
     ) -> None:
         self._process = process
+        self._config = config or CodexConfig()
         self._reaper = ProcessTreeReaper(process.pid, marker)
         self._stderr = _StderrTail(stderr_tail_bytes)
         self._stderr_done = anyio.Event()
@@ -148,7 +168,10 @@ class StdioTransport:
         return self._stderr.text()
 
     def end_reason(self) -> str | None:
-        return None  # the exit status and stderr tail say it
+        # The exit status and stderr tail say the rest; a sandbox is named, as there may be
+        # many (one per task) and its command is what the user wrote.
+        shown = self._config.shown_command()
+        return None if shown is None else f"the app-server started by `{shown}` ended"
 
     async def drain_stderr(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -218,6 +241,7 @@ class StdioTransport:
             # Also reaps what the runtime started (shell commands) if they outlived it.
             self._signal_group(signal.SIGKILL)
             await self._process.wait()
+            await run_stop_command(self._config)
             await self._reaper.reap()
             with anyio.move_on_after(EXIT_REPORT_WAIT):
                 await self._stderr_done.wait()
@@ -237,6 +261,35 @@ class StdioTransport:
                 await self._process.wait()
         if self._process.returncode is None:
             logger.warning("app-server %d ignored SIGTERM; killing it", self._process.pid)
+
+
+async def run_stop_command(config: CodexConfig) -> None:
+    """Run ``config.stop_command`` (if any) to end what a sandbox still holds; bounded by
+    :data:`STOP_COMMAND_TIMEOUT`, shielded, and never raising: it runs while the client
+    closes, where an error would hide the one that closed it."""
+    argv = config.stop_command
+    if not argv:
+        return
+    shown = redact_text(shlex.join(argv))
+    with anyio.CancelScope(shield=True):
+        try:
+            with anyio.fail_after(STOP_COMMAND_TIMEOUT):
+                result = await anyio.run_process(
+                    list(argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    env=config.environment(),
+                    check=False,
+                )
+        except TimeoutError:
+            logger.warning("stop command %s took over %g s", shown, STOP_COMMAND_TIMEOUT)
+            return
+        except OSError as exc:
+            logger.warning("stop command %s could not run: %s", shown, exc)
+            return
+    if result.returncode:
+        stderr = result.stderr.decode("utf-8", "replace").strip()[-500:]
+        logger.warning("stop command %s exited with %d: %s", shown, result.returncode, stderr)
 
 
 async def open_runtime_process(
@@ -261,7 +314,8 @@ async def open_runtime_process(
             start_new_session=sys.platform != "win32",
         )
     except FileNotFoundError as exc:
-        error = CodexNotFoundError(f"could not start the app-server {argv[0]!r}: {exc}")
+        what = "the app-server" if config.command is None else "the sandbox command"
+        error = CodexNotFoundError(f"could not start {what} {argv[0]!r}: {exc}")
         error.filename = argv[0]
         raise error from exc
     except OSError as exc:
@@ -280,4 +334,6 @@ async def spawn_stdio(
     process, marker = await open_runtime_process(
         config, config.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
-    return StdioTransport(process, stderr_tail_bytes=stderr_tail_bytes, marker=marker)
+    return StdioTransport(
+        process, stderr_tail_bytes=stderr_tail_bytes, marker=marker, config=config
+    )

@@ -168,7 +168,12 @@ def _options(task: BatchTask, defaults: TaskDefaults) -> tuple[dict[str, Any], d
 
 
 async def attempt_task(
-    pool: CodexPool, task: BatchTask, attempt: int, defaults: TaskDefaults
+    pool: CodexPool,
+    task: BatchTask,
+    attempt: int,
+    defaults: TaskDefaults,
+    *,
+    in_sandbox: bool = False,
 ) -> BatchResult:
     """One attempt at ``task`` on ``pool``: a new thread, one turn, the result row.
 
@@ -179,6 +184,11 @@ async def attempt_task(
     :func:`check_cwd`: a row that is not ``retryable``) to a request the runtime rejects,
     becomes its ``error`` (or ``failed``) row. Cancellation from outside propagates (the turn
     is interrupted on the way out).
+
+    ``in_sandbox``: ``pool`` is the task's own, in the sandbox its line names (the local
+    executor starts it: ``_sandbox``); its ``cwd`` is then the sandbox's path, not checked
+    here. A task that names a sandbox run on any other pool is refused (a row that is not
+    ``retryable``): it must never run unsandboxed.
 
     :raises UsageLimitError: and the other :data:`ENDS_BATCH` errors: not this task's result
         but the batch's end (see the module docstring).
@@ -192,7 +202,12 @@ async def attempt_task(
     runnable = False
     try:
         check_task(task)
-        if defaults.check_cwd and task.cwd is not None:
+        if not in_sandbox and (task.sandbox is not None or task.container is not None):
+            raise ValueError(
+                "the task names a sandbox, which this executor does not start "
+                "(the local run_batch does): it is not run outside it"
+            )
+        if defaults.check_cwd and not in_sandbox and task.cwd is not None:
             await anyio.to_thread.run_sync(check_cwd, task.cwd)
         runnable = True
         thread_options, turn_options = _options(task, defaults)

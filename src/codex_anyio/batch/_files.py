@@ -27,6 +27,7 @@ import attrs
 
 from .._api._dispatch import ApprovalPolicy
 from .._exceptions import TaskFileError
+from ._sandbox import check_task_sandbox
 
 __all__ = [
     "APPROVALS",
@@ -121,6 +122,7 @@ def check_task(task: BatchTask) -> None:
         raise ValueError(f"'approval' must be one of {list(APPROVALS)}, not {task.approval!r}")
     if task.timeout is not None:
         positive_seconds(task.timeout, "'timeout'")
+    check_task_sandbox(task.sandbox, task.container)
 
 
 @attrs.frozen(kw_only=True)
@@ -138,6 +140,12 @@ class BatchTask:
         answered. ``accept`` lets the model run anything the sandbox asks about.
     :param timeout: seconds for this task (over the batch's); on expiry the turn is
         interrupted and the status is ``timeout``.
+    :param sandbox: run this task's runtime with this command (over the batch's sandbox): a
+        template string, split like a shell line, or a list of arguments; ``{id}``, ``{cwd}``,
+        ``{runtime}`` and ``{codex_home}`` are filled in per argument (see ``codex-anyio
+        batch --sandbox``).
+    :param container: run this task's runtime in a new container of this image (over the
+        batch's sandbox), removed afterwards (see ``codex-anyio batch --container``).
     """
 
     id: str
@@ -148,6 +156,8 @@ class BatchTask:
     config: Mapping[str, Any] | None = None
     approval: str | None = None
     timeout: float | None = None
+    sandbox: Any = None
+    container: str | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> BatchTask:
@@ -181,6 +191,8 @@ class BatchTask:
                 config=data.get("config"),
                 approval=data.get("approval"),
                 timeout=positive_seconds(timeout, "'timeout'") if timeout is not None else None,
+                sandbox=data.get("sandbox"),
+                container=data.get("container"),
             )
             check_task(task)
             # Any text of the task, not only its id: the prompt goes to the runtime as UTF-8.

@@ -1,16 +1,23 @@
 """The local executor: a pool on this machine, the tasks, and a bounded stream of results
-(:func:`run_batch`)."""
+(:func:`run_batch`).
+
+A task that runs in a sandbox (the batch's, or its own line's: ``_sandbox``) gets a runtime
+of its own, a one-member pool started in its sandbox for that one attempt and closed after
+it (never restarted: a sandbox that died is that task's error). The shared pool serves every
+other task, and is not started at all when the whole batch runs in sandboxes.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .._exceptions import StartupError
 from .._groups import Lifespan
 from .._wire._config import CodexConfig
 from ..gateway._gateway import ModelGateway
@@ -23,10 +30,12 @@ from ._attempt import (
     check_unique_ids,
     each_task,
     ends_batch,
+    error_of,
     should_retry,
 )
 from ._files import BatchResult, BatchTask
 from ._records import TaskRecords
+from ._sandbox import SandboxSpec, batch_spec, sandbox_runtime, spec_of
 
 __all__ = ["BatchRun", "run_batch"]
 
@@ -54,10 +63,18 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         gateway: ModelGateway | None,
         record: str | os.PathLike[str] | None,
         trajectories: str | os.PathLike[str] | None,
+        sandbox: SandboxSpec | None = None,
     ) -> None:
         if gateway is not None and pool is not None:
             raise ValueError(
                 "gateway= is for the batch's own pool; a pool of yours uses its own gateway"
+            )
+        if sandbox is not None and (
+            pool is not None or (codex_config is not None and codex_config.connect is not None)
+        ):
+            raise ValueError(
+                "a batch in sandboxes starts each task's runtime itself: not with a pool of "
+                "yours or a server to attach to"
             )
         check_count(attempts, "attempts")
         check_count(concurrency, "concurrency")
@@ -81,6 +98,7 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         self._records = TaskRecords(
             gateway if pool is None else pool.gateway, record=record, trajectories=trajectories
         )
+        self._sandbox = sandbox
         self.running = 0
         """Tasks in flight right now (for progress displays)."""
 
@@ -91,8 +109,12 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
     async def _lifespan(self) -> AsyncIterator[MemoryObjectReceiveStream[BatchResult]]:
         async with AsyncExitStack() as stack:
             await anyio.to_thread.run_sync(self._records.prepare)
+            if self._gateway is not None:
+                # One gateway for the whole batch: the sandboxes' own pools, started and
+                # ended per task, all find it running.
+                await stack.enter_async_context(self._gateway.ensure_running())
             pool = self._pool
-            if pool is None:
+            if pool is None and self._sandbox is None:
                 options: dict[str, Any] = {
                     "max_turns": self.concurrency,
                     "recycle_after": RECYCLE_AFTER,
@@ -112,7 +134,9 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                 finally:
                     tg.cancel_scope.cancel()
 
-    async def _feed(self, pool: CodexPool, send: MemoryObjectSendStream[BatchResult]) -> None:
+    async def _feed(
+        self, pool: CodexPool | None, send: MemoryObjectSendStream[BatchResult]
+    ) -> None:
         slots = anyio.Semaphore(self.concurrency)
         stopped: list[Exception] = []
         # The source is closed when the feed ends, also half-way (a usage limit, a repeated
@@ -136,7 +160,7 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
 
     async def _run_task(
         self,
-        pool: CodexPool,
+        pool: CodexPool | None,
         task: BatchTask,
         send: MemoryObjectSendStream[BatchResult],
         slots: anyio.Semaphore,
@@ -162,8 +186,44 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
             self.running -= 1
             slots.release()
 
-    async def _attempt(self, pool: CodexPool, task: BatchTask, attempt: int) -> BatchResult:
-        return await attempt_task(pool, task, attempt, self._defaults)
+    async def _attempt(self, pool: CodexPool | None, task: BatchTask, attempt: int) -> BatchResult:
+        try:
+            spec, own = spec_of(task.sandbox, task.container, self._sandbox)
+        except ValueError as exc:  # the task's own sandbox is not valid: its final error
+            error = error_of(exc)
+            return BatchResult(
+                id=task.id, status="error", attempt=attempt, error=error, retryable=False
+            )
+        if spec is None:
+            assert pool is not None
+            return await attempt_task(pool, task, attempt, self._defaults)
+        try:
+            return await self._attempt_in_sandbox(spec, task, attempt)
+        except StartupError as exc:
+            # The batch's sandbox failing would fail every task (it ends the batch); one
+            # task's own is that task's error.
+            if not own:
+                raise
+            return BatchResult(id=task.id, status="error", attempt=attempt, error=error_of(exc))
+
+    async def _attempt_in_sandbox(
+        self, spec: SandboxSpec, task: BatchTask, attempt: int
+    ) -> BatchResult:
+        """One attempt on a runtime of the task's own, in its sandbox: the turn ends first
+        (a deadline interrupts it), then the runtime, then the sandbox."""
+        base = self._codex_config or CodexConfig()
+        async with sandbox_runtime(spec, base, task_id=task.id, cwd=task.cwd) as config:
+            options: dict[str, Any] = {
+                **self._pool_options,
+                "config": config,
+                "max_turns": None,
+                "recycle_after": None,
+                "max_restarts": 0,
+            }
+            if self._gateway is not None:
+                options["gateway"] = self._gateway
+            async with CodexPool(1, **options) as pool:
+                return await attempt_task(pool, task, attempt, self._defaults, in_sandbox=True)
 
 
 def run_batch(
@@ -181,6 +241,10 @@ def run_batch(
     gateway: ModelGateway | None = None,
     record: str | os.PathLike[str] | None = None,
     trajectories: str | os.PathLike[str] | None = None,
+    sandbox: str | Sequence[str] | None = None,
+    container: str | None = None,
+    container_engine: str = "docker",
+    container_options: Sequence[str] = (),
 ) -> BatchRun:
     """Run ``tasks``; ``async with run_batch(tasks) as results: async for r in results``.
 
@@ -193,15 +257,15 @@ def run_batch(
     :param attempts: tries per task while the status is ``failed`` or ``error`` and the row
         is ``retryable`` (a task that is not valid, or whose ``cwd`` is not a directory here,
         is not tried again).
-    :raises ValueError: for a count below 1, a timeout that is not a positive number of
-        seconds, or (a list of tasks) a repeated id.
     :param model: model for tasks that name none.
     :param codex_config: how to launch each member of the batch's own pool.
     :param thread_options: ``thread_start`` keywords for every task (over the pool's
         ``thread_defaults``).
-    :param pool_options: more :class:`CodexPool` keywords for the batch's own pool.
+    :param pool_options: more :class:`CodexPool` keywords for the batch's own pool (and for
+        each task's own, in a sandbox).
     :param gateway: a :class:`~codex_anyio.gateway.ModelGateway` every member of the batch's
-        own pool sends its model calls through (forwarding to an upstream, answering from a
+        own pool (and every task's runtime in a sandbox: one that shares this machine's
+        loopback) sends its model calls through (forwarding to an upstream, answering from a
         policy, replaying a cassette); a ``pool=`` of yours uses its own ``gateway``.
     :param record: a folder (created if missing) for one cassette per task,
         ``<id>.jsonl``: the model calls of the task's last attempt, replayable with
@@ -211,8 +275,22 @@ def run_batch(
         that is not a plain file name is percent-encoded in both
         (:func:`~codex_anyio.batch.file_stem`); each file is written whole before the task's
         row, so a resumed run neither loses nor duplicates one.
-    :raises ValueError: for ``record=`` or ``trajectories=`` without a gateway, or
-        ``gateway=`` with ``pool=``.
+    :param sandbox: run each task's runtime in a sandbox of its own, started with this
+        command template (a shell-like string, split once, or a list of arguments) in which
+        ``{id}``, ``{cwd}``, ``{runtime}`` (the bundled ``codex``) and ``{codex_home}`` are
+        filled in per argument, e.g. ``"bwrap --ro-bind / / --dev /dev --proc /proc --bind
+        {cwd} {cwd} --bind {codex_home} {codex_home} --unshare-pid -- {runtime}
+        app-server"``. A task line's own ``sandbox`` or
+        ``container`` wins.
+    :param container: run each task's runtime in a new container of this image
+        (``container_engine``: ``docker`` or ``podman``), with the bundled runtime mounted in
+        it, removed when the task ends; ``container_options`` are more ``run`` arguments
+        (``--network=host`` for a model on this machine's loopback).
+    :raises ValueError: for a count below 1, a timeout that is not a positive number of
+        seconds, (a list of tasks) a repeated id, ``record=`` or ``trajectories=`` without a
+        gateway,
+        ``gateway=`` with ``pool=``, a sandbox template that is not valid, or a sandbox with a
+        ``pool`` or a ``codex_config`` that attaches (``connect``).
     """
     return BatchRun(
         tasks,
@@ -228,4 +306,5 @@ def run_batch(
         gateway=gateway,
         record=record,
         trajectories=trajectories,
+        sandbox=batch_spec(sandbox, container, container_engine, container_options),
     )

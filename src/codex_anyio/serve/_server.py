@@ -38,7 +38,7 @@ from .._groups import replacement_for, reraise
 from .._wire._address import Address
 from .._wire._config import CodexConfig
 from .._wire._reap import ProcessTreeReaper
-from .._wire._transport import _StderrTail, open_runtime_process
+from .._wire._transport import _StderrTail, open_runtime_process, run_stop_command
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -181,6 +181,7 @@ async def serve_app_server(
         finally:
             with anyio.CancelScope(shield=True):
                 await _stop(process, reaper)
+                await run_stop_command(config)
                 await process.aclose()
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -65,6 +65,7 @@ async def open_scripted_codex(
     transport: Transport = "stdio",
     telemetry: Telemetry | bool | None = None,
     home: str | os.PathLike[str] | None = None,
+    command: Sequence[str] | None = None,
 ) -> AsyncIterator[ScriptedCodex]:
     """Start a scripted model and a real ``codex app-server`` configured against it.
 
@@ -82,6 +83,11 @@ async def open_scripted_codex(
         workspace). Scripted commands run as ``bash -lc``, which sources the rc files of
         ``HOME``; the user's own would make every command wait on them, and print into its
         output. Pass ``home=Path.home()`` to run commands as the user's shell would.
+    :param command: start the runtime with this command instead (``CodexConfig(command=...)``:
+        a sandbox, e.g. ``["bwrap", ..., os.fspath(runtime_path()), "app-server"]``). It must
+        pass its environment on (``CODEX_HOME`` and the settings above) and share this
+        machine's loopback, where the scripted model listens: a sandbox with a network
+        namespace of its own cannot reach it.
     """
     # A unix socket path must stay under ~100 bytes: the scratch folder is short, a test's
     # tmp_path may not be.
@@ -100,7 +106,7 @@ async def open_scripted_codex(
                 extra_config=extra_config,
             )
             env = scripted_env(codex_home, home=empty_home(root, home))
-            config = CodexConfig(cwd=workspace, env=env, codex_home=codex_home)
+            config = CodexConfig(cwd=workspace, env=env, codex_home=codex_home, command=command)
             if transport == "stdio":
                 async with AsyncCodex(
                     config, handlers=handlers, limits=limits, telemetry=telemetry
