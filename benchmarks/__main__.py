@@ -70,6 +70,7 @@ def summary(values: list[float]) -> dict[str, float]:
 @contextmanager
 def model_server(mode: str) -> Iterator[tuple[dict[str, Any], subprocess.Popen[str]]]:
     """A scripted model in its own process, and a CODEX_HOME pointing at it."""
+    from codex_anyio._wire._config import trust_store_environment
     from codex_anyio.testing import write_codex_home
 
     proc = subprocess.Popen(
@@ -98,6 +99,10 @@ def model_server(mode: str) -> Iterator[tuple[dict[str, Any], subprocess.Popen[s
             "codex_home": str(home),
             "workspace": str(scratch / "workspace"),
             "codex_bin": str(codex_cli_bin.bundled_codex_path()),
+            # The same trust store for every client's runtime: the minimal one, since the
+            # model is plain HTTP on loopback (the runtime otherwise re-reads the system
+            # store for every turn, about half of its CPU per turn).
+            "trust_env": trust_store_environment("minimal"),
         }
         yield args, proc
     finally:

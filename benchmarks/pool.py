@@ -58,18 +58,10 @@ def _pct(values: list[float], q: float) -> float:
 def measure(client: str, k: int, args: dict[str, Any]) -> dict[str, Any]:
     import anyio
 
+    from benchmarks.workers import scripted_env
     from codex_anyio import AsyncCodex, CodexConfig, CodexPool, lean_thread_options
 
-    config = CodexConfig(
-        codex_bin=args["codex_bin"],
-        env={
-            "CODEX_HOME": args["codex_home"],
-            "HOME": args["user_home"],
-            "CODEX_APP_SERVER_DISABLE_MANAGED_CONFIG": "1",
-            "RUST_LOG": "warn",
-        },
-        cwd=args["workspace"],
-    )
+    config = CodexConfig(codex_bin=args["codex_bin"], env=scripted_env(args), cwd=args["workspace"])
 
     async def tasks(run_one: Any) -> dict[str, Any]:
         latencies: list[float] = []
@@ -129,13 +121,9 @@ def measure_batch(k: int, args: dict[str, Any]) -> dict[str, Any]:
         tasks.write_text(
             "".join(json.dumps({"id": i, "prompt": f"task {i}"}) + "\n" for i in range(k))
         )
-        env = {
-            **os.environ,
-            "CODEX_HOME": args["codex_home"],
-            "HOME": args["user_home"],
-            "CODEX_APP_SERVER_DISABLE_MANAGED_CONFIG": "1",
-            "RUST_LOG": "warn",
-        }
+        from benchmarks.workers import scripted_env
+
+        env = {**os.environ, **scripted_env(args)}
         started = time.perf_counter()
         done = subprocess.run(
             [

@@ -40,11 +40,13 @@ def usage() -> dict[str, float]:
 
 
 def scripted_env(args: dict[str, Any]) -> dict[str, str]:
+    """Every client's runtime environment, trust store included (``args["trust_env"]``)."""
     return {
         "CODEX_HOME": args["codex_home"],
         "HOME": args["user_home"],
         "CODEX_APP_SERVER_DISABLE_MANAGED_CONFIG": "1",
         "RUST_LOG": "warn",
+        **args.get("trust_env", {}),
     }
 
 

@@ -239,6 +239,16 @@ class StdioTransport:
             logger.warning("app-server %d ignored SIGTERM; killing it", self._process.pid)
 
 
+def _check_trust_store(config: CodexConfig) -> None:
+    """A bundle that is not there would leave the runtime trusting nothing: say so now."""
+    store = config.trust_store
+    if store not in ("system", "minimal") and not os.path.isfile(store):
+        raise StartupError(
+            f"the trust store {os.fspath(store)!r} (CodexConfig.trust_store) is not a file; "
+            "give a PEM bundle, 'minimal' or 'system'"
+        )
+
+
 async def open_runtime_process(
     config: CodexConfig, argv: list[str], *, stdin: int, stdout: int
 ) -> tuple[anyio.abc.Process, str]:
@@ -248,6 +258,7 @@ async def open_runtime_process(
     :raises CodexNotFoundError: if the executable does not exist (also a FileNotFoundError).
     :raises StartupError: if it cannot be started otherwise; the message names the path.
     """
+    _check_trust_store(config)
     env = config.environment()
     marker = env[MARKER_ENV] = new_marker()
     try:

@@ -63,6 +63,7 @@ async def open_scripted_codex(
     directory: str | os.PathLike[str] | None = None,
     transport: Transport = "stdio",
     telemetry: Telemetry | bool | None = None,
+    trust_store: str | os.PathLike[str] = "minimal",
 ) -> AsyncIterator[ScriptedCodex]:
     """Start a scripted model and a real ``codex app-server`` configured against it.
 
@@ -76,6 +77,11 @@ async def open_scripted_codex(
     :param transport: ``stdio`` (spawn), or ``ws``/``unix``: start the runtime listening on
         loopback and attach to it, as a client of a sandboxed or shared server would.
     :param telemetry: the client's OpenTelemetry setting (see :class:`~codex_anyio.Telemetry`).
+    :param trust_store: the runtime's TLS trust store (:attr:`CodexConfig.trust_store`).
+        Default ``"minimal"``: the scripted model is plain HTTP on loopback and nothing else
+        in this set-up calls out, so the runtime needs no roots, and not re-reading the
+        system store for every turn halves its CPU per turn. ``"system"`` for a test that
+        needs the runtime's TLS.
     """
     # A unix socket path must stay under ~100 bytes: the scratch folder is short, a test's
     # tmp_path may not be.
@@ -93,7 +99,9 @@ async def open_scripted_codex(
                 sandbox_mode=sandbox_mode,
                 extra_config=extra_config,
             )
-            config = CodexConfig(cwd=workspace, env=scripted_env(home), codex_home=home)
+            config = CodexConfig(
+                cwd=workspace, env=scripted_env(home), codex_home=home, trust_store=trust_store
+            )
             if transport == "stdio":
                 async with AsyncCodex(
                     config, handlers=handlers, limits=limits, telemetry=telemetry
@@ -138,12 +146,14 @@ async def open_scripted_pool(
     sandbox_mode: str = "read-only",
     extra_config: str = "",
     directory: str | os.PathLike[str] | None = None,
+    trust_store: str | os.PathLike[str] = "minimal",
     **pool_options: Any,
 ) -> AsyncIterator[ScriptedPool]:
     """:func:`open_scripted_codex` for a :class:`~codex_anyio.CodexPool`: one scripted model,
     ``servers`` real runtimes, each with a ``CODEX_HOME`` of its own pointing at it.
 
-    ``pool_options`` go to ``CodexPool`` (``max_turns``, ``thread_defaults``, ...).
+    ``pool_options`` go to ``CodexPool`` (``max_turns``, ``thread_defaults``, ...);
+    ``trust_store`` as for :func:`open_scripted_codex`.
     """
     with tempfile.TemporaryDirectory(prefix="codex-anyio-pool-") as scratch:
         root = Path(directory) if directory is not None else Path(scratch)
@@ -161,7 +171,9 @@ async def open_scripted_pool(
                 for index in range(servers)
             ]
             configs = [
-                CodexConfig(cwd=workspace, env=scripted_env(home), codex_home=home)
+                CodexConfig(
+                    cwd=workspace, env=scripted_env(home), codex_home=home, trust_store=trust_store
+                )
                 for home in homes
             ]
             async with CodexPool(servers, config=configs, **pool_options) as pool:

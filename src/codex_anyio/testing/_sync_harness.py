@@ -48,6 +48,7 @@ def scripted_runtime(
     sandbox_mode: str = "read-only",
     extra_config: str = "",
     directory: str | os.PathLike[str] | None = None,
+    trust_store: str | os.PathLike[str] = "minimal",
 ) -> Iterator[ScriptedRuntime]:
     """Start a :class:`ScriptedModel` on its own loop thread and a ``CODEX_HOME`` using it.
 
@@ -69,7 +70,9 @@ def scripted_runtime(
                     sandbox_mode=sandbox_mode,
                     extra_config=extra_config,
                 )
-                config = CodexConfig(cwd=workspace, env=scripted_env(home), codex_home=home)
+                config = CodexConfig(
+                    cwd=workspace, env=scripted_env(home), codex_home=home, trust_store=trust_store
+                )
                 yield ScriptedRuntime(
                     config=config, model=model, portal=portal, workspace=workspace, codex_home=home
                 )
