@@ -94,6 +94,7 @@ PUBLIC: dict[str, list[str]] = {
         "lean_thread_options",
         "map_jsonrpc_error",
         "open_codex",
+        "result_only_opt_outs",
         "retry_on_overload",
         "serve_app_server",
     ],

@@ -92,7 +92,13 @@ from ._server_tasks import ServerTasks
 from ._turn_start import TurnStart
 from ._usage import RateLimits
 
-__all__ = ["ClientStatistics", "CodexClient", "open_client", "structure_result"]
+__all__ = [
+    "CONNECTION_READS",
+    "ClientStatistics",
+    "CodexClient",
+    "open_client",
+    "structure_result",
+]
 
 logger = logging.getLogger("codex_anyio")
 
@@ -105,6 +111,13 @@ READER_CHECKPOINT_EVERY: Final = 256
 OVERLOAD_FIRST_DELAY: Final = 0.05
 OVERLOAD_MAX_DELAY: Final = 1.0
 """Backoff between attempts of a request rejected as overloaded (seconds, +-25 % jitter)."""
+
+CONNECTION_READS: Final = frozenset(
+    {"turn/completed", "serverRequest/resolved", "account/rateLimits/updated"}
+)
+"""Notifications the connection itself acts on: a turn's end (its stream, its handlers, an
+interrupt's wait), a withdrawn server request (its handler is cancelled) and the usage
+limits (``rate_limits``, a usage limit's reset time). Never opted out."""
 
 _json_loads = _json.loads
 _json_loads_exact = _json.loads_exact

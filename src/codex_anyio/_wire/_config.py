@@ -92,6 +92,15 @@ class CodexConfig:
     :param experimental_api: ask for the experimental API surface (``dynamicTools``,
         ``currentTime/read``, ...). Needed for dynamic tools; on by default as in the
         official SDK.
+    :param opt_out_notification_methods: notification methods the runtime then never sends
+        on this connection (``initialize``'s ``capabilities.optOutNotificationMethods``):
+        fewer lines for both sides to write, read and route. Those the client itself needs
+        are never opted out, whatever is listed: a turn's end and its result (``turn/
+        completed``, ``item/completed``, ``thread/tokenUsage/updated``, ``error``), withdrawn
+        server requests, usage limits, and with telemetry on its watcher's
+        (``item/started``). A stream, a subscription or an ``idle_timeout`` then sees none of
+        the methods listed. ``codex_anyio.result_only_opt_outs()`` lists every method a
+        ``TurnResult`` does not need (what ``codex-anyio batch`` opts out of).
     :param connect: attach to an app-server that is already running instead of spawning one:
         ``ws://HOST:PORT``, ``wss://HOST:PORT`` or ``unix:///path/to/socket`` (WebSocket over
         a unix socket). The launch fields above are then unused; closing the client closes the
@@ -140,6 +149,7 @@ class CodexConfig:
     client_title: str | None = "codex-anyio"
     client_version: str = __about__.__version__
     experimental_api: bool = True
+    opt_out_notification_methods: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     connect: str | None = attrs.field(default=None, repr=url_repr)
     token: str | None = attrs.field(default=None, repr=False)
     token_file: str | os.PathLike[str] | None = None

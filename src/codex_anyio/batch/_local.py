@@ -14,13 +14,13 @@ from .._groups import Lifespan
 from .._wire._config import CodexConfig
 from ..pool._pool import DEFAULT_MAX_TURNS, CodexPool
 from ._attempt import (
-    RECYCLE_AFTER,
     RETRIED,
     TaskDefaults,
     attempt_task,
     check_count,
     check_unique_ids,
     each_task,
+    pool_defaults,
 )
 from ._files import BatchResult, BatchTask
 
@@ -75,7 +75,7 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
             if pool is None:
                 options: dict[str, Any] = {
                     "max_turns": self.concurrency,
-                    "recycle_after": RECYCLE_AFTER,
+                    **pool_defaults(),
                     **self._pool_options,
                 }
                 if self._codex_config is not None:
@@ -142,7 +142,8 @@ def run_batch(
 
     :param pool: a running :class:`CodexPool` to use; default: one started for the batch
         (``servers`` processes, lean threads, members recycled every
-        :data:`RECYCLE_AFTER` threads).
+        :data:`RECYCLE_AFTER` threads, the notifications a result does not need opted out:
+        :func:`~codex_anyio.result_only_opt_outs`).
     :param concurrency: tasks in flight at once (default: 8 per CPU; the pool's turn limit).
     :param timeout: seconds per task (a task's own ``timeout`` wins); the turn is interrupted
         and the result's status is ``timeout``.

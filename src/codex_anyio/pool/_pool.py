@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, NamedTuple
 
@@ -198,6 +198,11 @@ class CodexPool(Lifespan[None]):
     :param probe_timeout: seconds a probed member may stay silent before it is declared
         unresponsive, killed and restarted (default :data:`PROBE_TIMEOUT`). A stopped member
         is found within ``2 * probe_interval + probe_timeout`` seconds (14 s by default).
+    :param opt_out_notification_methods: notifications no member's runtime sends, added to
+        each member config's own (``CodexConfig.opt_out_notification_methods``; those the
+        client reads itself are never opted out). Default: none, since a pooled thread may be
+        streamed or subscribed to; :func:`~codex_anyio.result_only_opt_outs` for a pool whose
+        turns are only run to their result (``pool.run``, ``codex-anyio batch``).
     """
 
     def __init__(
@@ -215,6 +220,7 @@ class CodexPool(Lifespan[None]):
         recycle_after: int | None = None,
         probe_interval: float | None = PROBE_INTERVAL,
         probe_timeout: float = PROBE_TIMEOUT,
+        opt_out_notification_methods: Collection[str] = (),
     ) -> None:
         self.servers = servers if servers is not None else default_servers()
         if self.servers < 1:
@@ -222,6 +228,7 @@ class CodexPool(Lifespan[None]):
         if isinstance(config, Sequence) and len(config) != self.servers:
             raise ValueError(f"config has {len(config)} entries for {self.servers} servers")
         self._config = config
+        self._opt_outs = tuple(opt_out_notification_methods)
         self._handlers = handlers
         self._limits = limits
         if max_turns is not None and max_turns < 1:
@@ -253,6 +260,14 @@ class CodexPool(Lifespan[None]):
     # -- lifecycle ------------------------------------------------------------------------
 
     def _config_for(self, index: int) -> CodexConfig:
+        config = self._member_config(index)
+        if not self._opt_outs:
+            return config
+        own = config.opt_out_notification_methods
+        added = tuple(method for method in self._opt_outs if method not in own)
+        return attrs.evolve(config, opt_out_notification_methods=own + added)
+
+    def _member_config(self, index: int) -> CodexConfig:
         config = self._config
         if config is None:
             return CodexConfig()

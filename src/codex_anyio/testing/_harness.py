@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +64,7 @@ async def open_scripted_codex(
     transport: Transport = "stdio",
     telemetry: Telemetry | bool | None = None,
     trust_store: str | os.PathLike[str] = "minimal",
+    opt_out_notification_methods: Sequence[str] = (),
 ) -> AsyncIterator[ScriptedCodex]:
     """Start a scripted model and a real ``codex app-server`` configured against it.
 
@@ -82,6 +83,8 @@ async def open_scripted_codex(
         in this set-up calls out, so the runtime needs no roots, and not re-reading the
         system store for every turn halves its CPU per turn. ``"system"`` for a test that
         needs the runtime's TLS.
+    :param opt_out_notification_methods: notifications the runtime does not send to the client
+        (:attr:`CodexConfig.opt_out_notification_methods`).
     """
     # A unix socket path must stay under ~100 bytes: the scratch folder is short, a test's
     # tmp_path may not be.
@@ -100,7 +103,11 @@ async def open_scripted_codex(
                 extra_config=extra_config,
             )
             config = CodexConfig(
-                cwd=workspace, env=scripted_env(home), codex_home=home, trust_store=trust_store
+                cwd=workspace,
+                env=scripted_env(home),
+                codex_home=home,
+                trust_store=trust_store,
+                opt_out_notification_methods=opt_out_notification_methods,
             )
             if transport == "stdio":
                 async with AsyncCodex(
@@ -112,8 +119,11 @@ async def open_scripted_codex(
                 return
             listen = "ws://127.0.0.1:0" if transport == "ws" else f"unix://{scratch}/app.sock"
             async with serve_app_server(config, listen) as server:
+                attach = server.client_config(
+                    opt_out_notification_methods=opt_out_notification_methods
+                )
                 async with AsyncCodex(
-                    server.client_config(), handlers=handlers, limits=limits, telemetry=telemetry
+                    attach, handlers=handlers, limits=limits, telemetry=telemetry
                 ) as codex:
                     yield ScriptedCodex(
                         codex=codex,
