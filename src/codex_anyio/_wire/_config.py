@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -70,6 +70,10 @@ def _commands_trust_overrides(env: Mapping[str, str]) -> list[str]:
 
 def _tuple_of_str(value: Sequence[str] | None) -> tuple[str, ...] | None:
     return None if value is None else tuple(str(v) for v in value)
+
+
+def _methods(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(str(v) for v in value)
 
 
 @attrs.frozen(kw_only=True)
@@ -149,7 +153,7 @@ class CodexConfig:
     client_title: str | None = "codex-anyio"
     client_version: str = __about__.__version__
     experimental_api: bool = True
-    opt_out_notification_methods: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    opt_out_notification_methods: tuple[str, ...] = attrs.field(default=(), converter=_methods)
     connect: str | None = attrs.field(default=None, repr=url_repr)
     token: str | None = attrs.field(default=None, repr=False)
     token_file: str | os.PathLike[str] | None = None
