@@ -45,7 +45,9 @@ def scripted_env(args: dict[str, Any]) -> dict[str, str]:
         "CODEX_HOME": args["codex_home"],
         "HOME": args["user_home"],
         "CODEX_APP_SERVER_DISABLE_MANAGED_CONFIG": "1",
-        "RUST_LOG": "warn",
+        # As the scripted harness: warnings, but not the empty trust store's, once per turn.
+        "RUST_LOG": "warn,codex_http_client::custom_ca=error,"
+        "codex_http_client::client_builder=error,codex_otel.log_only=error",
         **args.get("trust_env", {}),
     }
 
