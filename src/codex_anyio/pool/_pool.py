@@ -62,7 +62,6 @@ from .._exceptions import (
     ProtocolError,
     RestartsExhaustedError,
     ServerUnresponsiveError,
-    SubscriptionOverflowError,
     TransportClosedError,
 )
 from .._groups import Lifespan
@@ -382,27 +381,9 @@ class CodexPool(Lifespan[None]):
                 tg.start_soon(until_retired)
             if self._probe_interval is not None:
                 tg.start_soon(self._watchdog, member, codex.client, self._probe_interval)
-            ended = await self._until_closed(codex)
+            ended = await codex.client.wait_closed()
             tg.cancel_scope.cancel()
         return ended
-
-    @staticmethod
-    async def _until_closed(codex: AsyncCodex) -> TransportClosedError:
-        """Drain a global subscription: it ends (with TransportClosedError, which names the
-        exit status) when the connection does, which is the one signal a dead process gives."""
-        while True:
-            stream = codex.notifications()
-            try:
-                while True:
-                    await stream.receive()
-            except SubscriptionOverflowError:
-                continue
-            except TransportClosedError as exc:
-                return exc
-            except anyio.EndOfStream:
-                return TransportClosedError("the app-server's connection ended")
-            finally:
-                stream.close()
 
     async def _watchdog(self, member: _Member, client: CodexClient, interval: float) -> None:
         """Kill the member once it has been silent for ``interval`` seconds and then for the
