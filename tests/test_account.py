@@ -10,7 +10,6 @@ raises ``CredentialsMissingError`` at once instead of a turn retrying for minute
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import anyio
@@ -25,27 +24,16 @@ from codex_anyio import (
 )
 from codex_anyio.testing import scripted_env
 
+from .conftest import offline_home, requires_netns
+
 pytestmark = pytest.mark.anyio
-
-
-def _netns_available() -> bool:
-    unshare = shutil.which("unshare")
-    return unshare is not None and subprocess.run([unshare, "-rn", "true"]).returncode == 0
-
-
-requires_netns = pytest.mark.skipif(
-    not _netns_available(), reason="needs `unshare -rn` (a private network namespace)"
-)
 
 
 def offline_config(home: Path) -> CodexConfig:
     """The bundled runtime with its default (OpenAI) provider, in a private network
     namespace, with an empty ``CODEX_HOME``: what a new machine without a login looks like.
     (Launched through ``unshare``, so the credentials check is off unless asked for.)"""
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(
-        "[features]\nplugins = false\nremote_plugin = false\napps = false\n", encoding="utf-8"
-    )
+    offline_home(home)
     unshare = shutil.which("unshare")
     assert unshare is not None
     argv = [unshare, "-rn", str(CodexConfig().resolve_bin()), "app-server", "--listen", "stdio://"]
@@ -74,7 +62,7 @@ async def test_starting_a_thread_without_credentials_fails_fast(tmp_path: Path) 
     with anyio.fail_after(30):
         config = offline_config(tmp_path / "home")
         async with AsyncCodex(config, require_credentials=True) as codex:
-            with pytest.raises(CredentialsMissingError, match="codex login"):
+            with pytest.raises(CredentialsMissingError, match="`codex-anyio login`"):
                 await codex.thread_start()
             await codex.login_api_key("sk-test-not-a-real-key")
             thread = await codex.thread_start()

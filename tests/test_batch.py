@@ -9,9 +9,11 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections import deque
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
@@ -23,16 +25,24 @@ import anyio
 import pytest
 from anyio.streams.text import TextReceiveStream
 
-from codex_anyio import ClusterError, CodexConfig, UsageLimitError
+from codex_anyio import (
+    ClusterError,
+    CodexConfig,
+    CredentialsMissingError,
+    StartupError,
+    UsageLimitError,
+)
 from codex_anyio.batch import (
     BatchResult,
     BatchTask,
     parse_shard,
+    read_results,
     read_tasks,
     run_batch,
     run_batch_on_ray,
     shard_of,
 )
+from codex_anyio.serve import serve_app_server
 from codex_anyio.testing import (
     RecordedRequest,
     Reply,
@@ -247,14 +257,17 @@ async def _run_cli(
     env: dict[str, str],
     *,
     interrupt_after: int | None = None,
+    signum: int = signal.SIGINT,
     backend: str = "asyncio",
     extra: tuple[str, ...] = (),
     python: tuple[str, ...] = ("-m", "codex_anyio"),
+    wrapper: tuple[str, ...] = (),
 ) -> tuple[int, list[str], str]:
     """Run ``codex-anyio batch`` (plain progress: its stderr is a pipe); with
-    ``interrupt_after``, send SIGINT once that many results have been reported. ``python``:
-    what the interpreter runs instead of the installed command (code that injects a fault)."""
-    argv = [sys.executable, *python, "batch", str(tasks), "-o", str(output)]
+    ``interrupt_after``, send ``signum`` once that many results have been reported. ``python``:
+    what the interpreter runs instead of the installed command (code that injects a fault);
+    ``wrapper``: a command that runs it (``unshare -rn``: no network at all)."""
+    argv = [*wrapper, sys.executable, *python, "batch", str(tasks), "-o", str(output)]
     argv += ["--servers", "2", "--concurrency", "2", "--backend", backend, *extra]
     process = await anyio.open_process(argv, env=env)
     lines: list[str] = []
@@ -268,15 +281,18 @@ async def _run_cli(
             lines += complete
             reported = sum(line.startswith("[") for line in lines)
             if interrupt_after is not None and reported >= interrupt_after:
-                process.send_signal(signal.SIGINT)
+                process.send_signal(signum)
                 interrupt_after = None
         stdout = "".join([chunk async for chunk in TextReceiveStream(process.stdout)])
         code = await process.wait()
     return code, lines, stdout
 
 
-async def test_the_cli_resumes_after_ctrl_c_without_repeating_or_losing_a_task(
-    tmp_path: Path, anyio_backend: str
+@pytest.mark.parametrize(
+    ("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
+)
+async def test_the_cli_resumes_after_a_stop_signal_without_repeating_or_losing_a_task(
+    tmp_path: Path, anyio_backend: str, signum: int, status: int
 ) -> None:
     ids = [f"t{i}" for i in range(8)]
     tasks = tmp_path / "tasks.jsonl"
@@ -291,9 +307,9 @@ async def test_the_cli_resumes_after_ctrl_c_without_repeating_or_losing_a_task(
             home = write_codex_home(tmp_path / "home", base_url=model.base_url)
             env = {**os.environ, **scripted_env(home)}
             code, lines, _ = await _run_cli(
-                tasks, output, env, interrupt_after=2, backend=anyio_backend
+                tasks, output, env, interrupt_after=2, signum=signum, backend=anyio_backend
             )
-            assert code == 130, "\n".join(lines)
+            assert code == status, "\n".join(lines)
             first = [json.loads(line)["id"] for line in output.read_text().splitlines()]
             assert 2 <= len(first) < len(ids)
             # Progress in a non-TTY: a header, then one plain line per result.
@@ -316,29 +332,34 @@ async def test_the_cli_resumes_after_ctrl_c_without_repeating_or_losing_a_task(
 def test_the_rich_progress_and_summary_render_counts_and_tokens() -> None:
     import io
 
-    from codex_anyio._cli._batch import _print_summary, _RichProgress, _Tally
+    from codex_anyio._cli._batch_report import RichProgress, Tally, print_summary
 
-    tally = _Tally(total=3, skipped=1)
+    tally = Tally(total=3, skipped=1)
     run = run_batch([], concurrency=2)
     out = io.StringIO()
-    with _RichProgress(tally, run, out) as progress:
+    with RichProgress(tally, run, out) as progress:
         for i, status in enumerate(["completed", "timeout"]):
             result = BatchResult(
                 id=str(i),
                 status=status,
                 duration_ms=1000 * (i + 1),
                 usage={"total": {"totalTokens": 15}},
+                error={"type": "Timeout", "message": "too slow"} if status == "timeout" else None,
             )
-            tally.add(result)
+            first = tally.add(result)
             progress.update(result)
+            if first is not None:
+                progress.note(f"first {first.describe()}")
     assert "3/3" in out.getvalue()
     assert "30 tokens" in out.getvalue()
+    assert "first timeout: Timeout: too slow" in out.getvalue()  # above the bar
     summary = io.StringIO()
-    _print_summary(tally, True, summary)
+    print_summary(tally, True, summary)
     text = summary.getvalue()
     assert "batch summary" in text
     assert "timeout" in text
     assert "duration p95" in text
+    assert "1 timeout: Timeout: too slow" in text
 
 
 def test_three_shards_together_cover_every_id_exactly_once(tmp_path: Path) -> None:
@@ -403,6 +424,43 @@ def test_the_ray_driver_ends_the_run_on_a_usage_limit_an_actor_raised_however_ra
             run._settle("ref", raised, queue)
         assert caught.value is limit  # the actor's own error, not Ray's wrapper
         assert not queue  # not retried
+
+
+def test_the_ray_driver_retries_by_the_cores_rule_and_ends_on_every_batch_ending_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The same rule as the local runner (``_attempt``): a row that cannot pass on another try
+    # is final, and missing credentials or a runtime that cannot start end the run, also
+    # when they come back from an actor's process (pickled, wrapped by Ray).
+    from codex_anyio.batch._ray import _driver as _batch_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # nothing here may need Ray
+
+    class RayTaskError(Exception):
+        def __init__(self, cause: BaseException) -> None:
+            self.cause = cause
+
+    def settle(value: Any) -> tuple[list[BatchResult], list[int]]:
+        """What the driver makes of one finished call: rows, and attempts queued again."""
+        run = run_batch_on_ray([BatchTask(id="t", prompt="p")], attempts=3)
+        actor = _batch_ray._Actor(0, handle=None, slots=1, in_flight=1)
+        run._flights["ref"] = _batch_ray._Flight(actor, BatchTask(id="t", prompt="p"), 1, 0, 0)
+        queue: deque[tuple[BatchTask, int]] = deque()
+        rows = run._settle("ref", value, queue)
+        return rows, [attempt for _, attempt in queue]
+
+    error = {"type": "ValueError", "message": "'cwd' '/x' does not exist"}
+    final = BatchResult(id="t", status="error", error=error, retryable=False)
+    assert settle(final) == ([final], [])
+    assert settle(BatchResult(id="t", status="error")) == ([], [2])
+    for ending in (
+        pickle.loads(pickle.dumps(CredentialsMissingError())),
+        pickle.loads(pickle.dumps(StartupError("bad config", returncode=1))),
+    ):
+        for raised in (ending, RayTaskError(ending)):
+            with pytest.raises(type(ending)) as caught:
+                settle(raised)
+            assert caught.value is ending
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
@@ -470,6 +528,33 @@ def batch_cli(*args: str) -> subprocess.CompletedProcess[str]:
             [*TASKS, "-o", "{tmp}/no/r.jsonl"], None, "folder does not exist", id="no-folder"
         ),
         pytest.param([*TASKS, "-o", "{tasks}"], None, "is the tasks file", id="output-tasks"),
+        pytest.param(
+            [*TASKS, *OUT, "--scripted", "--ray"], None, "not with --ray", id="scripted-ray"
+        ),
+        pytest.param(
+            [*TASKS, *OUT, "--scripted", "--connect", "ws://127.0.0.1:9"],
+            None,
+            "not allowed with argument --scripted",
+            id="scripted-connect",
+        ),
+        pytest.param(
+            [*TASKS, *OUT, "--token-env", "T"], None, "go with --connect", id="token-no-connect"
+        ),
+        pytest.param(
+            [*TASKS, *OUT, "--connect", "http://h:1"], None, "use ws://, wss://", id="connect-http"
+        ),
+        pytest.param(
+            [*TASKS, *OUT, "--connect", "ws://127.0.0.1:9", "--token-file", "{tmp}/nope"],
+            None,
+            "--connect: cannot read the token file",
+            id="connect-no-token-file",
+        ),
+        pytest.param(
+            [*TASKS, *OUT, "--connect", "ws://127.0.0.1:9", "--config", "model=x"],
+            None,
+            "with --connect, the server's own",
+            id="connect-config",
+        ),
         pytest.param([*TASKS, "-o", "{notes}"], None, "not a results file", id="output-notes"),
         pytest.param(
             [*TASKS, "-o", "/dev/stdout"], None, "not a regular file", id="output-dev-stdout"
@@ -588,7 +673,9 @@ async def test_the_cli_exits_1_when_a_task_did_not_complete_after_running_the_ot
             env = await _scripted_env(tmp_path, model)
             code, lines, _ = await _run_cli(tasks, output, env)
     assert code == 1, "\n".join(lines)
-    assert lines[-1] == f"batch: 1 of 4 tasks did not complete (see {output})"
+    assert lines[-1] == (
+        f"batch: 1 of 4 tasks did not complete (see {output}; --retry-failed runs them again)"
+    )
     rows = {row["id"]: row["status"] for row in map(json.loads, output.read_text().splitlines())}
     assert rows == {"t0": "completed", "t1": "completed", "t2": "completed", "rejected": "error"}
 
@@ -671,3 +758,258 @@ async def test_batches_started_at_once_on_a_new_codex_home_all_start_and_complet
                 for index in range(3):
                     tg.start_soon(one, index)
     assert {code for code, _ in codes.values()} == {0}, codes
+
+
+# -- what went wrong: said when it happens, counted at the end, retried only if it can pass -----
+
+
+def _netns_available() -> bool:
+    unshare = shutil.which("unshare")
+    return unshare is not None and subprocess.run([unshare, "-rn", "true"]).returncode == 0
+
+
+requires_netns = pytest.mark.skipif(
+    not _netns_available(), reason="needs `unshare -rn` (a private network namespace)"
+)
+
+
+def _rows(output: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output.read_text().splitlines()]
+
+
+async def test_a_task_whose_cwd_is_not_a_directory_gets_one_error_row_and_no_retry(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    tasks = [
+        BatchTask(id="good", prompt="hi", cwd=str(tmp_path)),
+        BatchTask(id="missing", prompt="p", cwd=str(tmp_path / "no-such-folder")),
+        BatchTask(id="a file", prompt="p", cwd=str(tmp_path / "a-file")),
+        BatchTask(id="invalid", prompt="p", timeout=-1),
+        BatchTask(id="also good", prompt="hi"),
+    ]
+    with anyio.fail_after(60):
+        async with ScriptedModel(lambda request: message("ok")) as model:
+            home = write_codex_home(tmp_path / "home", base_url=model.base_url)
+            config = CodexConfig(env=scripted_env(home), cwd=tmp_path)
+            run = run_batch(tasks, servers=1, codex_config=config, attempts=3)
+            async with run as results:
+                got = {r.id: r async for r in results}
+            requests = len(model.requests)
+    assert {i: (r.status, r.attempt, r.retryable) for i, r in got.items()} == {
+        "good": ("completed", 1, True),
+        "missing": ("error", 1, False),  # tried once: another try would find the same
+        "a file": ("error", 1, False),
+        "invalid": ("error", 1, False),
+        "also good": ("completed", 1, True),
+    }
+    assert requests == 2  # the others never reached the runtime
+    assert got["missing"].error == {
+        "type": "ValueError",
+        "message": f"'cwd' {str(tmp_path / 'no-such-folder')!r} does not exist",
+    }
+    assert "is not a directory" in (got["a file"].error or {})["message"]
+    row = got["missing"].to_json()
+    assert row["retryable"] is False
+    assert "retryable" not in got["good"].to_json()
+    assert BatchResult.from_json(row) == got["missing"]
+
+
+@requires_netns
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_without_credentials_the_cli_stops_at_the_first_task_in_one_line_writing_no_row(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    # A new machine with no login: the bundled runtime and its default (OpenAI) provider, the
+    # whole command in a network namespace of its own (nothing can leave the machine).
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        "[features]\nplugins = false\nremote_plugin = false\napps = false\n"
+    )
+    env = {**os.environ, **scripted_env(home)}
+    tasks, output = _tasks_file(tmp_path, 40), tmp_path / "results.jsonl"
+    unshare = shutil.which("unshare")
+    assert unshare is not None
+    with anyio.fail_after(120):
+        code, lines, _stdout = await _run_cli(
+            tasks, output, env, extra=("--attempts", "3"), wrapper=(unshare, "-rn")
+        )
+    assert code == 1, "\n".join(lines)
+    assert not any("Traceback" in line for line in lines), "\n".join(lines)
+    assert lines[-1] == (
+        "batch: stopped: the Codex runtime has no credentials and its model provider needs "
+        "them (every task would fail the same way): run `codex-anyio login` once on this "
+        "machine, or try the batch offline first with --scripted; 0 of 40 done, run the same "
+        "command again to continue"
+    )
+    assert not [line for line in lines if line.startswith("[")]  # no task made a row
+    assert output.read_text() == ""  # so a re-run, logged in, runs all 40
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_cli_says_the_first_failure_of_each_kind_and_counts_causes_in_the_summary(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    def script(request: RecordedRequest) -> Reply:
+        prompt = prompt_of(request)
+        if prompt == "fail":
+            return failed("the model broke")
+        return stall() if prompt == "stall" else message("ok")
+
+    missing = {"prompt": "p", "cwd": str(tmp_path / "no-such-folder")}
+    extra = {f"m{i}": missing for i in range(3)}
+    extra |= {"f0": {"prompt": "fail"}, "f1": {"prompt": "fail"}, "s0": {"prompt": "stall"}}
+    tasks, output = _tasks_file(tmp_path, 2, **extra), tmp_path / "results.jsonl"
+    with anyio.fail_after(120):
+        async with ScriptedModel(script) as model:
+            env = await _scripted_env(tmp_path, model)
+            code, lines, stdout = await _run_cli(
+                tasks, output, env, extra=("--timeout", "1", "--attempts", "2")
+            )
+    assert code == 1, "\n".join(lines)
+    firsts = [line for line in lines if line.startswith("batch: first ")]
+    assert len(firsts) == 3, "\n".join(lines)  # one per kind, each with its message
+    assert any(
+        line.startswith("batch: first error: ValueError: 'cwd' ")
+        and "does not exist (task m" in line
+        for line in firsts
+    ), firsts
+    assert any("first failed: TurnFailedError: turn " in line for line in firsts), firsts
+    assert any("the model broke (task f" in line for line in firsts), firsts
+    assert any("first timeout: Timeout: the task took longer than 1.0 s" in line for line in firsts)
+    causes = stdout.split("causes (the first message of each):\n", 1)[1].splitlines()
+    assert causes[0].startswith("  3 error: ValueError: 'cwd' "), stdout
+    assert causes[1].startswith("  2 failed: TurnFailedError: turn "), stdout
+    assert causes[1].endswith(": the model broke"), stdout
+    assert causes[2] == "  1 timeout: Timeout: the task took longer than 1.0 s", stdout
+    rows = {row["id"]: row for row in _rows(output)}
+    assert [rows[f"m{i}"]["attempt"] for i in range(3)] == [1, 1, 1]  # not retried
+    assert rows["f0"]["attempt"] == 2  # a failed turn is
+
+
+# -- running failed tasks again -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_retry_failed_runs_error_and_timeout_rows_again_appending_rows_that_then_count(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    stalling = True
+
+    def script(request: RecordedRequest) -> Reply:
+        return stall() if stalling and prompt_of(request) == "slow" else message("ok")
+
+    rejected = {"config": {"model_reasoning_effort": 5}}  # the runtime refuses it: an error row
+    slow = {"prompt": "slow", "timeout": 0.5}
+    tasks = _tasks_file(tmp_path, 2, bad=rejected, slow=slow)
+    output = tmp_path / "results.jsonl"
+    with anyio.fail_after(120):
+        async with ScriptedModel(script) as model:
+            env = await _scripted_env(tmp_path, model)
+            code, lines, _ = await _run_cli(tasks, output, env)
+            assert code == 1, "\n".join(lines)
+            assert read_results(output)["slow"].status == "timeout"
+            assert read_results(output)["bad"].status == "error"
+            requests = len(model.requests)
+
+            # A plain re-run counts them as done: nothing runs.
+            code, lines, _ = await _run_cli(tasks, output, env)
+            assert code == 1, "\n".join(lines)
+            assert lines[0].startswith("batch: 4 tasks, 4 already done, 0 to run")
+            assert len(model.requests) == requests
+
+            # Only the statuses asked for; the model answers now.
+            stalling = False
+            code, lines, _ = await _run_cli(tasks, output, env, extra=("--retry", "timeout"))
+            assert code == 1, "\n".join(lines)  # "bad" still has its error row
+            assert lines[0].startswith("batch: 4 tasks, 3 already done, 1 to run (1 of them again)")
+            assert read_results(output)["slow"].status == "completed"
+
+            # The task is fixed in the tasks file; --retry-failed runs what did not complete.
+            tasks = _tasks_file(tmp_path, 2, bad={}, slow=slow)
+            code, lines, _ = await _run_cli(tasks, output, env, extra=("--retry-failed",))
+            assert code == 0, "\n".join(lines)
+            assert lines[0].startswith("batch: 4 tasks, 3 already done, 1 to run (1 of them again)")
+    history: dict[str, list[str]] = {}  # append-only: every row of every run is still there
+    for row in _rows(output):
+        history.setdefault(row["id"], []).append(row["status"])
+    assert history == {
+        "t0": ["completed"],
+        "t1": ["completed"],
+        "bad": ["error", "completed"],
+        "slow": ["timeout", "completed"],
+    }
+    assert {i: r.status for i, r in read_results(output).items()} == dict.fromkeys(
+        history, "completed"
+    )
+
+
+def test_the_cli_refuses_a_retry_status_it_does_not_know_in_one_line(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(GOOD_TASKS)
+    done = batch_cli(str(tasks), "-o", str(tmp_path / "r.jsonl"), "--retry", "error,broken")
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "--retry: a comma-separated list of statuses" in done.stderr
+
+
+# -- offline and attached: a harness tried end to end before any credentials exist -------------
+
+
+def _no_codex_env(tmp_path: Path) -> dict[str, str]:
+    """This environment without a runtime set-up: no CODEX_HOME, an empty HOME (no login,
+    no config of the user's)."""
+    env = {k: v for k, v in os.environ.items() if k != "CODEX_HOME"}
+    (tmp_path / "empty-home").mkdir()
+    return {**env, "HOME": str(tmp_path / "empty-home")}
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_cli_runs_every_task_offline_with_scripted(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    tasks, output = _tasks_file(tmp_path, 10), tmp_path / "results.jsonl"
+    with anyio.fail_after(120):
+        code, lines, stdout = await _run_cli(
+            tasks, output, _no_codex_env(tmp_path), extra=("--scripted",)
+        )
+    assert code == 0, "\n".join(lines)
+    rows = {row["id"]: row for row in _rows(output)}
+    assert sorted(rows) == sorted(f"t{i}" for i in range(10))
+    assert {row["status"] for row in rows.values()} == {"completed"}
+    assert rows["t3"]["final_response"] == "echo: task 3"
+    assert "completed               10" in stdout
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("listen", ["ws-token-file", "ws-token-env", "unix"])
+async def test_the_cli_attaches_to_a_running_server_with_connect(
+    tmp_path: Path, anyio_backend: str, listen: str
+) -> None:
+    tasks, output = _tasks_file(tmp_path, 4), tmp_path / "results.jsonl"
+    env = _no_codex_env(tmp_path)
+    with (
+        anyio.fail_after(120),
+        tempfile.TemporaryDirectory(prefix="batch-") as short,  # a unix socket path is short
+    ):
+        async with ScriptedModel(lambda r: message(f"served: {prompt_of(r)}")) as model:
+            home = write_codex_home(tmp_path / "home", base_url=model.base_url)
+            config = CodexConfig(cwd=tmp_path, env=scripted_env(home), codex_home=home)
+            address = f"unix://{short}/app.sock" if listen == "unix" else "ws://127.0.0.1:0"
+            async with serve_app_server(config, address) as server:
+                extra = ["--connect", server.url]
+                if listen == "ws-token-file":
+                    extra += ["--token-file", str(server.token_file)]
+                elif listen == "ws-token-env":
+                    assert server.token_file is not None
+                    env["BATCH_TOKEN"] = server.token_file.read_text().strip()
+                    extra += ["--token-env", "BATCH_TOKEN"]
+                code, lines, _ = await _run_cli(tasks, output, env, extra=tuple(extra))
+            requests = len(model.requests)
+    assert code == 0, "\n".join(lines)
+    rows = {row["id"]: row for row in _rows(output)}
+    assert {i: row["final_response"] for i, row in rows.items()} == {
+        f"t{i}": f"served: task {i}" for i in range(4)
+    }
+    assert requests == 4  # every turn ran on the server attached to

@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 
 from codex_anyio.batch import (
+    NOT_COMPLETED,
     BatchResult,
     BatchTask,
     ResultsFileError,
     ResultsWriteError,
     ResultWriter,
     TaskFileError,
+    pending_tasks,
     read_results,
     read_tasks,
     run_batch,
@@ -241,3 +243,30 @@ def test_a_results_file_that_is_not_a_regular_file_is_refused_without_reading_it
     with pytest.raises(ResultsFileError, match="folder does not exist"):
         with ResultWriter(tmp_path / "missing" / "results.jsonl"):
             pass
+
+
+def test_the_latest_row_of_an_id_wins_and_pending_tasks_runs_only_the_statuses_asked_again(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "results.jsonl"
+    path.write_text(
+        row("a", "error") + row("b", "timeout") + row("c") + row("a") + row("d", "failed")
+    )
+    latest = read_results(path)
+    assert {i: r.status for i, r in latest.items()} == {
+        "a": "completed",  # run again, and its new row is the one that counts
+        "b": "timeout",
+        "c": "completed",
+        "d": "failed",
+    }
+    tasks = [BatchTask(id=i, prompt="p") for i in "abcde"]
+    assert [t.id for t in pending_tasks(tasks, latest)] == ["e"]  # a plain resume
+    assert [t.id for t in pending_tasks(tasks, latest, retry={"error", "timeout"})] == ["b", "e"]
+    assert [t.id for t in pending_tasks(tasks, latest, retry=NOT_COMPLETED)] == ["b", "d", "e"]
+    with pytest.raises(ValueError, match="unknown status"):
+        pending_tasks(tasks, latest, retry={"eror"})
+    with ResultWriter(path) as writer:  # what a resuming run sees, and appends to
+        assert writer.results == latest
+        writer.write(BatchResult(id="b", status="completed"))
+    assert read_results(path)["b"].status == "completed"
+    assert path.read_text().count('"id": "b"') == 2

@@ -21,7 +21,7 @@ import anyio
 import pytest
 from anyio.streams.text import TextReceiveStream
 
-from codex_anyio import CodexConfig
+from codex_anyio import CodexConfig, CredentialsMissingError, StartupError
 from codex_anyio.batch import (
     ActorStatistics,
     BatchResult,
@@ -305,6 +305,54 @@ async def test_an_actor_that_cannot_take_the_cancellation_is_killed_and_restarte
     assert "driver cancelled it" in result.error["message"]
     assert stuck.pid not in processes_with(MARKER, ray_cluster)  # killed, not left stopped
     assert await until_gone(MARKER, ray_cluster) == {}  # and its app-server went too
+
+
+async def _run_to_the_end(run: RayBatchRun, got: list[BatchResult]) -> None:
+    async with run as results:
+        got.extend([r async for r in results])
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_actor_whose_runtime_cannot_start_ends_the_run_with_its_reason_and_no_row(
+    tmp_path: Path, ray_cluster: str, anyio_backend: str
+) -> None:
+    tasks = [BatchTask(id=f"t{i}", prompt="p") for i in range(4)]
+    got: list[BatchResult] = []
+    with anyio.fail_after(120):
+        async with ScriptedModel(lambda request: message("ok")) as model:
+            home = write_codex_home(
+                tmp_path / "codex-home", base_url=model.base_url, approval_policy="untrusted"
+            )
+            config = CodexConfig(cwd=tmp_path, env=scripted_env(home), codex_home=home)
+            run = run_batch_on_ray(tasks, actors=1, slots=2, servers=1, codex_config=config)
+            with pytest.raises(StartupError) as caught:
+                await _run_to_the_end(run, got)
+    assert type(caught.value) is StartupError  # the runtime's own error, not Ray's wrapper
+    assert "untrusted" in str(caught.value)
+    assert got == []  # a row each would be a final error that a re-run skips
+    assert await until_gone(MARKER, ray_cluster) == {}
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_without_credentials_on_the_actors_the_run_ends_at_the_first_task_with_no_row(
+    tmp_path: Path, ray_cluster: str, anyio_backend: str
+) -> None:
+    # The bundled runtime with its default (OpenAI) provider and no login; the namespace
+    # has only loopback, so nothing it tries can leave the machine.
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        "[features]\nplugins = false\nremote_plugin = false\napps = false\n"
+    )
+    config = CodexConfig(cwd=tmp_path, env=scripted_env(home), codex_home=home)
+    tasks = [BatchTask(id=f"t{i}", prompt="p") for i in range(6)]
+    got: list[BatchResult] = []
+    with anyio.fail_after(120):
+        run = run_batch_on_ray(tasks, actors=1, slots=2, servers=1, attempts=3, codex_config=config)
+        with pytest.raises(CredentialsMissingError, match="no credentials"):
+            await _run_to_the_end(run, got)
+    assert got == []  # not six error rows, each tried three times
+    assert await until_gone(MARKER, ray_cluster) == {}
 
 
 async def _run_cli(

@@ -292,3 +292,33 @@ async def test_the_sweep_reports_a_turn_left_running(scripted_codex: Any) -> Non
             # The server may not list a turn this young yet; the client knows it started.
             assert len(broken) in (1, 2), broken
             assert "not completed when the scope was left" in broken[0]
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 10, 30, 100, 1000])
+async def test_a_scope_that_encloses_the_client_too_still_interrupts_the_turn_on_the_server(
+    scripted_codex: Any, k: int
+) -> None:
+    """``with fail_after(...): async with AsyncCodex() as codex: await thread.run(...)``: the
+    cancellation reaches the client's own reader and writer as well as the turn. The turn's
+    shielded interrupt must still be written and its answer read: the reader and writer
+    serve until the client itself closes (they were cancelled with the scope, so the
+    interrupt went unanswered and the client sat out its shutdown grace periods instead)."""
+    with anyio.fail_after(60):
+        with anyio.move_on_after(30) as outer:
+            async with scripted_codex(STALLED) as s:
+                recorder = TurnRecorder(s)
+                thread = await s.codex.thread_start(**LEAN)
+                async with anyio.create_task_group() as tg:
+
+                    async def cancel_everything() -> None:
+                        await s.model.wait_for_requests(1)  # the turn is running
+                        await _checkpoints(k)
+                        outer.cancel()
+
+                    tg.start_soon(cancel_everything)
+                    await thread.run("hello")
+        assert outer.cancelled_caught
+        assert recorder.started, "the turn never started"
+        # Its turn/completed reached the client before the client closed: it was interrupted
+        # on the server, not merely killed with the process.
+        assert recorder.started <= recorder.completed

@@ -27,6 +27,8 @@ from codex_anyio.testing import (
     stall,
 )
 
+from .conftest import alive, processes_marked_by
+
 pytestmark = pytest.mark.anyio
 
 
@@ -48,15 +50,6 @@ def echo(request: RecordedRequest) -> Reply:
 
 def tool_names(request: RecordedRequest) -> set[str]:
     return {tool.get("name") or tool.get("type") for tool in request.body.get("tools", [])}
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for a reaper counts as dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 async def test_the_pool_spreads_threads_across_its_members(tmp_path: Path) -> None:
@@ -317,18 +310,7 @@ def test_the_pool_benchmark_runs_every_client_end_to_end() -> None:
 
 def marked_processes() -> list[int]:
     """Living processes started by a runtime of this test process (their marker names us)."""
-    prefix = f"CODEX_ANYIO_RUNTIME_MARKER={os.getpid()}-".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            environ = Path(f"/proc/{name}/environ").read_bytes()
-        except OSError:
-            continue
-        if any(entry.startswith(prefix) for entry in environ.split(b"\0")) and alive(int(name)):
-            found.append(int(name))
-    return found
+    return processes_marked_by(os.getpid())
 
 
 async def test_nothing_the_runtimes_started_outlives_the_pool(tmp_path: Path) -> None:

@@ -47,6 +47,8 @@ from codex_anyio.testing import (
     write_codex_home,
 )
 
+from .conftest import offline_home, requires_netns
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
@@ -179,16 +181,35 @@ def test_every_expectation_names_a_python_block_of_the_readme() -> None:
 
 BINARY = 'python -c "import codex_cli_bin; print(codex_cli_bin.bundled_codex_path())"'
 BATCH = "codex-anyio batch tasks.jsonl -o results.jsonl --concurrency 16 --timeout 300 --attempts 2"
+OFFLINE_BATCH = "codex-anyio batch tasks.jsonl -o results.jsonl --scripted"
 SERVE = "codex-anyio serve"
+LOGIN_STDIN = "codex-anyio login --api-key-stdin"
+LOGIN_ENV = "codex-anyio login --api-key-env OPENAI_API_KEY"
+LOGIN_STATUS = "codex-anyio login status"
+LOGOUT = "codex-anyio logout"
+LOGINS = "test_the_readme_login_commands_store_show_and_forget_an_api_key_offline"
 
 RUN = {
     f"$({BINARY}) login": "test_the_bundled_binary_the_readme_logs_in_with_is_there",
+    LOGIN_STDIN: LOGINS,
+    LOGIN_ENV: LOGINS,
+    LOGIN_STATUS: LOGINS,
+    LOGOUT: LOGINS,
     BATCH: "test_the_readme_batch_command_runs_a_tasks_file_against_the_scripted_model",
+    OFFLINE_BATCH: "test_the_readme_offline_batch_command_needs_no_codex_set_up",
     SERVE: "test_the_readme_serve_command_prints_what_the_readme_shows",
 }
 """Commands run here, and the test that runs each."""
 
 NOT_RUN = {
+    "codex-anyio login": (
+        "the browser login completes on auth.openai.com; test_cli starts it against the real "
+        "runtime in a private network namespace and cancels it"
+    ),
+    "codex-anyio login --device-code": (
+        "the runtime fetches the code from auth.openai.com; test_cli runs the command against "
+        "the fake app-server"
+    ),
     "python -m pip install nox && python -m nox -s demo": (
         "CI's .ci/run runs it verbatim (and test_examples runs the demo itself)"
     ),
@@ -251,6 +272,31 @@ def test_the_bundled_binary_the_readme_logs_in_with_is_there(tmp_path: Path) -> 
     assert "login" in run([str(path), "login", "--help"], tmp_path, {})
 
 
+@requires_netns
+def test_the_readme_login_commands_store_show_and_forget_an_api_key_offline(
+    tmp_path: Path,
+) -> None:
+    key = "sk-readme-0123456789-not-a-real-key"
+    env = {"CODEX_HOME": str(offline_home(tmp_path / "home")), "OPENAI_API_KEY": key}
+    cli = str(Path(sys.executable).with_name("codex-anyio"))
+
+    def shown(command: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        argv = ["unshare", "-rn", cli, *shlex.split(command)[1:]]  # the network: loopback only
+        done = subprocess.run(
+            argv, env={**os.environ, **env}, input=stdin, capture_output=True, text=True, timeout=60
+        )
+        assert key not in done.stdout + done.stderr
+        return done
+
+    assert shown(LOGIN_STDIN, stdin=key + "\n").returncode == 0
+    status = shown(LOGIN_STATUS)
+    assert (status.returncode, status.stdout.split(" (")[0]) == (0, "logged in with an API key")
+    assert shown(LOGOUT).stdout == "logged out\n"
+    assert shown(LOGIN_STATUS).returncode == 1
+    assert shown(LOGIN_ENV).returncode == 0
+    assert shown(LOGIN_STATUS).returncode == 0
+
+
 def test_the_readme_batch_command_runs_a_tasks_file_against_the_scripted_model(
     tmp_path: Path, scripted_environment: dict[str, str]
 ) -> None:
@@ -262,6 +308,27 @@ def test_the_readme_batch_command_runs_a_tasks_file_against_the_scripted_model(
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert sorted((r["id"], r["status"], r["final_response"]) for r in rows) == [
         (str(i), "completed", GREETING) for i in range(3)
+    ]
+
+
+def test_the_readme_offline_batch_command_needs_no_codex_set_up(tmp_path: Path) -> None:
+    tasks = [{"id": str(i), "prompt": f"Say hello {i}."} for i in range(3)]
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
+    (tmp_path / "home").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "CODEX_HOME"}
+    cli = str(Path(sys.executable).with_name("codex-anyio"))
+    done = subprocess.run(
+        [cli, *shlex.split(OFFLINE_BATCH)[1:]],
+        cwd=tmp_path,
+        env={**env, "HOME": str(tmp_path / "home")},  # no login, no config.toml
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["id"], r["status"], r["final_response"]) for r in rows) == [
+        (str(i), "completed", f"echo: Say hello {i}.") for i in range(3)
     ]
 
 

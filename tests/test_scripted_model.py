@@ -4,6 +4,9 @@ script kind against the real runtime."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -13,12 +16,15 @@ from codex_anyio.testing import (
     RecordedRequest,
     ScriptedModel,
     ScriptExhaustedError,
+    exec_command,
     failed,
     function_call,
     http_error,
     message,
     model_usage,
+    open_scripted_pool,
     reply,
+    scripted_runtime,
     stall,
     usage_limit_reached,
 )
@@ -250,3 +256,86 @@ async def test_usage_and_headers_are_scripted_per_reply() -> None:
     assert json.loads(body) == {
         "error": {"type": "usage_limit_reached", "plan_type": "pro", "resets_at": 1900000000}
     }
+
+
+# -- the runtime's HOME: scripted commands never run the user's rc files -----------------------
+
+RC_FILES = (".profile", ".bash_profile", ".bash_login", ".bashrc", ".zshenv", ".zprofile")
+
+
+def home_with_rc_files(folder: Path) -> Path:
+    """A HOME whose every rc file prints a marker and leaves a marker file (where a slow or
+    lock-taking rc file would stall each command for the runtime's 10 s)."""
+    folder.mkdir()
+    for name in RC_FILES:
+        (folder / name).write_text(f'echo RC-SOURCED; touch "{folder}/sourced{name}"\n')
+    return folder
+
+
+def sourced(home: Path) -> list[str]:
+    return sorted(path.name for path in home.glob("sourced*"))
+
+
+COMMAND = [exec_command("echo command-ran"), message("done")]
+"""One scripted command (outside the sandbox, so that an rc file could write its marker)."""
+
+
+@asynccontextmanager
+async def run_scripted_command(
+    kit: str, scripted_codex: Any, **options: Any
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Run :data:`COMMAND` through ``kit``; yield what the command printed, as the runtime
+    sent it back to the model."""
+    options["sandbox_mode"] = "danger-full-access"
+    if kit == "open_scripted_codex":
+        async with scripted_codex(COMMAND, **options) as s:
+            assert (await (await s.codex.thread_start()).run("go")).status == "completed"
+            yield s.model.function_call_outputs()
+    else:
+        async with open_scripted_pool(COMMAND, servers=1, **options) as p:
+            assert (await p.pool.run("go")).status == "completed"
+            yield p.model.function_call_outputs()
+
+
+@pytest.mark.parametrize("kit", ["open_scripted_codex", "open_scripted_pool"])
+async def test_scripted_commands_run_with_an_empty_home_not_the_users_rc_files(
+    kit: str, scripted_codex: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users_home = home_with_rc_files(tmp_path / "user")
+    monkeypatch.setenv("HOME", str(users_home))
+    with anyio.fail_after(60):
+        async with run_scripted_command(kit, scripted_codex) as outputs:
+            pass
+    assert "command-ran" in outputs[0]["output"]
+    assert "RC-SOURCED" not in outputs[0]["output"]
+    assert sourced(users_home) == []
+
+
+async def test_a_scripted_runtime_given_home_runs_commands_through_that_homes_rc_files(
+    scripted_codex: Any, tmp_path: Path
+) -> None:
+    # The other side of the test above: what it asserts absent is what sourcing leaves.
+    home = home_with_rc_files(tmp_path / "user")
+    with anyio.fail_after(60):
+        async with run_scripted_command("open_scripted_codex", scripted_codex, home=home) as out:
+            pass
+    assert "RC-SOURCED" in out[0]["output"]
+    assert sourced(home) != []
+
+
+def test_the_sync_kit_gives_the_runtime_an_empty_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from codex_anyio import Codex
+
+    users_home = home_with_rc_files(tmp_path / "user")
+    monkeypatch.setenv("HOME", str(users_home))
+    with scripted_runtime(COMMAND, sandbox_mode="danger-full-access") as runtime:
+        assert runtime.config.env is not None
+        assert runtime.config.env["HOME"] != str(users_home)
+        with Codex(runtime.config) as codex:
+            assert codex.thread_start().run("go").status == "completed"
+        output = runtime.model.function_call_outputs()[0]["output"]
+    assert "command-ran" in output
+    assert "RC-SOURCED" not in output
+    assert sourced(users_home) == []

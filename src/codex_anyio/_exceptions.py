@@ -249,10 +249,16 @@ class CredentialsMissingError(CodexError):
     def __init__(self) -> None:
         super().__init__(
             "the Codex runtime has no credentials and its model provider needs them: run "
-            "`codex login` once on this machine, or call codex.login_api_key(...) / "
-            "codex.login_chatgpt() first; codex.account() shows the current state "
+            "`codex-anyio login` once on this machine (or `codex login`, where the Codex CLI "
+            "is installed), or call codex.login_api_key(...) / codex.login_chatgpt() first; "
+            "codex.account() or `codex-anyio login status` shows the current state "
             "(pass require_credentials=False to skip this check)"
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt without arguments (the default passes the message, which __init__ does not
+        # take): a batch on Ray gets it back from an actor's process.
+        return (type(self), (), self.__dict__)
 
 
 class AuthenticationError(CodexError):

@@ -1,16 +1,24 @@
 """``codex-anyio batch``: the command-line face of :mod:`codex_anyio.batch`.
 
-What lives here and nowhere else: the progress display (``rich`` when it is installed and
-stderr is a terminal, one plain line per result otherwise), the summary table, the signal
-policy and the exit statuses. Ctrl-C (SIGINT) or SIGTERM cancels the batch: every running turn
-is interrupted on the server (shielded, bounded), the results written so far are already on
-disk (one whole row each), and the command exits with 130 (143 for SIGTERM). Running the same
-command again skips every id already in the results file.
+What lives here and nowhere else: the arguments, where the runtimes come from, the signal
+policy and the exit statuses (the progress display and the summary are ``_batch_report``'s).
+Ctrl-C (SIGINT), SIGTERM or SIGHUP cancels the batch: every running turn is interrupted on
+the server (shielded, bounded), the results written so far are already on disk (one whole row
+each), and the command exits with 130 (143 for SIGTERM, 129 for SIGHUP). Running the same
+command again skips every id already in the results file, but for those whose latest row has
+a status in ``--retry`` (``--retry-failed``: all but ``completed``): they run again, and
+their new row is appended (the last row of an id is the one that counts).
 
 Every way it can end is one line on stderr and one of the statuses in :data:`EXIT_STATUSES`
 (also in ``--help`` and the README): a bad argument or file is refused before anything runs
 (2), a usage limit stops the batch with the reset time (3), any other stop or a task that did
 not complete is 1.
+
+Where the runtimes come from: started here (the default; ``--config`` overrides), a server
+to attach to (``--connect URL`` with ``--token-file``/``--token-env``, as
+``CodexConfig(connect=...)``), or, with ``--scripted``, runtimes started here against the
+echoing model of ``serve --scripted`` (offline, no credentials: a harness can be tried end to
+end first).
 
 Beyond one machine, with the same files, progress and signals: ``--ray [ADDRESS]`` runs the
 pools on Ray actors (:func:`~codex_anyio.batch.run_batch_on_ray`; Ray is imported only then),
@@ -22,32 +30,37 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import time
-from collections import Counter
-from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TextIO
+import traceback
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-import anyio
-
-from .._exceptions import CodexError, TransportClosedError, UsageLimitError
-from .._groups import call_unwrapped
+from .._exceptions import (
+    CodexError,
+    CredentialsMissingError,
+    UsageLimitError,
+)
+from .._wire._address import Address, resolve_token
 from .._wire._config import CodexConfig
 from ..batch import (
+    NOT_COMPLETED,
     STATUSES,
-    BatchResult,
     BatchRun,
     BatchTask,
     ResultsFileError,
     ResultWriter,
     TaskFileError,
     parse_shard,
-    percentile,
+    pending_tasks,
     read_tasks,
     run_batch,
     run_batch_on_ray,
 )
 from ..batch._files import positive_seconds
+from ._batch_report import RichProgress, Tally, open_progress, print_summary
+from ._errors import add_verbose, one_line
+from ._signals import Stop, run_until_stopped
 
 if TYPE_CHECKING:
     from ..batch._ray._driver import RayBatchRun
@@ -62,8 +75,9 @@ EXIT_USAGE_LIMIT: Final = 3
 EXIT_STATUSES: Final = """\
 exit status:
   0    every task of the tasks file (of the shard) has a completed row
-  1    not all did: some rows say failed, timeout, error or interrupted (final: a re-run
-       skips them), or the batch stopped on an error (the app-server would not start, the
+  1    not all did: some rows say failed, timeout, error or interrupted (a re-run skips
+       them; with --retry-failed it runs them again), or the batch stopped on an error
+       every task left would hit (no credentials, the app-server would not start, the
        results file could not be written, the Ray cluster is gone): fix it and run the
        same command again to continue
   2    usage error, nothing was run: a bad argument, a tasks file that cannot be read or
@@ -71,7 +85,7 @@ exit status:
        tasks file, not a regular file, a missing folder, in use by another run)
   3    stopped by the account's usage limit (the message names the reset time): no row
        is written for the tasks left, which run when the same command runs after it
-  130  interrupted by Ctrl-C (143: by SIGTERM); run the same command again to continue
+  130  interrupted by Ctrl-C (143: SIGTERM, 129: SIGHUP); run the same command again to continue
 """
 """What each exit status of ``codex-anyio batch`` means (its ``--help`` epilog)."""
 
@@ -110,11 +124,14 @@ def add_batch_parser(commands: Any) -> None:
         description=(
             "Run one turn per task line (id, prompt, optional cwd, model, output_schema, "
             "config, approval, timeout) and append one result line per task to the output. "
-            "Re-running the same command skips ids already in the output."
+            "Re-running the same command skips ids already in the output, unless their "
+            "latest row has a status given to --retry (--retry-failed: every status but "
+            "completed)."
         ),
         epilog=EXIT_STATUSES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_verbose(batch, default=argparse.SUPPRESS)
     batch.add_argument("tasks", help="tasks file (JSON lines)")
     batch.add_argument(
         "-o",
@@ -133,6 +150,20 @@ def add_batch_parser(commands: Any) -> None:
     )
     batch.add_argument("--timeout", type=_seconds, default=None, help="seconds per task (> 0)")
     batch.add_argument("--attempts", type=_count, default=1, help="tries per failed task")
+    batch.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run again the tasks whose latest row did not complete (failed, timeout, "
+        "error, interrupted); the new row is appended and counts from then on",
+    )
+    batch.add_argument(
+        "--retry",
+        type=_statuses,
+        default=frozenset(),
+        metavar="STATUS,...",
+        help="run again the tasks whose latest row has one of these statuses "
+        f"({', '.join(STATUSES)})",
+    )
     batch.add_argument("--model", default=None, help="model for tasks that name none")
     batch.add_argument(
         "--config",
@@ -172,6 +203,40 @@ def add_batch_parser(commands: Any) -> None:
     batch.add_argument(
         "--actors", type=_count, default=None, help="with --ray: this many actors, not one per node"
     )
+    runtime = batch.add_mutually_exclusive_group()
+    runtime.add_argument(
+        "--scripted",
+        action="store_true",
+        help="offline: answer every task from a built-in echoing model on loopback (as serve "
+        "--scripted), to try a harness end to end before any credentials exist",
+    )
+    runtime.add_argument(
+        "--connect",
+        default=None,
+        metavar="URL",
+        help="attach to a running server (ws://HOST:PORT, wss://..., unix:///path) instead of "
+        "starting runtimes; --servers is then the number of connections (default 1)",
+    )
+    token = batch.add_mutually_exclusive_group()
+    token.add_argument(
+        "--token-file", default=None, metavar="FILE", help="with --connect: the bearer token file"
+    )
+    token.add_argument(
+        "--token-env",
+        default=None,
+        metavar="VAR",
+        help="with --connect: the environment variable holding the bearer token",
+    )
+
+
+def _statuses(text: str) -> frozenset[str]:
+    statuses = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(statuses - set(STATUSES))
+    if unknown or not statuses:
+        raise argparse.ArgumentTypeError(
+            f"a comma-separated list of statuses ({', '.join(STATUSES)}), not {text!r}"
+        )
+    return statuses
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -179,198 +244,6 @@ def _shard(text: str) -> tuple[int, int]:
         return parse_shard(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-class _Run(Protocol):
-    """What the progress display reads from a batch run (local or on Ray)."""
-
-    @property
-    def running(self) -> int: ...
-
-    @property
-    def concurrency(self) -> int: ...
-
-
-class _Tally:
-    """Counts, durations and tokens of the results seen so far."""
-
-    def __init__(self, total: int, skipped: int) -> None:
-        self.total = total
-        self.skipped = skipped
-        self.statuses: Counter[str] = Counter()
-        self.durations: list[float] = []
-        self.tokens = 0
-        self.launched = self.started = time.monotonic()
-
-    def pool_ready(self) -> None:
-        """Rates and the tasks' wall time count from here, start-up is reported apart."""
-        self.started = time.monotonic()
-
-    @property
-    def done(self) -> int:
-        return sum(self.statuses.values())
-
-    def add(self, result: BatchResult) -> None:
-        self.statuses[result.status] += 1
-        self.durations.append(result.duration_ms / 1000)
-        self.tokens += result.total_tokens
-
-    def rate(self) -> float:
-        elapsed = time.monotonic() - self.started
-        return self.done / elapsed if elapsed > 0 else 0.0
-
-    def eta(self) -> str:
-        rate, left = self.rate(), self.total - self.skipped - self.done
-        if not left:
-            return "0s"
-        return f"{left / rate:.0f}s" if rate else "?"
-
-    def not_completed(self) -> int:
-        return self.done - self.statuses["completed"]
-
-
-class _PlainProgress:
-    """One line per result on a stream: readable in CI logs and files."""
-
-    def __init__(self, tally: _Tally, run: _Run, stream: TextIO) -> None:
-        self._tally = tally
-        self._run = run
-        self._stream = stream
-
-    def __enter__(self) -> _PlainProgress:
-        t = self._tally
-        print(
-            f"batch: {t.total} tasks, {t.skipped} already done, "
-            f"{t.total - t.skipped} to run, {self._run.concurrency} at a time",
-            file=self._stream,
-            flush=True,
-        )
-        return self
-
-    def update(self, result: BatchResult) -> None:
-        t = self._tally
-        print(
-            f"[{t.skipped + t.done}/{t.total}] {result.status} {result.id} "
-            f"{result.duration_ms / 1000:.2f}s | running {self._run.running} "
-            f"not completed {t.not_completed()} | {t.rate():.1f} tasks/s eta {t.eta()} "
-            f"tokens {t.tokens}",
-            file=self._stream,
-            flush=True,
-        )
-
-    def __exit__(self, *exc_info: object) -> None:
-        pass
-
-
-class _RichProgress:
-    """A live bar: done / running / not completed, throughput, ETA and tokens."""
-
-    def __init__(self, tally: _Tally, run: _Run, stream: TextIO) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self._tally = tally
-        self._run = run
-        self._progress = Progress(
-            TextColumn("[bold]batch"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[stats]}"),
-            console=Console(file=stream),
-            refresh_per_second=4,
-        )
-        self._task = self._progress.add_task(
-            "batch", total=tally.total, completed=tally.skipped, stats=""
-        )
-
-    def __enter__(self) -> _RichProgress:
-        self._progress.start()
-        return self
-
-    def update(self, result: BatchResult) -> None:
-        t = self._tally
-        stats = (
-            f"running {self._run.running} · not completed {t.not_completed()} · "
-            f"{t.rate():.1f}/s · {t.tokens:,} tokens"
-        )
-        self._progress.update(self._task, completed=t.skipped + t.done, stats=stats)
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._progress.stop()
-
-
-def _rich_available() -> bool:
-    try:
-        import rich  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _progress(mode: str, tally: _Tally, run: _Run, stream: TextIO) -> Any:
-    if mode == "auto":
-        mode = "rich" if stream.isatty() and _rich_available() else "plain"
-    if mode == "rich":
-        return _RichProgress(tally, run, stream)
-    if mode == "plain":
-        return _PlainProgress(tally, run, stream)
-    return _NoProgress()
-
-
-class _NoProgress:
-    def __enter__(self) -> _NoProgress:
-        return self
-
-    def update(self, result: BatchResult) -> None:
-        pass
-
-    def __exit__(self, *exc_info: object) -> None:
-        pass
-
-
-def _summary_rows(tally: _Tally) -> list[tuple[str, str]]:
-    rows = [(status, str(tally.statuses[status])) for status in STATUSES if tally.statuses[status]]
-    wall = time.monotonic() - tally.started
-    rows += [
-        ("skipped (already done)", str(tally.skipped)),
-        ("start-up", f"{tally.started - tally.launched:.1f} s"),
-        ("duration p50", f"{percentile(tally.durations, 50):.2f} s"),
-        ("duration p95", f"{percentile(tally.durations, 95):.2f} s"),
-        ("tokens", f"{tally.tokens:,}"),
-        ("wall time", f"{wall:.1f} s"),
-        ("throughput", f"{tally.rate():.2f} tasks/s"),
-    ]
-    return rows
-
-
-def _print_summary(tally: _Tally, rich: bool, stream: TextIO) -> None:
-    rows = _summary_rows(tally)
-    if rich:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title="batch summary")
-        table.add_column("")
-        table.add_column("", justify="right")
-        for name, value in rows:
-            table.add_row(name, value)
-        Console(file=stream).print(table)
-        return
-    width = max(len(name) for name, _ in rows)
-    print("batch summary", file=stream)
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}", file=stream)
-    stream.flush()
 
 
 def _refuse_the_tasks_file(tasks: str, output: str) -> None:
@@ -382,15 +255,58 @@ def _refuse_the_tasks_file(tasks: str, output: str) -> None:
         raise ResultsFileError(output, f"the results file {output} is the tasks file")
 
 
-def _make_run(args: argparse.Namespace, pending: list[BatchTask]) -> BatchRun | RayBatchRun:
-    config = CodexConfig(config_overrides=tuple(args.config)) if args.config else None
+def _refusal(args: argparse.Namespace) -> str | None:
+    """What is wrong with a combination of arguments (argparse checks each alone), or None."""
+    if args.actors is not None and args.ray is None:
+        return "--actors needs --ray"
+    if args.scripted and args.ray is not None:
+        return "--scripted runs its model on this machine's loopback: not with --ray"
+    if (args.token_file or args.token_env) and args.connect is None:
+        return "--token-file and --token-env go with --connect"
+    if args.connect is None:
+        return None
+    if args.config:
+        return "--config configures runtimes this command starts; with --connect, the server's own"
+    try:
+        Address.parse(args.connect)
+        resolve_token(None, args.token_file, args.token_env)
+    except ValueError as exc:
+        return f"--connect: {exc}"
+    return None
+
+
+@asynccontextmanager
+async def _runtime(args: argparse.Namespace) -> AsyncIterator[CodexConfig | None]:
+    """How the batch's pool reaches its runtimes: spawned (``--config``), attached
+    (``--connect``), or spawned against the echoing model while the batch runs
+    (``--scripted``)."""
+    if args.connect is not None:
+        yield CodexConfig(
+            connect=args.connect, token_file=args.token_file, token_env=args.token_env
+        )
+        return
+    base = CodexConfig(config_overrides=tuple(args.config))
+    if not args.scripted:
+        yield base if args.config else None
+        return
+    from ..testing._echo import echo_runtime  # the offline set-up of `serve --scripted`
+
+    async with echo_runtime(base) as config:
+        yield config
+
+
+def _make_run(
+    args: argparse.Namespace, pending: list[BatchTask], config: CodexConfig | None
+) -> BatchRun | RayBatchRun:
+    # One server to attach to: one connection (per actor) unless asked; more add no runtime.
+    servers = 1 if args.servers is None and args.connect is not None else args.servers
     if args.ray is not None:
         return run_batch_on_ray(
             pending,
             address=args.ray or None,
             actors=args.actors,
             slots=args.concurrency,
-            servers=args.servers,
+            servers=servers,
             timeout=args.timeout,
             attempts=args.attempts,
             model=args.model,
@@ -398,7 +314,7 @@ def _make_run(args: argparse.Namespace, pending: list[BatchTask]) -> BatchRun | 
         )
     return run_batch(
         pending,
-        servers=args.servers,
+        servers=servers,
         concurrency=args.concurrency,
         timeout=args.timeout,
         attempts=args.attempts,
@@ -407,16 +323,20 @@ def _make_run(args: argparse.Namespace, pending: list[BatchTask]) -> BatchRun | 
     )
 
 
-def _one_line(exc: BaseException) -> str:
-    """An error as one line: its first, and for an app-server that exited, the line of its
-    stderr where the runtime says why (``Error: ...``)."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else type(exc).__name__
-    if isinstance(exc, TransportClosedError):
-        why = [line for line in exc.stderr_tail.splitlines() if line.startswith("Error")]
-        if why:
-            text += f": {why[-1]}"
-    return text
+CREDENTIALS_MISSING: Final = (
+    "the Codex runtime has no credentials and its model provider needs them (every task "
+    "would fail the same way): run `codex-anyio login` once on this machine, or try the batch "
+    "offline first with --scripted"
+)
+"""The stop line's reason for :class:`CredentialsMissingError` (whose own message speaks to
+a Python caller)."""
+
+
+def _stop_reason(exc: CodexError) -> str:
+    """Why the batch stopped, in one line (it is about every task left, not one)."""
+    if isinstance(exc, CredentialsMissingError):
+        return CREDENTIALS_MISSING
+    return one_line(exc)
 
 
 def _resets(exc: UsageLimitError) -> str:
@@ -426,38 +346,36 @@ def _resets(exc: UsageLimitError) -> str:
     return str(message) if message else "its reset time is unknown"
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, stop: Stop) -> int:
     tasks = read_tasks(args.tasks, shard=args.shard)
     _refuse_the_tasks_file(args.tasks, args.output)
     # The lock is taken before the rows are read: a second run on this file is refused here,
     # not after it has decided to run the same ids.
     with ResultWriter(args.output) as writer:
-        return await _run_pending(args, tasks, writer)
+        async with _runtime(args) as config:
+            return await _run_pending(args, tasks, writer, config, stop)
 
 
 async def _run_pending(
-    args: argparse.Namespace, tasks: list[BatchTask], writer: ResultWriter
+    args: argparse.Namespace,
+    tasks: list[BatchTask],
+    writer: ResultWriter,
+    config: CodexConfig | None,
+    stop: Stop,
 ) -> int:
     statuses = {task_id: row.status for task_id, row in writer.results.items()}
-    pending = [task for task in tasks if task.id not in writer.results]
-    run = _make_run(args, pending)
-    tally = _Tally(total=len(tasks), skipped=len(tasks) - len(pending))
+    retry = args.retry | (NOT_COMPLETED if args.retry_failed else frozenset())
+    pending = pending_tasks(tasks, writer.results, retry=retry)
+    run = _make_run(args, pending, config)
+    again = sum(task.id in writer.results for task in pending)
+    tally = Tally(total=len(tasks), skipped=len(tasks) - len(pending), again=again)
     stream = sys.stderr
-    progress = _progress(args.progress, tally, run, stream)
-    caught: int | None = None
+    progress = open_progress(args.progress, tally, run, stream)
     stopped: CodexError | None = None
     with progress:
-        async with anyio.create_task_group() as tg:
-
-            async def on_signal() -> None:
-                nonlocal caught
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for signum in signals:
-                        caught = signum
-                        tg.cancel_scope.cancel()
-                        return
-
-            tg.start_soon(on_signal)
+        # A stop signal cancels the run (its turns interrupted, the rows so far kept), then
+        # the summary below is still printed.
+        with stop.here():
             try:
                 if pending:
                     async with run as results:
@@ -465,18 +383,22 @@ async def _run_pending(
                         async for result in results:
                             writer.write(result)
                             statuses[result.id] = result.status
-                            tally.add(result)
+                            first = tally.add(result)
                             progress.update(result)
+                            if first is not None:
+                                progress.note(
+                                    f"batch: first {first.describe()} (task {first.task_id}; "
+                                    f"more like it are counted in the summary)"
+                                )
             except CodexError as exc:  # the batch stopped: a usage limit, a write, start-up
                 stopped = exc
-            tg.cancel_scope.cancel()
-    _print_summary(tally, isinstance(progress, _RichProgress), sys.stdout)
+    print_summary(tally, isinstance(progress, RichProgress), sys.stdout)
     missing = sum(statuses.get(task.id) != "completed" for task in tasks)
-    return _ending(tally, caught, stopped, missing, args.output)
+    return _ending(tally, stop.signum, stopped, missing, args.output)
 
 
 def _ending(
-    tally: _Tally, caught: int | None, stopped: CodexError | None, missing: int, output: str
+    tally: Tally, caught: int | None, stopped: CodexError | None, missing: int, output: str
 ) -> int:
     """The last line on stderr and the exit status (see :data:`EXIT_STATUSES`)."""
     done = f"{tally.skipped + tally.done} of {tally.total} done"
@@ -490,10 +412,13 @@ def _ending(
         )
         return EXIT_USAGE_LIMIT
     if stopped is not None:
-        _say(f"stopped: {_one_line(stopped)}; {done}, run the same command again to continue")
+        _say(f"stopped: {_stop_reason(stopped)}; {done}, run the same command again to continue")
         return EXIT_NOT_COMPLETED
     if missing:
-        _say(f"{missing} of {tally.total} tasks did not complete (see {output})")
+        _say(
+            f"{missing} of {tally.total} tasks did not complete (see {output}; "
+            "--retry-failed runs them again)"
+        )
         return EXIT_NOT_COMPLETED
     return EXIT_COMPLETED
 
@@ -504,16 +429,21 @@ def _say(message: str) -> None:
 
 def batch_command(args: argparse.Namespace) -> int:
     """Run ``codex-anyio batch``; the exit status is one of :data:`EXIT_STATUSES`."""
-    if args.actors is not None and args.ray is None:
-        print("codex-anyio batch: --actors needs --ray", file=sys.stderr)
+    refusal = _refusal(args)
+    if refusal is not None:
+        print(
+            f"codex-anyio batch: error: {refusal} (see codex-anyio batch --help)", file=sys.stderr
+        )
         return EXIT_USAGE
     try:
-        return call_unwrapped(lambda: anyio.run(_run, args, backend=args.backend))
+        return run_until_stopped(lambda stop: _run(args, stop), backend=args.backend)
     except (TaskFileError, ResultsFileError) as exc:
         print(f"codex-anyio batch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except CodexError as exc:
-        print(f"codex-anyio batch: {_one_line(exc)}", file=sys.stderr)
+        if getattr(args, "verbose", False):
+            traceback.print_exception(exc)
+        print(f"codex-anyio batch: {one_line(exc)}", file=sys.stderr)
         return EXIT_NOT_COMPLETED
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return 130

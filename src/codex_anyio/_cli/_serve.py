@@ -1,9 +1,10 @@
 """``codex-anyio serve``: start a local runtime on a socket for other programs to attach to.
 
-Prints where it listens and the token file, then serves until Ctrl-C (or until ``--for``
-seconds have passed). It listens on loopback only: another address needs ``--allow-remote``
-and ``--token-file`` (see ``_serve.check_listen``). Exit status: 0 after ``--for``, 130 on
-Ctrl-C, 1 if the runtime could not start, 2 for an address it will not serve on.
+Prints where it listens and the token file, then serves until Ctrl-C, SIGTERM or SIGHUP (or
+until ``--for`` seconds have passed); each stops the runtime and everything it started and
+removes the token file and the scripted ``CODEX_HOME`` before the command exits (see
+``_signals``). It listens on loopback only: another address needs ``--allow-remote`` and
+``--token-file`` (see ``_serve.check_listen``). Exit status: :data:`EXIT_STATUSES`.
 ``--scripted`` answers every turn from a built-in echoing model on loopback instead of a real
 one: no login, no network, for demos and for trying ``connect=``.
 """
@@ -13,20 +14,28 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Final
 
 import anyio
-import attrs
 
-from .._exceptions import StartupError
 from .._wire._config import CodexConfig
 from ..serve._server import check_listen, serve_app_server
+from ._errors import EXIT_USAGE, add_verbose
+from ._signals import run_until_stopped
 
-__all__ = ["add_serve_parser", "serve_command"]
+__all__ = ["EXIT_STATUSES", "add_serve_parser", "serve_command"]
+
+EXIT_STATUSES: Final = """\
+exit status:
+  0    stopped after --for seconds
+  1    the runtime could not start, or another error (one line naming the cause)
+  2    an address it will not serve on (beyond loopback without --allow-remote and
+       --token-file), nothing was started
+  130  stopped by Ctrl-C (143: SIGTERM, 129: SIGHUP), after stopping everything it started
+"""
+"""What each exit status of ``codex-anyio serve`` means (its ``--help`` epilog)."""
 
 
 def add_serve_parser(commands: Any) -> None:
@@ -38,10 +47,8 @@ def add_serve_parser(commands: Any) -> None:
             "clients pass as CodexConfig(connect=..., token_file=...). It listens on loopback "
             "only unless --allow-remote is given (with --token-file)."
         ),
-        epilog=(
-            "exit status: 0 after --for, 130 on Ctrl-C, 1 if the runtime could not start, "
-            "2 for an address it will not serve on"
-        ),
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument(
         "--listen",
@@ -73,27 +80,13 @@ def add_serve_parser(commands: Any) -> None:
         "--for", dest="duration", type=float, default=None, help="stop after this many seconds"
     )
     serve.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    add_verbose(serve, default=argparse.SUPPRESS)
 
 
-@asynccontextmanager
-async def _scripted_config(base: CodexConfig) -> AsyncIterator[CodexConfig]:
-    from ..testing import ScriptedModel, message, scripted_env, write_codex_home
+def _scripted_config(base: CodexConfig) -> AbstractAsyncContextManager[CodexConfig]:
+    from ..testing._echo import echo_runtime  # shared with `batch --scripted`
 
-    def echo(request: Any) -> Any:
-        texts = [
-            part.get("text", "")
-            for item in request.body.get("input", [])
-            if item.get("type") == "message" and item.get("role") == "user"
-            for part in item.get("content", [])
-        ]
-        return message(f"echo: {texts[-1] if texts else ''}")
-
-    with tempfile.TemporaryDirectory(prefix="codex-anyio-serve-") as scratch:
-        async with ScriptedModel(echo) as model:
-            home = write_codex_home(Path(scratch) / "home", base_url=model.base_url)
-            workspace = Path(scratch) / "workspace"
-            workspace.mkdir()
-            yield attrs.evolve(base, cwd=workspace, env=scripted_env(home), codex_home=home)
+    return echo_runtime(base)
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -123,15 +116,11 @@ async def _plain(base: CodexConfig) -> AsyncIterator[CodexConfig]:
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    """Run ``codex-anyio serve``; the exit status is one of :data:`EXIT_STATUSES` (an error
+    such as a runtime that would not start is raised, for the dispatcher's one line)."""
     try:
         check_listen(args.listen, allow_remote=args.allow_remote, token_file=args.token_file)
     except ValueError as exc:
         print(f"codex-anyio serve: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return anyio.run(_serve, args, backend=args.backend)
-    except StartupError as exc:
-        print(f"codex-anyio serve: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+        return EXIT_USAGE
+    return run_until_stopped(lambda _: _serve(args), backend=args.backend)

@@ -900,12 +900,36 @@ async def open_client(
             server_request_handler=server_request_handler,
             telemetry=telemetry,
         )
-        await tg.start(protect_from_ctrl_c(client.read_loop), name="codex reader")
-        await tg.start(protect_from_ctrl_c(client.write_loop), name="codex writer")
+        # The reader and the writer are shielded from the caller's cancellation: a scope
+        # that encloses the client as well as a turn cancels both at once, and the turn's
+        # shielded interrupt still needs a writer to send it and a reader to see its
+        # answer. They end when the client closes (end of input; the writer's queue shut),
+        # and are cancelled outright after that.
+        loops: list[anyio.CancelScope] = []
+        await tg.start(
+            protect_from_ctrl_c(_serve_loop), client.read_loop, loops, name="codex reader"
+        )
+        await tg.start(
+            protect_from_ctrl_c(_serve_loop), client.write_loop, loops, name="codex writer"
+        )
         if on_started is not None:
             on_started(client)
         try:
             yield client
         finally:
             await client.aclose()
+            for scope in loops:
+                scope.cancel()
             tg.cancel_scope.cancel()
+
+
+async def _serve_loop(
+    loop: Callable[..., Awaitable[None]],
+    scopes: list[anyio.CancelScope],
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the reader or the writer in a shielded scope that only the client cancels."""
+    with anyio.CancelScope(shield=True) as scope:
+        scopes.append(scope)
+        await loop(task_status=task_status)

@@ -11,23 +11,27 @@ The Python API behind ``codex-anyio batch``, for harnesses that embed it::
 
 Each task gets a fresh (lean, by default) thread and one turn. A result's ``status`` is the
 turn's (``completed``, ``interrupted``, ``failed``), ``timeout`` when the task's deadline
-interrupted its turn, or ``error`` when something else failed (the task is not valid, the
-runtime died under it, a request was rejected); ``failed`` and ``error`` are retried up to
-``attempts`` times. One task that fails never ends the batch: it gets its own row.
+interrupted its turn, or ``error`` when something else failed (the task is not valid, its
+``cwd`` is not a directory, the runtime died under it, a request was rejected); ``failed``
+and ``error`` are retried up to ``attempts`` times while another try could pass
+(:func:`should_retry`: not for a task that is not valid as given, whose row says
+``retryable=False``). One task that fails never ends the batch: it gets its own row.
 
-Two things do end it, as one exception out of the ``async with``: a usage limit
-(:class:`~codex_anyio.UsageLimitError`: every other task would hit it too, and a row written
-for each would be a final failure that a re-run skips; so no row is made, the running turns
-are interrupted, and the tasks left run on a re-run after ``resets_at``), and a repeated task
-id (``ValueError``: the id is what a results file resumes by; a list is checked before anything
-runs). Leaving the ``async with`` early (``break``, Ctrl-C, cancellation) likewise interrupts
-every running turn on the server (shielded, bounded) and produces no result for them, so they
-run again on the next attempt.
+Two things do end it, as one exception out of the ``async with``: an error every other task
+would hit too (:func:`ends_batch`: a usage limit, :class:`~codex_anyio.UsageLimitError`; no
+credentials; a runtime that cannot start; a pool with no member left), for which a row
+written for each task would be a final failure that a re-run skips, so no row is made, the
+running turns are interrupted, and the tasks left run on a re-run once the cause is gone
+(after ``resets_at``, after ``codex-anyio login``); and a repeated task id (``ValueError``: the id
+is what a results file resumes by; a list is checked before anything runs). Leaving the
+``async with`` early (``break``, Ctrl-C, cancellation) likewise interrupts every running turn
+on the server (shielded, bounded) and produces no result for them, so they run again on the
+next attempt.
 
-Resuming is a property of the files (``_batch_results``, re-exported here): :class:`ResultWriter`
+Resuming is a property of the files (``_results``, re-exported here): :class:`ResultWriter`
 appends one whole row per result under the file's lock; :func:`read_results` reads a results
-file back, tolerating a row cut short (a run killed mid-write), so
-``pending = [t for t in tasks if t.id not in done]``.
+file back (each id's latest row), tolerating a row cut short (a run killed mid-write), so
+``pending = pending_tasks(tasks, done)`` (``retry={"error", "timeout"}`` to run those again).
 """
 
 from __future__ import annotations
@@ -38,15 +42,16 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import ResultsFileError, ResultsWriteError, TaskFileError
 from .._public import publish
 from .._wire._config import CodexConfig
-from ._attempt import RECYCLE_AFTER, RETRIED, attempt_task
+from ._attempt import RECYCLE_AFTER, RETRIED, attempt_task, ends_batch, should_retry
 from ._files import STATUSES, BatchResult, BatchTask, check_task, parse_shard, read_tasks, shard_of
 from ._local import BatchRun, run_batch
-from ._results import ResultWriter, percentile, read_results
+from ._results import NOT_COMPLETED, ResultWriter, pending_tasks, percentile, read_results
 
 if TYPE_CHECKING:  # Ray is optional: its executor is imported when first asked for
     from ._ray._driver import ActorStatistics, RayBatchRun
 
 __all__ = [
+    "NOT_COMPLETED",
     "RECYCLE_AFTER",
     "RETRIED",
     "STATUSES",
@@ -61,13 +66,16 @@ __all__ = [
     "TaskFileError",
     "attempt_task",
     "check_task",
+    "ends_batch",
     "parse_shard",
+    "pending_tasks",
     "percentile",
     "read_results",
     "read_tasks",
     "run_batch",
     "run_batch_on_ray",
     "shard_of",
+    "should_retry",
 ]
 
 
@@ -105,8 +113,9 @@ def run_batch_on_ray(
         its node).
     :param servers: app-server processes per actor's pool (default: 4 per CPU of the node).
     :param timeout: seconds per task (a task's own ``timeout`` wins), applied in the actor.
-    :param attempts: tries per task while its status is ``failed`` or ``error``, or its actor
-        died under it; the row's ``attempt`` says which try it is.
+    :param attempts: tries per task while its status is ``failed`` or ``error`` (and the row
+        is ``retryable``), or its actor died under it; the row's ``attempt`` says which try
+        it is.
     :param max_restarts: Ray restarts of each actor (its calls are never retried by Ray).
     :param watchdog_grace: seconds past a task's deadline before the driver cancels the call.
     :param init_options: more ``ray.init`` keywords; ``actor_options``: more actor options

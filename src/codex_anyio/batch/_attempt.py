@@ -2,13 +2,27 @@
 
 Both executors build on this module, never on the public facade: the local runner
 (:mod:`._local`) and the Ray actor and driver (:mod:`._ray`) run each task through
-:func:`attempt_task`, check counts and ids with the same functions, and retry the same
-statuses, so a result row means the same whichever ran it.
+:func:`attempt_task`, check counts and ids with the same functions, and retry by the same
+rule (:func:`should_retry`), so a result row means the same whichever ran it.
+
+This is also the one place that sorts what goes wrong into three kinds:
+
+- **the batch's end** (:func:`ends_batch`): an error every other task would hit too, so no
+  row is written for it (a row would be a final status that a re-run skips), the running turns
+  are interrupted, and the exception ends the batch; the tasks left run on a re-run once the
+  cause is fixed. A usage limit, missing credentials, a runtime that cannot start (a bad
+  config), a pool with no member left.
+- **this task's final error**: the task cannot run as given (a field that is not valid, a
+  ``cwd`` that is not a directory this machine can enter). Its row says ``error`` with
+  ``retryable`` false: another attempt would find the same, so none is made.
+- **anything else** is this task's ``failed`` or ``error`` row, tried again while attempts
+  remain.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
 from typing import Any, Final
@@ -19,26 +33,47 @@ import attrs
 from .._api._dispatch import Handlers
 from .._api._presets import result_only_opt_outs
 from .._api._turn import TurnResult
-from .._exceptions import TurnFailedError, UsageLimitError
+from .._exceptions import (
+    CredentialsMissingError,
+    RestartsExhaustedError,
+    StartupError,
+    TurnFailedError,
+    UsageLimitError,
+)
 from .._protocol._generated.converter import converter
 from ..pool._pool import CodexPool
 from ..pool._thread import PooledThread
 from ._files import APPROVALS, BatchResult, BatchTask, check_task, positive_seconds
 
 __all__ = [
+    "ENDS_BATCH",
     "RECYCLE_AFTER",
     "RETRIED",
     "TaskDefaults",
     "attempt_task",
     "check_count",
+    "check_cwd",
     "check_unique_ids",
     "each_task",
+    "ends_batch",
     "error_of",
     "pool_defaults",
+    "should_retry",
 ]
 
 RETRIED: Final = frozenset({"failed", "error"})
-"""Statuses that are tried again while attempts remain."""
+"""Statuses that are tried again while attempts remain (unless the row is not
+``retryable``)."""
+
+ENDS_BATCH: Final = (
+    UsageLimitError,
+    CredentialsMissingError,
+    StartupError,
+    RestartsExhaustedError,
+)
+"""Errors that end a batch instead of making a task's row (see the module docstring): the
+account's usage limit (until its reset time), no login, a runtime that cannot start, a pool
+whose every member was given up."""
 
 RECYCLE_AFTER: Final = 200
 """Threads a batch pool member starts before it is recycled: ephemeral threads hold ~0.9 MB
@@ -56,6 +91,38 @@ def pool_defaults() -> dict[str, Any]:
 def error_of(exc: BaseException) -> dict[str, str]:
     """A result row's ``error``: the exception's type name and message."""
     return {"type": type(exc).__name__, "message": str(exc)}
+
+
+def ends_batch(exc: BaseException) -> bool:
+    """Whether ``exc`` is not one task's result but the end of the batch (:data:`ENDS_BATCH`)."""
+    return isinstance(exc, ENDS_BATCH)
+
+
+def should_retry(result: BatchResult, attempt: int, attempts: int) -> bool:
+    """Whether an executor makes another attempt after ``result``, the row of try number
+    ``attempt`` of ``attempts``: for a retried status (:data:`RETRIED`) whose cause another
+    attempt may get past (``result.retryable``)."""
+    return result.status in RETRIED and result.retryable and attempt < attempts
+
+
+def check_cwd(cwd: str | None) -> None:
+    """Refuse a task's absolute ``cwd`` that is not a directory this process can enter.
+
+    The runtime accepts any ``cwd`` at ``thread/start`` and only the commands of the turn fail
+    in it (the turn itself may even complete), so the batch checks before it starts a thread,
+    where the runtime runs on this machine. A relative one is left to the runtime, which
+    resolves it against its own working directory.
+
+    :raises ValueError: naming the path and what is wrong with it.
+    """
+    if cwd is None or not os.path.isabs(cwd):
+        return
+    if not os.path.exists(cwd):
+        raise ValueError(f"'cwd' {cwd!r} does not exist")
+    if not os.path.isdir(cwd):
+        raise ValueError(f"'cwd' {cwd!r} is not a directory")
+    if not os.access(cwd, os.X_OK):
+        raise ValueError(f"'cwd' {cwd!r} cannot be entered (permission denied)")
 
 
 def _reported_usage(outcome: TurnResult | None) -> Any:
@@ -83,6 +150,9 @@ class TaskDefaults:
     timeout: float | None = attrs.field(default=None)
     model: str | None = None
     thread_options: Mapping[str, Any] = attrs.field(factory=dict)
+    check_cwd: bool = True
+    """Check each task's ``cwd`` here (:func:`check_cwd`): only where the runtime runs on the
+    machine of the attempt (not attached to a server elsewhere, whose paths are its own)."""
 
     @timeout.validator
     def _check_timeout(self, attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -115,12 +185,13 @@ async def attempt_task(
     Every executor runs a task through this one function (the local :class:`BatchRun`, and a
     Ray actor on its own node), so a row means the same whichever ran it. The task's deadline
     is applied here, next to the turn, so that expiry interrupts the turn on the server.
-    Whatever goes wrong with this one task, from a field that is not valid (:func:`check_task`)
-    to a request the runtime rejects, becomes its ``error`` (or ``failed``) row. Cancellation
-    from outside propagates (the turn is interrupted on the way out).
+    Whatever goes wrong with this one task, from a field that is not valid (:func:`check_task`,
+    :func:`check_cwd`: a row that is not ``retryable``) to a request the runtime rejects,
+    becomes its ``error`` (or ``failed``) row. Cancellation from outside propagates (the turn
+    is interrupted on the way out).
 
-    :raises UsageLimitError: the account's usage limit: not this task's result but the
-        batch's end (see the module docstring).
+    :raises UsageLimitError: and the other :data:`ENDS_BATCH` errors: not this task's result
+        but the batch's end (see the module docstring).
     """
     started = time.monotonic()
     thread: PooledThread | None = None
@@ -128,8 +199,12 @@ async def attempt_task(
     outcome: TurnResult | None = None
     status = "error"
     error: dict[str, str] | None = None
+    runnable = False
     try:
         check_task(task)
+        if defaults.check_cwd and task.cwd is not None:
+            await anyio.to_thread.run_sync(check_cwd, task.cwd)
+        runnable = True
         thread_options, turn_options = _options(task, defaults)
         timeout = task.timeout if task.timeout is not None else defaults.timeout
         with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
@@ -143,12 +218,11 @@ async def attempt_task(
             error = {"type": "Timeout", "message": f"the task took longer than {timeout} s"}
         elif outcome is not None:
             status = outcome.status
-    except UsageLimitError:
-        raise
-    except TurnFailedError as exc:
-        status, error = "failed", error_of(exc)
     except Exception as exc:
-        status, error = "error", error_of(exc)
+        if ends_batch(exc):
+            raise
+        status = "failed" if isinstance(exc, TurnFailedError) else "error"
+        error = error_of(exc)
     finally:
         if thread is not None:
             await pool.finish_thread(thread)
@@ -164,6 +238,7 @@ async def attempt_task(
         turn_id=turn_id,
         attempt=attempt,
         error=error,
+        retryable=runnable,
     )
 
 

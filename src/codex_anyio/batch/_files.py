@@ -209,7 +209,12 @@ class BatchResult:
     turn_id: str | None = None
     attempt: int = 1
     error: Mapping[str, str] | None = None
-    """``{"type": ..., "message": ...}`` for ``failed`` and ``error``."""
+    """``{"type": ..., "message": ...}`` for ``failed``, ``timeout`` and ``error``."""
+    retryable: bool = True
+    """False when another attempt cannot get past the error as things stand (the task is not
+    valid, its ``cwd`` is not a directory): the executors make none. Written to the file only
+    when false. A re-run with the status in its retry set runs the task again all the same
+    (once the cause is fixed)."""
 
     @property
     def total_tokens(self) -> int:
@@ -222,6 +227,8 @@ class BatchResult:
         data = attrs.asdict(self, recurse=False)
         if data["structured_output"] is None:
             del data["structured_output"]
+        if data["retryable"]:
+            del data["retryable"]
         return data
 
     @classmethod

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from typing import Any
 
@@ -14,13 +14,14 @@ from .._groups import Lifespan
 from .._wire._config import CodexConfig
 from ..pool._pool import DEFAULT_MAX_TURNS, CodexPool
 from ._attempt import (
-    RETRIED,
     TaskDefaults,
     attempt_task,
     check_count,
     check_unique_ids,
     each_task,
+    ends_batch,
     pool_defaults,
+    should_retry,
 )
 from ._files import BatchResult, BatchTask
 
@@ -57,7 +58,11 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         self._servers = servers
         self.concurrency = concurrency
         self._defaults = TaskDefaults(
-            timeout=timeout, model=model, thread_options=dict(thread_options)
+            timeout=timeout,
+            model=model,
+            thread_options=dict(thread_options),
+            # A pool of the caller's may run anywhere; one of ours runs here unless attached.
+            check_cwd=pool is None and (codex_config is None or codex_config.connect is None),
         )
         self._attempts = attempts
         self._codex_config = codex_config
@@ -92,16 +97,25 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
 
     async def _feed(self, pool: CodexPool, send: MemoryObjectSendStream[BatchResult]) -> None:
         slots = anyio.Semaphore(self.concurrency)
+        stopped: list[Exception] = []
         # The source is closed when the feed ends, also half-way (a usage limit, a repeated
         # id, cancellation): its own cleanup runs here, not in the garbage collector.
-        async with (
-            send,
-            anyio.create_task_group() as tg,
-            aclosing(each_task(self._tasks)) as source,
-        ):
-            async for task in source:
-                await slots.acquire()
-                tg.start_soon(self._run_task, pool, task, send, slots)
+        async with send, aclosing(each_task(self._tasks)) as source:
+            async with anyio.create_task_group() as tg:
+
+                def stop(exc: Exception) -> None:
+                    # The first batch-ending error wins; the tasks it cancels make no row.
+                    if not stopped:
+                        stopped.append(exc)
+                    tg.cancel_scope.cancel()
+
+                async for task in source:
+                    await slots.acquire()
+                    tg.start_soon(self._run_task, pool, task, send, slots, stop)
+            if stopped:
+                # Raised once, here: tasks that hit it at the same moment each caught it,
+                # so no group of several copies leaves the batch.
+                raise stopped[0]
 
     async def _run_task(
         self,
@@ -109,14 +123,21 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         task: BatchTask,
         send: MemoryObjectSendStream[BatchResult],
         slots: anyio.Semaphore,
+        stop: Callable[[Exception], None],
     ) -> None:
         self.running += 1
         try:
-            for attempt in range(1, self._attempts + 1):
+            attempt = 1
+            while True:
                 result = await self._attempt(pool, task, attempt)
-                if result.status not in RETRIED:
+                if not should_retry(result, attempt, self._attempts):
                     break
+                attempt += 1
             await send.send(result)
+        except Exception as exc:
+            if not ends_batch(exc):
+                raise
+            stop(exc)
         finally:
             self.running -= 1
             slots.release()
@@ -147,7 +168,9 @@ def run_batch(
     :param concurrency: tasks in flight at once (default: 8 per CPU; the pool's turn limit).
     :param timeout: seconds per task (a task's own ``timeout`` wins); the turn is interrupted
         and the result's status is ``timeout``.
-    :param attempts: tries per task while the status is ``failed`` or ``error``.
+    :param attempts: tries per task while the status is ``failed`` or ``error`` and the row
+        is ``retryable`` (a task that is not valid, or whose ``cwd`` is not a directory here,
+        is not tried again).
     :raises ValueError: for a count below 1, a timeout that is not a positive number of
         seconds, or (a list of tasks) a repeated id.
     :param model: model for tasks that name none.

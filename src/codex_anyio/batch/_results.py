@@ -16,6 +16,10 @@ What it promises:
   names the cause, so the run can resume once that is fixed.
 - **Only regular files.** ``-o /dev/stdout`` or a pipe is refused: a results file is read back
   before anything is appended, and reading a terminal would wait forever.
+- **The last row of an id wins.** Running a task again (``--retry-failed``) appends its new
+  row; nothing is rewritten in place, so the file stays append-only and a run killed half-way
+  loses nothing. Reading it back keeps each id's latest row, and :func:`pending_tasks` runs
+  again only the ids whose latest row has a status the caller asks to retry.
 """
 
 from __future__ import annotations
@@ -25,17 +29,21 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Final
 
 import attrs
 
 from .._exceptions import ResultsFileError, ResultsWriteError
-from ._files import BatchResult
+from ._files import STATUSES, BatchResult, BatchTask
 
-__all__ = ["ResultWriter", "percentile", "read_results"]
+__all__ = ["NOT_COMPLETED", "ResultWriter", "pending_tasks", "percentile", "read_results"]
 
 logger = logging.getLogger("codex_anyio.batch")
+
+NOT_COMPLETED: Final = frozenset(STATUSES) - {"completed"}
+"""Every status but ``completed``: what ``--retry-failed`` runs again."""
 
 
 @attrs.define
@@ -201,7 +209,8 @@ def _encode(result: BatchResult) -> bytes:
 
 
 def read_results(path: str | os.PathLike[str], *, repair: bool = False) -> dict[str, BatchResult]:
-    """The results already in a JSONL results file, by id (missing file: none).
+    """The results already in a JSONL results file, by id (missing file: none): each id's
+    latest row, when a task was run again.
 
     A last row cut short (a run killed mid-write) is ignored; a complete last row without its
     newline counts. Lines that are not result rows are skipped with a warning. With
@@ -228,6 +237,28 @@ def read_results(path: str | os.PathLike[str], *, repair: bool = False) -> dict[
     return scan.results
 
 
+def pending_tasks(
+    tasks: Iterable[BatchTask],
+    results: Mapping[str, BatchResult],
+    *,
+    retry: Iterable[str] = (),
+) -> list[BatchTask]:
+    """The tasks a resuming run still has to run: those with no row in ``results`` (what
+    :func:`read_results` or :attr:`ResultWriter.results` gives), and those whose latest row's
+    status is in ``retry`` (e.g. ``{"error", "timeout"}``, or :data:`NOT_COMPLETED`).
+
+    Every other id counts as done, whatever its status: a re-run does not repeat what
+    finished unless asked to.
+
+    :raises ValueError: for a ``retry`` status that is not one of :data:`STATUSES`.
+    """
+    again = frozenset(retry)
+    unknown = sorted(again - set(STATUSES))
+    if unknown:
+        raise ValueError(f"unknown status(es) {unknown}: a status is one of {list(STATUSES)}")
+    return [task for task in tasks if task.id not in results or results[task.id].status in again]
+
+
 class ResultWriter:
     """Appends results to a JSONL results file, one whole row at a time, holding its lock.
 
@@ -241,7 +272,7 @@ class ResultWriter:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.results: dict[str, BatchResult] = {}
-        """The rows the file held when it was opened, by id."""
+        """The rows the file held when it was opened, by id (each id's latest)."""
         self._fd: int | None = None
         self._size = 0
 

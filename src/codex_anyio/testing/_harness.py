@@ -2,8 +2,9 @@
 
 One call gives a test what it needs to exercise an agent loop for real and offline: a
 loopback model server answering from a script, a temporary ``CODEX_HOME`` whose config points
-the runtime at it, an empty workspace as the runtime's working directory, and a running,
-initialized :class:`AsyncCodex`. Everything is torn down in reverse on exit.
+the runtime at it, an empty workspace as the runtime's working directory, an empty ``HOME``
+(the login shells that run scripted commands then source none of the user's rc files), and a
+running, initialized :class:`AsyncCodex`. Everything is torn down in reverse on exit.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .._wire._config import CodexConfig
 from ..pool._pool import CodexPool
 from ..serve._server import RunningServer, serve_app_server
 from ..telemetry._telemetry import Telemetry
-from ._home import scripted_env, write_codex_home
+from ._home import empty_home, scripted_env, write_codex_home
 from ._scripted_model import ScriptedModel
 
 __all__ = ["ScriptedCodex", "ScriptedPool", "open_scripted_codex", "open_scripted_pool"]
@@ -65,6 +66,7 @@ async def open_scripted_codex(
     telemetry: Telemetry | bool | None = None,
     trust_store: str | os.PathLike[str] = "minimal",
     opt_out_notification_methods: Sequence[str] = (),
+    home: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[ScriptedCodex]:
     """Start a scripted model and a real ``codex app-server`` configured against it.
 
@@ -85,27 +87,32 @@ async def open_scripted_codex(
         needs the runtime's TLS.
     :param opt_out_notification_methods: notifications the runtime does not send to the client
         (:attr:`CodexConfig.opt_out_notification_methods`).
+    :param home: the runtime's ``HOME`` (default: a new empty folder ``home`` beside the
+        workspace). Scripted commands run as ``bash -lc``, which sources the rc files of
+        ``HOME``; the user's own would make every command wait on them, and print into its
+        output. Pass ``home=Path.home()`` to run commands as the user's shell would.
     """
     # A unix socket path must stay under ~100 bytes: the scratch folder is short, a test's
     # tmp_path may not be.
     with tempfile.TemporaryDirectory(prefix="codex-anyio-") as scratch:
         root = Path(directory) if directory is not None else Path(scratch)
-        home = root / "codex-home"
+        codex_home = root / "codex-home"
         workspace = root / "workspace"
-        home.mkdir(parents=True, exist_ok=True)
+        codex_home.mkdir(parents=True, exist_ok=True)
         workspace.mkdir(parents=True, exist_ok=True)
         async with ScriptedModel(script) as model:
             write_codex_home(
-                home,
+                codex_home,
                 base_url=model.base_url,
                 approval_policy=approval_policy,
                 sandbox_mode=sandbox_mode,
                 extra_config=extra_config,
             )
+            env = scripted_env(codex_home, home=empty_home(root, home))
             config = CodexConfig(
                 cwd=workspace,
-                env=scripted_env(home),
-                codex_home=home,
+                env=env,
+                codex_home=codex_home,
                 trust_store=trust_store,
                 opt_out_notification_methods=opt_out_notification_methods,
             )
@@ -114,7 +121,7 @@ async def open_scripted_codex(
                     config, handlers=handlers, limits=limits, telemetry=telemetry
                 ) as codex:
                     yield ScriptedCodex(
-                        codex=codex, model=model, workspace=workspace, codex_home=home
+                        codex=codex, model=model, workspace=workspace, codex_home=codex_home
                     )
                 return
             listen = "ws://127.0.0.1:0" if transport == "ws" else f"unix://{scratch}/app.sock"
@@ -129,7 +136,7 @@ async def open_scripted_codex(
                         codex=codex,
                         model=model,
                         workspace=workspace,
-                        codex_home=home,
+                        codex_home=codex_home,
                         server=server,
                     )
 
@@ -157,10 +164,12 @@ async def open_scripted_pool(
     extra_config: str = "",
     directory: str | os.PathLike[str] | None = None,
     trust_store: str | os.PathLike[str] = "minimal",
+    home: str | os.PathLike[str] | None = None,
     **pool_options: Any,
 ) -> AsyncIterator[ScriptedPool]:
     """:func:`open_scripted_codex` for a :class:`~codex_anyio.CodexPool`: one scripted model,
-    ``servers`` real runtimes, each with a ``CODEX_HOME`` of its own pointing at it.
+    ``servers`` real runtimes, each with a ``CODEX_HOME`` of its own pointing at it (and one
+    empty ``HOME`` for all, unless ``home`` names another: see :func:`open_scripted_codex`).
 
     ``pool_options`` go to ``CodexPool`` (``max_turns``, ``thread_defaults``, ...);
     ``trust_store`` as for :func:`open_scripted_codex`.
@@ -180,11 +189,15 @@ async def open_scripted_pool(
                 )
                 for index in range(servers)
             ]
+            shell_home = empty_home(root, home)
             configs = [
                 CodexConfig(
-                    cwd=workspace, env=scripted_env(home), codex_home=home, trust_store=trust_store
+                    cwd=workspace,
+                    env=scripted_env(codex_home, home=shell_home),
+                    codex_home=codex_home,
+                    trust_store=trust_store,
                 )
-                for home in homes
+                for codex_home in homes
             ]
             async with CodexPool(servers, config=configs, **pool_options) as pool:
                 yield ScriptedPool(pool=pool, model=model, workspace=workspace, codex_homes=homes)

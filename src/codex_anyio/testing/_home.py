@@ -1,11 +1,12 @@
-"""A throwaway ``CODEX_HOME`` that points the runtime at a :class:`ScriptedModel`."""
+"""A throwaway ``CODEX_HOME`` that points the runtime at a :class:`ScriptedModel`, and the
+environment that keeps such a runtime hermetic (its own ``HOME`` included)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["QUIET_TRUST_STORE_LOGS", "scripted_env", "write_codex_home"]
+__all__ = ["QUIET_TRUST_STORE_LOGS", "empty_home", "scripted_env", "write_codex_home"]
 
 
 def write_codex_home(
@@ -63,11 +64,34 @@ load custom CA bundle", "fell back to system root certificates", "failed to buil
 with custom CA". Harmless, but they would fill the stderr tail an error shows."""
 
 
-def scripted_env(codex_home: str | os.PathLike[str]) -> dict[str, str]:
+def scripted_env(
+    codex_home: str | os.PathLike[str], *, home: str | os.PathLike[str] | None = None
+) -> dict[str, str]:
     """Environment for a hermetic runtime: its home, no managed config, quiet logs (warnings,
-    but not those of an empty trust store: :data:`QUIET_TRUST_STORE_LOGS`)."""
+    but not those of an empty trust store: :data:`QUIET_TRUST_STORE_LOGS`), and a ``HOME`` of
+    its own.
+
+    ``HOME`` matters because the runtime runs every command the model asks for (and each
+    shell snapshot) as a login shell, ``bash -lc``, which sources the rc files of ``HOME``: a
+    slow or lock-taking one (pyenv's ``rehash``) stalls every scripted command for the
+    runtime's 10 s and the test passes with the command unfinished, and whatever the rc files
+    print ends up in the command's output. ``home`` is the folder to use instead (default:
+    ``codex_home``, which holds no rc file); pass the user's own (``home=Path.home()``) to
+    run commands as the user's shell would.
+    """
     return {
         "CODEX_HOME": os.fspath(codex_home),
         "CODEX_APP_SERVER_DISABLE_MANAGED_CONFIG": "1",
         "RUST_LOG": f"warn,{QUIET_TRUST_STORE_LOGS}",
+        "HOME": os.fspath(codex_home if home is None else home),
     }
+
+
+def empty_home(root: str | os.PathLike[str], home: str | os.PathLike[str] | None = None) -> Path:
+    """The ``HOME`` a scripted runtime under ``root`` gets: ``home`` if given, else a new empty
+    folder ``root/home`` (see :func:`scripted_env` for why the user's own is not used)."""
+    if home is not None:
+        return Path(home)
+    folder = Path(root) / "home"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -19,7 +19,7 @@ import attrs
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .._wire._config import CodexConfig
-from ._home import scripted_env, write_codex_home
+from ._home import empty_home, scripted_env, write_codex_home
 from ._scripted_model import ScriptedModel
 
 __all__ = ["ScriptedRuntime", "scripted_runtime"]
@@ -49,30 +49,38 @@ def scripted_runtime(
     extra_config: str = "",
     directory: str | os.PathLike[str] | None = None,
     trust_store: str | os.PathLike[str] = "minimal",
+    home: str | os.PathLike[str] | None = None,
 ) -> Iterator[ScriptedRuntime]:
     """Start a :class:`ScriptedModel` on its own loop thread and a ``CODEX_HOME`` using it.
 
-    Options as for :func:`open_scripted_codex`; ``backend`` is the model's event loop.
+    Options as for :func:`open_scripted_codex` (an empty ``HOME`` for the runtime unless
+    ``home`` names one); ``backend`` is the model's event loop. The config's ``env`` holds
+    the whole set-up, ``HOME`` included.
     """
     with tempfile.TemporaryDirectory(prefix="codex-anyio-") as scratch:
         root = Path(directory) if directory is not None else Path(scratch)
-        home = root / "codex-home"
+        codex_home = root / "codex-home"
         workspace = root / "workspace"
-        home.mkdir(parents=True, exist_ok=True)
+        codex_home.mkdir(parents=True, exist_ok=True)
         workspace.mkdir(parents=True, exist_ok=True)
         with start_blocking_portal(backend) as portal:
             model = ScriptedModel(script)
             with portal.wrap_async_context_manager(model):
                 write_codex_home(
-                    home,
+                    codex_home,
                     base_url=model.base_url,
                     approval_policy=approval_policy,
                     sandbox_mode=sandbox_mode,
                     extra_config=extra_config,
                 )
+                env = scripted_env(codex_home, home=empty_home(root, home))
                 config = CodexConfig(
-                    cwd=workspace, env=scripted_env(home), codex_home=home, trust_store=trust_store
+                    cwd=workspace, env=env, codex_home=codex_home, trust_store=trust_store
                 )
                 yield ScriptedRuntime(
-                    config=config, model=model, portal=portal, workspace=workspace, codex_home=home
+                    config=config,
+                    model=model,
+                    portal=portal,
+                    workspace=workspace,
+                    codex_home=codex_home,
                 )

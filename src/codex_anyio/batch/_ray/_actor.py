@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from ..._exceptions import ClusterError
 from ...pool._pool import CodexPool
-from .._attempt import TaskDefaults, attempt_task, error_of
+from .._attempt import TaskDefaults, attempt_task, ends_batch, error_of
 from .._files import BatchResult, BatchTask
 
 __all__ = ["ActorStatistics", "PoolActor", "actor_class", "import_ray"]
@@ -109,6 +109,8 @@ class PoolActor:
             try:
                 pool = await self._pool()
             except Exception as exc:
+                if ends_batch(exc):  # a runtime that cannot start: every task would hit it
+                    raise
                 return BatchResult(id=task.id, status="error", attempt=attempt, error=error_of(exc))
             result: BatchResult = await attempt_task(pool, task, attempt, self._defaults)
             return result

@@ -23,10 +23,11 @@ Lifetimes and failure, by the side they live on:
   next attempt number, so the ``attempt`` in a row counts every try, up to ``attempts``.
   Until the restarted actor answers a probe it gets no task (a re-run sent at once would die
   with it); past ``max_restarts`` deaths in a row it is retired.
-- **Usage limit.** An actor's ``attempt_task`` raises :class:`~codex_anyio.UsageLimitError`
-  (it crosses Ray pickled, reset time and all); the driver raises it in its turn, after the
-  rows that finished alongside it, and the run ends as when leaving early: no row for the
-  tasks left, which a re-run takes up.
+- **Usage limit** (and every other error that ends a batch, ``_attempt.ends_batch``: no
+  login, a runtime that cannot start). An actor's ``attempt_task`` (or its pool's start)
+  raises :class:`~codex_anyio.UsageLimitError` (it crosses Ray pickled, reset time and all);
+  the driver raises it in its turn, after the rows that finished alongside it, and the run
+  ends as when leaving early: no row for the tasks left, which a re-run takes up.
 - **Leaving early** (Ctrl-C, ``break``, cancellation): every call in flight is cancelled (its
   turn interrupted), every actor's pool closed (no app-server left on any node), the actors
   killed, and Ray shut down if this run started it; shielded, each step bounded.
@@ -51,17 +52,18 @@ import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ..._exceptions import ClusterError, UsageLimitError
+from ..._exceptions import ClusterError
 from ..._groups import Lifespan
 from ...pool._pool import DEFAULT_MAX_TURNS
 from .._attempt import (
-    RETRIED,
     TaskDefaults,
     check_count,
     check_unique_ids,
     each_task,
+    ends_batch,
     error_of,
     pool_defaults,
+    should_retry,
 )
 from .._files import BatchResult, BatchTask
 from ._actor import ActorStatistics, actor_class, import_ray
@@ -206,12 +208,8 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
             # first alone: actors on one node share its CODEX_HOME, and runtimes that find it
             # uninitialized race to create its state database (all but one fail).
             first, *others = self._actors
-            await anyio.to_thread.run_sync(
-                ray.get, first.handle.start.remote(), abandon_on_cancel=True
-            )
-            await anyio.to_thread.run_sync(
-                ray.get, [actor.handle.start.remote() for actor in others], abandon_on_cancel=True
-            )
+            await self._start(ray, [first])
+            await self._start(ray, others)
             send, receive = anyio.create_memory_object_stream[BatchResult](self.concurrency)
             with receive:
                 async with anyio.create_task_group() as tg:
@@ -223,6 +221,22 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._stop_everything, ray, started_ray)
+
+    @staticmethod
+    async def _start(ray: Any, actors: list[_Actor]) -> None:
+        """Start the pools of ``actors``. A pool that cannot start (a bad config: every task
+        would hit it) ends the run with the runtime's own error, as a local pool's does, not
+        with Ray's wrapper of it."""
+        refs = [actor.handle.start.remote() for actor in actors]
+        try:
+            await anyio.to_thread.run_sync(ray.get, refs, abandon_on_cancel=True)
+        except Exception as exc:
+            end = _batch_end(exc)
+            if end is None:
+                raise
+        else:
+            return
+        raise end from end.__cause__  # outside the except: Ray's wrapper is no context
 
     def _place(self, ray: Any) -> list[_Actor]:
         """One actor per node (per ``codex_slots`` node if any has that resource), or
@@ -322,20 +336,22 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                 ready = await anyio.to_thread.run_sync(
                     self._wait, ray, refs, abandon_on_cancel=True
                 )
-                limit: UsageLimitError | None = None
+                stop: Exception | None = None
                 for ref, value in ready:
                     if ref in self._probes:
                         self._settle_probe(ref, value)
                         continue
                     try:
                         settled = self._settle(ref, value, queue)
-                    except UsageLimitError as exc:
-                        limit = limit or exc
+                    except Exception as exc:
+                        if not ends_batch(exc):
+                            raise
+                        stop = stop or exc
                         continue
                     for result in settled:  # the others that finished with it still count
                         await send.send(result)
-                if limit is not None:
-                    raise limit
+                if stop is not None:
+                    raise stop
                 self._check_watchdogs(ray)
                 self.running = len(self._flights)
 
@@ -378,14 +394,14 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         actor.in_flight -= 1
         if isinstance(value, BatchResult):
             actor.deaths = 0
-            if value.status in RETRIED and attempt < self._attempts:
+            if should_retry(value, attempt, self._attempts):
                 queue.appendleft((task, attempt + 1))
                 return []
             return [value]
         exc: BaseException = value
-        limit = _usage_limit(exc)
-        if limit is not None:
-            raise limit  # the batch's end, as in the local runner: no row, no retry
+        end = _batch_end(exc)
+        if end is not None:
+            raise end  # the batch's end, as in the local runner: no row, no retry
         if flight.cancelled_at is not None:
             # The watchdog cancelled it (or killed its actor): past its deadline.
             return [
@@ -446,12 +462,13 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                 ray.kill(flight.actor.handle, no_restart=False)
 
 
-def _usage_limit(exc: BaseException) -> UsageLimitError | None:
-    """The :class:`UsageLimitError` an actor's ``attempt_task`` raised, however Ray wrapped it
-    (its ``RayTaskError`` is an instance of the cause's class when Ray could make it one, and
-    carries the cause as ``cause`` either way)."""
+def _batch_end(exc: BaseException) -> Exception | None:
+    """The batch-ending error (``_attempt.ends_batch``: a usage limit, no login, a runtime
+    that cannot start) an actor raised, however Ray wrapped it (its ``RayTaskError`` is an
+    instance of the cause's class when Ray could make it one, and carries the cause as
+    ``cause`` either way)."""
     for candidate in (getattr(exc, "cause", None), exc):
-        if isinstance(candidate, UsageLimitError):
+        if isinstance(candidate, Exception) and ends_batch(candidate):
             return candidate
     return None
 
@@ -492,7 +509,10 @@ def run_batch_on_ray(
         slots=slots,
         attempts=attempts,
         defaults=TaskDefaults(
-            timeout=timeout, model=model, thread_options=dict(thread_options or {})
+            timeout=timeout,
+            model=model,
+            thread_options=dict(thread_options or {}),
+            check_cwd=codex_config is None or getattr(codex_config, "connect", None) is None,
         ),
         pool_options=options,
         max_restarts=max_restarts,
