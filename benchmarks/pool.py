@@ -17,7 +17,7 @@ loopback); what differs is what the row names:
 - ``batch``: the whole ``codex-anyio batch`` command on a K-line tasks file (a process of its
   own: Python and pool start-up and the files included; its CPU is the whole command's).
 - ``pool``: ``CodexPool()`` with its defaults; ``pool-SxM``: ``CodexPool(servers=S,
-  max_turns=M)`` (``--shapes``), the process-count table.
+  max_turns=M)`` with the batch's opt-outs (``--shapes``), the process-count table.
 - ``lean-1``: one ``AsyncCodex``, lean threads, all K at once.
 - ``default``: one ``AsyncCodex``, the runtime's default threads, all K at once (the
   hand-written loop; ``--ks`` bounds it like the others).
@@ -47,6 +47,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from benchmarks import cache_bytecode
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -229,7 +231,13 @@ def measure(client: str, k: int, args: dict[str, Any]) -> dict[str, Any]:
     import anyio
 
     from benchmarks.workers import scripted_env
-    from codex_anyio import AsyncCodex, CodexConfig, CodexPool, lean_thread_options
+    from codex_anyio import (
+        AsyncCodex,
+        CodexConfig,
+        CodexPool,
+        lean_thread_options,
+        result_only_opt_outs,
+    )
 
     config = CodexConfig(codex_bin=args["codex_bin"], env=scripted_env(args), cwd=args["workspace"])
 
@@ -247,8 +255,14 @@ def measure(client: str, k: int, args: dict[str, Any]) -> dict[str, Any]:
     async def pool(shape: str | None) -> dict[str, Any]:
         options: dict[str, Any] = {}
         if shape is not None:
+            # The process-count table: the shape with what the batch's own pool opts out of,
+            # so a row differs from the batch's pool only in its shape.
             servers, max_turns = (int(part) for part in shape.split("x"))
-            options = {"servers": servers, "max_turns": max_turns}
+            options = {
+                "servers": servers,
+                "max_turns": max_turns,
+                "opt_out_notification_methods": result_only_opt_outs(),
+            }
         async with CodexPool(config=config, **options) as p:
 
             async def run_one(prompt: str) -> str:
@@ -425,6 +439,7 @@ def main() -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     options = parser.parse_args()
     clients = [*options.clients, *(f"pool-{shape}" for shape in options.shapes)]
+    cache_bytecode()
 
     from benchmarks.__main__ import model_server
 
