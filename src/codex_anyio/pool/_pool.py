@@ -1,8 +1,9 @@
 """``CodexPool``: several app-server processes behind one object, for thousands of turns.
 
 One runtime process rejects requests with ``-32001`` beyond ~128-170 queued, and its
-per-thread costs queue behind each other; several processes keep each under that limit and
-add 20-40 % throughput on 2 cores (measured with 4-8 processes). The pool owns ``servers``
+per-thread costs queue behind each other; the pool's turn limit keeps every process far under
+that, and one process per CPU keeps every core busy (more processes only add per-process CPU
+per turn: see :func:`default_servers`). The pool owns ``servers``
 :class:`AsyncCodex` members, each in a supervisor task of the pool's task group:
 
 - **Placement.** ``thread_start`` puts a thread on the ready member holding the fewest open
@@ -117,9 +118,16 @@ _TURN_ONLY = frozenset({"handlers", "idle_timeout"})
 
 
 def default_servers() -> int:
-    """Processes per pool when not given: 4 per CPU, between 2 and 32 (8 on 2 cores was the
-    best measured: 128 one-turn tasks in 2.6-2.8 s)."""
-    return max(2, min(32, 4 * (os.cpu_count() or 1)))
+    """Processes per pool when not given: 1 per CPU, between 2 and 32.
+
+    Measured on 2 cores (runtime 0.163.0, minimal trust store, the batch's opt-outs, lean
+    threads, ``max_turns`` 16; medians of 3 alternating runs): 2 processes ran K = 128 one-turn
+    tasks in 1.19 s and K = 256 in 2.41 s, 4 in 1.81 / 3.21 s, 8 (the old default, 4 per CPU)
+    in 1.63 / 3.17 s; runtime CPU per turn 15.5-15.7 ms with 2, 17.5-19.1 ms with 4 or 8. Once
+    the runtime no longer re-reads its trust store per turn, a process is no longer the
+    bottleneck: more of them only cost CPU. Two at least, so a member that dies or is
+    recycled leaves one serving. The table is in ``docs/pool-and-batch.md``."""
+    return max(2, min(32, os.cpu_count() or 1))
 
 
 DEFAULT_MAX_TURNS: Final = 8 * (os.cpu_count() or 1)
@@ -176,7 +184,7 @@ def _lost_state_race(exc: TransportClosedError) -> bool:
 class CodexPool(Lifespan[None]):
     """``servers`` app-server processes; threads placed on the least-loaded one.
 
-    :param servers: how many processes (default :func:`default_servers`: 4 per CPU, 2-32).
+    :param servers: how many processes (default :func:`default_servers`: 1 per CPU, 2-32).
     :param config: how to launch each member: one :class:`CodexConfig` for all, a sequence
         (one per member), or a function of the member index (e.g. a ``CODEX_HOME`` each).
     :param handlers: server-request handlers for every member (see :class:`AsyncCodex`).
