@@ -127,13 +127,17 @@ def with_raws(clients: dict[str, str]) -> list[tuple[str, str]]:
 
 def scenario_stream(clients: dict[str, str], repeats: int, n: int) -> dict[str, Any]:
     rates: dict[str, list[float]] = {c: [] for c in [*clients, *RAWS]}
+    cpu: dict[str, list[float]] = {c: [] for c in [*clients, *RAWS]}
     for _ in range(repeats):
         for client, python in with_raws(clients):
             result = worker(python, "stream", client, {"n": n})
             assert result["events"] == n, (client, result)
             rates[client].append(result["events"] / result["seconds"])
+            if "cpu_seconds" in result:  # the official SDK's workers do not say
+                cpu[client].append(result["cpu_seconds"] * 1e6 / n)
     out = {client: summary(values) for client, values in rates.items()}
-    return {"n": n, "events_per_s": out}
+    per_event = {client: summary(values) for client, values in cpu.items() if values}
+    return {"n": n, "events_per_s": out, "client_cpu_us_per_event": per_event}
 
 
 def scenario_turns(clients: dict[str, str], repeats: int, turns: int) -> dict[str, Any]:
@@ -275,17 +279,20 @@ def markdown(report: dict[str, Any]) -> str:
         old = rates.get("raw-stdlib", {}).get("median", 0)
         raw_async = rates.get("raw-asyncio", {}).get("median", 0)
         raw_trio = rates.get("raw-trio", {}).get("median", 0)
+        per_event = s["stream"].get("client_cpu_us_per_event", {})
         lines += [
             f"**1. Stream throughput** ({s['stream']['n']:,} deltas through each client's turn stream, typed)",
             "",
-            "| client | events/s | vs raw loop (orjson) | vs raw asyncio loop (chunks) | vs raw Trio loop (chunks) | old ratio: vs raw loop (stdlib json) | vs official async | vs official sync |",
-            "|---|---|---|---|---|---|---|---|",
+            "| client | events/s | client CPU µs/event | vs raw loop (orjson) | vs raw asyncio loop (chunks) | vs raw Trio loop (chunks) | old ratio: vs raw loop (stdlib json) | vs official async | vs official sync |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for client, v in rates.items():
             oa = rates.get("official-async", {}).get("median", 0)
             os_ = rates.get("official-sync", {}).get("median", 0)
+            c = per_event.get(client)
+            cpu_cell = f"{c['median']:.2f} [{c['min']:.2f}-{c['max']:.2f}]" if c else "n/a"
             lines.append(
-                f"| {client} | {v['median']:,.0f} [{v['min']:,.0f}-{v['max']:,.0f}] | "
+                f"| {client} | {v['median']:,.0f} [{v['min']:,.0f}-{v['max']:,.0f}] | {cpu_cell} | "
                 f"{ratio(v['median'], raw)} | {ratio(v['median'], raw_async)} | "
                 f"{ratio(v['median'], raw_trio)} | {ratio(v['median'], old)} | "
                 f"{ratio(v['median'], oa)} | {ratio(v['median'], os_)} |"

@@ -154,7 +154,7 @@ def raw_stream(args: dict[str, Any], decoder: str) -> dict[str, Any]:
     raw = Raw([sys.executable, REPLAY, str(args["n"])], decoder=decoder)
     raw.start()
     thread = raw.request("thread/start", {})["thread"]["id"]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     raw.send({"id": 99, "method": "turn/start", "params": {"threadId": thread, "input": []}})
     count = 0
     while True:
@@ -164,9 +164,9 @@ def raw_stream(args: dict[str, Any], decoder: str) -> dict[str, Any]:
             count += 1
         elif method == "turn/completed":
             break
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     raw.close()
-    return {"events": count, "seconds": elapsed}
+    return {"events": count, "seconds": elapsed, "cpu_seconds": cpu}
 
 
 def raw_turns(args: dict[str, Any], decoder: str) -> dict[str, Any]:
@@ -344,7 +344,7 @@ class RawTrio:
 async def raw_async_stream(open_raw: Any, args: dict[str, Any]) -> dict[str, Any]:
     raw = await open_raw([sys.executable, REPLAY, str(args["n"])])
     thread = (await raw.request("thread/start", {}))["thread"]["id"]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await raw.send({"id": 99, "method": "turn/start", "params": {"threadId": thread, "input": []}})
     count = 0
     while True:
@@ -353,9 +353,9 @@ async def raw_async_stream(open_raw: Any, args: dict[str, Any]) -> dict[str, Any
             count += 1
         elif method == "turn/completed":
             break
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     await raw.close()
-    return {"events": count, "seconds": elapsed}
+    return {"events": count, "seconds": elapsed, "cpu_seconds": cpu}
 
 
 async def raw_async_turns(open_raw: Any, args: dict[str, Any]) -> dict[str, Any]:
@@ -406,14 +406,18 @@ def ours(backend: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
 
     async def timed_stream(codex: Any) -> dict[str, Any]:
         thread = await codex.thread_start()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         count = 0
         async with thread.turn("go") as turn:
             async for event in turn.stream():
                 if event.method == "item/agentMessage/delta":
                     event.params.delta  # noqa: B018 - typed access is the point
                     count += 1
-        return {"events": count, "seconds": time.perf_counter() - started}
+        return {
+            "events": count,
+            "seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu,
+        }
 
     async def stream() -> dict[str, Any]:
         async with AsyncCodex(replay_config(args["n"])) as codex:
