@@ -1,7 +1,7 @@
 """Run the benchmark scenarios side by side and report medians and ratios.
 
     python -m benchmarks                 # full run
-    python -m benchmarks --quick         # scenarios 1, 2 and 4, few repeats (< 60 s)
+    python -m benchmarks --quick         # scenarios 1, 2, 4 and 4b, few repeats
     python -m benchmarks --quick --json out.json
 
 Every measurement runs in a fresh process per client, alternating clients within each repeat,
@@ -31,12 +31,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchmarks import cache_bytecode
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 OURS = ("anyio-asyncio", "anyio-trio")
-RAWS = ("raw", "raw-stdlib", "raw-asyncio")
-"""The raw loop with orjson (the like-for-like floor), with stdlib json (the old baseline), and
-on asyncio with orjson (the event loop's own cost: the floor of any async client)."""
+RAWS = ("raw", "raw-stdlib", "raw-asyncio", "raw-trio", "raw-asyncio-readline")
+"""The raw loop with orjson (the like-for-like floor), with stdlib json (the old baseline), on
+asyncio and on Trio reading the pipe in chunks as codex-anyio does (the event loop's own cost:
+the floor of any async client), and on asyncio with one ``readline()`` per line (the floor of
+earlier releases, labelled: ``readline`` itself costs about half of its time)."""
 
 
 def find_official_python(explicit: str | None) -> str | None:
@@ -70,6 +74,7 @@ def summary(values: list[float]) -> dict[str, float]:
 @contextmanager
 def model_server(mode: str) -> Iterator[tuple[dict[str, Any], subprocess.Popen[str]]]:
     """A scripted model in its own process, and a CODEX_HOME pointing at it."""
+    from codex_anyio._wire._config import trust_store_environment
     from codex_anyio.testing import write_codex_home
 
     proc = subprocess.Popen(
@@ -98,6 +103,10 @@ def model_server(mode: str) -> Iterator[tuple[dict[str, Any], subprocess.Popen[s
             "codex_home": str(home),
             "workspace": str(scratch / "workspace"),
             "codex_bin": str(codex_cli_bin.bundled_codex_path()),
+            # The same trust store for every client's runtime: the minimal one, since the
+            # model is plain HTTP on loopback (the runtime otherwise re-reads the system
+            # store for every turn, about half of its CPU per turn).
+            "trust_env": trust_store_environment("minimal"),
         }
         yield args, proc
     finally:
@@ -118,13 +127,17 @@ def with_raws(clients: dict[str, str]) -> list[tuple[str, str]]:
 
 def scenario_stream(clients: dict[str, str], repeats: int, n: int) -> dict[str, Any]:
     rates: dict[str, list[float]] = {c: [] for c in [*clients, *RAWS]}
+    cpu: dict[str, list[float]] = {c: [] for c in [*clients, *RAWS]}
     for _ in range(repeats):
         for client, python in with_raws(clients):
             result = worker(python, "stream", client, {"n": n})
             assert result["events"] == n, (client, result)
             rates[client].append(result["events"] / result["seconds"])
+            if "cpu_seconds" in result:  # the official SDK's workers do not say
+                cpu[client].append(result["cpu_seconds"] * 1e6 / n)
     out = {client: summary(values) for client, values in rates.items()}
-    return {"n": n, "events_per_s": out}
+    per_event = {client: summary(values) for client, values in cpu.items() if values}
+    return {"n": n, "events_per_s": out, "client_cpu_us_per_event": per_event}
 
 
 def scenario_turns(clients: dict[str, str], repeats: int, turns: int) -> dict[str, Any]:
@@ -188,6 +201,27 @@ def scenario_cancel(clients: dict[str, str], repeats: int, timeout: float) -> di
     return {"timeout_s": timeout, "clients": out}
 
 
+def scenario_storm(repeats: int, k: int, cancel_after: float) -> dict[str, Any]:
+    walls: dict[str, list[float]] = {c: [] for c in OURS}
+    leftovers: dict[str, int] = dict.fromkeys(OURS, 0)
+    with model_server("stall") as (args, _):
+        for _ in range(repeats):
+            for client in OURS:
+                params = {**args, "k": k, "cancel_after": cancel_after}
+                result = worker(sys.executable, "storm", client, params)
+                walls[client].append(result["wall_s"] * 1000)
+                leftovers[client] = max(
+                    leftovers[client], result["turn_starts_in_flight"] + result["pending_requests"]
+                )
+    return {
+        "k": k,
+        "cancel_after_s": cancel_after,
+        "clients": {
+            c: {"ms_to_all_ended": summary(walls[c]), "left_in_flight": leftovers[c]} for c in OURS
+        },
+    }
+
+
 def scenario_memory(n: int, idle_turns: int) -> dict[str, Any]:
     out = {}
     with model_server("stall") as (args, _):
@@ -244,19 +278,23 @@ def markdown(report: dict[str, Any]) -> str:
         raw = rates["raw"]["median"]
         old = rates.get("raw-stdlib", {}).get("median", 0)
         raw_async = rates.get("raw-asyncio", {}).get("median", 0)
+        raw_trio = rates.get("raw-trio", {}).get("median", 0)
+        per_event = s["stream"].get("client_cpu_us_per_event", {})
         lines += [
             f"**1. Stream throughput** ({s['stream']['n']:,} deltas through each client's turn stream, typed)",
             "",
-            "| client | events/s | vs raw loop (orjson) | vs raw asyncio loop (orjson) | old ratio: vs raw loop (stdlib json) | vs official async | vs official sync |",
-            "|---|---|---|---|---|---|---|",
+            "| client | events/s | client CPU µs/event | vs raw loop (orjson) | vs raw asyncio loop (chunks) | vs raw Trio loop (chunks) | old ratio: vs raw loop (stdlib json) | vs official async | vs official sync |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for client, v in rates.items():
             oa = rates.get("official-async", {}).get("median", 0)
             os_ = rates.get("official-sync", {}).get("median", 0)
+            c = per_event.get(client)
+            cpu_cell = f"{c['median']:.2f} [{c['min']:.2f}-{c['max']:.2f}]" if c else "n/a"
             lines.append(
-                f"| {client} | {v['median']:,.0f} [{v['min']:,.0f}-{v['max']:,.0f}] | "
+                f"| {client} | {v['median']:,.0f} [{v['min']:,.0f}-{v['max']:,.0f}] | {cpu_cell} | "
                 f"{ratio(v['median'], raw)} | {ratio(v['median'], raw_async)} | "
-                f"{ratio(v['median'], old)} | "
+                f"{ratio(v['median'], raw_trio)} | {ratio(v['median'], old)} | "
                 f"{ratio(v['median'], oa)} | {ratio(v['median'], os_)} |"
             )
         lines.append("")
@@ -320,6 +358,23 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{fmt(v['ms_to_stream_dropped'])} |"
             )
         lines.append("")
+    if "storm" in s:
+        storm = s["storm"]
+        lines += [
+            f"**4b. Cancellation storm** ({storm['k']} turns at once on one client, more than its "
+            f"100 request slots, model stalls, all cancelled {storm['cancel_after_s'] * 1000:.0f} "
+            "ms after they start)",
+            "",
+            "| client | ms until every turn ended | requests or turn starts left in flight |",
+            "|---|---|---|",
+        ]
+        for client, v in storm["clients"].items():
+            w = v["ms_to_all_ended"]
+            lines.append(
+                f"| {client} | {w['median']:.0f} [{w['min']:.0f}-{w['max']:.0f}] | "
+                f"{v['left_in_flight']} |"
+            )
+        lines.append("")
     if "memory" in s:
         lines += [
             "**5. Memory** (codex-anyio)",
@@ -362,11 +417,12 @@ def chart(report: dict[str, Any], path: Path) -> str | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="scenarios 1, 2, 4; few repeats")
+    parser.add_argument("--quick", action="store_true", help="scenarios 1, 2, 4, 4b; few repeats")
     parser.add_argument("--json", type=Path, help="also write the JSON report here")
     parser.add_argument("--official-python", help="interpreter that has openai-codex installed")
     parser.add_argument("--repeats", type=int)
     options = parser.parse_args()
+    cache_bytecode()
 
     official_python = find_official_python(options.official_python)
     clients = {c: sys.executable for c in OURS}
@@ -391,6 +447,7 @@ def main() -> int:
     if not options.quick:
         scenarios["concurrency"] = scenario_concurrency(clients, [1, 8, 32, 128])
     scenarios["cancel"] = scenario_cancel(clients, repeats, 0.5)
+    scenarios["storm"] = scenario_storm(repeats, 256, 0.05)
     if not options.quick:
         scenarios["memory"] = scenario_memory(100_000, 16)
     text = markdown(report)

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from benchmarks import cache_bytecode
 from benchmarks.__main__ import worker
 
 RESULTS = Path(__file__).resolve().parent / "results" / "transports.json"
@@ -27,6 +28,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--python", default="python", help="interpreter with codex-anyio")
     options = parser.parse_args()
+    cache_bytecode()
     report: dict[str, Any] = {"n": options.n, "repeats": options.repeats, "events_per_s": {}}
     rows = []
     with tempfile.TemporaryDirectory(prefix="cxa-bench-") as scratch:

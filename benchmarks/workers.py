@@ -4,8 +4,12 @@ Clients: ``anyio-asyncio`` and ``anyio-trio`` (codex-anyio), ``official-sync`` a
 ``official-async`` (``openai_codex``), ``raw`` (a minimal blocking JSON-RPC loop decoding with
 orjson, the library's own decoder: the like-for-like floor), ``raw-stdlib`` (the same loop
 with stdlib ``json``, the baseline of earlier releases, kept so the change of baseline is
-visible) and ``raw-asyncio`` (the same loop as one asyncio task on asyncio's subprocess pipes:
-what an event loop alone costs, the floor of any async client). ARGS is a JSON object; the
+visible), ``raw-asyncio`` and ``raw-trio`` (the same loop as one task on the event loop's
+subprocess pipes, reading the pipe in chunks and splitting them on newlines as codex-anyio
+does: what an event loop alone costs, the floor of any async client) and
+``raw-asyncio-readline`` (the asyncio loop with one ``StreamReader.readline()`` per line, the
+floor of earlier releases, which charged the event loop with ``readline``'s own cost). ARGS
+is a JSON object; the
 result is one JSON object on stdout. Imports are local to each client, so the official SDK's
 interpreter never needs codex-anyio and vice versa.
 """
@@ -18,6 +22,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,8 @@ HERE = Path(__file__).resolve().parent
 OFFICIAL_THREAD_DEFAULTS = {"approval_policy": "on-request", "approvals_reviewer": "auto_review"}
 """What ``openai_codex`` sends with ``thread_start()`` by default (its ``auto_review`` mode)."""
 REPLAY = str(HERE / "replay_server.py")
+CHUNK = 2**20
+"""Bytes per read of a chunked raw reader (what codex-anyio's stdio transport asks for)."""
 
 
 def rss_mib() -> float:
@@ -40,11 +47,15 @@ def usage() -> dict[str, float]:
 
 
 def scripted_env(args: dict[str, Any]) -> dict[str, str]:
+    """Every client's runtime environment, trust store included (``args["trust_env"]``)."""
     return {
         "CODEX_HOME": args["codex_home"],
         "HOME": args["user_home"],
         "CODEX_APP_SERVER_DISABLE_MANAGED_CONFIG": "1",
-        "RUST_LOG": "warn",
+        # As the scripted harness: warnings, but not the empty trust store's, once per turn.
+        "RUST_LOG": "warn,codex_http_client::custom_ca=error,"
+        "codex_http_client::client_builder=error,codex_otel.log_only=error",
+        **args.get("trust_env", {}),
     }
 
 
@@ -143,7 +154,7 @@ def raw_stream(args: dict[str, Any], decoder: str) -> dict[str, Any]:
     raw = Raw([sys.executable, REPLAY, str(args["n"])], decoder=decoder)
     raw.start()
     thread = raw.request("thread/start", {})["thread"]["id"]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     raw.send({"id": 99, "method": "turn/start", "params": {"threadId": thread, "input": []}})
     count = 0
     while True:
@@ -153,9 +164,9 @@ def raw_stream(args: dict[str, Any], decoder: str) -> dict[str, Any]:
             count += 1
         elif method == "turn/completed":
             break
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     raw.close()
-    return {"events": count, "seconds": elapsed}
+    return {"events": count, "seconds": elapsed, "cpu_seconds": cpu}
 
 
 def raw_turns(args: dict[str, Any], decoder: str) -> dict[str, Any]:
@@ -255,47 +266,126 @@ class RawAsync:
         await self.proc.wait()
 
 
-def raw_async(scenario: str, args: dict[str, Any]) -> dict[str, Any]:
+class RawAsyncChunked(RawAsync):
+    """``RawAsync`` reading as codex-anyio does: chunks of up to 1 MiB split on newlines, then
+    one decode per line (no ``readline`` per line)."""
+
+    def __init__(self, proc: Any) -> None:
+        super().__init__(proc)
+        self.rest = b""
+        self.lines: deque[bytes] = deque()
+
+    async def read(self) -> dict[str, Any]:
+        while not self.lines:
+            chunk = await self.proc.stdout.read(CHUNK)
+            if not chunk:
+                raise EOFError("the server closed its output")
+            *complete, self.rest = (self.rest + chunk).split(b"\n")
+            self.lines.extend(complete)
+        message: dict[str, Any] = self.loads(self.lines.popleft())
+        return message
+
+
+class RawTrio:
+    """``RawAsyncChunked`` on Trio: ``trio.lowlevel.open_process`` pipes, chunks, orjson."""
+
+    def __init__(self, proc: Any) -> None:
+        import orjson
+
+        self.proc = proc
+        self.loads, self.dumps = orjson.loads, orjson.dumps
+        self.next_id = 0
+        self.rest = b""
+        self.lines: deque[bytes] = deque()
+
+    @classmethod
+    async def open(
+        cls, argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None
+    ) -> RawTrio:
+        import trio
+
+        proc = await trio.lowlevel.open_process(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+        )
+        raw = cls(proc)
+        init = {
+            "clientInfo": {"name": "raw", "version": "0"},
+            "capabilities": {"experimentalApi": True},
+        }
+        await raw.request("initialize", init)
+        await raw.send({"method": "initialized"})
+        return raw
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.proc.stdin.send_all(self.dumps(message) + b"\n")
+
+    async def read(self) -> dict[str, Any]:
+        while not self.lines:
+            chunk = await self.proc.stdout.receive_some(CHUNK)
+            if not chunk:
+                raise EOFError("the server closed its output")
+            *complete, self.rest = (self.rest + chunk).split(b"\n")
+            self.lines.extend(complete)
+        message: dict[str, Any] = self.loads(self.lines.popleft())
+        return message
+
+    request = RawAsync.request
+
+    async def close(self) -> None:
+        await self.proc.stdin.aclose()
+        await self.proc.wait()
+
+
+async def raw_async_stream(open_raw: Any, args: dict[str, Any]) -> dict[str, Any]:
+    raw = await open_raw([sys.executable, REPLAY, str(args["n"])])
+    thread = (await raw.request("thread/start", {}))["thread"]["id"]
+    started, cpu = time.perf_counter(), time.process_time()
+    await raw.send({"id": 99, "method": "turn/start", "params": {"threadId": thread, "input": []}})
+    count = 0
+    while True:
+        method = (await raw.read()).get("method")
+        if method == "item/agentMessage/delta":
+            count += 1
+        elif method == "turn/completed":
+            break
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    await raw.close()
+    return {"events": count, "seconds": elapsed, "cpu_seconds": cpu}
+
+
+async def raw_async_turns(open_raw: Any, args: dict[str, Any]) -> dict[str, Any]:
+    raw = await open_raw([args["codex_bin"], "app-server"], scripted_env(args), args["workspace"])
+    thread = (await raw.request("thread/start", {}))["thread"]["id"]
+    times, cpu = [], []
+    for i in range(args["turns"] + 1):
+        cpu_before = time.process_time()
+        started = time.perf_counter()
+        turn_input = [{"type": "text", "text": f"t{i}"}]
+        await raw.request("turn/start", {"threadId": thread, "input": turn_input})
+        while (await raw.read()).get("method") != "turn/completed":
+            pass
+        times.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_before)
+    await raw.close()
+    return {"turn_seconds": times[1:], "turn_cpu_seconds": cpu[1:]}
+
+
+def raw_async(client: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
+    """A raw async loop: ``raw-asyncio`` (chunks), ``raw-asyncio-readline``, ``raw-trio``."""
+    run = {"stream": raw_async_stream, "turns": raw_async_turns}[scenario]
+    if client == "raw-trio":
+        import trio
+
+        return trio.run(run, RawTrio.open, args)  # type: ignore[no-any-return]
     import asyncio
 
-    async def stream() -> dict[str, Any]:
-        raw = await RawAsync.open([sys.executable, REPLAY, str(args["n"])])
-        thread = (await raw.request("thread/start", {}))["thread"]["id"]
-        started = time.perf_counter()
-        await raw.send(
-            {"id": 99, "method": "turn/start", "params": {"threadId": thread, "input": []}}
-        )
-        count = 0
-        while True:
-            method = (await raw.read()).get("method")
-            if method == "item/agentMessage/delta":
-                count += 1
-            elif method == "turn/completed":
-                break
-        elapsed = time.perf_counter() - started
-        await raw.close()
-        return {"events": count, "seconds": elapsed}
-
-    async def turns() -> dict[str, Any]:
-        raw = await RawAsync.open(
-            [args["codex_bin"], "app-server"], scripted_env(args), args["workspace"]
-        )
-        thread = (await raw.request("thread/start", {}))["thread"]["id"]
-        times, cpu = [], []
-        for i in range(args["turns"] + 1):
-            cpu_before = time.process_time()
-            started = time.perf_counter()
-            turn_input = [{"type": "text", "text": f"t{i}"}]
-            await raw.request("turn/start", {"threadId": thread, "input": turn_input})
-            while (await raw.read()).get("method") != "turn/completed":
-                pass
-            times.append(time.perf_counter() - started)
-            cpu.append(time.process_time() - cpu_before)
-        await raw.close()
-        return {"turn_seconds": times[1:], "turn_cpu_seconds": cpu[1:]}
-
-    run = {"stream": stream, "turns": turns}[scenario]
-    return asyncio.run(run())
+    kind = RawAsync if client == "raw-asyncio-readline" else RawAsyncChunked
+    return asyncio.run(run(kind.open, args))
 
 
 # -- codex-anyio ------------------------------------------------------------------------------
@@ -316,14 +406,18 @@ def ours(backend: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
 
     async def timed_stream(codex: Any) -> dict[str, Any]:
         thread = await codex.thread_start()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         count = 0
         async with thread.turn("go") as turn:
             async for event in turn.stream():
                 if event.method == "item/agentMessage/delta":
                     event.params.delta  # noqa: B018 - typed access is the point
                     count += 1
-        return {"events": count, "seconds": time.perf_counter() - started}
+        return {
+            "events": count,
+            "seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu,
+        }
 
     async def stream() -> dict[str, Any]:
         async with AsyncCodex(replay_config(args["n"])) as codex:
@@ -399,6 +493,36 @@ def ours(backend: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
             status = (await thread.read(include_turns=True)).thread.turns[-1].status
             return {"deadline": deadline, "completed_at": completed, "status": status}
 
+    async def storm() -> dict[str, Any]:
+        """``k`` turns at once on one client, more than its request slots, all cancelled
+        ``cancel_after`` seconds after they start (the model stalls): the time until every
+        one has ended (interrupted on the server, or never sent)."""
+        from codex_anyio import lean_thread_options
+
+        k = args["k"]
+        async with AsyncCodex(real_config()) as codex:
+            threads: list[Any] = []
+
+            async def start() -> None:
+                threads.append(await codex.thread_start(**lean_thread_options()))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(k):
+                    tg.start_soon(start)
+            started = time.perf_counter()
+            with anyio.move_on_after(args["cancel_after"]):
+                async with anyio.create_task_group() as tg:
+                    for thread in threads:
+                        tg.start_soon(thread.run, "x")
+            wall = time.perf_counter() - started
+            stats = codex.client.statistics()
+            return {
+                "k": k,
+                "wall_s": wall,
+                "turn_starts_in_flight": stats.router.turn_starts_in_flight,
+                "pending_requests": stats.pending_requests,
+            }
+
     async def memory() -> dict[str, Any]:
         n = args["n"]
         limits = Limits(turn_buffer=n + 100)
@@ -430,6 +554,7 @@ def ours(backend: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
         "concurrency": concurrency,
         "cancel": cancel,
         "memory": memory,
+        "storm": storm,
         "stream-socket": stream_socket,
     }[scenario]
     return anyio.run(run, backend=backend)
@@ -536,8 +661,8 @@ def official(mode: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     scenario, client, raw_args = sys.argv[1], sys.argv[2], sys.argv[3]
     args = json.loads(raw_args)
-    if client == "raw-asyncio":
-        result = raw_async(scenario, args)
+    if client in ("raw-asyncio", "raw-asyncio-readline", "raw-trio"):
+        result = raw_async(client, scenario, args)
     elif client in ("raw", "raw-stdlib"):
         decoder = "stdlib" if client == "raw-stdlib" else "orjson"
         scenarios = {"stream": raw_stream, "turns": raw_turns, "cancel": raw_cancel}

@@ -13,7 +13,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(
-    "client", ["anyio-asyncio", "anyio-trio", "raw", "raw-stdlib", "raw-asyncio"]
+    "client",
+    [
+        "anyio-asyncio",
+        "anyio-trio",
+        "raw",
+        "raw-stdlib",
+        "raw-asyncio",
+        "raw-trio",
+        "raw-asyncio-readline",
+    ],
 )
 def test_the_stream_worker_receives_every_replayed_event(client: str) -> None:
     done = subprocess.run(
@@ -27,6 +36,7 @@ def test_the_stream_worker_receives_every_replayed_event(client: str) -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["events"] == 3000
     assert result["seconds"] > 0
+    assert 0 < result["cpu_seconds"] < 60
 
 
 def test_the_report_shows_the_fair_ratio_and_the_old_one_side_by_side() -> None:
@@ -47,6 +57,7 @@ def test_the_report_shows_the_fair_ratio_and_the_old_one_side_by_side() -> None:
                     "raw": s(400),
                     "raw-stdlib": s(200),
                     "raw-asyncio": s(250),
+                    "raw-trio": s(200),
                 },
             },
             "turns": {
@@ -61,8 +72,8 @@ def test_the_report_shows_the_fair_ratio_and_the_old_one_side_by_side() -> None:
         },
     }
     text = markdown(report)
-    # vs the raw loop (orjson), vs the raw asyncio loop, vs the old stdlib raw loop
-    assert "| anyio-asyncio | 100 [100-100] | 0.25x | 0.40x | 0.50x |" in text
+    # vs the raw loop (orjson), the raw asyncio and Trio loops, the old stdlib raw loop
+    assert "| anyio-asyncio | 100 [100-100] | n/a | 0.25x | 0.40x | 0.50x | 0.50x |" in text
     cpu = "2.00 [2.00-2.00] | 4.00x | 2.00x"
     assert f"| anyio-asyncio | 40.0 [40.0-40.0] | 1.00x | {cpu} |" in text
 

@@ -97,6 +97,7 @@ PUBLIC: dict[str, list[str]] = {
         "lean_thread_options",
         "map_jsonrpc_error",
         "open_codex",
+        "result_only_opt_outs",
         "retry_on_overload",
         "runtime_path",
         "serve_app_server",

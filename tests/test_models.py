@@ -397,3 +397,51 @@ def test_generated_turns_round_trip_through_the_pydantic_names(payload: dict[str
     assert turn.model_dump(by_alias=True, exclude_unset=True, mode="json") == payload
     assert m.Turn.model_validate(turn.model_dump()) == turn
     assert m.Turn.model_validate_json(turn.model_dump_json()) == turn
+
+
+# -- the compiled structure hooks of the generated records ---------------------------------------
+
+
+@pytest.mark.parametrize(("label", "kind", "payload"), CASES, ids=[c[0] for c in CASES])
+def test_the_compiled_hook_builds_what_the_detailed_one_builds(
+    label: str, kind: Any, payload: Any
+) -> None:
+    fast, generic = converter.structure(payload, kind), strict.structure(payload, kind)
+    assert fast == generic
+    assert getattr(fast, "_wire_nulls", None) == getattr(generic, "_wire_nulls", None)
+    assert converter.unstructure(fast) == payload
+
+
+@given(with_optionals({"threadId": ids, "turn": turns}, {}))
+def test_compiled_hooks_build_generated_turns_as_the_detailed_ones_do(
+    payload: dict[str, Any],
+) -> None:
+    kind = NOTIFICATIONS["turn/completed"].params_type
+    fast, generic = converter.structure(payload, kind), strict.structure(payload, kind)
+    assert fast == generic
+    assert fast.turn._wire_nulls == generic.turn._wire_nulls
+    assert converter.unstructure(fast) == payload
+
+
+def test_every_generated_record_gets_a_compiled_hook() -> None:
+    from codex_anyio._protocol._convert import compilable
+
+    records = [c for c in m.CLASSES if compilable(c) and "_from_wire" not in vars(c)]
+    assert len(records) > 500
+    for cls in records:
+        hook = converter.get_structure_hook(cls)
+        assert hook.__code__.co_filename == f"<structure {cls.__qualname__}>", cls
+
+
+def test_a_compiled_hook_refuses_a_missing_required_field_and_ignores_unknown_keys() -> None:
+    with pytest.raises(KeyError, match="status"):
+        converter.structure({"id": "t", "items": []}, m.Turn)
+    wire = {"id": "t", "items": [], "status": "completed", "fromTheFuture": 1}
+    assert converter.structure(wire, m.Turn) == m.Turn(id="t", items=[], status="completed")
+
+
+def test_an_optional_model_is_structured_through_its_own_hook_or_is_none() -> None:
+    assert converter.structure(None, m.TurnError | None) is None
+    error = converter.structure({"message": "x", "additionalDetails": None}, m.TurnError | None)
+    assert error == m.TurnError(message="x")
+    assert error._wire_nulls == {"additionalDetails"}

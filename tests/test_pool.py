@@ -289,6 +289,16 @@ async def test_a_member_is_recycled_after_so_many_threads_once_idle(tmp_path: Pa
             assert s.pool.member_pids()[0] != first_pid
 
 
+@pytest.mark.parametrize(("cpus", "servers"), [(None, 2), (1, 2), (2, 2), (8, 8), (64, 32)])
+def test_the_default_process_count_is_one_per_cpu_between_2_and_32(
+    monkeypatch: pytest.MonkeyPatch, cpus: int | None, servers: int
+) -> None:
+    from codex_anyio.pool._pool import default_servers
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    assert default_servers() == servers
+
+
 def test_the_pool_benchmark_runs_every_client_end_to_end() -> None:
     import subprocess
     import sys
@@ -303,7 +313,8 @@ def test_the_pool_benchmark_runs_every_client_end_to_end() -> None:
     )
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and " 2 |" in line]
-    assert [row.split("|")[1].strip() for row in rows] == ["default", "lean-1", "pool", "batch"]
+    clients = [row.split("|")[1].strip() for row in rows]
+    assert clients == ["raw-best", "batch", "pool", "lean-1", "default"]
     assert all(row.rstrip(" |").endswith("0") for row in rows)  # no failures
 
 

@@ -340,17 +340,19 @@ async def test_server_request_resolved_cancels_its_handler_and_sends_no_reply() 
     holder: dict[str, AsyncCodex] = {}
 
     async def never_answers(params: object) -> object:
-        await holder["codex"].client.notify("test/handler-started")
-        try:
+        try:  # the withdrawal may arrive while the notification is still being sent
+            await holder["codex"].client.notify("test/handler-started")
             await anyio.sleep_forever()
         finally:
             cancelled.set()
 
     with anyio.fail_after(10):
-        async with AsyncCodex(
+        # In the holder before it starts: the request may reach the handler before
+        # ``async with`` returns.
+        holder["codex"] = AsyncCodex(
             fake_config(script), handlers=Handlers(command_approval=never_answers)
-        ) as codex:
-            holder["codex"] = codex
+        )
+        async with holder["codex"] as codex:
             async with codex.notifications() as notes:
                 await cancelled.wait()
                 assert codex.client.statistics().server_requests_in_flight == 0

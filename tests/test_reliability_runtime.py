@@ -271,6 +271,37 @@ async def test_turns_cancelled_while_waiting_for_a_request_slot_end_at_once_and_
             assert statuses.count(None) >= 2, statuses
 
 
+async def test_a_storm_of_turns_cancelled_right_after_starting_leaves_each_interrupted_or_unsent(
+    scripted_codex: Any,
+) -> None:
+    """256 turns at once on one client (more than its 100 request slots), all cancelled 50 ms
+    after they start: the ones that sent their ``turn/start`` are interrupted on the server, the
+    ones still waiting for a slot never send it, and none waits for a response that cannot
+    come (they waited the whole ``interrupt_timeout`` each, and left the router's stash open)."""
+    count = 256
+    limits = Limits(interrupt_timeout=60)
+    with anyio.fail_after(120):
+        async with scripted_codex([stall()] * count, limits=limits) as s:
+            client = s.codex.client
+            threads: list[Any] = []
+            async with anyio.create_task_group() as tg:
+                for _ in range(count):
+                    tg.start_soon(lambda: _append(threads, s.codex.thread_start(**LEAN)))
+            with anyio.fail_after(40):  # below interrupt_timeout: waiting for it fails the test
+                with anyio.move_on_after(0.05):
+                    async with anyio.create_task_group() as tg:
+                        for thread in threads:
+                            tg.start_soon(thread.run, "hello")
+            stats = client.statistics()
+            assert (stats.pending_requests, stats.router.turn_starts_in_flight) == (0, 0)
+            statuses = [await server_turn_status(s, thread.id) for thread in threads]
+            assert set(statuses) <= {"interrupted", None}, sorted(set(statuses), key=str)
+
+
+async def _append(into: list[Any], value: Awaitable[Any]) -> None:
+    into.append(await value)
+
+
 # -- turn controls that compose ---------------------------------------------------------------
 
 

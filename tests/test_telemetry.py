@@ -34,6 +34,7 @@ from codex_anyio import (
     InvalidRequestError,
     Telemetry,
     TurnFailedError,
+    result_only_opt_outs,
 )
 from codex_anyio._redact import TOO_DEEP
 from codex_anyio._rpc._usage import TurnTally
@@ -707,3 +708,23 @@ async def test_the_wire_log_is_off_by_default(
         async with scripted_codex([]) as s:
             await s.codex.client.request("thread/list", {})
     assert not [r for r in caplog.records if r.name == "codex_anyio.wire"]
+
+
+async def test_with_telemetry_on_the_watchers_notifications_are_never_opted_out(
+    scripted_codex: Any,
+) -> None:
+    """A client opting out of everything a result does not need still traces its items: the
+    command's span starts at its ``item/started``, which is kept while telemetry is on."""
+    recorder = Recorder()
+    with anyio.fail_after(60):
+        async with scripted_codex(
+            [exec_command("echo hi"), message("ok")],
+            telemetry=recorder.telemetry,
+            opt_out_notification_methods=result_only_opt_outs(),
+        ) as s:
+            thread = await s.codex.thread_start()
+            await thread.run("say hi")
+            await recorder.turns_ended.wait()
+    shell = recorder.one("execute_tool shell")
+    assert shell.attributes is not None
+    assert shell.attributes["codex.command.exit_code"] == 0

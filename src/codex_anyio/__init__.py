@@ -29,7 +29,7 @@ from ._api._inputs import (
 )
 from ._api._metadata import CodexMetadata, ServerInfo
 from ._api._modes import ApprovalMode, Sandbox
-from ._api._presets import lean_thread_options
+from ._api._presets import lean_thread_options, result_only_opt_outs
 from ._api._thread import Thread, TurnStarter
 from ._api._tools import DynamicTool, dynamic_tool
 from ._api._turn import TurnHandle, TurnResult
@@ -172,6 +172,7 @@ __all__ = [
     "lean_thread_options",
     "map_jsonrpc_error",
     "open_codex",
+    "result_only_opt_outs",
     "retry_on_overload",
     "runtime_path",
     "serve_app_server",

@@ -11,7 +11,7 @@ followed by ``wait()``, or ``aclose()``.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import anyio
 
@@ -27,8 +27,12 @@ __all__ = [
     "AsyncChatgptLoginHandle",
     "AsyncDeviceCodeLoginHandle",
     "CodexAccountMixin",
+    "LOGIN_COMPLETED",
     "LoginHandle",
 ]
+
+LOGIN_COMPLETED: Final = "account/login/completed"
+"""What a login waits for: never opted out (``CodexConfig.opt_out_notification_methods``)."""
 
 
 class LoginHandle:
@@ -49,7 +53,7 @@ class LoginHandle:
             return self._outcome
         try:
             async for note in self._stream:
-                if note.method != "account/login/completed":
+                if note.method != LOGIN_COMPLETED:
                     continue
                 params: m.AccountLoginCompletedNotification = note.params
                 if params.login_id in (None, self.login_id):

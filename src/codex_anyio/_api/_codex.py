@@ -30,13 +30,14 @@ from .._rpc._usage import UsageLedger
 from .._wire._config import CodexConfig
 from .._wire._transport import StdioTransport, Transport, spawn_stdio
 from .._wire._wire_log import WireLogTransport, wire_log_enabled
-from ..telemetry._telemetry import Instrumentation, Telemetry
+from ..telemetry._telemetry import WATCHED_NOTIFICATIONS, Instrumentation, Telemetry
 from ..telemetry._telemetry import resolve as resolve_telemetry
 from ._account import CodexAccountMixin
 from ._credentials import CredentialsCheck
 from ._dispatch import Dispatcher, Handlers
 from ._metadata import CodexMetadata
 from ._model_calls import ModelCallSource
+from ._presets import CLIENT_READS
 from ._thread import CodexThreadsMixin
 
 __all__ = ["AsyncCodex", "open_codex"]
@@ -198,6 +199,14 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
             return f"the app-server started by `{shown}` exited during start-up"
         return "the app-server exited during start-up"
 
+    def _opt_outs(self) -> list[str]:
+        """``config.opt_out_notification_methods`` less what this client reads itself (its
+        turns' results, the connection's own, and the telemetry watcher's when it is on)."""
+        needed = CLIENT_READS
+        if self._instrumentation is not None:
+            needed = needed | WATCHED_NOTIFICATIONS
+        return sorted(set(self.config.opt_out_notification_methods) - needed)
+
     async def _handshake(self, client: CodexClient) -> InitializeResponse:
         client_info: dict[str, Any] = {
             "name": self.config.client_name,
@@ -205,10 +214,11 @@ class AsyncCodex(CodexThreadsMixin, CodexAccountMixin, Lifespan[None]):
         }
         if self.config.client_title is not None:
             client_info["title"] = self.config.client_title
-        params = {
-            "clientInfo": client_info,
-            "capabilities": {"experimentalApi": self.config.experimental_api},
-        }
+        capabilities: dict[str, Any] = {"experimentalApi": self.config.experimental_api}
+        opt_outs = self._opt_outs()
+        if opt_outs:
+            capabilities["optOutNotificationMethods"] = opt_outs
+        params = {"clientInfo": client_info, "capabilities": capabilities}
         timeout = self._limits.initialize_timeout
         try:
             with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from ._dispatch import Dispatcher, Handlers
     from ._model_calls import ModelCallSource
 
-__all__ = ["INTERRUPT_TIMEOUT", "TurnEvents", "TurnHandle", "TurnResult"]
+__all__ = ["INTERRUPT_TIMEOUT", "OBSERVED", "TurnEvents", "TurnHandle", "TurnResult"]
 
 logger = logging.getLogger("codex_anyio.turn")
 
@@ -128,8 +128,9 @@ def _final_response(items: list[Any]) -> str | None:
     return unphased
 
 
-_OBSERVED = frozenset(("item/completed", "thread/tokenUsage/updated", "error", "turn/completed"))
-"""The methods :meth:`TurnHandle._observe` collects; the others pass by with one set lookup."""
+OBSERVED = frozenset(("item/completed", "thread/tokenUsage/updated", "error", "turn/completed"))
+"""The methods :meth:`TurnHandle._observe` collects (a ``TurnResult`` is made of them); the
+others pass by with one set lookup."""
 
 
 def _turn_of(note: Notification, turn_id: str) -> Turn:
@@ -281,7 +282,7 @@ class TurnHandle:
             self._failure = exc
             self._signal_end()
             raise
-        if note.method in _OBSERVED:
+        if note.method in OBSERVED:
             self._observe(note)
         return note
 
@@ -557,7 +558,7 @@ class TurnEvents(Generic[T_co]):
             note = None
             if handle._final is None and handle._failure is None:
                 note = stream.take_buffered()
-                if note is not None and note.method in _OBSERVED:
+                if note is not None and note.method in OBSERVED:
                     handle._observe(note)
             if note is None:
                 try:

@@ -21,7 +21,10 @@ Design, and the contracts (who may call what, from which task, with which bound)
   overloaded (``-32001``, before doing anything) is retried with jittered backoff, at most
   ``Limits.overload_retries`` attempts in all.
 * **Writes.** Callers queue whole messages (a deque; the writer is woken only when idle); one
-  writer task writes them in order, so a message goes out whole or not at all. A caller's
+  writer task writes them in order, so a message goes out whole or not at all. While the
+  writer is idle with nothing queued, a caller writes its message itself without waiting
+  (``Transport.try_send``, stdio only): no hop to the writer task per request; what the pipe
+  does not take at once goes to the writer, already begun, and is finished whole. A caller's
   deadline or cancellation wins: it stops waiting at once, and its message is dropped if the
   writer has not started it. A write the runtime does not read for ``Limits.write_timeout``
   seconds declares the connection dead.
@@ -92,7 +95,13 @@ from ._server_tasks import ServerTasks
 from ._turn_start import TurnStart
 from ._usage import RateLimits
 
-__all__ = ["ClientStatistics", "CodexClient", "open_client", "structure_result"]
+__all__ = [
+    "CONNECTION_READS",
+    "ClientStatistics",
+    "CodexClient",
+    "open_client",
+    "structure_result",
+]
 
 logger = logging.getLogger("codex_anyio")
 
@@ -105,6 +114,13 @@ READER_CHECKPOINT_EVERY: Final = 256
 OVERLOAD_FIRST_DELAY: Final = 0.05
 OVERLOAD_MAX_DELAY: Final = 1.0
 """Backoff between attempts of a request rejected as overloaded (seconds, +-25 % jitter)."""
+
+CONNECTION_READS: Final = frozenset(
+    {"turn/completed", "serverRequest/resolved", "account/rateLimits/updated"}
+)
+"""Notifications the connection itself acts on: a turn's end (its stream, its handlers, an
+interrupt's wait), a withdrawn server request (its handler is cancelled) and the usage
+limits (``rate_limits``, a usage limit's reset time). Never opted out."""
 
 _json_loads = _json.loads
 _json_loads_exact = _json.loads_exact
@@ -196,7 +212,12 @@ class CodexClient(ClientMethods):
         """Messages for the writer, in order (unbounded: each has a waiting sender)."""
         self._outbox_wakeup: anyio.Event | None = None
         """Set while the writer waits for a message."""
+        self._send_now: Callable[[bytes], int] | None = getattr(transport, "try_send", None)
+        """The transport's write-without-waiting, if it has one (stdio): used while the
+        writer is idle, so a request costs no hop to the writer task."""
         self._closed_error: TransportClosedError | None = None
+        self._closed_event = anyio.Event()
+        """Set when the connection has ended (``wait_closed``)."""
         self._closing = False
         self._bad_lines = 0
         self._unknown_responses = 0
@@ -219,6 +240,15 @@ class CodexClient(ClientMethods):
     @property
     def limits(self) -> Limits:
         return self._limits
+
+    async def wait_closed(self) -> TransportClosedError:
+        """Wait until the connection ends; return why (with the exit status and stderr tail).
+
+        What a supervisor waits on: it costs nothing while the connection lives (a global
+        subscription drained for the same purpose would take the router off its fast path).
+        """
+        await self._closed_event.wait()
+        return self._closed()
 
     def set_server_request_handler(self, handler: ServerRequestHandler | None) -> None:
         """Replace the function that answers server requests (``None``: fail-closed defaults)."""
@@ -490,6 +520,16 @@ class CodexClient(ClientMethods):
         if self._closed_error is not None:
             outgoing.state = DROPPED
             _raise_closed(self._closed())
+        send_now = self._send_now
+        if send_now is not None and self._outbox_wakeup is not None:
+            # The writer waits with nothing queued and nothing half-written: write here.
+            sent = send_now(outgoing.data)
+            if sent == len(outgoing.data):
+                outgoing.finished()
+                return
+            if sent:  # begun: the writer finishes it, whatever its sender does now
+                outgoing.data = outgoing.data[sent:]
+                outgoing.state = WRITING
         self._outbox.append(outgoing)
         self._wake_writer()
 
@@ -755,6 +795,7 @@ class CodexClient(ClientMethods):
         if self._closed_error is not None:
             return
         self._closed_error = error
+        self._closed_event.set()
         for reply in list(self._pending.values()):
             reply.put(None)  # empty: the connection ended
         self._pending.clear()

@@ -14,11 +14,12 @@ given, nothing appended).
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
@@ -28,7 +29,8 @@ from .._redact import redact_text, url_repr
 if TYPE_CHECKING:  # ssl costs ~10-30 ms to import; only wss:// needs it, and imports it
     import ssl
 
-__all__ = ["CodexConfig", "runtime_path"]
+
+__all__ = ["CodexConfig", "runtime_path", "trust_store_environment"]
 
 SHOWN_COMMAND_CHARS = 200
 """How much of a ``command`` an error message shows: enough to tell sandboxes apart."""
@@ -51,6 +53,51 @@ def runtime_path() -> Path:
             "install it or pass CodexConfig(codex_bin=...)"
         ) from exc
     return Path(codex_cli_bin.bundled_codex_path())
+
+
+TRUST_VARIABLES: Final = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+"""Where the runtime's HTTPS clients (rustls with the platform's roots) find their trust
+store; 0.163.0 reads both again for every turn."""
+
+
+def _check_trust_store(instance: object, attribute: object, value: object) -> None:
+    if isinstance(value, str) and value in ("system", "minimal"):
+        return
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and value):
+        return
+    raise ValueError(
+        f"trust_store must be 'system', 'minimal' or the path of a PEM bundle, not {value!r}"
+    )
+
+
+def trust_store_environment(trust_store: str | os.PathLike[str]) -> dict[str, str]:
+    """The runtime's environment variables for ``trust_store`` (none for ``"system"``).
+
+    ``/dev/null`` serves as both the empty bundle and the empty certificate directory (the
+    runtime reads no certificate from either and starts no TLS it does not need), so nothing
+    has to be created or removed.
+    """
+    if trust_store == "system":
+        return {}
+    bundle = os.devnull if trust_store == "minimal" else os.path.abspath(trust_store)
+    return {"SSL_CERT_FILE": bundle, "SSL_CERT_DIR": os.devnull}
+
+
+def _commands_trust_overrides(env: Mapping[str, str]) -> list[str]:
+    """``--config`` values that give the commands the agent runs the trust store they would
+    have had (the runtime's own environment carries the minimal one, and commands inherit it):
+    this process's ``SSL_CERT_FILE``/``SSL_CERT_DIR``, else OpenSSL's default locations,
+    which is what an unset variable means to the tools that read them. Set per key
+    (``shell_environment_policy.set.NAME``), so the rest of a user's policy stays as it is."""
+    import ssl  # only on this opt-in path: ~10-30 ms to import
+
+    defaults = ssl.get_default_verify_paths()
+    fallback = {"SSL_CERT_FILE": defaults.openssl_cafile, "SSL_CERT_DIR": defaults.openssl_capath}
+    overrides = []
+    for name in TRUST_VARIABLES:
+        value = env.get(name) or fallback[name]
+        overrides += ["--config", f"shell_environment_policy.set.{name}={json.dumps(value)}"]
+    return overrides
 
 
 def _tuple_of_str(value: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -101,6 +148,15 @@ class CodexConfig:
     :param experimental_api: ask for the experimental API surface (``dynamicTools``,
         ``currentTime/read``, ...). Needed for dynamic tools; on by default as in the
         official SDK.
+    :param opt_out_notification_methods: notification methods the runtime then never sends
+        on this connection (``initialize``'s ``capabilities.optOutNotificationMethods``):
+        fewer lines for both sides to write, read and route. Those the client itself needs
+        are never opted out, whatever is listed: a turn's end and its result (``turn/
+        completed``, ``item/completed``, ``thread/tokenUsage/updated``, ``error``), withdrawn
+        server requests, usage limits, and with telemetry on its watcher's
+        (``item/started``). A stream, a subscription or an ``idle_timeout`` then sees none of
+        the methods listed. ``codex_anyio.result_only_opt_outs()`` lists every method a
+        ``TurnResult`` does not need (what ``codex-anyio batch`` opts out of).
     :param connect: attach to an app-server that is already running instead of spawning one:
         ``ws://HOST:PORT``, ``wss://HOST:PORT`` or ``unix:///path/to/socket`` (WebSocket over
         a unix socket). The launch fields above are then unused; closing the client closes the
@@ -118,6 +174,19 @@ class CodexConfig:
     :param ready_timeout: before connecting, wait up to this many seconds for the server's
         ``/readyz`` to answer 200 (a server that is still starting); ``None``: connect at once.
         (The ``initialize`` handshake after that is bounded by ``Limits.initialize_timeout``.)
+    :param trust_store: the TLS roots the runtime's own HTTPS clients trust. ``"system"``
+        (default): whatever its environment gives it (``SSL_CERT_FILE``/``SSL_CERT_DIR``,
+        else the system store). ``"minimal"``: none. For a model provider on loopback over
+        plain HTTP (the scripted model, a local gateway), where the runtime makes no TLS
+        connection: the runtime re-reads its trust store for every turn (the system store is
+        hundreds of files), and not reading it halves the runtime's CPU per one-turn task
+        (43 -> 19 ms, measured). Anything the runtime would fetch over HTTPS then fails
+        certificate verification (the OpenAI API, a ChatGPT login's token refresh, MCP
+        servers and OpenTelemetry exporters over ``https``, remote plugins): see
+        ``docs/pool-and-batch.md``. A path: a PEM bundle of exactly the roots to trust
+        (those your provider's certificate chain ends in). The commands the agent runs keep
+        the trust store they would have had (``shell_environment_policy.set``; not with
+        ``launch_args_override``, whose argv is used as given).
     :param wire_log: log every JSON-RPC line sent and received at DEBUG on the
         ``codex_anyio.wire`` logger, secrets redacted (also on when the environment variable
         ``CODEX_ANYIO_WIRE_LOG`` is set to ``1``). Checked once when the client starts; off,
@@ -138,12 +207,16 @@ class CodexConfig:
     client_title: str | None = "codex-anyio"
     client_version: str = __about__.__version__
     experimental_api: bool = True
+    opt_out_notification_methods: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     connect: str | None = attrs.field(default=None, repr=url_repr)
     token: str | None = attrs.field(default=None, repr=False)
     token_file: str | os.PathLike[str] | None = None
     token_env: str | None = None
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False, eq=False)
     ready_timeout: float | None = None
+    trust_store: str | os.PathLike[str] = attrs.field(
+        default="system", validator=_check_trust_store
+    )
     wire_log: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -180,20 +253,19 @@ class CodexConfig:
         """The command line that starts the app-server on stdio (or on ``listen``)."""
         if self.launch_args_override is not None:
             return list(self.launch_args_override)
+        overrides: list[str] = []
+        if self.trust_store != "system":
+            overrides += _commands_trust_overrides({**os.environ, **(self.env or {})})
+        for override in self.config_overrides:
+            overrides += ["--config", override]
         if self.command is not None:
-            args = list(self.command)
-            for override in self.config_overrides:
-                args += ["--config", override]
+            args = [*self.command, *overrides]
             # stdio:// is the default: a command that already says so must not say it twice.
             return args if listen == "stdio://" else [*args, "--listen", listen]
-        args = [os.fspath(self.resolve_bin())]
-        for override in self.config_overrides:
-            args += ["--config", override]
-        args += ["app-server", "--listen", listen]
-        return args
+        return [os.fspath(self.resolve_bin()), *overrides, "app-server", "--listen", listen]
 
     def environment(self) -> dict[str, str]:
-        """This process's environment plus ``env`` and ``codex_home``.
+        """This process's environment plus ``env``, ``codex_home`` and ``trust_store``.
 
         When the bundled binary is used, its helper folder (ripgrep) is put first on PATH, as
         the official SDK does, so the runtime's file search works out of the box. With
@@ -215,4 +287,5 @@ class CodexConfig:
             env.update(self.env)
         if self.codex_home is not None:
             env["CODEX_HOME"] = os.fspath(self.codex_home)
+        env.update(trust_store_environment(self.trust_store))
         return env

@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 import anyio
@@ -133,6 +134,45 @@ class _StderrTail:
         return data.decode("utf-8", errors="replace")
 
 
+def _writer_now(stdin: object) -> Callable[[bytes], int] | None:
+    """A function that writes to the runtime's stdin without waiting, returning how many bytes
+    it took (0: none, try the asynchronous way), or None where there is none.
+
+    asyncio: the ``StreamWriter`` under AnyIO's wrapper takes the whole message (its transport
+    writes at once or buffers the rest and flushes it itself, in order) unless its buffer is
+    above the high-water mark. Trio: one ``os.write`` on the non-blocking pipe, whole or
+    partial. Either way no task switch and no loop iteration per message, where going through
+    the writer task costs a wake-up and the wrapper's checkpoint. Not on Windows.
+    """
+    stream = getattr(stdin, "_stream", None)
+    if stream is None or sys.platform == "win32":
+        return None
+    protocol = getattr(stream, "_protocol", None)
+    transport = getattr(stream, "transport", None)
+    if protocol is not None and transport is not None and hasattr(protocol, "_paused"):
+        write = stream.write
+
+        def buffered(data: bytes) -> int:
+            if protocol._paused or transport.is_closing():
+                return 0
+            write(data)
+            return len(data)
+
+        return buffered
+    fileno = getattr(stream, "fileno", None)
+    if not callable(fileno):
+        return None
+    fd = fileno()
+
+    def direct(data: bytes) -> int:
+        try:
+            return os.write(fd, data)
+        except OSError:  # full (EAGAIN) or broken: the asynchronous way waits or reports it
+            return 0
+
+    return direct
+
+
 class StdioTransport:
     """A running ``codex app-server --listen stdio://`` process."""
 
@@ -155,6 +195,7 @@ class StdioTransport:
         assert process.stdout is not None
         self._stdin = process.stdin
         self._stdout = process.stdout
+        self._write_now = _writer_now(process.stdin)
 
     @property
     def pid(self) -> int:
@@ -197,6 +238,15 @@ class StdioTransport:
 
     async def send(self, data: bytes) -> None:
         await self._stdin.send(data)
+
+    def try_send(self, data: bytes) -> int:
+        """Write what can be written of ``data`` now, without waiting: how many bytes went (0:
+        none, use :meth:`send`). Only while nothing else is being sent (the connection's
+        writer is idle), so messages stay in order."""
+        write = self._write_now
+        if write is None or self._closed:
+            return 0
+        return write(data)
 
     async def receive(self) -> bytes:
         try:
@@ -292,6 +342,16 @@ async def run_stop_command(config: CodexConfig) -> None:
         logger.warning("stop command %s exited with %d: %s", shown, result.returncode, stderr)
 
 
+def _check_trust_store(config: CodexConfig) -> None:
+    """A bundle that is not there would leave the runtime trusting nothing: say so now."""
+    store = config.trust_store
+    if store not in ("system", "minimal") and not os.path.isfile(store):
+        raise StartupError(
+            f"the trust store {os.fspath(store)!r} (CodexConfig.trust_store) is not a file; "
+            "give a PEM bundle, 'minimal' or 'system'"
+        )
+
+
 async def open_runtime_process(
     config: CodexConfig, argv: list[str], *, stdin: int, stdout: int
 ) -> tuple[anyio.abc.Process, str]:
@@ -301,6 +361,7 @@ async def open_runtime_process(
     :raises CodexNotFoundError: if the executable does not exist (also a FileNotFoundError).
     :raises StartupError: if it cannot be started otherwise; the message names the path.
     """
+    _check_trust_store(config)
     env = config.environment()
     marker = env[MARKER_ENV] = new_marker()
     try:

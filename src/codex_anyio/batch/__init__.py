@@ -117,7 +117,7 @@ def run_batch_on_ray(
     :param actors: that many actors spread over the cluster, instead of one per node.
     :param slots: tasks in flight per actor (default: its ``codex_slots``, else 8 per CPU of
         its node).
-    :param servers: app-server processes per actor's pool (default: 4 per CPU of the node).
+    :param servers: app-server processes per actor's pool (default: 1 per CPU of the node, 2-32).
     :param timeout: seconds per task (a task's own ``timeout`` wins), applied in the actor.
     :param attempts: tries per task while its status is ``failed`` or ``error`` (and the row
         is ``retryable``), or its actor died under it; the row's ``attempt`` says which try

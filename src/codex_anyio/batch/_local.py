@@ -23,7 +23,6 @@ from .._wire._config import CodexConfig
 from ..gateway._gateway import ModelGateway
 from ..pool._pool import DEFAULT_MAX_TURNS, CodexPool
 from ._attempt import (
-    RECYCLE_AFTER,
     TaskDefaults,
     attempt_task,
     check_count,
@@ -31,6 +30,7 @@ from ._attempt import (
     each_task,
     ends_batch,
     error_of,
+    pool_defaults,
     should_retry,
 )
 from ._files import BatchResult, BatchTask
@@ -117,7 +117,7 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
             if pool is None and self._sandbox is None:
                 options: dict[str, Any] = {
                     "max_turns": self.concurrency,
-                    "recycle_after": RECYCLE_AFTER,
+                    **pool_defaults(),
                     **self._pool_options,
                 }
                 if self._codex_config is not None:
@@ -214,6 +214,7 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         base = self._codex_config or CodexConfig()
         async with sandbox_runtime(spec, base, task_id=task.id, cwd=task.cwd) as config:
             options: dict[str, Any] = {
+                **pool_defaults(),
                 **self._pool_options,
                 "config": config,
                 "max_turns": None,
@@ -250,7 +251,8 @@ def run_batch(
 
     :param pool: a running :class:`CodexPool` to use; default: one started for the batch
         (``servers`` processes, lean threads, members recycled every
-        :data:`RECYCLE_AFTER` threads).
+        :data:`RECYCLE_AFTER` threads, the notifications a result does not need opted out:
+        :func:`~codex_anyio.result_only_opt_outs`).
     :param concurrency: tasks in flight at once (default: 8 per CPU; the pool's turn limit).
     :param timeout: seconds per task (a task's own ``timeout`` wins); the turn is interrupted
         and the result's status is ``timeout``.

@@ -1,8 +1,9 @@
 """``CodexPool``: several app-server processes behind one object, for thousands of turns.
 
 One runtime process rejects requests with ``-32001`` beyond ~128-170 queued, and its
-per-thread costs queue behind each other; several processes keep each under that limit and
-add 20-40 % throughput on 2 cores (measured with 4-8 processes). The pool owns ``servers``
+per-thread costs queue behind each other; the pool's turn limit keeps every process far under
+that, and one process per CPU keeps every core busy (more processes only add per-process CPU
+per turn: see :func:`default_servers`). The pool owns ``servers``
 :class:`AsyncCodex` members, each in a supervisor task of the pool's task group:
 
 - **Placement.** ``thread_start`` puts a thread on the ready member holding the fewest open
@@ -44,7 +45,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final, NamedTuple
 
@@ -63,7 +64,6 @@ from .._exceptions import (
     ProtocolError,
     RestartsExhaustedError,
     ServerUnresponsiveError,
-    SubscriptionOverflowError,
     TransportClosedError,
 )
 from .._groups import Lifespan
@@ -119,9 +119,16 @@ _TURN_ONLY = frozenset({"handlers", "idle_timeout"})
 
 
 def default_servers() -> int:
-    """Processes per pool when not given: 4 per CPU, between 2 and 32 (8 on 2 cores was the
-    best measured: 128 one-turn tasks in 2.6-2.8 s)."""
-    return max(2, min(32, 4 * (os.cpu_count() or 1)))
+    """Processes per pool when not given: 1 per CPU, between 2 and 32.
+
+    Measured on 2 cores (runtime 0.163.0, minimal trust store, the batch's opt-outs, lean
+    threads, ``max_turns`` 16; medians of 3 alternating runs): 2 processes ran K = 128 one-turn
+    tasks in 1.19 s and K = 256 in 2.41 s, 4 in 1.81 / 3.21 s, 8 (the old default, 4 per CPU)
+    in 1.63 / 3.17 s; runtime CPU per turn 15.5-15.7 ms with 2, 17.5-19.1 ms with 4 or 8. Once
+    the runtime no longer re-reads its trust store per turn, a process is no longer the
+    bottleneck: more of them only cost CPU. Two at least, so a member that dies or is
+    recycled leaves one serving. The table is in ``docs/pool-and-batch.md``."""
+    return max(2, min(32, os.cpu_count() or 1))
 
 
 DEFAULT_MAX_TURNS: Final = 8 * (os.cpu_count() or 1)
@@ -178,7 +185,7 @@ def _lost_state_race(exc: TransportClosedError) -> bool:
 class CodexPool(Lifespan[None]):
     """``servers`` app-server processes; threads placed on the least-loaded one.
 
-    :param servers: how many processes (default :func:`default_servers`: 4 per CPU, 2-32).
+    :param servers: how many processes (default :func:`default_servers`: 1 per CPU, 2-32).
     :param config: how to launch each member: one :class:`CodexConfig` for all, a sequence
         (one per member), or a function of the member index (e.g. a ``CODEX_HOME`` each).
     :param handlers: server-request handlers for every member (see :class:`AsyncCodex`).
@@ -202,6 +209,11 @@ class CodexPool(Lifespan[None]):
     :param gateway: a :class:`~codex_anyio.gateway.ModelGateway` every member's model calls
         go through (see :class:`AsyncCodex`); started for as long as the pool runs if it is
         not running yet.
+    :param opt_out_notification_methods: notifications no member's runtime sends, added to
+        each member config's own (``CodexConfig.opt_out_notification_methods``; those the
+        client reads itself are never opted out). Default: none, since a pooled thread may be
+        streamed or subscribed to; :func:`~codex_anyio.result_only_opt_outs` for a pool whose
+        turns are only run to their result (``pool.run``, ``codex-anyio batch``).
     """
 
     def __init__(
@@ -220,6 +232,7 @@ class CodexPool(Lifespan[None]):
         probe_interval: float | None = PROBE_INTERVAL,
         probe_timeout: float = PROBE_TIMEOUT,
         gateway: ModelCallSource | None = None,
+        opt_out_notification_methods: Collection[str] = (),
     ) -> None:
         self.servers = servers if servers is not None else default_servers()
         self.gateway = gateway
@@ -228,6 +241,7 @@ class CodexPool(Lifespan[None]):
         if isinstance(config, Sequence) and len(config) != self.servers:
             raise ValueError(f"config has {len(config)} entries for {self.servers} servers")
         self._config = config
+        self._opt_outs = tuple(opt_out_notification_methods)
         self._handlers = handlers
         self._limits = limits
         if max_turns is not None and max_turns < 1:
@@ -259,6 +273,14 @@ class CodexPool(Lifespan[None]):
     # -- lifecycle ------------------------------------------------------------------------
 
     def _config_for(self, index: int) -> CodexConfig:
+        config = self._member_config(index)
+        if not self._opt_outs:
+            return config
+        own = config.opt_out_notification_methods
+        added = tuple(method for method in self._opt_outs if method not in own)
+        return attrs.evolve(config, opt_out_notification_methods=own + added)
+
+    def _member_config(self, index: int) -> CodexConfig:
         config = self._config
         if config is None:
             return CodexConfig()
@@ -384,27 +406,9 @@ class CodexPool(Lifespan[None]):
                 tg.start_soon(until_retired)
             if self._probe_interval is not None:
                 tg.start_soon(self._watchdog, member, codex.client, self._probe_interval)
-            ended = await self._until_closed(codex)
+            ended = await codex.client.wait_closed()
             tg.cancel_scope.cancel()
         return ended
-
-    @staticmethod
-    async def _until_closed(codex: AsyncCodex) -> TransportClosedError:
-        """Drain a global subscription: it ends (with TransportClosedError, which names the
-        exit status) when the connection does, which is the one signal a dead process gives."""
-        while True:
-            stream = codex.notifications()
-            try:
-                while True:
-                    await stream.receive()
-            except SubscriptionOverflowError:
-                continue
-            except TransportClosedError as exc:
-                return exc
-            except anyio.EndOfStream:
-                return TransportClosedError("the app-server's connection ended")
-            finally:
-                stream.close()
 
     async def _watchdog(self, member: _Member, client: CodexClient, interval: float) -> None:
         """Kill the member once it has been silent for ``interval`` seconds and then for the

@@ -62,7 +62,14 @@ if TYPE_CHECKING:
     from .._rpc._connection import CodexClient
     from .._rpc._notifications import NotificationStream
 
-__all__ = ["Instrumentation", "Telemetry", "TurnTrace", "resolve", "token_counts"]
+__all__ = [
+    "WATCHED_NOTIFICATIONS",
+    "Instrumentation",
+    "Telemetry",
+    "TurnTrace",
+    "resolve",
+    "token_counts",
+]
 
 T = TypeVar("T")
 
@@ -80,6 +87,12 @@ TRACED_ITEMS: Final = frozenset(
     {"commandExecution", "fileChange", "mcpToolCall", "dynamicToolCall", "webSearch"}
 )
 """Item types that get a span of their own: the ones with a start, an end and an outcome."""
+
+WATCHED_NOTIFICATIONS: Final = frozenset(
+    {"item/started", "item/completed", "thread/tokenUsage/updated", "error", "turn/completed"}
+)
+"""What a turn's watcher reads (:meth:`TurnTrace._take`): a client with telemetry on never opts
+out of these (``CodexConfig.opt_out_notification_methods``)."""
 
 APPROVAL_METHODS: Final = frozenset(
     {

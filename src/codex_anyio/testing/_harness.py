@@ -64,6 +64,8 @@ async def open_scripted_codex(
     directory: str | os.PathLike[str] | None = None,
     transport: Transport = "stdio",
     telemetry: Telemetry | bool | None = None,
+    trust_store: str | os.PathLike[str] = "minimal",
+    opt_out_notification_methods: Sequence[str] = (),
     home: str | os.PathLike[str] | None = None,
     command: Sequence[str] | None = None,
 ) -> AsyncIterator[ScriptedCodex]:
@@ -79,6 +81,13 @@ async def open_scripted_codex(
     :param transport: ``stdio`` (spawn), or ``ws``/``unix``: start the runtime listening on
         loopback and attach to it, as a client of a sandboxed or shared server would.
     :param telemetry: the client's OpenTelemetry setting (see :class:`~codex_anyio.Telemetry`).
+    :param trust_store: the runtime's TLS trust store (:attr:`CodexConfig.trust_store`).
+        Default ``"minimal"``: the scripted model is plain HTTP on loopback and nothing else
+        in this set-up calls out, so the runtime needs no roots, and not re-reading the
+        system store for every turn halves its CPU per turn. ``"system"`` for a test that
+        needs the runtime's TLS.
+    :param opt_out_notification_methods: notifications the runtime does not send to the client
+        (:attr:`CodexConfig.opt_out_notification_methods`).
     :param home: the runtime's ``HOME`` (default: a new empty folder ``home`` beside the
         workspace). Scripted commands run as ``bash -lc``, which sources the rc files of
         ``HOME``; the user's own would make every command wait on them, and print into its
@@ -106,7 +115,14 @@ async def open_scripted_codex(
                 extra_config=extra_config,
             )
             env = scripted_env(codex_home, home=empty_home(root, home))
-            config = CodexConfig(cwd=workspace, env=env, codex_home=codex_home, command=command)
+            config = CodexConfig(
+                cwd=workspace,
+                env=env,
+                codex_home=codex_home,
+                command=command,
+                trust_store=trust_store,
+                opt_out_notification_methods=opt_out_notification_methods,
+            )
             if transport == "stdio":
                 async with AsyncCodex(
                     config, handlers=handlers, limits=limits, telemetry=telemetry
@@ -117,8 +133,11 @@ async def open_scripted_codex(
                 return
             listen = "ws://127.0.0.1:0" if transport == "ws" else f"unix://{scratch}/app.sock"
             async with serve_app_server(config, listen) as server:
+                attach = server.client_config(
+                    opt_out_notification_methods=opt_out_notification_methods
+                )
                 async with AsyncCodex(
-                    server.client_config(), handlers=handlers, limits=limits, telemetry=telemetry
+                    attach, handlers=handlers, limits=limits, telemetry=telemetry
                 ) as codex:
                     yield ScriptedCodex(
                         codex=codex,
@@ -151,6 +170,7 @@ async def open_scripted_pool(
     sandbox_mode: str = "read-only",
     extra_config: str = "",
     directory: str | os.PathLike[str] | None = None,
+    trust_store: str | os.PathLike[str] = "minimal",
     home: str | os.PathLike[str] | None = None,
     **pool_options: Any,
 ) -> AsyncIterator[ScriptedPool]:
@@ -158,7 +178,8 @@ async def open_scripted_pool(
     ``servers`` real runtimes, each with a ``CODEX_HOME`` of its own pointing at it (and one
     empty ``HOME`` for all, unless ``home`` names another: see :func:`open_scripted_codex`).
 
-    ``pool_options`` go to ``CodexPool`` (``max_turns``, ``thread_defaults``, ...).
+    ``pool_options`` go to ``CodexPool`` (``max_turns``, ``thread_defaults``, ...);
+    ``trust_store`` as for :func:`open_scripted_codex`.
     """
     with tempfile.TemporaryDirectory(prefix="codex-anyio-pool-") as scratch:
         root = Path(directory) if directory is not None else Path(scratch)
@@ -181,6 +202,7 @@ async def open_scripted_pool(
                     cwd=workspace,
                     env=scripted_env(codex_home, home=shell_home),
                     codex_home=codex_home,
+                    trust_store=trust_store,
                 )
                 for codex_home in homes
             ]

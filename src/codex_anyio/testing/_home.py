@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["empty_home", "scripted_env", "write_codex_home"]
+__all__ = ["QUIET_TRUST_STORE_LOGS", "empty_home", "scripted_env", "write_codex_home"]
 
 
 def write_codex_home(
@@ -54,11 +54,22 @@ stream_max_retries = 0
     return home
 
 
+QUIET_TRUST_STORE_LOGS = (
+    "codex_http_client::custom_ca=error,codex_http_client::client_builder=error,"
+    "codex_otel.log_only=error"
+)
+"""``RUST_LOG`` directives that silence the three warnings the runtime logs for every turn
+when its trust store holds no certificate (``CodexConfig(trust_store="minimal")``): "failed to
+load custom CA bundle", "fell back to system root certificates", "failed to build HTTP client
+with custom CA". Harmless, but they would fill the stderr tail an error shows."""
+
+
 def scripted_env(
     codex_home: str | os.PathLike[str], *, home: str | os.PathLike[str] | None = None
 ) -> dict[str, str]:
-    """Environment for a hermetic runtime: its home, no managed config, quiet logs, and a
-    ``HOME`` of its own.
+    """Environment for a hermetic runtime: its home, no managed config, quiet logs (warnings,
+    but not those of an empty trust store: :data:`QUIET_TRUST_STORE_LOGS`), and a ``HOME`` of
+    its own.
 
     ``HOME`` matters because the runtime runs every command the model asks for (and each
     shell snapshot) as a login shell, ``bash -lc``, which sources the rc files of ``HOME``: a
@@ -71,7 +82,7 @@ def scripted_env(
     return {
         "CODEX_HOME": os.fspath(codex_home),
         "CODEX_APP_SERVER_DISABLE_MANAGED_CONFIG": "1",
-        "RUST_LOG": "warn",
+        "RUST_LOG": f"warn,{QUIET_TRUST_STORE_LOGS}",
         "HOME": os.fspath(codex_home if home is None else home),
     }
 

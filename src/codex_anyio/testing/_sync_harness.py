@@ -48,6 +48,7 @@ def scripted_runtime(
     sandbox_mode: str = "read-only",
     extra_config: str = "",
     directory: str | os.PathLike[str] | None = None,
+    trust_store: str | os.PathLike[str] = "minimal",
     home: str | os.PathLike[str] | None = None,
 ) -> Iterator[ScriptedRuntime]:
     """Start a :class:`ScriptedModel` on its own loop thread and a ``CODEX_HOME`` using it.
@@ -73,7 +74,9 @@ def scripted_runtime(
                     extra_config=extra_config,
                 )
                 env = scripted_env(codex_home, home=empty_home(root, home))
-                config = CodexConfig(cwd=workspace, env=env, codex_home=codex_home)
+                config = CodexConfig(
+                    cwd=workspace, env=env, codex_home=codex_home, trust_store=trust_store
+                )
                 yield ScriptedRuntime(
                     config=config,
                     model=model,

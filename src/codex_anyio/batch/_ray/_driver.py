@@ -56,13 +56,13 @@ from ..._exceptions import ClusterError
 from ..._groups import Lifespan
 from ...pool._pool import DEFAULT_MAX_TURNS
 from .._attempt import (
-    RECYCLE_AFTER,
     TaskDefaults,
     check_count,
     check_unique_ids,
     each_task,
     ends_batch,
     error_of,
+    pool_defaults,
     should_retry,
 )
 from .._files import BatchResult, BatchTask
@@ -498,7 +498,7 @@ def run_batch_on_ray(
 ) -> RayBatchRun:
     """Implementation of :func:`codex_anyio.batch.run_batch_on_ray` (documented there)."""
     check_count(servers, "servers")
-    options: dict[str, Any] = {"servers": servers, "recycle_after": RECYCLE_AFTER}
+    options: dict[str, Any] = {"servers": servers, **pool_defaults()}
     if codex_config is not None:
         options["config"] = codex_config
     options.update(pool_options or {})
