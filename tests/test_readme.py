@@ -224,12 +224,12 @@ NOT_RUN = {
     "python -m pip install nox && python -m nox -s tests": (
         "CI's .ci/run runs it verbatim; it is the whole suite, this test among it"
     ),
-    'python -m pip install "codex-anyio @ git+https://example.com/your/codex-anyio.git@v0.1.0"': (
+    'python -m pip install "codex-anyio @ git+https://example.com/your/codex-anyio.git@COMMIT"': (
         "an install from a placeholder URL: the network"
     ),
     "python -m pip install /path/to/codex-anyio": "an install from a placeholder path",
     'python -m pip install "codex-anyio[trio] @ git+https://example.com/your/codex-anyio'
-    '.git@v0.1.0"': "an install from a placeholder URL: the network",
+    '.git@COMMIT"': "an install from a placeholder URL: the network",
     "codex-anyio batch tasks.jsonl -o results.jsonl --ray auto --timeout 300 --attempts 2": (
         "needs a Ray cluster; Ray runs only inside scripts/loopback-netns (nox -s ray tests "
         "the Ray executor there)"

@@ -20,9 +20,9 @@ no proxy environment variables: the upstream named is the one reached.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing, asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import urlsplit
 
 from .._json import dumps
@@ -205,29 +205,33 @@ class ForwardAnswerer(PolicyAnswerer):
                 decoded = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in answer.headers]
                 passed = tuple((k, v) for k, v in decoded if k.lower() not in _NOT_PASSED_BACK)
                 content_type = next((v for k, v in decoded if k.lower() == "content-type"), "")
-                stream: AsyncIterator[bytes] = answer.aiter_stream()
-                if answer.status != 200 or "text/event-stream" not in content_type:
-                    data = bytearray()
+                # Closed here, not by the garbage collector: a turn interrupted mid-stream
+                # (or an error body cut short) leaves httpcore's generators unfinished. It is
+                # an async generator, typed by httpcore as a plain iterator.
+                chunks = cast("AsyncGenerator[bytes, None]", answer.aiter_stream())
+                async with aclosing(chunks) as stream:
+                    if answer.status != 200 or "text/event-stream" not in content_type:
+                        data = bytearray()
+                        async for chunk in stream:
+                            data += chunk
+                            if len(data) >= MAX_ERROR_BODY:
+                                break
+                        yield PlainResponse(
+                            answer.status,
+                            bytes(data[:MAX_ERROR_BODY]),
+                            passed,
+                            content_type=content_type or "application/octet-stream",
+                        )
+                        return
+                    started = True
+                    yield StreamStart(passed)
+                    buffer = bytearray()
                     async for chunk in stream:
-                        data += chunk
-                        if len(data) >= MAX_ERROR_BODY:
-                            break
-                    yield PlainResponse(
-                        answer.status,
-                        bytes(data[:MAX_ERROR_BODY]),
-                        passed,
-                        content_type=content_type or "application/octet-stream",
-                    )
-                    return
-                started = True
-                yield StreamStart(passed)
-                buffer = bytearray()
-                async for chunk in stream:
-                    for block in _sse_blocks(buffer, chunk):
-                        yield SseEvent(block)
-                    yield FLUSH  # each upstream chunk goes on as it came: in one write
-                if buffer.strip():  # an unterminated last event: pass it on as it is
-                    yield SseEvent(buffer.decode("utf-8", "replace"))
+                        for block in _sse_blocks(buffer, chunk):
+                            yield SseEvent(block)
+                        yield FLUSH  # each upstream chunk goes on as it came: in one write
+                    if buffer.strip():  # an unterminated last event: pass it on as it is
+                        yield SseEvent(buffer.decode("utf-8", "replace"))
         except httpcore.TimeoutException as exc:
             what = f"the upstream {self._shown} did not answer in time ({type(exc).__name__})"
             if started:
