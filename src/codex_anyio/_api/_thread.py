@@ -23,6 +23,7 @@ from .._protocol._generated.converter import converter
 from .._rpc._connection import structure_result
 from .._rpc._notifications import NotificationStream
 from .._rpc._usage import TokenUsage, UsageLedger
+from ._goal import Goal, GoalResult
 from ._inputs import RunInput, to_wire_turn_input
 from ._modes import ApprovalMode, Sandbox, approval_mode_params, sandbox_mode, sandbox_policy
 from ._tools import DynamicTool, ToolFunction
@@ -312,6 +313,34 @@ class Thread:
         """
         async with self.turn(input, handlers=handlers, idle_timeout=idle_timeout, **params) as h:
             return await h.run()
+
+    def goal(self, /, objective: str, *, token_budget: int | None = None) -> Goal:
+        """Set a goal and own it: ``async with thread.goal("...") as goal:``.
+
+        The runtime runs turns for the goal by itself until it is met, its ``token_budget``
+        is spent, or it is paused or cleared; ``async for event in goal`` streams all of
+        them as one stream. Leaving the block before the goal is over pauses it and
+        interrupts its live turn (see :class:`Goal`). The thread must be persisted (not
+        ``ephemeral``) and idle; a goal it already had is replaced.
+        """
+        codex = self._codex
+        return Goal(
+            client=codex.client,
+            dispatcher=codex._dispatcher,
+            thread_id=self.id,
+            objective=objective,
+            token_budget=token_budget,
+            owner=self,
+            ledger=codex._usage_ledger,
+            gateway=codex.gateway,
+        )
+
+    async def run_goal(self, /, objective: str, *, token_budget: int | None = None) -> GoalResult:
+        """Run a goal until it stops (met, out of budget, usage-limited, blocked) and
+        return its :class:`GoalResult`: every turn's ``TurnResult``, usage summed over them,
+        the final response. Cancelling the caller pauses the goal and interrupts its turn."""
+        async with self.goal(objective, token_budget=token_budget) as goal:
+            return await goal.run()
 
     async def read(self, *, include_turns: bool = False) -> m.ThreadReadResponse:
         """Read this thread (and its turns' history with ``include_turns``)."""
