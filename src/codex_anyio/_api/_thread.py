@@ -297,20 +297,41 @@ class Thread:
         )
         return TurnStarter(self, wire, handlers=handlers, idle_timeout=idle_timeout)
 
+    @typing.overload
     async def run(
         self,
         /,
         input: RunInput,
         *,
+        goal: typing.Literal[False] = False,
         handlers: Handlers | None = None,
         idle_timeout: float | None = None,
         **params: Any,
-    ) -> TurnResult:
+    ) -> TurnResult: ...
+
+    @typing.overload
+    async def run(self, /, input: str, *, goal: typing.Literal[True]) -> GoalResult: ...
+
+    async def run(
+        self,
+        /,
+        input: RunInput,
+        *,
+        goal: bool = False,
+        handlers: Handlers | None = None,
+        idle_timeout: float | None = None,
+        **params: Any,
+    ) -> TurnResult | GoalResult:
         """Run one turn to completion and return its result.
 
         Cancelling the caller (a timeout, a cancelled task group) interrupts the turn on the
-        server before the cancellation continues.
+        server before the cancellation continues. ``goal=True`` (the official SDK's next API)
+        runs ``input`` as a goal's objective instead: :meth:`run_goal`, its result returned.
         """
+        if goal:
+            if not isinstance(input, str) or handlers or idle_timeout is not None or params:
+                raise TypeError("run(..., goal=True) takes the objective as a string, alone")
+            return await self.run_goal(input)
         async with self.turn(input, handlers=handlers, idle_timeout=idle_timeout, **params) as h:
             return await h.run()
 

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -302,12 +302,35 @@ class SyncThread(Wrapper[_thread.Thread]):
         """The ``Thread`` object from the response that gave us this thread, if any."""
         return self._async.info
 
-    def run(self, input: RunInput, *, timeout: float | None = None, **params: Any) -> TurnResult:
-        """Run one turn to completion (``Thread.turn``'s keywords) and return its result.
+    @overload
+    def run(
+        self,
+        input: RunInput,
+        *,
+        goal: Literal[False] = False,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> TurnResult: ...
+
+    @overload
+    def run(
+        self, input: str, *, goal: Literal[True], timeout: float | None = None
+    ) -> _goal.GoalResult: ...
+
+    def run(
+        self, input: RunInput, *, goal: bool = False, timeout: float | None = None, **params: Any
+    ) -> TurnResult | _goal.GoalResult:
+        """Run one turn to completion (``Thread.turn``'s keywords) and return its result;
+        ``goal=True`` runs ``input`` as a goal's objective instead (``run_goal``).
 
         Ctrl-C, or ``timeout`` seconds passing (then ``TimeoutError``), interrupt the turn on
-        the server before the exception propagates.
+        the server (for a goal: pause it and interrupt its live turn) before the exception
+        propagates.
         """
+        if goal:
+            if not isinstance(input, str) or params:
+                raise TypeError("run(..., goal=True) takes the objective as a string, alone")
+            return self.run_goal(input, timeout=timeout)
         run = functools.partial(self._async.run, input, **params)
         return self._bridge.call(within, timeout, run)
 
