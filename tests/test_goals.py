@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from codex_anyio import Codex, GoalStatus, TokenUsage
+from codex_anyio import Codex, GoalStatus, TokenUsage, result_only_opt_outs
 from codex_anyio.testing import (
     RecordedRequest,
     Reply,
@@ -178,6 +178,19 @@ async def test_an_ephemeral_thread_refuses_a_goal_with_one_clear_error(
             thread = await s.codex.thread_start(ephemeral=True)
             with pytest.raises(InvalidRequestError, match="ephemeral thread does not support"):
                 await thread.run_goal("make it so")
+
+
+@pytest.mark.anyio
+async def test_a_goal_on_a_client_that_opts_out_of_turn_starts_is_refused_before_it_is_set(
+    scripted_codex: Any,
+) -> None:
+    with anyio.fail_after(60):
+        opt_outs = result_only_opt_outs()
+        async with scripted_codex([], opt_out_notification_methods=opt_outs) as s:
+            thread = await s.codex.thread_start()
+            with pytest.raises(ValueError, match="turn/started"):
+                await thread.run_goal("make it so")
+            assert await goal_status(s.codex, thread.id) is None
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import deque
+from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from ._dispatch import Dispatcher
     from ._model_calls import ModelCallSource
 
-__all__ = ["Goal", "GoalResult", "GoalStatus"]
+__all__ = ["GOAL_READS", "Goal", "GoalResult", "GoalStatus", "check_goal_reads"]
 
 logger = logging.getLogger("codex_anyio.goal")
 
@@ -68,6 +69,25 @@ STOPPED: Final = frozenset(
     )
 )
 """Statuses under which the runtime starts no continuation turn."""
+
+
+GOAL_READS: Final = frozenset(("turn/started", "thread/goal/updated", "thread/goal/cleared"))
+"""What a goal reads besides a turn's results: the starts of the turns the runtime runs for
+it, and the goal's own updates. A client that opts out of any of them cannot follow a goal."""
+
+
+def check_goal_reads(opted_out: Iterable[str]) -> None:
+    """Refuse a goal on a client that opts out of what it reads (:data:`GOAL_READS`): it
+    would miss the runtime's turns and never see the goal end.
+
+    :raises ValueError: naming the methods (``CodexConfig.opt_out_notification_methods``).
+    """
+    missing = sorted(GOAL_READS.intersection(opted_out))
+    if missing:
+        raise ValueError(
+            f"a goal needs the notifications {', '.join(missing)}, which this client opts out "
+            "of (CodexConfig.opt_out_notification_methods)"
+        )
 
 
 @attrs.frozen(kw_only=True)

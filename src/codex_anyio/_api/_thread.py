@@ -23,7 +23,7 @@ from .._protocol._generated.converter import converter
 from .._rpc._connection import structure_result
 from .._rpc._notifications import NotificationStream
 from .._rpc._usage import TokenUsage, UsageLedger
-from ._goal import Goal, GoalResult
+from ._goal import Goal, GoalResult, check_goal_reads
 from ._inputs import RunInput, to_wire_turn_input
 from ._modes import ApprovalMode, Sandbox, approval_mode_params, sandbox_mode, sandbox_policy
 from ._tools import DynamicTool, ToolFunction
@@ -343,8 +343,12 @@ class Thread:
         them as one stream. Leaving the block before the goal is over pauses it and
         interrupts its live turn (see :class:`Goal`). The thread must be persisted (not
         ``ephemeral``) and idle; a goal it already had is replaced.
+
+        :raises ValueError: if the client opts out of a notification a goal reads
+            (``turn/started``, ``thread/goal/updated``, ``thread/goal/cleared``).
         """
         codex = self._codex
+        check_goal_reads(codex._opt_outs())
         return Goal(
             client=codex.client,
             dispatcher=codex._dispatcher,
@@ -399,6 +403,9 @@ class CodexThreadsMixin:
 
     @property
     def client(self) -> CodexClient:  # pragma: no cover - defined by AsyncCodex
+        raise NotImplementedError
+
+    def _opt_outs(self) -> list[str]:  # pragma: no cover - defined by AsyncCodex
         raise NotImplementedError
 
     def _register(
