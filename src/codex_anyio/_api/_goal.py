@@ -90,6 +90,10 @@ def check_goal_reads(opted_out: Iterable[str]) -> None:
         )
 
 
+_CLEARED: Final = "cleared"
+"""``Goal._echo`` after ``thread/goal/clear``: waiting for ``thread/goal/cleared``."""
+
+
 @attrs.frozen(kw_only=True)
 class GoalResult:
     """What a goal's run produced.
@@ -155,6 +159,10 @@ class Goal:
         self._turns: list[TurnResult] = []
         self._failure: BaseException | None = None
         self._holding = False  # this client paused or cleared it: no turn may run now
+        self._echo: GoalStatus | str | None = None
+        """What this client last asked for (a status, or :data:`_CLEARED`) until the
+        runtime's notification of it arrives: the goal notifications before it are older
+        than the request (a pause's ``paused`` read after a resume would end the stream)."""
         self._closed = False
 
     # -- state ------------------------------------------------------------------------------
@@ -211,10 +219,12 @@ class Goal:
                     self._failure = exc
         elif method == "thread/goal/updated":
             goal = _goal_of(note.raw.get("goal"))
-            if goal is not None:
+            if goal is not None and self._echo in (None, goal.status):
+                self._echo = None
                 self.goal = goal
                 self._cleared = False
-        elif method == "thread/goal/cleared":
+        elif method == "thread/goal/cleared" and self._echo in (None, _CLEARED):
+            self._echo = None
             self._cleared = True
 
     def _collector(self, turn: m.Turn) -> TurnHandle:
@@ -287,6 +297,8 @@ class Goal:
     # -- control ----------------------------------------------------------------------------
 
     async def _set(self, **params: Any) -> None:
+        # Set before the request: its echo may be read (by another task) before the answer.
+        self._echo = GoalStatus(params["status"])
         result = await self._client.request(
             "thread/goal/set", {"threadId": self.thread_id, **params}
         )
@@ -311,6 +323,7 @@ class Goal:
     async def clear(self) -> None:
         """Remove the goal from the thread, interrupting its live turn (the stream ends)."""
         self._holding = True
+        self._echo = _CLEARED
         await self._client.request("thread/goal/clear", {"threadId": self.thread_id})
         self._cleared = True
         await self._stop_live()
