@@ -1,4 +1,4 @@
-"""The official SDK's examples 01-15, ported by changing only their ``openai_codex`` imports,
+"""The official SDK's examples 01-16, ported by changing only their ``openai_codex`` imports,
 run offline against the real runtime and the scripted model: the async ports on both AnyIO
 backends, the sync ports on the sync ``Codex``.
 
@@ -6,6 +6,8 @@ The ports live in ``tests/official_examples/`` (``exNN_<name>_{sync,async}.py``)
 ``_bootstrap.runtime_config()`` returns the scripted runtime's config, as the official one
 returns a config for a real runtime. The ports follow the 0.163.0 release's API
 (``result.final_response``, ``result.id``, ``approval_mode=``), not older example revisions.
+Example 16 (goal turns) is written for the official SDK's next API, ``thread.run(prompt,
+goal=True)`` returning the goal's result.
 Example 04 (models and metadata) is not in the stored upstream tree; ours follows its
 README description. Example 07's remote image URL is a ``data:`` URL: tests stay on loopback.
 """
@@ -29,6 +31,7 @@ from codex_anyio.testing import (
     RecordedRequest,
     Reply,
     ScriptedModel,
+    function_call,
     message,
     scripted_env,
     scripted_runtime,
@@ -61,6 +64,11 @@ SCRIPTS: dict[str, Any] = {
     "ex13_model_select_and_turn_params": always('{"summary": "canary", "actions": []}'),
     "ex14_turn_controls": always("1, 2, 3, 4, 5, 6, 7, 8, 9, 10. Done."),
     "ex15_login_and_account": [],
+    "ex16_goal_turns": lambda request: (
+        message("Coverage improved.")
+        if request.function_call_outputs()
+        else function_call("update_goal", {"status": "complete"})
+    ),
 }
 EXPECTED: dict[str, list[str]] = {
     "ex01_quickstart_constructor": [
@@ -91,6 +99,7 @@ EXPECTED: dict[str, list[str]] = {
         "login.cancel.status: canceled",
         "login.completed.success: False",
     ],
+    "ex16_goal_turns": ["Coverage improved."],
 }
 XFAIL: dict[str, str] = {}
 STDIN = {"ex11_cli_mini_app": "hello\n/exit\n"}
@@ -134,7 +143,7 @@ def login_config(config: CodexConfig) -> CodexConfig:
 def test_every_port_has_a_script_and_expectations() -> None:
     names = {p.name.rsplit("_", 1)[0] for p in PORTS.glob("ex*.py")}
     assert names == set(SCRIPTS) == set(EXPECTED)
-    assert len(names) == 15
+    assert len(names) == 16
 
 
 @pytest.mark.parametrize("name", ports("async"))

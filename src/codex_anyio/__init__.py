@@ -15,6 +15,7 @@ from ._api._dispatch import (
     PendingServerRequest,
     ServerRequestQueue,
 )
+from ._api._goal import Goal, GoalResult, GoalStatus
 from ._api._inputs import (
     ExternalMessage,
     ImageInput,
@@ -74,6 +75,7 @@ from ._sync._client import (
     ChatgptLoginHandle,
     Codex,
     DeviceCodeLoginHandle,
+    SyncGoal,
     SyncThread,
     SyncTurnHandle,
 )
@@ -115,6 +117,9 @@ __all__ = [
     "DynamicTool",
     "ExternalMessage",
     "ForkedClientError",
+    "Goal",
+    "GoalResult",
+    "GoalStatus",
     "Handlers",
     "ImageInput",
     "Input",
@@ -152,6 +157,7 @@ __all__ = [
     "SkillInput",
     "StartupError",
     "SubscriptionOverflowError",
+    "SyncGoal",
     "SyncThread",
     "SyncTurnHandle",
     "Telemetry",

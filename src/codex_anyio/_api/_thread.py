@@ -23,6 +23,7 @@ from .._protocol._generated.converter import converter
 from .._rpc._connection import structure_result
 from .._rpc._notifications import NotificationStream
 from .._rpc._usage import TokenUsage, UsageLedger
+from ._goal import Goal, GoalResult, check_goal_reads
 from ._inputs import RunInput, to_wire_turn_input
 from ._modes import ApprovalMode, Sandbox, approval_mode_params, sandbox_mode, sandbox_policy
 from ._tools import DynamicTool, ToolFunction
@@ -296,22 +297,75 @@ class Thread:
         )
         return TurnStarter(self, wire, handlers=handlers, idle_timeout=idle_timeout)
 
+    @typing.overload
     async def run(
         self,
         /,
         input: RunInput,
         *,
+        goal: typing.Literal[False] = False,
         handlers: Handlers | None = None,
         idle_timeout: float | None = None,
         **params: Any,
-    ) -> TurnResult:
+    ) -> TurnResult: ...
+
+    @typing.overload
+    async def run(self, /, input: str, *, goal: typing.Literal[True]) -> GoalResult: ...
+
+    async def run(
+        self,
+        /,
+        input: RunInput,
+        *,
+        goal: bool = False,
+        handlers: Handlers | None = None,
+        idle_timeout: float | None = None,
+        **params: Any,
+    ) -> TurnResult | GoalResult:
         """Run one turn to completion and return its result.
 
         Cancelling the caller (a timeout, a cancelled task group) interrupts the turn on the
-        server before the cancellation continues.
+        server before the cancellation continues. ``goal=True`` (the official SDK's next API)
+        runs ``input`` as a goal's objective instead: :meth:`run_goal`, its result returned.
         """
+        if goal:
+            if not isinstance(input, str) or handlers or idle_timeout is not None or params:
+                raise TypeError("run(..., goal=True) takes the objective as a string, alone")
+            return await self.run_goal(input)
         async with self.turn(input, handlers=handlers, idle_timeout=idle_timeout, **params) as h:
             return await h.run()
+
+    def goal(self, /, objective: str, *, token_budget: int | None = None) -> Goal:
+        """Set a goal and own it: ``async with thread.goal("...") as goal:``.
+
+        The runtime runs turns for the goal by itself until it is met, its ``token_budget``
+        is spent, or it is paused or cleared; ``async for event in goal`` streams all of
+        them as one stream. Leaving the block before the goal is over pauses it and
+        interrupts its live turn (see :class:`Goal`). The thread must be persisted (not
+        ``ephemeral``) and idle; a goal it already had is replaced.
+
+        :raises ValueError: if the client opts out of a notification a goal reads
+            (``turn/started``, ``thread/goal/updated``, ``thread/goal/cleared``).
+        """
+        codex = self._codex
+        check_goal_reads(codex._opt_outs())
+        return Goal(
+            client=codex.client,
+            dispatcher=codex._dispatcher,
+            thread_id=self.id,
+            objective=objective,
+            token_budget=token_budget,
+            owner=self,
+            ledger=codex._usage_ledger,
+            gateway=codex.gateway,
+        )
+
+    async def run_goal(self, /, objective: str, *, token_budget: int | None = None) -> GoalResult:
+        """Run a goal until it stops (met, out of budget, usage-limited, blocked) and
+        return its :class:`GoalResult`: every turn's ``TurnResult``, usage summed over them,
+        the final response. Cancelling the caller pauses the goal and interrupts its turn."""
+        async with self.goal(objective, token_budget=token_budget) as goal:
+            return await goal.run()
 
     async def read(self, *, include_turns: bool = False) -> m.ThreadReadResponse:
         """Read this thread (and its turns' history with ``include_turns``)."""
@@ -349,6 +403,9 @@ class CodexThreadsMixin:
 
     @property
     def client(self) -> CodexClient:  # pragma: no cover - defined by AsyncCodex
+        raise NotImplementedError
+
+    def _opt_outs(self) -> list[str]:  # pragma: no cover - defined by AsyncCodex
         raise NotImplementedError
 
     def _register(

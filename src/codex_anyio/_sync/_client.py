@@ -31,11 +31,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from .._api import _account, _thread, _turn
+from .._api import _account, _goal, _thread, _turn
 from .._api._codex import AsyncCodex
 from .._api._dispatch import Handlers
 from .._api._inputs import RunInput
@@ -64,6 +64,7 @@ __all__ = [
     "ChatgptLoginHandle",
     "Codex",
     "DeviceCodeLoginHandle",
+    "SyncGoal",
     "SyncThread",
     "SyncTurnHandle",
 ]
@@ -219,6 +220,71 @@ def _turn_handle(bridge: Bridge, handle: _turn.TurnHandle) -> SyncTurnHandle:
     return SyncTurnHandle(bridge, handle)
 
 
+class SyncGoal(Wrapper[_goal.Goal]):
+    """A goal of a thread, from the sync client: ``with thread.goal("...") as goal:``.
+
+    Iterating it gives the events of every turn of the goal; leaving the block before the
+    goal is over (``break``, an exception, Ctrl-C) pauses it and interrupts its live turn,
+    in the event loop, before the block is left.
+    """
+
+    pause = forward(_goal.Goal.pause)
+    resume = forward(_goal.Goal.resume)
+    clear = forward(_goal.Goal.clear)
+
+    @property
+    def thread_id(self) -> str:
+        return self._async.thread_id
+
+    @property
+    def status(self) -> m.ThreadGoalStatus | None:
+        """The goal's latest known status (None before it is set, or once cleared)."""
+        return self._async.status
+
+    @property
+    def turns(self) -> list[TurnResult]:
+        """The results of the goal's turns completed so far."""
+        return self._async.turns
+
+    def result(self) -> _goal.GoalResult:
+        """What the goal produced so far."""
+        return self._async.result()
+
+    def run(self, *, timeout: float | None = None) -> _goal.GoalResult:
+        """Consume the goal's events until it stops and return its result; an expired
+        ``timeout`` raises ``TimeoutError`` (the block's exit then pauses the goal)."""
+        return self._bridge.call(within, timeout, self._async.run)
+
+    def __iter__(self) -> Iterator[Notification]:
+        bridge = self._bridge
+        yield from iterate_in_batches(
+            bridge.portal, self._async, call=bridge.call, cleanup_wait=CLEANUP_WAIT, on_exit=_noop
+        )
+
+    def close(self) -> None:
+        """Pause the goal if it is still active, interrupt its live turn, release it."""
+        self._bridge.call(self._async.aclose)
+
+    def __enter__(self) -> SyncGoal:
+        self._bridge.call(self._async.start)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<sync {self._async!r}>"
+
+
+async def _noop() -> None:
+    """The goal's stream needs no clean-up of its own: its ``with`` block owns the goal."""
+
+
 class SyncThread(Wrapper[_thread.Thread]):
     """A conversation thread, from the sync client."""
 
@@ -236,13 +302,48 @@ class SyncThread(Wrapper[_thread.Thread]):
         """The ``Thread`` object from the response that gave us this thread, if any."""
         return self._async.info
 
-    def run(self, input: RunInput, *, timeout: float | None = None, **params: Any) -> TurnResult:
-        """Run one turn to completion (``Thread.turn``'s keywords) and return its result.
+    @overload
+    def run(
+        self,
+        input: RunInput,
+        *,
+        goal: Literal[False] = False,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> TurnResult: ...
+
+    @overload
+    def run(
+        self, input: str, *, goal: Literal[True], timeout: float | None = None
+    ) -> _goal.GoalResult: ...
+
+    def run(
+        self, input: RunInput, *, goal: bool = False, timeout: float | None = None, **params: Any
+    ) -> TurnResult | _goal.GoalResult:
+        """Run one turn to completion (``Thread.turn``'s keywords) and return its result;
+        ``goal=True`` runs ``input`` as a goal's objective instead (``run_goal``).
 
         Ctrl-C, or ``timeout`` seconds passing (then ``TimeoutError``), interrupt the turn on
-        the server before the exception propagates.
+        the server (for a goal: pause it and interrupt its live turn) before the exception
+        propagates.
         """
+        if goal:
+            if not isinstance(input, str) or params:
+                raise TypeError("run(..., goal=True) takes the objective as a string, alone")
+            return self.run_goal(input, timeout=timeout)
         run = functools.partial(self._async.run, input, **params)
+        return self._bridge.call(within, timeout, run)
+
+    def goal(self, objective: str, *, token_budget: int | None = None) -> SyncGoal:
+        """Set a goal and own it: ``with thread.goal("...") as goal:`` (see ``Thread.goal``)."""
+        return SyncGoal(self._bridge, self._async.goal(objective, token_budget=token_budget))
+
+    def run_goal(
+        self, objective: str, *, token_budget: int | None = None, timeout: float | None = None
+    ) -> _goal.GoalResult:
+        """Run a goal until it stops and return its result (see ``Thread.run_goal``);
+        Ctrl-C or an expired ``timeout`` pause it and interrupt its live turn first."""
+        run = functools.partial(self._async.run_goal, objective, token_budget=token_budget)
         return self._bridge.call(within, timeout, run)
 
     def usage(self) -> TokenUsage:
