@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from codex_anyio import Codex, GoalStatus, TokenUsage, result_only_opt_outs
@@ -229,3 +230,28 @@ def test_the_sync_twin_runs_a_goal_and_pauses_one_left_early(backend: str, tmp_p
                 assert [str(t.status) for t in turns] == ["interrupted"]
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("checkpoints", [0, 1, 2, 3, 4, 6, 8, 12, 16, 24])
+async def test_a_scope_cancelled_while_the_goal_is_being_set_leaves_it_paused_and_no_turn_running(
+    scripted_codex: Any, checkpoints: int
+) -> None:
+    # The cancellation lands anywhere around `thread/goal/set`: before it is sent, while its
+    # answer is on the way, or once the runtime's first turn has started.
+    with anyio.fail_after(60):
+        async with scripted_codex(lambda request: stall(message("partial"))) as s:
+            thread = await s.codex.thread_start()
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_soon() -> None:
+                    for _ in range(checkpoints):
+                        await anyio.lowlevel.checkpoint()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(cancel_soon)
+                await thread.run_goal("make it so")
+            assert await goal_status(s.codex, thread.id) in (None, "paused")
+            assert "inProgress" not in await turn_statuses(thread)
+            read = await thread.read()
+            assert read.thread.status.type != "active"

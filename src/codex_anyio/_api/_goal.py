@@ -164,6 +164,9 @@ class Goal:
         runtime's notification of it arrives: the goal notifications before it are older
         than the request (a pause's ``paused`` read after a resume would end the stream)."""
         self._closed = False
+        self._set_sent = False
+        """Whether ``thread/goal/set active`` may have reached the runtime (its answer may
+        not have: a scope cancelled while it was in flight must still pause the goal)."""
 
     # -- state ------------------------------------------------------------------------------
 
@@ -379,7 +382,12 @@ class Goal:
             params: dict[str, Any] = {"objective": self.objective, "status": "active"}
             if self.token_budget is not None:
                 params["tokenBudget"] = self.token_budget
+            self._set_sent = True
             await self._set(**params)
+        except JsonRpcError:
+            self._set_sent = False  # refused (an ephemeral thread): there is no goal to pause
+            await self.aclose()
+            raise
         except BaseException:
             await self.aclose()
             raise
@@ -398,7 +406,11 @@ class Goal:
         deadline = anyio.current_time() + self._client.limits.interrupt_timeout
         try:
             with anyio.CancelScope(shield=True, deadline=deadline):
-                if not self._cleared and self.status == GoalStatus.active:
+                self._drain()
+                # Active, or perhaps active: the set went out but its answer and echo did not
+                # arrive before the scope was left (the runtime may be starting its turn).
+                unknown = self.goal is None and self._set_sent
+                if not self._cleared and (self.status == GoalStatus.active or unknown):
                     self._holding = True
                     await self._set(status="paused")
                 await self._interrupt_until_idle(deadline)
