@@ -255,3 +255,30 @@ async def test_a_scope_cancelled_while_the_goal_is_being_set_leaves_it_paused_an
             assert "inProgress" not in await turn_statuses(thread)
             read = await thread.read()
             assert read.thread.status.type != "active"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("checkpoints", [0, 2, 5, 10, 20, 40, 80, 160])
+async def test_a_scope_cancelled_between_continuation_turns_leaves_no_turn_running(
+    scripted_codex: Any, checkpoints: int
+) -> None:
+    # The model answers at once, so the runtime goes from turn to turn: the cancellation
+    # lands in a turn, at its end, or as the runtime starts the next one.
+    with anyio.fail_after(60):
+        async with scripted_codex(lambda request: message("step")) as s:
+            thread = await s.codex.thread_start()
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_soon() -> None:
+                    await s.model.wait_for_requests(1)
+                    for _ in range(checkpoints):
+                        await anyio.lowlevel.checkpoint()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(cancel_soon)
+                await thread.run_goal("make it so")
+            asked = len(s.model.requests)
+            assert await goal_status(s.codex, thread.id) == "paused"
+            assert "inProgress" not in await turn_statuses(thread)
+            assert (await thread.read()).thread.status.type != "active"
+            assert len(s.model.requests) == asked
