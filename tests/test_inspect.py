@@ -52,8 +52,15 @@ DEFAULT_OUTPUT = "Default output from mockllm/model"
 
 
 @pytest.fixture(params=["asyncio", "trio"])
-def inspect_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def inspect_backend(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> str:
+    """Inspect on one backend, offline: logs under ``tmp_path``, no telemetry hook (Inspect's
+    only outgoing channel, opt-in through ``INSPECT_TELEMETRY``)."""
     monkeypatch.setenv("INSPECT_ASYNC_BACKEND", request.param)
+    monkeypatch.setenv("INSPECT_LOG_DIR", str(tmp_path / "logs"))
+    for name in ("INSPECT_TELEMETRY", "INSPECT_API_KEY_OVERRIDE"):
+        monkeypatch.delenv(name, raising=False)
     return str(request.param)
 
 
