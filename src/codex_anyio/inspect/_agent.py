@@ -91,8 +91,13 @@ async def _serve(
 async def _runtime_config(config: CodexConfig, cwd: str | None) -> AsyncIterator[CodexConfig]:
     """``config`` for one sample: run in the sandbox's folder when the runtime runs on the
     host, and with a ``CODEX_HOME`` of the sample's own unless one is given."""
+    if config.command is not None:
+        yield config  # the runtime runs in the sandbox: its folders are the sandbox's
+        return
+    if config.cwd is None and cwd is not None:
+        config = attrs.evolve(config, cwd=cwd)
     env = dict(config.env or {})
-    if config.command is not None or config.codex_home is not None or "CODEX_HOME" in env:
+    if config.codex_home is not None or "CODEX_HOME" in env:
         yield config
         return
     with tempfile.TemporaryDirectory(prefix="codex-anyio-inspect-") as scratch:
@@ -100,12 +105,7 @@ async def _runtime_config(config: CodexConfig, cwd: str | None) -> AsyncIterator
         home.mkdir()
         (home / "config.toml").write_text(HERMETIC_CONFIG, encoding="utf-8")
         env.setdefault("CODEX_APP_SERVER_DISABLE_MANAGED_CONFIG", "1")
-        yield attrs.evolve(
-            config,
-            codex_home=home,
-            env=env,
-            cwd=config.cwd if config.cwd is not None or cwd is None else cwd,
-        )
+        yield attrs.evolve(config, codex_home=home, env=env)
 
 
 async def _run_turn(thread: Thread, prompt: str, turn: Mapping[str, Any]) -> str | None:
