@@ -34,10 +34,14 @@ def test_the_public_submodules_are_rendered_whole(module: object) -> None:
     assert getattr(module, "__name__", "") in rendered()
 
 
-@pytest.mark.parametrize("module", ["codex_anyio.gateway", "codex_anyio.trajectory"])
+@pytest.mark.parametrize(
+    "module", ["codex_anyio.gateway", "codex_anyio.trajectory", "codex_anyio.inspect"]
+)
 def test_every_public_name_of_the_gateway_packages_has_an_entry_in_the_api_reference(
     module: str,
 ) -> None:
+    if module == "codex_anyio.inspect":
+        pytest.importorskip("inspect_ai", reason="inspect_ai is not installed (extra: inspect)")
     names = importlib.import_module(module).__all__
     missing = [
         name for name in names if {f"{module}.{name}", f"codex_anyio.{name}"}.isdisjoint(rendered())

@@ -8,6 +8,7 @@ added or removed here is an API change: say so in the changelog.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import subprocess
 import sys
 
@@ -207,6 +208,8 @@ PUBLIC: dict[str, list[str]] = {
         "Telemetry",
     ],
 }
+if importlib.util.find_spec("inspect_ai") is not None:  # the inspect extra
+    PUBLIC["codex_anyio.inspect"] = ["InspectModelPolicy", "SOURCE", "codex_agent"]
 
 
 @pytest.mark.parametrize("module", list(PUBLIC))

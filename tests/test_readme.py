@@ -268,6 +268,12 @@ NOT_RUN = {
         "needs a container engine (none works on these machines) and a login; test_batch_sandbox "
         "checks the command lines it runs and skips its end-to-end test saying why"
     ),
+    "inspect eval task.py --model openai/gpt-5": "needs the OpenAI service and a key",
+    "INSPECT_ASYNC_BACKEND=trio inspect eval task.py --model mockllm/model --log-dir logs": (
+        "mockllm's default output has no usage, so Inspect counts tokens with tiktoken, which "
+        "downloads its encoding (the network); test_inspect runs the same eval of the agent "
+        "in-process on both backends with mockllm outputs that carry their usage"
+    ),
     "codex-anyio serve --listen unix:///tmp/codex.sock --scripted": (
         "a fixed path in /tmp shared by everyone on the machine; test_transports runs "
         "serve --scripted"

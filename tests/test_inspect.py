@@ -1,0 +1,309 @@
+"""codex_anyio.inspect: the Codex runtime as an Inspect AI agent, run by ``inspect_ai.eval``.
+
+Every eval here is offline: the model is Inspect's ``mockllm/model`` with custom outputs that
+carry their usage (mockllm's default output has none, and Inspect then counts tokens with
+tiktoken, which downloads its encoding from the network), the log folder is ``tmp_path``, and
+the runtime gets an empty ``HOME``. Each eval runs on both of Inspect's async backends
+(``INSPECT_ASYNC_BACKEND``); ``eval`` runs its own event loop, so these tests are plain
+functions, bounded by the tasks' own time limits.
+"""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+inspect_ai = pytest.importorskip(
+    "inspect_ai", reason="inspect_ai is not installed (extra: inspect)"
+)
+
+from inspect_ai import Task, eval  # noqa: E402
+from inspect_ai.dataset import Sample  # noqa: E402
+from inspect_ai.event import InfoEvent, ModelEvent, ToolEvent  # noqa: E402
+from inspect_ai.log import EvalLog, EvalSample  # noqa: E402
+from inspect_ai.model import (  # noqa: E402
+    ChatMessage,
+    ChatMessageTool,
+    GenerateConfig,
+    ModelOutput,
+    ModelUsage,
+    get_model,
+)
+from inspect_ai.tool import Tool, ToolChoice, ToolInfo, tool  # noqa: E402
+
+from codex_anyio import CodexConfig  # noqa: E402
+from codex_anyio.inspect import SOURCE, codex_agent  # noqa: E402
+from codex_anyio.inspect._translate import responses_call, responses_events  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings(
+    # Inspect's retry set-up (tenacity 9) warns on every model call; not ours to fix.
+    "ignore:The 'initial' parameter is deprecated:DeprecationWarning"
+)
+
+DEFAULT_OUTPUT = "Default output from mockllm/model"
+"""What ``mockllm/model`` answers by default (here with its usage filled in)."""
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def inspect_backend(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> str:
+    """Inspect on one backend, offline: logs under ``tmp_path``, no telemetry hook (Inspect's
+    only outgoing channel, opt-in through ``INSPECT_TELEMETRY``)."""
+    monkeypatch.setenv("INSPECT_ASYNC_BACKEND", request.param)
+    monkeypatch.setenv("INSPECT_LOG_DIR", str(tmp_path / "logs"))
+    for name in ("INSPECT_TELEMETRY", "INSPECT_API_KEY_OVERRIDE"):
+        monkeypatch.delenv(name, raising=False)
+    return str(request.param)
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> CodexConfig:
+    """The runtime with an empty HOME (no rc file of the machine's runs in its shells)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return CodexConfig(env={"HOME": str(home)})
+
+
+def output(content: str = "", **tool_call: Any) -> ModelOutput:
+    if tool_call:
+        out = ModelOutput.for_tool_call("mockllm/model", **tool_call)
+    else:
+        out = ModelOutput.from_content(model="mockllm/model", content=content)
+    out.usage = ModelUsage(input_tokens=10, output_tokens=5, total_tokens=15)
+    return out
+
+
+def tool_output(messages: list[ChatMessage]) -> ChatMessageTool | None:
+    tools = [m for m in messages if isinstance(m, ChatMessageTool)]
+    return tools[-1] if tools else None
+
+
+def run_eval(task: Task, model: Any, log_dir: Path) -> EvalLog:
+    with warnings.catch_warnings():
+        # Inspect on Trio leaves memory streams unclosed (a plain generate() solver does too).
+        warnings.filterwarnings("ignore", "Unclosed <MemoryObject", ResourceWarning)
+        [log] = eval(task, model=model, log_dir=str(log_dir), display="none", log_format="json")
+        gc.collect()
+    return log
+
+
+def turn_status(sample: EvalSample) -> str:
+    """The status the server reported for the sample's turn (as the agent recorded it)."""
+    [status] = [d["status"] for d in infos(sample) if isinstance(d, dict) and "turn" in d]
+    return str(status)
+
+
+def infos(sample: EvalSample) -> list[Any]:
+    return [e.data for e in sample.events if isinstance(e, InfoEvent) and e.source == SOURCE]
+
+
+def items(sample: EvalSample, kind: str) -> list[dict[str, Any]]:
+    return [d for d in infos(sample) if isinstance(d, dict) and d.get("type") == kind]
+
+
+def test_an_eval_of_three_samples_in_the_local_sandbox_runs_the_agent_end_to_end(
+    inspect_backend: str, runtime: CodexConfig, tmp_path: Path
+) -> None:
+    def model_turn(
+        messages: list[ChatMessage], tools: list[ToolInfo], choice: ToolChoice, _: GenerateConfig
+    ) -> ModelOutput:
+        answer = tool_output(messages)
+        if answer is None:
+            args = {"cmd": "pwd", "yield_time_ms": 10000}
+            return output(tool_call_id="call_pwd", tool_name="exec_command", tool_arguments=args)
+        return output(DEFAULT_OUTPUT)
+
+    samples = [Sample(input=f"Where are you? ({i})", id=i) for i in range(3)]
+    task = Task(dataset=samples, solver=codex_agent(config=runtime), sandbox="local")
+    log = run_eval(task, get_model("mockllm/model", custom_outputs=model_turn), tmp_path / "logs")
+
+    assert log.status == "success", log.error
+    assert log.samples is not None
+    assert len(log.samples) == 3
+    folders = set()
+    for sample in log.samples:
+        assert sample.output.completion == DEFAULT_OUTPUT
+        assert len([e for e in sample.events if isinstance(e, ModelEvent)]) == 2
+        [command] = items(sample, "commandExecution")
+        assert command["exitCode"] == 0
+        assert command["aggregatedOutput"].strip() == command["cwd"]
+        folders.add(command["cwd"])
+        assert [m["text"] for m in items(sample, "agentMessage")][-1] == DEFAULT_OUTPUT
+        assert turn_status(sample) == "completed"
+        assert sample.model_usage["mockllm/model"].total_tokens == 30
+    # Each sample ran in a local sandbox folder of its own, not here.
+    assert len(folders) == 3
+    assert str(Path.cwd()) not in folders
+
+
+@tool
+def lookup() -> Tool:
+    async def execute(order: str) -> str:
+        """Look an order up.
+
+        Args:
+            order: The order's number.
+        """
+        return f"order {order}: shipped"
+
+    return execute
+
+
+def test_an_inspect_tool_given_to_the_agent_runs_as_a_dynamic_tool_with_a_tool_event(
+    inspect_backend: str, runtime: CodexConfig, tmp_path: Path
+) -> None:
+    seen: list[list[str]] = []
+
+    def model_turn(
+        messages: list[ChatMessage], tools: list[ToolInfo], choice: ToolChoice, _: GenerateConfig
+    ) -> ModelOutput:
+        seen.append([t.name for t in tools])
+        answer = tool_output(messages)
+        if answer is None:
+            return output(tool_call_id="call_1", tool_name="lookup", tool_arguments={"order": "7"})
+        return output(f"It says: {answer.text}")
+
+    task = Task(
+        dataset=[Sample(input="Where is order 7?")],
+        solver=codex_agent(config=runtime, tools=[lookup()]),
+        sandbox="local",
+    )
+    log = run_eval(task, get_model("mockllm/model", custom_outputs=model_turn), tmp_path / "logs")
+
+    assert log.status == "success", log.error
+    [sample] = log.samples or []
+    assert sample.output.completion == "It says: order 7: shipped"
+    assert all("lookup" in names and "exec_command" in names for names in seen)
+    [event] = [e for e in sample.events if isinstance(e, ToolEvent)]
+    assert (event.function, event.arguments, event.result) == (
+        "lookup",
+        {"order": "7"},
+        "order 7: shipped",
+    )
+    [call] = items(sample, "dynamicToolCall")
+    assert call["tool"] == "lookup"
+    assert call["success"] is True
+
+
+def test_a_sample_time_limit_leaves_the_turn_interrupted_on_the_server(
+    inspect_backend: str, runtime: CodexConfig, tmp_path: Path
+) -> None:
+    async def stalled(
+        messages: list[ChatMessage], tools: list[ToolInfo], choice: ToolChoice, _: GenerateConfig
+    ) -> ModelOutput:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    task = Task(
+        dataset=[Sample(input="Write an essay.")],
+        solver=codex_agent(config=runtime),
+        sandbox="local",
+        time_limit=3,
+    )
+    log = run_eval(task, get_model("mockllm/model", custom_outputs=stalled), tmp_path / "logs")
+
+    [sample] = log.samples or []
+    assert sample.limit is not None
+    assert sample.limit.type == "time"
+    assert turn_status(sample) == "interrupted"
+
+
+def test_a_token_limit_hit_by_a_model_call_ends_the_sample_with_the_turn_interrupted(
+    inspect_backend: str, runtime: CodexConfig, tmp_path: Path
+) -> None:
+    def chatty(
+        messages: list[ChatMessage], tools: list[ToolInfo], choice: ToolChoice, _: GenerateConfig
+    ) -> ModelOutput:
+        return output(
+            tool_call_id="call_pwd", tool_name="exec_command", tool_arguments={"cmd": "true"}
+        )
+
+    task = Task(
+        dataset=[Sample(input="Keep going.")],
+        solver=codex_agent(config=runtime),
+        sandbox="local",
+        token_limit=20,
+        time_limit=30,
+    )
+    log = run_eval(task, get_model("mockllm/model", custom_outputs=chatty), tmp_path / "logs")
+
+    [sample] = log.samples or []
+    assert sample.limit is not None
+    assert sample.limit.type == "token"
+    assert turn_status(sample) == "interrupted"
+
+
+def test_a_responses_request_becomes_inspect_messages_and_tools() -> None:
+    body = {
+        "instructions": "Be brief.",
+        "input": [
+            {
+                "type": "message",
+                "role": "developer",
+                "content": [{"type": "input_text", "text": "d"}],
+            },
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+            {"type": "reasoning", "encrypted_content": "opaque"},
+            {"type": "function_call", "name": "f", "arguments": '{"a": 1}', "call_id": "c1"},
+            {"type": "function_call_output", "call_id": "c1", "output": "done"},
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "name": "f",
+                "description": "F.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"a": {"type": "integer"}},
+                    "required": ["a"],
+                },
+            },
+            {"type": "web_search"},
+        ],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+    }
+    call = responses_call(body)
+    assert [(m.role, m.text) for m in call.messages] == [
+        ("system", "Be brief."),
+        ("system", "d"),
+        ("user", "hi"),
+        ("assistant", ""),
+        ("tool", "done"),
+    ]
+    [request] = call.messages[3].tool_calls or []  # type: ignore[union-attr]
+    assert (request.id, request.function, request.arguments) == ("c1", "f", {"a": 1})
+    assert call.messages[4].function == "f"  # type: ignore[union-attr]
+    assert [t.name for t in call.tools] == ["f"]
+    assert call.tool_choice == "any"
+    assert call.config.parallel_tool_calls is False
+
+
+def test_a_model_output_becomes_the_responses_events_of_its_text_tool_calls_and_usage() -> None:
+    out = output(tool_call_id="c9", tool_name="lookup", tool_arguments={"order": "7"})
+    out.message.content = "Looking it up."
+    out.usage = ModelUsage(input_tokens=3, output_tokens=2, total_tokens=5, reasoning_tokens=1)
+    events = responses_events(out)
+    done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert [(i["type"], i.get("name"), i.get("call_id")) for i in done] == [
+        ("message", None, None),
+        ("function_call", "lookup", "c9"),
+    ]
+    assert done[0]["content"] == [{"type": "output_text", "text": "Looking it up."}]
+    usage = events[-1]["response"]["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"], usage["total_tokens"]) == (3, 2, 5)
+    assert usage["output_tokens_details"] == {"reasoning_tokens": 1}
+
+
+def test_importing_codex_anyio_never_imports_inspect_ai() -> None:
+    code = "import sys, codex_anyio, codex_anyio.gateway; print('inspect_ai' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
