@@ -92,6 +92,14 @@ def json_codec(decoder: str) -> tuple[Any, Any]:
     raise SystemExit(f"unknown decoder {decoder!r}")
 
 
+RAW_INITIALIZE: dict[str, Any] = {
+    "clientInfo": {"name": "raw", "version": "0"},
+    "capabilities": {"experimentalApi": True},
+}
+"""The raw clients' ``initialize`` params (one handshake for the blocking, asyncio and Trio
+loops)."""
+
+
 class Raw:
     """The floor: blocking pipes, one JSON decode per line, nothing else.
 
@@ -137,11 +145,7 @@ class Raw:
         return message
 
     def start(self) -> None:
-        init = {
-            "clientInfo": {"name": "raw", "version": "0"},
-            "capabilities": {"experimentalApi": True},
-        }
-        self.request("initialize", init)
+        self.request("initialize", RAW_INITIALIZE)
         self.send({"method": "initialized"})
 
     def close(self) -> None:
@@ -237,11 +241,7 @@ class RawAsync:
             limit=2**28,
         )
         raw = cls(proc)
-        init = {
-            "clientInfo": {"name": "raw", "version": "0"},
-            "capabilities": {"experimentalApi": True},
-        }
-        await raw.request("initialize", init)
+        await raw.request("initialize", RAW_INITIALIZE)
         await raw.send({"method": "initialized"})
         return raw
 
@@ -313,11 +313,7 @@ class RawTrio:
             cwd=cwd,
         )
         raw = cls(proc)
-        init = {
-            "clientInfo": {"name": "raw", "version": "0"},
-            "capabilities": {"experimentalApi": True},
-        }
-        await raw.request("initialize", init)
+        await raw.request("initialize", RAW_INITIALIZE)
         await raw.send({"method": "initialized"})
         return raw
 
