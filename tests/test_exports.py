@@ -16,6 +16,7 @@ import pytest
 
 PUBLIC: dict[str, list[str]] = {
     "codex_anyio": [
+        "AccountStatistics",
         "ApprovalMode",
         "ApprovalPolicy",
         "AsyncChatgptLoginHandle",
@@ -96,6 +97,7 @@ PUBLIC: dict[str, list[str]] = {
         "TurnStarter",
         "TurnUsage",
         "UsageLimitError",
+        "UsageLimitWaitError",
         "__version__",
         "dynamic_tool",
         "is_retryable_error",
@@ -194,6 +196,7 @@ PUBLIC: dict[str, list[str]] = {
         "write_trajectory",
     ],
     "codex_anyio.pool": [
+        "AccountStatistics",
         "CodexPool",
         "DEFAULT_MAX_TURNS",
         "MemberStatistics",

@@ -61,6 +61,7 @@ from ._exceptions import (
     TurnFailedError,
     TurnIdleTimeoutError,
     UsageLimitError,
+    UsageLimitWaitError,
     is_retryable_error,
     map_jsonrpc_error,
 )
@@ -81,6 +82,7 @@ from ._sync._client import (
 )
 from ._wire._config import CodexConfig, runtime_path
 from .gateway._gateway import ModelGateway
+from .pool._accounts import AccountStatistics
 from .pool._pool import CodexPool, MemberStatistics, PoolStatistics
 from .pool._thread import PooledThread
 from .serve._server import RunningServer, serve_app_server
@@ -92,6 +94,7 @@ AsyncTurnHandle = TurnHandle
 """The official SDK's name for the async :class:`TurnHandle`."""
 
 __all__ = [
+    "AccountStatistics",
     "ApprovalMode",
     "ApprovalPolicy",
     "AsyncChatgptLoginHandle",
@@ -172,6 +175,7 @@ __all__ = [
     "TurnStarter",
     "TurnUsage",
     "UsageLimitError",
+    "UsageLimitWaitError",
     "__version__",
     "dynamic_tool",
     "is_retryable_error",

@@ -45,6 +45,7 @@ __all__ = [
     "TurnFailedError",
     "TurnIdleTimeoutError",
     "UsageLimitError",
+    "UsageLimitWaitError",
     "error_from_wire",
     "is_retryable_error",
     "map_jsonrpc_error",
@@ -411,6 +412,40 @@ class UsageLimitError(TurnFailedError):
         super().__init__(turn, error)
         self.resets_at = resets_at
         self.rate_limits = rate_limits
+
+
+class UsageLimitWaitError(UsageLimitError):
+    """Every account of a :class:`~codex_anyio.CodexPool` stayed paused by its usage limit
+    for longer than the pool's ``max_wait``.
+
+    A pool pauses an account whose usage limit is reached (or whose rate-limit window is
+    used above the pool's threshold) until the window resets, and work waits for an account
+    with headroom; this ends such a wait. Not a turn's failure (``turn`` and ``error`` are
+    None), but a :class:`UsageLimitError`, so code that handles the one handles the other
+    (``codex-anyio batch`` writes a ``usage_limit`` row). ``resets_at`` is when the first
+    account resumes (an aware UTC datetime, None if unknown), ``waited`` the seconds waited,
+    ``reasons`` why each paused account is paused.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        resets_at: datetime | None = None,
+        waited: float = 0.0,
+        reasons: tuple[str, ...] = (),
+    ) -> None:
+        CodexError.__init__(self, message)
+        self.turn = None
+        self.error = None
+        self.detail = None
+        self.resets_at = resets_at
+        self.rate_limits = None
+        self.waited = waited
+        self.reasons = reasons
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self),), self.__dict__)
 
 
 class ReplayMismatchError(TurnFailedError):

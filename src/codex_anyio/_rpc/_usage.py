@@ -32,6 +32,7 @@ other time, also before the first thread. The reader hands its params to
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
@@ -40,7 +41,7 @@ import attrs
 from .._protocol._generated.converter import converter
 from .._protocol._generated.models import RateLimitSnapshot, ThreadTokenUsage, TokenUsageBreakdown
 
-__all__ = ["RateLimits", "TokenUsage", "TurnTally", "TurnUsage", "UsageLedger"]
+__all__ = ["RateLimits", "TokenUsage", "TurnTally", "TurnUsage", "UsageLedger", "utc_datetime"]
 
 
 def _count(value: Any) -> int:
@@ -322,23 +323,37 @@ class RateLimits:
         typed = {key: self._typed(raw) for key, raw in self._by_limit.items()}
         return {key: value for key, value in typed.items() if value is not None}
 
-    def exhausted_reset(self) -> datetime | None:
-        """When the exhausted windows (used 100 % or more) reset, the latest of them: the
-        moment a usage-limited account can work again. None if no window is exhausted or
-        none says when it resets."""
-        latest: int | None = None
+    def windows(self) -> Iterator[tuple[float, int | None, int | None]]:
+        """Every rate-limit window of every limit id seen, as ``(used_percent, resets_at,
+        window_minutes)`` (reset in Unix seconds; None where the service did not say): what
+        a pool's admission reads, without typing the snapshots."""
         for raw in self._by_limit.values():
             for name in ("primary", "secondary"):
                 window = raw.get(name)
                 if type(window) is not dict:
                     continue
                 used = window.get("usedPercent")
+                if not isinstance(used, (int, float)) or isinstance(used, bool):
+                    continue
                 resets = window.get("resetsAt")
-                if isinstance(used, (int, float)) and used >= 100 and type(resets) is int:
-                    latest = resets if latest is None else max(latest, resets)
-        if latest is None:
-            return None
-        try:
-            return datetime.fromtimestamp(latest, tz=timezone.utc)
-        except (OverflowError, OSError, ValueError):
-            return None
+                minutes = window.get("windowDurationMins")
+                yield (
+                    float(used),
+                    resets if type(resets) is int else None,
+                    minutes if type(minutes) is int else None,
+                )
+
+    def exhausted_reset(self) -> datetime | None:
+        """When the exhausted windows (used 100 % or more) reset, the latest of them: the
+        moment a usage-limited account can work again. None if no window is exhausted or
+        none says when it resets."""
+        resets = [at for used, at, _ in self.windows() if used >= 100 and at is not None]
+        return utc_datetime(max(resets)) if resets else None
+
+
+def utc_datetime(seconds: float) -> datetime | None:
+    """Unix ``seconds`` as an aware UTC datetime; None for a value no datetime can hold."""
+    try:
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None

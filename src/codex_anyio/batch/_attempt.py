@@ -5,13 +5,18 @@ Both executors build on this module, never on the public facade: the local runne
 :func:`attempt_task`, check counts and ids with the same functions, and retry by the same
 rule (:func:`should_retry`), so a result row means the same whichever ran it.
 
-This is also the one place that sorts what goes wrong into three kinds:
+This is also the one place that sorts what goes wrong into four kinds:
 
 - **the batch's end** (:func:`ends_batch`): an error every other task would hit too, so no
   row is written for it (a row would be a final status that a re-run skips), the running turns
   are interrupted, and the exception ends the batch; the tasks left run on a re-run once the
-  cause is fixed. A usage limit, missing credentials, a runtime that cannot start (a bad
-  config), a pool with no member left.
+  cause is fixed. Missing credentials, a runtime that cannot start (a bad config), a pool
+  with no member left.
+- **a usage limit** is not the task's failure either: the pool pauses that account until it
+  resets, and the attempt starts again on a new thread (the same attempt: it does not use one
+  up) on an account with headroom, or once the first account resets. Only if every account
+  stays paused longer than the pool's ``max_wait`` does the task get a ``usage_limit`` row,
+  which a re-run runs again.
 - **this task's final error**: the task cannot run as given (a field that is not valid, a
   ``cwd`` that is not a directory this machine can enter). Its row says ``error`` with
   ``retryable`` false: another attempt would find the same, so none is made.
@@ -22,6 +27,7 @@ This is also the one place that sorts what goes wrong into three kinds:
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
@@ -39,8 +45,10 @@ from .._exceptions import (
     StartupError,
     TurnFailedError,
     UsageLimitError,
+    UsageLimitWaitError,
 )
 from .._protocol._generated.converter import converter
+from ..pool._accounts import AccountPaused
 from ..pool._pool import CodexPool
 from ..pool._thread import PooledThread
 from ._files import APPROVALS, BatchResult, BatchTask, check_task, positive_seconds
@@ -66,14 +74,12 @@ RETRIED: Final = frozenset({"failed", "error"})
 ``retryable``)."""
 
 ENDS_BATCH: Final = (
-    UsageLimitError,
     CredentialsMissingError,
     StartupError,
     RestartsExhaustedError,
 )
-"""Errors that end a batch instead of making a task's row (see the module docstring): the
-account's usage limit (until its reset time), no login, a runtime that cannot start, a pool
-whose every member was given up."""
+"""Errors that end a batch instead of making a task's row (see the module docstring): no
+login, a runtime that cannot start, a pool whose every member was given up."""
 
 RECYCLE_AFTER: Final = 200
 """Threads a batch pool member starts before it is recycled: ephemeral threads hold ~0.9 MB
@@ -187,6 +193,11 @@ async def attempt_task(
 ) -> BatchResult:
     """One attempt at ``task`` on ``pool``: a new thread, one turn, the result row.
 
+    A usage limit does not end the attempt: its account is paused and the task starts again
+    on a new thread, once ``pool.wait_for_account()`` finds one with headroom; that wait is
+    not counted against the task's ``timeout``. A ``usage_limit`` row only once every account
+    stayed paused past the pool's ``max_wait``.
+
     Every executor runs a task through this one function (the local :class:`BatchRun`, and a
     Ray actor on its own node), so a row means the same whichever ran it. The task's deadline
     is applied here, next to the turn, so that expiry interrupts the turn on the server.
@@ -200,8 +211,8 @@ async def attempt_task(
     here. A task that names a sandbox run on any other pool is refused (a row that is not
     ``retryable``): it must never run unsandboxed.
 
-    :raises UsageLimitError: and the other :data:`ENDS_BATCH` errors: not this task's result
-        but the batch's end (see the module docstring).
+    :raises CredentialsMissingError: and the other :data:`ENDS_BATCH` errors: not this
+        task's result but the batch's end (see the module docstring).
     """
     started = time.monotonic()
     thread: PooledThread | None = None
@@ -222,17 +233,33 @@ async def attempt_task(
         runnable = True
         thread_options, turn_options = _options(task, defaults)
         timeout = task.timeout if task.timeout is not None else defaults.timeout
-        with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
-            thread = await pool.thread_start(**thread_options)
-            # Leaving this block before the turn completes interrupts it on the server.
-            async with thread.turn(task.prompt, **turn_options) as handle:
-                turn_id = handle.id
-                outcome = await handle.run()
+        while True:
+            await pool.wait_for_account()
+            try:
+                with anyio.move_on_after(timeout if timeout is not None else math.inf) as scope:
+                    thread = await pool.thread_start(**thread_options)
+                    thread._replaceable = True
+                    # Leaving this block before the turn completes interrupts it on the server.
+                    async with thread.turn(task.prompt, **turn_options) as handle:
+                        turn_id = handle.id
+                        outcome = await handle.run()
+            except UsageLimitWaitError:
+                raise
+            except (UsageLimitError, AccountPaused):
+                # Its account is paused now: start again, on an account with headroom.
+                if thread is not None:
+                    await pool.finish_thread(thread)
+                thread = turn_id = None
+                continue
+            break
         if scope.cancelled_caught:
             status = "timeout"
             error = {"type": "Timeout", "message": f"the task took longer than {timeout} s"}
         elif outcome is not None:
             status = outcome.status
+    except UsageLimitWaitError as exc:
+        status = "usage_limit"
+        error = error_of(exc)
     except Exception as exc:
         if ends_batch(exc):
             raise

@@ -31,6 +31,7 @@ from ._sandbox import check_task_sandbox
 
 __all__ = [
     "APPROVALS",
+    "RUN_AGAIN",
     "STATUSES",
     "BatchResult",
     "BatchTask",
@@ -44,8 +45,13 @@ __all__ = [
 
 logger = logging.getLogger("codex_anyio.batch")
 
-STATUSES: Final = ("completed", "interrupted", "failed", "timeout", "error")
-"""Every status a :class:`BatchResult` can have."""
+STATUSES: Final = ("completed", "interrupted", "failed", "timeout", "error", "usage_limit")
+"""Every status a :class:`BatchResult` can have. ``usage_limit``: every account stayed paused
+by its usage limit longer than the pool's ``max_wait``; a re-run runs such a task again."""
+
+RUN_AGAIN: Final = frozenset({"usage_limit"})
+"""Statuses a re-run always runs again, as if the task had no row: nothing about the task
+decided them, only the accounts' limits at the time."""
 
 APPROVALS: Final = {"decline": ApprovalPolicy.decline_all, "accept": ApprovalPolicy.accept_all}
 """A task's ``approval`` choice: how the client answers the runtime's approval requests."""
@@ -221,7 +227,8 @@ class BatchResult:
     turn_id: str | None = None
     attempt: int = 1
     error: Mapping[str, str] | None = None
-    """``{"type": ..., "message": ...}`` for ``failed``, ``timeout`` and ``error``."""
+    """``{"type": ..., "message": ...}`` for ``failed``, ``timeout``, ``error`` and
+    ``usage_limit``."""
     retryable: bool = True
     """False when another attempt cannot get past the error as things stand (the task is not
     valid, its ``cwd`` is not a directory): the executors make none. Written to the file only

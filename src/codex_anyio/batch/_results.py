@@ -36,7 +36,7 @@ from typing import Final
 import attrs
 
 from .._exceptions import ResultsFileError, ResultsWriteError
-from ._files import STATUSES, BatchResult, BatchTask
+from ._files import RUN_AGAIN, STATUSES, BatchResult, BatchTask
 
 __all__ = ["NOT_COMPLETED", "ResultWriter", "pending_tasks", "percentile", "read_results"]
 
@@ -248,7 +248,8 @@ def pending_tasks(
     status is in ``retry`` (e.g. ``{"error", "timeout"}``, or :data:`NOT_COMPLETED`).
 
     Every other id counts as done, whatever its status: a re-run does not repeat what
-    finished unless asked to.
+    finished unless asked to; except ``usage_limit`` rows (:data:`RUN_AGAIN`), run again
+    always.
 
     :raises ValueError: for a ``retry`` status that is not one of :data:`STATUSES`.
     """
@@ -256,6 +257,7 @@ def pending_tasks(
     unknown = sorted(again - set(STATUSES))
     if unknown:
         raise ValueError(f"unknown status(es) {unknown}: a status is one of {list(STATUSES)}")
+    again |= RUN_AGAIN
     return [task for task in tasks if task.id not in results or results[task.id].status in again]
 
 

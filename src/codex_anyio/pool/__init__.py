@@ -6,9 +6,17 @@ the batch runner builds on it.
 """
 
 from .._public import publish
+from ._accounts import AccountStatistics
 from ._pool import DEFAULT_MAX_TURNS, CodexPool, MemberStatistics, PoolStatistics
 from ._thread import PooledThread
 
-__all__ = ["DEFAULT_MAX_TURNS", "CodexPool", "MemberStatistics", "PoolStatistics", "PooledThread"]
+__all__ = [
+    "DEFAULT_MAX_TURNS",
+    "AccountStatistics",
+    "CodexPool",
+    "MemberStatistics",
+    "PoolStatistics",
+    "PooledThread",
+]
 
 publish(globals())

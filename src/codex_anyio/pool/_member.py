@@ -13,6 +13,7 @@ import attrs
 
 from .._api._codex import AsyncCodex
 from .._exceptions import RestartsExhaustedError
+from ._accounts import Account
 
 __all__ = ["Member"]
 
@@ -22,6 +23,9 @@ class Member:
     """One member of a pool: its runtime (while it runs), its load and its restarts."""
 
     index: int
+    account: Account = attrs.field(kw_only=True)
+    """The account (``CODEX_HOME`` and login) it runs on, shared with the other members of
+    that account: a usage limit pauses them all."""
     codex: AsyncCodex | None = None
     starts: int = 0
     open_threads: int = 0

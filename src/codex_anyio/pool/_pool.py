@@ -33,6 +33,16 @@ per turn: see :func:`default_servers`). The pool owns ``servers``
   fail at once with :class:`ServerUnresponsiveError` (a thread start, or a ``pool.run`` whose
   turn was not sent yet, is retried on another member), and it is killed (SIGKILL, which ends a
   stopped process too), reaped and restarted like a crashed one.
+- **Accounts and usage limits** (``_accounts``). Each member runs on an account (by default
+  one for all; ``accounts=[home, ...]`` spreads the members over several ``CODEX_HOME`` folders,
+  each with its own login). A turn that fails with the usage limit, or a rate-limit snapshot
+  with a window used above ``rate_limit_threshold``, pauses its account until the window
+  resets: its members take no new thread or turn, the other accounts keep serving, and
+  ``pool.run`` places the work that hit the limit again (a new thread, on an account with
+  headroom) instead of failing it. With every account paused, work waits for the first reset
+  (at most ``max_wait`` seconds, then :class:`UsageLimitWaitError`).
+- **Owners.** ``thread_resume`` and ``thread_fork`` go to a member whose ``CODEX_HOME`` holds
+  the thread: the one the pool put it on, or the first home whose runtime finds it.
 - **Recycling.** Ephemeral threads cannot be unloaded (~0.9 MB each until the process exits);
   with ``recycle_after=N`` a member that has started N threads takes no new ones and is
   restarted once it holds no open thread and runs no turn.
@@ -43,8 +53,11 @@ Leaving ``async with`` closes every member in parallel, each shielded and bounde
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final, NamedTuple
@@ -65,18 +78,35 @@ from .._exceptions import (
     RestartsExhaustedError,
     ServerUnresponsiveError,
     TransportClosedError,
+    UsageLimitError,
+    UsageLimitWaitError,
 )
 from .._groups import Lifespan
 from .._protocol._generated import models as m
 from .._rpc._connection import CodexClient
 from .._rpc._retry import retry_on_overload
 from .._rpc._router import Limits
-from .._rpc._usage import TokenUsage, UsageLedger
+from .._rpc._usage import TokenUsage, UsageLedger, utc_datetime
 from .._wire._config import CodexConfig
+from ._accounts import (
+    DEFAULT_RATE_LIMIT_THRESHOLD,
+    Account,
+    AccountPaused,
+    AccountStatistics,
+    account_homes,
+    limit_pause,
+    window_pause,
+)
 from ._member import Member as _Member
 from ._thread import PooledThread
 
-__all__ = ["CodexPool", "MemberStatistics", "PoolStatistics", "default_servers"]
+__all__ = [
+    "AccountStatistics",
+    "CodexPool",
+    "MemberStatistics",
+    "PoolStatistics",
+    "default_servers",
+]
 
 logger = logging.getLogger("codex_anyio.pool")
 
@@ -114,6 +144,10 @@ loaded machine (2 cores, 8 runtimes), where a member still sends something every
 _PROBE = ("thread/loaded/list", {"limit": 1})
 """The liveness probe: cheap, read-only, touches neither disk nor the model."""
 
+OWNERS_KEPT: Final = 65536
+"""Threads whose home the pool remembers for ``thread_resume``/``thread_fork`` (the oldest
+forgotten first; a forgotten one is found by asking each home's runtime)."""
+
 _THREAD_ONLY = frozenset({"dynamic_tools"})
 _TURN_ONLY = frozenset({"handlers", "idle_timeout"})
 
@@ -148,6 +182,8 @@ class MemberStatistics(NamedTuple):
     """Threads started on the current process."""
     given_up: bool
     """It exited more often than ``max_restarts`` allows and is not restarted again."""
+    account: int = 0
+    """The account it runs on (see :class:`AccountStatistics`)."""
 
 
 class PoolStatistics(NamedTuple):
@@ -160,6 +196,19 @@ class PoolStatistics(NamedTuple):
     restarted)."""
     running_turns: int
     members: tuple[MemberStatistics, ...]
+    accounts: tuple[AccountStatistics, ...] = ()
+    """Each account, and whether (until when, why) it is paused."""
+
+    @property
+    def paused(self) -> str:
+        """``paused until 14:05 (account 1: usage limit reached)`` for each paused account,
+        joined by "; " (empty if none is): what a progress display shows."""
+        return "; ".join(
+            f"paused until {a.paused_until.astimezone().strftime('%H:%M')} "
+            f"(account {a.account}: {a.reason})"
+            for a in self.accounts
+            if a.paused_until is not None
+        )
 
 
 def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -209,6 +258,14 @@ class CodexPool(Lifespan[None]):
     :param gateway: a :class:`~codex_anyio.gateway.ModelGateway` every member's model calls
         go through (see :class:`AsyncCodex`); started for as long as the pool runs if it is
         not running yet.
+    :param accounts: ``CODEX_HOME`` folders, each with its own login: member ``i`` runs on
+        ``accounts[i % len(accounts)]`` (its config's ``codex_home`` is replaced), so a usage
+        limit pauses only the members of its account. ``servers`` defaults to at least one
+        per account. Default: one account, whatever each member's config says.
+    :param rate_limit_threshold: percent of a rate-limit window above which its account takes
+        no new turn until the window resets (default 95; None: pause only at the limit).
+    :param max_wait: seconds a call waits while every account is paused, before it raises
+        :class:`UsageLimitWaitError` (default None: until the first account resumes).
     :param opt_out_notification_methods: notifications no member's runtime sends, added to
         each member config's own (``CodexConfig.opt_out_notification_methods``; those the
         client reads itself are never opted out). Default: none, since a pooled thread may be
@@ -233,11 +290,31 @@ class CodexPool(Lifespan[None]):
         probe_timeout: float = PROBE_TIMEOUT,
         gateway: ModelCallSource | None = None,
         opt_out_notification_methods: Collection[str] = (),
+        accounts: Sequence[str | os.PathLike[str]] | None = None,
+        rate_limit_threshold: float | None = DEFAULT_RATE_LIMIT_THRESHOLD,
+        max_wait: float | None = None,
     ) -> None:
-        self.servers = servers if servers is not None else default_servers()
+        homes = account_homes(accounts)
+        self._accounts = [Account(index, home) for index, home in enumerate(homes)]
+        self._own_accounts = accounts is not None
+        if servers is None:
+            servers = max(default_servers(), len(homes))
+        self.servers = servers
         self.gateway = gateway
         if self.servers < 1:
             raise ValueError("servers must be >= 1")
+        if self.servers < len(homes):
+            raise ValueError(f"{self.servers} servers for {len(homes)} accounts: one each at least")
+        if rate_limit_threshold is not None and not 0 < rate_limit_threshold <= 100:
+            raise ValueError("rate_limit_threshold is a percentage in (0, 100], or None")
+        if max_wait is not None and max_wait < 0:
+            raise ValueError("max_wait must be >= 0 seconds (or None: no bound)")
+        self._threshold = 100.0 if rate_limit_threshold is None else float(rate_limit_threshold)
+        self.max_wait = max_wait
+        self._all_paused_since: float | None = None
+        """When every account became paused (``anyio.current_time()``), for ``max_wait``."""
+        self._owners: OrderedDict[str, str | None] = OrderedDict()
+        """Thread id -> the ``CODEX_HOME`` holding it, for resume and fork."""
         if isinstance(config, Sequence) and len(config) != self.servers:
             raise ValueError(f"config has {len(config)} entries for {self.servers} servers")
         self._config = config
@@ -274,11 +351,24 @@ class CodexPool(Lifespan[None]):
 
     def _config_for(self, index: int) -> CodexConfig:
         config = self._member_config(index)
+        if self._own_accounts:
+            config = attrs.evolve(config, codex_home=self._account_of(index).home)
         if not self._opt_outs:
             return config
         own = config.opt_out_notification_methods
         added = tuple(method for method in self._opt_outs if method not in own)
         return attrs.evolve(config, opt_out_notification_methods=own + added)
+
+    def _account_of(self, index: int) -> Account:
+        return self._accounts[index % len(self._accounts)]
+
+    def _home_of(self, member: _Member) -> str | None:
+        """The ``CODEX_HOME`` a member's runtime keeps its threads in (None: the default)."""
+        config = self._config_for(member.index)
+        if config.codex_home is not None:
+            return os.fspath(config.codex_home)
+        env = config.env or {}
+        return env.get("CODEX_HOME", os.environ.get("CODEX_HOME"))
 
     def _member_config(self, index: int) -> CodexConfig:
         config = self._config
@@ -304,7 +394,7 @@ class CodexPool(Lifespan[None]):
 
     @asynccontextmanager
     async def _run_members(self) -> AsyncIterator[None]:
-        self._members = [_Member(i) for i in range(self.servers)]
+        self._members = [_Member(i, account=self._account_of(i)) for i in range(self.servers)]
         self._changed = anyio.Event()
         self._turn_slots = anyio.Semaphore(self.max_turns) if self.max_turns else None
         self._startup_error = None
@@ -487,8 +577,14 @@ class CodexPool(Lifespan[None]):
 
     # -- placement and slots --------------------------------------------------------------
 
-    def _candidates(self) -> list[_Member]:
-        ready = [mb for mb in self._members if mb.ready]
+    def _candidates(
+        self, now: float, fits: Callable[[_Member], bool] | None = None
+    ) -> list[_Member]:
+        ready = [
+            mb
+            for mb in self._members
+            if mb.ready and not mb.account.paused(now) and (fits is None or fits(mb))
+        ]
         fresh = [mb for mb in ready if not mb.retiring]
         if fresh:
             return fresh
@@ -496,19 +592,113 @@ class CodexPool(Lifespan[None]):
         # it up is threads nobody finished and no turn runs on it; that wait would never end.
         return [mb for mb in ready if mb.running_turns == 0 and mb.open_threads > 0]
 
-    async def _place(self) -> _Member:
-        """The least-loaded ready member, its open-thread count already taken."""
+    def _next_resume(self, now: float) -> float | None:
+        """When every account with a member left is paused: the moment the first resumes.
+        Otherwise None (and the pool is no longer "all paused")."""
+        times: list[float] = []
+        for account in self._accounts:
+            if not any(mb.account is account and mb.given_up is None for mb in self._members):
+                continue
+            if not account.paused(now) or account.paused_until is None:
+                self._all_paused_since = None
+                return None
+            times.append(account.paused_until)
+        if not times:
+            return None
+        if self._all_paused_since is None:
+            self._all_paused_since = anyio.current_time()
+        return min(times)
+
+    async def _wait_for_headroom(self, now: float) -> None:
+        """Wait for the pool to change, or, while every account is paused, for the first
+        reset; raise :class:`UsageLimitWaitError` once every account has been paused for
+        ``max_wait`` seconds (at once for every later call, until one resumes)."""
+        resume = self._next_resume(now)
+        if resume is None:
+            await self._wait_changed()
+            return
+        wait = resume - now
+        if self.max_wait is not None:
+            assert self._all_paused_since is not None
+            left = self._all_paused_since + self.max_wait - anyio.current_time()
+            if left <= 0:
+                raise self._wait_exceeded(resume, self._all_paused_since)
+            wait = min(wait, left)
+        with anyio.move_on_after(wait):
+            await self._wait_changed()
+
+    async def _place(self, fits: Callable[[_Member], bool] | None = None) -> _Member:
+        """The least-loaded ready member (among those that ``fits``) on an account that is not
+        paused, its open-thread count already taken. While every account is paused, waits for
+        the first reset (see :meth:`_wait_for_headroom`)."""
         if not self._running:
             raise RuntimeError("CodexPool is not running; use 'async with CodexPool() as pool'")
         while True:
-            ready = self._candidates()
+            now = time.time()
+            ready = self._candidates(now, fits)
             if ready:
                 member = min(ready, key=lambda mb: (mb.open_threads, mb.running_turns, mb.index))
                 member.open_threads += 1
                 return member
             if self._exhausted is not None:
                 raise self._exhausted.clone()
-            await self._wait_changed()
+            await self._wait_for_headroom(now)
+
+    async def wait_for_account(self) -> None:
+        """Return once some account may take new turns: at once unless every account is
+        paused by its usage limit; then at the first reset.
+
+        A caller with a deadline per task (``codex-anyio batch``) waits here first, so the
+        hours until a reset do not count against the task's own time.
+
+        :raises UsageLimitWaitError: once every account has been paused for ``max_wait``.
+        """
+        while self._next_resume(time.time()) is not None:
+            await self._wait_for_headroom(time.time())
+
+    def _wait_exceeded(
+        self, resume: float, since: float, account: Account | None = None
+    ) -> UsageLimitWaitError:
+        """The error of a wait past ``max_wait``: for every account (``account`` None), or for
+        the one that holds a thread."""
+        paused = [a for a in self._accounts if a.paused()] if account is None else [account]
+        reasons = tuple(a.describe() for a in paused)
+        which = "every account of the pool is" if account is None else "the thread's account is"
+        return UsageLimitWaitError(
+            f"{which} paused by its usage limit ({'; '.join(reasons)}): waited "
+            f"max_wait={self.max_wait:g} s",
+            resets_at=utc_datetime(resume),
+            waited=anyio.current_time() - since,
+            reasons=reasons,
+        )
+
+    def _pause(self, account: Account, until: float, reason: str) -> None:
+        if account.pause(until, reason):
+            logger.warning("pool %s", account.describe())
+            self._notify()
+
+    def _observe_limits(self, member: _Member) -> None:
+        """After a turn on ``member``: pause its account if the runtime's latest rate-limit
+        snapshot shows a window at or above the threshold (see ``_accounts``)."""
+        codex = member.codex
+        if codex is None:
+            return
+        try:
+            limits = codex.client.rate_limits
+        except RuntimeError:
+            return
+        if not limits.updates:
+            return
+        pause = window_pause(limits, self._threshold, time.time())
+        if pause is not None:
+            self._pause(member.account, *pause)
+
+    def _usage_limited(self, thread: PooledThread, exc: UsageLimitError) -> None:
+        """A turn on ``thread`` failed with the usage limit: pause its account until the
+        reset (what the pooled thread reports; ``pool.run`` then places its work again)."""
+        account = thread._member.account
+        account.usage_limits += 1
+        self._pause(account, *limit_pause(exc, time.time()))
 
     def _release_thread(self, member: _Member) -> None:
         member.open_threads -= 1
@@ -522,9 +712,36 @@ class CodexPool(Lifespan[None]):
                 "exited; the thread is gone with it"
             )
 
+    async def _wait_unpaused(self, thread: PooledThread) -> None:
+        """Before a turn on ``thread``: wait while its account is paused (a turn would fail at
+        the limit), at most ``max_wait`` seconds; for a ``replaceable`` thread on which no turn
+        was sent, raise :class:`AccountPaused` at once instead (its work is placed again)."""
+        account = thread._member.account
+        waiting_since = anyio.current_time()
+        while account.paused():
+            if thread._replaceable and not thread._turn_sent:
+                raise AccountPaused
+            assert account.paused_until is not None
+            wait = account.paused_until - time.time()
+            if self.max_wait is not None:
+                left = waiting_since + self.max_wait - anyio.current_time()
+                if left <= 0:
+                    raise self._wait_exceeded(account.paused_until, waiting_since, account)
+                wait = min(wait, left)
+            with anyio.move_on_after(wait):
+                await self._wait_changed()
+
     async def _take_turn_slot(self, thread: PooledThread) -> Callable[[], None]:
         self._check_alive(thread)
         member = thread._member
+        while True:
+            await self._wait_unpaused(thread)
+            release = await self._acquire_slots(member)
+            if not member.account.paused():
+                return release
+            release()  # paused while this turn waited for its slot
+
+    async def _acquire_slots(self, member: _Member) -> Callable[[], None]:
         member_slots = member.turn_slots
         if member_slots is not None:
             await member_slots.acquire()
@@ -543,6 +760,7 @@ class CodexPool(Lifespan[None]):
             if released:
                 return
             released = True
+            self._observe_limits(member)
             member.running_turns -= 1
             if member.retiring:
                 self._notify()
@@ -596,7 +814,69 @@ class CodexPool(Lifespan[None]):
         if self._recycle_after and member.threads_started >= self._recycle_after:
             member.retiring = True
             self._notify()
+        if not getattr(thread.info, "ephemeral", False):
+            self._remember_owner(thread.id, self._home_of(member))
         return PooledThread(self, member, thread)
+
+    def _remember_owner(self, thread_id: str, home: str | None) -> None:
+        self._owners[thread_id] = home
+        self._owners.move_to_end(thread_id)
+        while len(self._owners) > OWNERS_KEPT:
+            self._owners.popitem(last=False)
+
+    def _homes(self, thread_id: str) -> list[str | None]:
+        """The homes to look for ``thread_id`` in: the one remembered for it, or every home
+        of a member that is not given up, in member order."""
+        if thread_id in self._owners:
+            return [self._owners[thread_id]]
+        homes: list[str | None] = []
+        for member in self._members:
+            home = self._home_of(member)
+            if member.given_up is None and home not in homes:
+                homes.append(home)
+        return homes
+
+    async def _reopen(self, method: str, thread_id: str, options: dict[str, Any]) -> PooledThread:
+        """``thread_resume`` or ``thread_fork`` of ``thread_id`` on a member of the home that
+        holds it: the remembered one, else each home in turn until one's runtime finds it."""
+        homes = self._homes(thread_id)
+        for index, home in enumerate(homes):
+
+            def in_home(mb: _Member, home: str | None = home) -> bool:
+                return self._home_of(mb) == home
+
+            member = await self._place(in_home)
+            codex = member.codex
+            assert codex is not None
+            try:
+                call = functools.partial(getattr(codex, method), thread_id, **options)
+                thread = await retry_on_overload(call, max_attempts=THREAD_START_ATTEMPTS)
+            except JsonRpcError as exc:
+                self._release_thread(member)
+                if index + 1 == len(homes):
+                    raise
+                logger.debug("%s %s on pool member %d: %s", method, thread_id, member.index, exc)
+                continue
+            except BaseException:
+                self._release_thread(member)
+                raise
+            return self._started(member, thread)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def thread_resume(self, thread_id: str, **options: Any) -> PooledThread:
+        """Resume a stored thread on a member whose ``CODEX_HOME`` holds it
+        (``AsyncCodex.thread_resume`` keywords): the home the pool started it in, or else the
+        first home whose runtime finds it (with one home for all, the least-loaded member).
+        Call :meth:`finish_thread` when done with it.
+
+        :raises JsonRpcError: the runtime's answer if no home holds it.
+        """
+        return await self._reopen("thread_resume", thread_id, options)
+
+    async def thread_fork(self, thread_id: str, **options: Any) -> PooledThread:
+        """Fork a stored thread into a new one, on a member whose ``CODEX_HOME`` holds it (see
+        :meth:`thread_resume`); the fork lives in the same home."""
+        return await self._reopen("thread_fork", thread_id, options)
 
     async def finish_thread(self, thread: PooledThread, *, archive: bool = True) -> None:
         """Stop counting ``thread`` towards its member's load, and archive it (which unloads
@@ -627,20 +907,32 @@ class CodexPool(Lifespan[None]):
         member dies or stops answering before the turn was sent is retried on another member
         (see :meth:`thread_start`); a turn that was sent fails with the member's
         :class:`TransportClosedError` (:class:`ServerUnresponsiveError` for a member that
-        stopped answering).
+        stopped answering). A turn that fails with the usage limit pauses its account and
+        the work is placed again, as often as it takes (see the module docstring).
+
+        :raises UsageLimitWaitError: if every account stays paused longer than ``max_wait``.
         """
         thread_options, turn_options = _split_options(options)
-        for attempt in range(1, FAILOVER_ATTEMPTS + 1):
+        attempt = 1
+        while True:
             thread = await self.thread_start(**thread_options)
+            thread._replaceable = True
             try:
                 return await thread.run(input, **turn_options)
+            except UsageLimitWaitError:
+                raise
+            except (UsageLimitError, AccountPaused):
+                # Its account is paused now (the pooled thread reported it, or it was paused
+                # before the turn went out): place the work again, on an account with
+                # headroom or once this one resets.
+                continue
             except TransportClosedError:
                 # Its member died before the turn was sent: nothing ran, place it anew.
                 if thread._turn_sent or attempt == FAILOVER_ATTEMPTS:
                     raise
+                attempt += 1
             finally:
                 await self.finish_thread(thread)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def usage(self) -> TokenUsage:
         """Tokens spent by the turns run on the pool's members since it started (restarted
@@ -679,8 +971,13 @@ class CodexPool(Lifespan[None]):
                 running_turns=mb.running_turns,
                 threads_started=mb.threads_started,
                 given_up=mb.given_up is not None,
+                account=mb.account.index,
             )
             for mb in self._members
+        )
+        accounts = tuple(
+            account.statistics(tuple(mb.index for mb in self._members if mb.account is account))
+            for account in self._accounts
         )
         return PoolStatistics(
             servers=self.servers,
@@ -689,4 +986,5 @@ class CodexPool(Lifespan[None]):
             unresponsive=self._unresponsive,
             running_turns=sum(s.running_turns for s in members),
             members=members,
+            accounts=accounts,
         )

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from .._api._inputs import RunInput
 from .._api._thread import Thread, TurnStarter
 from .._api._turn import TurnHandle
+from .._exceptions import UsageLimitError, UsageLimitWaitError
 from ._member import Member
 
 __all__ = ["PooledThread", "TurnSlots"]
@@ -33,6 +34,10 @@ class TurnSlots(Protocol):
         """Wait for a turn slot for ``thread``; return its release."""
         ...
 
+    def _usage_limited(self, thread: PooledThread, exc: UsageLimitError) -> None:
+        """A turn on ``thread`` failed with the usage limit (its account is to be paused)."""
+        ...
+
 
 class PooledThread(Thread):
     """A :class:`Thread` on one pool member; its turns take the pool's turn slots."""
@@ -48,6 +53,10 @@ class PooledThread(Thread):
         self._turn_sent = False
         """A ``turn/start`` went out: a failure after that may have left effects, so the
         pool does not retry it elsewhere."""
+        self._replaceable = False
+        """Set by a caller that places the work again elsewhere if the thread's account is
+        paused before its first turn is sent (``pool.run``, the batch): the turn then raises
+        the internal ``AccountPaused`` at once instead of waiting for the reset."""
 
     @property
     def member(self) -> int:
@@ -90,5 +99,7 @@ class _PooledTurnStarter(TurnStarter):
         try:
             await super().__aexit__(exc_type, exc, tb)
         finally:
+            if isinstance(exc, UsageLimitError) and not isinstance(exc, UsageLimitWaitError):
+                self._pooled._pool._usage_limited(self._pooled, exc)
             if self._release is not None:
                 self._release()
