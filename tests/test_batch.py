@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import deque
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
@@ -36,6 +37,7 @@ from codex_anyio.batch import (
     BatchResult,
     BatchTask,
     parse_shard,
+    pending_tasks,
     read_results,
     read_tasks,
     run_batch,
@@ -193,7 +195,7 @@ async def test_a_repeated_id_from_a_lazy_source_ends_the_batch_before_it_runs_tw
             assert "second" not in [prompt_of(r) for r in s.model.requests]
 
 
-async def test_a_usage_limit_stops_the_batch_with_no_row_and_no_retry_for_the_rest(
+async def test_past_max_wait_a_usage_limit_ends_the_tasks_left_with_usage_limit_rows(
     tmp_path: Path,
 ) -> None:
     resets = (datetime.now(timezone.utc) + timedelta(hours=2)).replace(microsecond=0)
@@ -207,19 +209,51 @@ async def test_a_usage_limit_stops_the_batch_with_no_row_and_no_retry_for_the_re
     tasks = [BatchTask(id=f"t{i}", prompt=f"task {i}") for i in range(10)]
     got: list[BatchResult] = []
     with anyio.fail_after(60):
-        async with open_scripted_pool(script, directory=tmp_path) as s:
-            with pytest.raises(UsageLimitError) as caught:
-                async with run_batch(tasks, pool=s.pool, concurrency=1, attempts=3) as results:
-                    async for result in results:
-                        got.append(result)
+        async with open_scripted_pool(script, directory=tmp_path, max_wait=0) as s:
+            async with run_batch(tasks, pool=s.pool, concurrency=1, attempts=3) as results:
+                async for result in results:
+                    got.append(result)
             requests = len(s.model.requests)
-    assert [r.status for r in got] == ["completed", "completed"]  # no row for the other 8
-    assert requests == 3  # the limit is not retried
-    assert caught.value.resets_at == resets
-    # The Ray executor gets it back from an actor's process: it must survive pickling.
-    copy = pickle.loads(pickle.dumps(caught.value))
-    assert isinstance(copy, UsageLimitError)
-    assert (copy.resets_at, str(copy)) == (resets, str(caught.value))
+    statuses = [r.status for r in got]
+    assert statuses == ["completed"] * 2 + ["usage_limit"] * 8
+    assert requests == 3  # the paused account got no request after its limit, none retried
+    assert {r.attempt for r in got} == {1}  # waiting for an account uses no attempt
+    limited = got[2].error
+    assert limited is not None
+    assert limited["type"] == "UsageLimitWaitError"
+    assert limited["resets_at"] == resets.isoformat()
+    # A re-run runs them again, as if they had no row.
+    assert [t.id for t in pending_tasks(tasks, {r.id: r for r in got})] == [
+        f"t{i}" for i in range(2, 10)
+    ]
+    # The Ray executor gets a UsageLimitError back from an actor's process: pickled.
+    error = UsageLimitError(None, None, resets_at=resets)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.resets_at, str(copy)) == (resets, str(error))
+
+
+async def test_a_task_that_hits_the_usage_limit_runs_again_once_the_account_resets(
+    tmp_path: Path,
+) -> None:
+    resets = datetime.fromtimestamp(int(time.time()) + 2, timezone.utc)
+    answered = 0
+
+    def script(request: RecordedRequest) -> Reply:
+        nonlocal answered
+        answered += 1
+        return usage_limit_reached(resets) if answered == 2 else message(f"ok {answered}")
+
+    tasks = [BatchTask(id=f"t{i}", prompt=f"task {i}", timeout=30) for i in range(3)]
+    with anyio.fail_after(60):
+        async with open_scripted_pool(script, directory=tmp_path) as s:
+            async with run_batch(tasks, pool=s.pool, concurrency=1) as results:
+                got = [result async for result in results]
+    assert [(r.id, r.status, r.attempt) for r in got] == [
+        ("t0", "completed", 1),
+        ("t1", "completed", 1),  # requeued, not failed, and no attempt used
+        ("t2", "completed", 1),
+    ]
+    assert [r.final_response for r in got] == ["ok 1", "ok 3", "ok 4"]
 
 
 async def test_a_runtime_that_loses_the_race_to_initialize_codex_home_is_started_again(
@@ -397,33 +431,52 @@ async def test_without_ray_installed_a_ray_run_says_how_to_get_it(
             pass
 
 
-def test_the_ray_driver_ends_the_run_on_a_usage_limit_an_actor_raised_however_ray_wraps_it(
+async def test_the_ray_driver_holds_a_task_and_its_actor_until_the_reset_a_usage_limit_names(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Without Ray: the driver's bookkeeping for one finished call (the Ray tests, in their
-    # namespace, run the rest). Ray raises an actor's error as a RayTaskError carrying it as
-    # ``cause`` (and, when it can, also an instance of its class).
+    # Without Ray: the driver's bookkeeping for a finished call (the Ray tests, in their
+    # namespace, run the rest). An actor never waits for a reset itself (its pools run with
+    # max_wait=0: the watchdog would take the wait for a hung task); it returns the row.
     from codex_anyio.batch._ray import _driver as _batch_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # nothing here may need Ray
-    limit = UsageLimitError(None, None, resets_at=datetime.now(timezone.utc))
+    resets = (datetime.now(timezone.utc) + timedelta(hours=2)).replace(microsecond=0)
+    error = {"type": "UsageLimitWaitError", "message": "m", "resets_at": resets.isoformat()}
+    row = BatchResult(id="t", status="usage_limit", attempt=2, error=error)
+    task = BatchTask(id="t", prompt="p")
 
-    class RayTaskError(Exception):
-        def __init__(self, cause: BaseException) -> None:
-            self.cause = cause
-
-    class AlsoUsageLimit(RayTaskError, UsageLimitError):
-        pass
-
-    for raised in (limit, RayTaskError(limit), AlsoUsageLimit(limit)):
-        run = run_batch_on_ray([BatchTask(id="t", prompt="p")], attempts=3)
-        actor = _batch_ray._Actor(0, handle=None, slots=1, in_flight=1)
-        run._flights["ref"] = _batch_ray._Flight(actor, BatchTask(id="t", prompt="p"), 1, 0, 0)
+    def finished(run: Any) -> tuple[Any, deque[tuple[BatchTask, int]], list[BatchResult]]:
+        actor = _batch_ray._Actor(0, handle=None, slots=2, in_flight=1)
+        run._actors = [actor]
+        run._flights["ref"] = _batch_ray._Flight(actor, task, 2, 0, 0)
         queue: deque[tuple[BatchTask, int]] = deque()
-        with pytest.raises(UsageLimitError) as caught:
-            run._settle("ref", raised, queue)
-        assert caught.value is limit  # the actor's own error, not Ray's wrapper
-        assert not queue  # not retried
+        return actor, queue, run._settle("ref", row, queue)
+
+    waiting = run_batch_on_ray([task], attempts=3, pool_options={"max_wait": 600})
+    assert waiting._pool_options["max_wait"] == 0  # what the actors' pools get
+    actor, queue, rows = finished(waiting)
+    assert rows == []  # not final: back in the queue, the same attempt
+    assert list(queue) == [(task, 2)]
+    assert (actor.paused, actor.free) == (True, 0)
+    assert waiting._first_resume() == resets.timestamp()
+    assert not waiting._wait_over()
+
+    impatient = run_batch_on_ray([task], attempts=3, pool_options={"max_wait": 0})
+    actor, queue, rows = finished(impatient)
+    assert rows == [row]  # every actor paused past max_wait: the row is final
+    assert not queue
+
+    async def more() -> AsyncGenerator[BatchTask, None]:
+        yield BatchTask(id="u", prompt="p")
+
+    queue.append((BatchTask(id="q", prompt="p"), 3))
+    left = await impatient._limited_rows(queue, more())
+    assert [(r.id, r.status, r.attempt) for r in left] == [
+        ("q", "usage_limit", 3),
+        ("u", "usage_limit", 1),
+    ]
+    assert left[0].error is not None
+    assert left[0].error["resets_at"] == resets.isoformat()
 
 
 def test_the_ray_driver_retries_by_the_cores_rule_and_ends_on_every_batch_ending_error(
@@ -629,7 +682,7 @@ def _tasks_file(tmp_path: Path, count: int, **extra: Any) -> Path:
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_the_cli_stops_at_a_usage_limit_with_status_3_and_a_rerun_runs_the_rest(
+async def test_the_cli_ends_tasks_past_max_wait_with_status_3_and_a_rerun_runs_them(
     tmp_path: Path, anyio_backend: str
 ) -> None:
     resets = (datetime.now(timezone.utc) + timedelta(hours=2)).replace(microsecond=0)
@@ -641,24 +694,67 @@ async def test_the_cli_stops_at_a_usage_limit_with_status_3_and_a_rerun_runs_the
         return usage_limit_reached(resets) if limited and answered > 2 else message("ok")
 
     tasks, output = _tasks_file(tmp_path, 10), tmp_path / "results.jsonl"
-    one_at_a_time = ("--concurrency", "1", "--attempts", "3")
+    one_at_a_time = ("--concurrency", "1", "--attempts", "3", "--max-wait", "0")
     with anyio.fail_after(120):
         async with ScriptedModel(script) as model:
             env = await _scripted_env(tmp_path, model)
             code, lines, _ = await _run_cli(tasks, output, env, extra=one_at_a_time)
             assert code == 3, "\n".join(lines)
             assert len(model.requests) == 3  # the limit was not retried
-            assert _ids(output) == ["t0", "t1"]  # and not written as a failure
+            rows = [json.loads(line) for line in output.read_text().splitlines()]
+            assert [row["status"] for row in rows] == ["completed"] * 2 + ["usage_limit"] * 8
+            assert any(
+                "paused until " in line and "(account 0: usage limit" in line for line in lines
+            ), "\n".join(lines)
             assert lines[-1] == (
-                "batch: stopped by the account's usage limit (it resets at "
-                f"{resets.astimezone():%Y-%m-%d %H:%M %Z}); 2 of 10 done, the rest run when "
-                "the same command is run again after that"
+                "batch: 8 task(s) ended at the usage limit: every account stayed paused longer "
+                f"than --max-wait (the first resets at {resets.astimezone():%Y-%m-%d %H:%M %Z}); "
+                "2 of 10 completed, run the same command again after that"
             )
             limited = False  # the limit has reset
             code, lines, _ = await _run_cli(tasks, output, env, extra=one_at_a_time)
             assert code == 0, "\n".join(lines)
             assert lines[0].startswith("batch: 10 tasks, 2 already done")
-    assert sorted(_ids(output)) == sorted(f"t{i}" for i in range(10))
+    latest = {row["id"]: row["status"] for row in map(json.loads, output.read_text().splitlines())}
+    assert latest == {f"t{i}": "completed" for i in range(10)}
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_cli_moves_work_off_an_account_at_its_usage_limit_with_accounts(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    resets = (datetime.now(timezone.utc) + timedelta(hours=2)).replace(microsecond=0)
+    answered = 0
+
+    def limited_after_two(request: RecordedRequest) -> Reply:
+        nonlocal answered
+        answered += 1
+        return message("from a") if answered <= 2 else usage_limit_reached(resets)
+
+    tasks, output = _tasks_file(tmp_path, 12), tmp_path / "results.jsonl"
+    with anyio.fail_after(120):
+        async with (
+            ScriptedModel(limited_after_two) as a,
+            ScriptedModel(lambda request: message("from b")) as b,
+        ):
+            env = await _scripted_env(tmp_path, a)
+            homes = [
+                write_codex_home(tmp_path / name, base_url=model.base_url)
+                for name, model in (("account-a", a), ("account-b", b))
+            ]
+            accounts = ("--accounts", f"{homes[0]}{os.pathsep}{homes[1]}")
+            code, lines, _ = await _run_cli(tasks, output, env, extra=accounts)
+            served = (len(a.requests), len(b.requests))
+    assert code == 0, "\n".join(lines)
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(row["id"] for row in rows) == sorted(f"t{i}" for i in range(12))  # once each
+    assert {row["status"] for row in rows} == {"completed"}
+    assert {row["attempt"] for row in rows} == {1}
+    answers = sorted(row["final_response"] for row in rows)
+    assert answers == ["from a"] * 2 + ["from b"] * 10
+    # Account a got at most one request per turn already running there at its limit.
+    assert served[0] <= 3 + 1, served
+    assert any("(account 0: usage limit reached)" in line for line in lines), "\n".join(lines)
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])

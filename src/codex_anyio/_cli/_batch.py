@@ -41,22 +41,26 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
+import anyio
 import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .._exceptions import (
     CodexError,
     CredentialsMissingError,
-    UsageLimitError,
 )
 from .._wire._address import Address, resolve_token
 from .._wire._config import CodexConfig
 from ..batch import (
     NOT_COMPLETED,
     STATUSES,
+    BatchResult,
     BatchRun,
     BatchTask,
     ResultsFileError,
@@ -96,8 +100,9 @@ exit status:
   2    usage error, nothing was run: a bad argument, a tasks file that cannot be read or
        has an invalid line, a results file that cannot be used (not a results file, the
        tasks file, not a regular file, a missing folder, in use by another run)
-  3    stopped by the account's usage limit (the message names the reset time): no row
-       is written for the tasks left, which run when the same command runs after it
+  3    some tasks ended at the usage limit: every account stayed paused by its usage
+       limit longer than --max-wait (the message names the first reset time); their rows
+       say usage_limit, and the same command runs them again after that
   130  interrupted by Ctrl-C (143: SIGTERM, 129: SIGHUP); run the same command again to continue
 """
 """What each exit status of ``codex-anyio batch`` means (its ``--help`` epilog)."""
@@ -128,6 +133,23 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"must be a positive number of seconds, not {text!r}"
         ) from None
+
+
+def _wait_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text!r}")
+    return value
+
+
+def _homes(text: str) -> list[str]:
+    homes = [part for part in text.split(os.pathsep) if part]
+    if not homes:
+        raise argparse.ArgumentTypeError(f"a CODEX_HOME folder, not {text!r}")
+    return homes
 
 
 def add_batch_parser(commands: Any) -> None:
@@ -177,6 +199,26 @@ def add_batch_parser(commands: Any) -> None:
         metavar="STATUS,...",
         help="run again the tasks whose latest row has one of these statuses "
         f"({', '.join(STATUSES)})",
+    )
+    batch.add_argument(
+        "--accounts",
+        type=_homes,
+        action="append",
+        default=[],
+        metavar="CODEX_HOME",
+        help="a CODEX_HOME with its own login; repeat it (or join folders with "
+        f"'{os.pathsep}') for several accounts: the servers are spread over them, and an "
+        "account whose usage limit is reached is paused until it resets while the others "
+        "take its work (per actor with --ray: the folders must exist on every node)",
+    )
+    batch.add_argument(
+        "--max-wait",
+        type=_wait_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="while every account is paused by its usage limit, wait at most this long for "
+        "the first reset, then end the tasks left with usage_limit rows (default: wait for "
+        "the reset; 0: stop waiting at once)",
     )
     batch.add_argument("--model", default=None, help="model for tasks that name none")
     batch.add_argument(
@@ -358,6 +400,11 @@ def _refusal(args: argparse.Namespace) -> str | None:
         return "--container-option goes with --container"
     if (args.token_file or args.token_env) and args.connect is None:
         return "--token-file and --token-env go with --connect"
+    if args.accounts and (args.connect is not None or args.scripted or sandboxed):
+        return (
+            "--accounts gives the runtimes this command starts on this machine their "
+            "CODEX_HOME: not with --connect, --scripted, --sandbox or --container"
+        )
     if args.connect is None:
         return None
     if args.config:
@@ -437,6 +484,11 @@ def _make_run(
     config = runtime.config
     # One server to attach to: one connection (per actor) unless asked; more add no runtime.
     servers = 1 if args.servers is None and args.connect is not None else args.servers
+    pool_options: dict[str, Any] = {}
+    if args.accounts:
+        pool_options["accounts"] = [home for homes in args.accounts for home in homes]
+    if args.max_wait is not None:
+        pool_options["max_wait"] = args.max_wait
     if args.ray is not None:
         return run_batch_on_ray(
             pending,
@@ -448,6 +500,7 @@ def _make_run(
             attempts=args.attempts,
             model=args.model,
             codex_config=config,
+            pool_options=pool_options,
         )
     return run_batch(
         pending,
@@ -460,6 +513,7 @@ def _make_run(
         gateway=runtime.gateway,
         record=args.record,
         trajectories=args.trajectories,
+        pool_options=pool_options,
         sandbox=args.sandbox,
         container=args.container,
         container_engine=args.container_engine,
@@ -493,11 +547,11 @@ def _stop_reason(exc: CodexError, *, sandboxed: bool = False) -> str:
     return one_line(exc)
 
 
-def _resets(exc: UsageLimitError) -> str:
-    if exc.resets_at is not None:
-        return f"it resets at {exc.resets_at.astimezone():%Y-%m-%d %H:%M %Z}"
-    message = getattr(exc.error, "message", None)
-    return str(message) if message else "its reset time is unknown"
+def _local_time(iso: str) -> str:
+    try:
+        return f"{datetime.fromisoformat(iso).astimezone():%Y-%m-%d %H:%M %Z}"
+    except ValueError:
+        return iso
 
 
 async def _run(args: argparse.Namespace, stop: Stop) -> int:
@@ -526,6 +580,22 @@ async def _run_pending(
     stream = sys.stderr
     progress = open_progress(args.progress, tally, run, stream)
     stopped: CodexError | None = None
+    limited: list[BatchResult] = []
+
+    async def record(results: MemoryObjectReceiveStream[BatchResult]) -> None:
+        async for result in results:
+            writer.write(result)
+            statuses[result.id] = result.status
+            if result.status == "usage_limit":
+                limited.append(result)
+            first = tally.add(result)
+            progress.update(result)
+            if first is not None:
+                progress.note(
+                    f"batch: first {first.describe()} (task {first.task_id}; "
+                    f"more like it are counted in the summary)"
+                )
+
     with progress:
         # A stop signal cancels the run (its turns interrupted, the rows so far kept), then
         # the summary below is still printed.
@@ -534,22 +604,42 @@ async def _run_pending(
                 if pending:
                     async with run as results:
                         tally.pool_ready()
-                        async for result in results:
-                            writer.write(result)
-                            statuses[result.id] = result.status
-                            first = tally.add(result)
-                            progress.update(result)
-                            if first is not None:
-                                progress.note(
-                                    f"batch: first {first.describe()} (task {first.task_id}; "
-                                    f"more like it are counted in the summary)"
-                                )
+                        await _with_pause_notes(run, progress, partial(record, results))
             except CodexError as exc:  # the batch stopped: a usage limit, a write, start-up
                 stopped = exc
     print_summary(tally, isinstance(progress, RichProgress), sys.stdout)
     missing = sum(statuses.get(task.id) != "completed" for task in tasks)
     sandboxed = args.sandbox is not None or args.container is not None
-    return _ending(tally, stop.signum, stopped, missing, args.output, sandboxed=sandboxed)
+    return _ending(
+        tally, stop.signum, stopped, missing, args.output, sandboxed=sandboxed, limited=limited
+    )
+
+
+async def _with_pause_notes(
+    run: BatchRun | RayBatchRun, progress: Any, consume: Callable[[], Awaitable[None]]
+) -> None:
+    """Run ``consume`` while the pauses are noted beside it; its error comes out as itself,
+    not in an exception group."""
+    failure: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_note_pauses, run, progress)
+        try:
+            await consume()
+        except Exception as exc:
+            failure = exc
+        tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+
+
+async def _note_pauses(run: BatchRun | RayBatchRun, progress: Any) -> None:
+    """Say on the progress display when accounts are paused by their usage limit, and when
+    no account is paused any more (nothing finishes meanwhile, so nothing else would)."""
+    pauses = getattr(run, "pauses", None)
+    if pauses is None:
+        return
+    async for text in pauses():
+        progress.note(f"batch: {text}" if text else "batch: no account is paused any more")
 
 
 def _ending(
@@ -560,16 +650,23 @@ def _ending(
     output: str,
     *,
     sandboxed: bool = False,
+    limited: Sequence[BatchResult] = (),
 ) -> int:
     """The last line on stderr and the exit status (see :data:`EXIT_STATUSES`)."""
     done = f"{tally.skipped + tally.done} of {tally.total} done"
     if caught is not None:
         _say(f"interrupted; {done}, run the same command again to continue")
         return 128 + caught
-    if isinstance(stopped, UsageLimitError):
+    if limited and stopped is None:
+        resets = min(
+            (r.error["resets_at"] for r in limited if r.error and r.error.get("resets_at")),
+            default=None,
+        )
+        when = f"the first resets at {_local_time(resets)}" if resets else "reset time unknown"
         _say(
-            f"stopped by the account's usage limit ({_resets(stopped)}); {done}, the rest "
-            "run when the same command is run again after that"
+            f"{len(limited)} task(s) ended at the usage limit: every account stayed paused "
+            f"longer than --max-wait ({when}); {tally.total - missing} of {tally.total} "
+            "completed, run the same command again after that"
         )
         return EXIT_USAGE_LIMIT
     if stopped is not None:

@@ -260,6 +260,8 @@ async def attempt_task(
     except UsageLimitWaitError as exc:
         status = "usage_limit"
         error = error_of(exc)
+        if exc.resets_at is not None:
+            error["resets_at"] = exc.resets_at.isoformat()
     except Exception as exc:
         if ends_batch(exc):
             raise

@@ -9,7 +9,9 @@ other task, and is not started at all when the whole batch runs in sandboxes.
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from typing import Any
@@ -76,6 +78,11 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                 "a batch in sandboxes starts each task's runtime itself: not with a pool of "
                 "yours or a server to attach to"
             )
+        if sandbox is not None and "accounts" in pool_options:
+            raise ValueError(
+                "a batch in sandboxes runs one runtime per task, in its sandbox: accounts= is "
+                "for the batch's own pool"
+            )
         check_count(attempts, "attempts")
         check_count(concurrency, "concurrency")
         check_count(servers, "servers")
@@ -101,6 +108,7 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         self._sandbox = sandbox
         self.running = 0
         """Tasks in flight right now (for progress displays)."""
+        self._running_pool: CodexPool | None = None
 
     async def __aenter__(self) -> MemoryObjectReceiveStream[BatchResult]:
         return await self._enter_lifespan()
@@ -125,6 +133,7 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                 if self._gateway is not None:
                     options["gateway"] = self._gateway
                 pool = await stack.enter_async_context(CodexPool(self._servers, **options))
+            self._running_pool = pool
             send, receive = anyio.create_memory_object_stream[BatchResult](self.concurrency)
             stack.enter_context(receive)
             async with anyio.create_task_group() as tg:
@@ -133,6 +142,24 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                     yield receive
                 finally:
                     tg.cancel_scope.cancel()
+
+    async def pauses(self) -> AsyncIterator[str]:
+        """While the batch runs: ``paused until 14:05 (account 0: usage limit reached)``
+        each time the accounts' pauses change (an empty string once none is paused), for a
+        progress display. A batch in sandboxes has no shared pool, and says nothing here."""
+        pool = self._running_pool
+        if pool is None:
+            return
+        said = ""
+        while True:
+            stats = pool.statistics()
+            if stats.paused != said:
+                said = stats.paused
+                yield said
+            ends = [a.paused_until.timestamp() for a in stats.accounts if a.paused_until]
+            # A pause ends by itself at its reset time: look again then, too.
+            with anyio.move_on_after(min(ends) - time.time() if ends else math.inf):
+                await pool.wait_changed()
 
     async def _feed(
         self, pool: CodexPool | None, send: MemoryObjectSendStream[BatchResult]

@@ -27,6 +27,9 @@ class Member:
     """The account (``CODEX_HOME`` and login) it runs on, shared with the other members of
     that account: a usage limit pauses them all."""
     codex: AsyncCodex | None = None
+    home: str | None = None
+    """The ``CODEX_HOME`` its runtime keeps threads in (None: the runtime's default), set at
+    each start from its config: where ``thread_resume`` looks for a thread."""
     starts: int = 0
     open_threads: int = 0
     running_turns: int = 0

@@ -362,13 +362,17 @@ class CodexPool(Lifespan[None]):
     def _account_of(self, index: int) -> Account:
         return self._accounts[index % len(self._accounts)]
 
-    def _home_of(self, member: _Member) -> str | None:
-        """The ``CODEX_HOME`` a member's runtime keeps its threads in (None: the default)."""
-        config = self._config_for(member.index)
+    @staticmethod
+    def _home_in(config: CodexConfig) -> str | None:
+        """The ``CODEX_HOME`` a runtime of ``config`` keeps its threads in (None: default)."""
         if config.codex_home is not None:
             return os.fspath(config.codex_home)
         env = config.env or {}
         return env.get("CODEX_HOME", os.environ.get("CODEX_HOME"))
+
+    @staticmethod
+    def _home_of(member: _Member) -> str | None:
+        return member.home
 
     def _member_config(self, index: int) -> CodexConfig:
         config = self._config
@@ -433,8 +437,10 @@ class CodexPool(Lifespan[None]):
     async def _supervise(self, member: _Member) -> None:
         state_races = 0
         while True:
+            config = self._config_for(member.index)
+            member.home = self._home_in(config)
             codex = AsyncCodex(
-                self._config_for(member.index),
+                config,
                 handlers=self._handlers,
                 limits=self._limits,
                 gateway=self.gateway,
@@ -609,7 +615,7 @@ class CodexPool(Lifespan[None]):
             self._all_paused_since = anyio.current_time()
         return min(times)
 
-    async def _wait_for_headroom(self, now: float) -> None:
+    async def _wait_for_headroom(self, now: float, max_wait: float | None) -> None:
         """Wait for the pool to change, or, while every account is paused, for the first
         reset; raise :class:`UsageLimitWaitError` once every account has been paused for
         ``max_wait`` seconds (at once for every later call, until one resumes)."""
@@ -618,11 +624,11 @@ class CodexPool(Lifespan[None]):
             await self._wait_changed()
             return
         wait = resume - now
-        if self.max_wait is not None:
+        if max_wait is not None:
             assert self._all_paused_since is not None
-            left = self._all_paused_since + self.max_wait - anyio.current_time()
+            left = self._all_paused_since + max_wait - anyio.current_time()
             if left <= 0:
-                raise self._wait_exceeded(resume, self._all_paused_since)
+                raise self._wait_exceeded(resume, self._all_paused_since, max_wait)
             wait = min(wait, left)
         with anyio.move_on_after(wait):
             await self._wait_changed()
@@ -642,7 +648,7 @@ class CodexPool(Lifespan[None]):
                 return member
             if self._exhausted is not None:
                 raise self._exhausted.clone()
-            await self._wait_for_headroom(now)
+            await self._wait_for_headroom(now, self.max_wait)
 
     async def wait_for_account(self) -> None:
         """Return once some account may take new turns: at once unless every account is
@@ -654,10 +660,10 @@ class CodexPool(Lifespan[None]):
         :raises UsageLimitWaitError: once every account has been paused for ``max_wait``.
         """
         while self._next_resume(time.time()) is not None:
-            await self._wait_for_headroom(time.time())
+            await self._wait_for_headroom(time.time(), self.max_wait)
 
     def _wait_exceeded(
-        self, resume: float, since: float, account: Account | None = None
+        self, resume: float, since: float, max_wait: float, account: Account | None = None
     ) -> UsageLimitWaitError:
         """The error of a wait past ``max_wait``: for every account (``account`` None), or for
         the one that holds a thread."""
@@ -666,7 +672,7 @@ class CodexPool(Lifespan[None]):
         which = "every account of the pool is" if account is None else "the thread's account is"
         return UsageLimitWaitError(
             f"{which} paused by its usage limit ({'; '.join(reasons)}): waited "
-            f"max_wait={self.max_wait:g} s",
+            f"max_wait={max_wait:g} s",
             resets_at=utc_datetime(resume),
             waited=anyio.current_time() - since,
             reasons=reasons,
@@ -726,7 +732,9 @@ class CodexPool(Lifespan[None]):
             if self.max_wait is not None:
                 left = waiting_since + self.max_wait - anyio.current_time()
                 if left <= 0:
-                    raise self._wait_exceeded(account.paused_until, waiting_since, account)
+                    raise self._wait_exceeded(
+                        account.paused_until, waiting_since, self.max_wait, account
+                    )
                 wait = min(wait, left)
             with anyio.move_on_after(wait):
                 await self._wait_changed()

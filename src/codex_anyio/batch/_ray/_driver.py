@@ -23,11 +23,17 @@ Lifetimes and failure, by the side they live on:
   next attempt number, so the ``attempt`` in a row counts every try, up to ``attempts``.
   Until the restarted actor answers a probe it gets no task (a re-run sent at once would die
   with it); past ``max_restarts`` deaths in a row it is retired.
-- **Usage limit** (and every other error that ends a batch, ``_attempt.ends_batch``: no
-  login, a runtime that cannot start). An actor's ``attempt_task`` (or its pool's start)
-  raises :class:`~codex_anyio.UsageLimitError` (it crosses Ray pickled, reset time and all);
-  the driver raises it in its turn, after the rows that finished alongside it, and the run
-  ends as when leaving early: no row for the tasks left, which a re-run takes up.
+- **Usage limit.** An actor's pool pauses an account at its usage limit and moves the work to
+  its other accounts, as locally; but it never waits for a reset (its pools run with
+  ``max_wait=0``), since the driver's watchdog would take hours of waiting for a hung task.
+  A task that finds every account of its actor paused comes back as a ``usage_limit`` row
+  with the reset time: the driver puts the task back in the queue (the same attempt) and
+  gives that actor no task until the reset. Once every actor has been paused for the
+  batch's ``max_wait``, the rows are final, and the tasks left get one each.
+- **The batch's end** (``_attempt.ends_batch``: no login, a runtime that cannot start). An
+  actor's ``attempt_task`` (or its pool's start) raises it (it crosses Ray pickled); the
+  driver raises it in its turn, after the rows that finished alongside it, and the run ends
+  as when leaving early: no row for the tasks left, which a re-run takes up.
 - **Leaving early** (Ctrl-C, ``break``, cancellation): every call in flight is cancelled (its
   turn interrupted), every actor's pool closed (no app-server left on any node), the actors
   killed, and Ray shut down if this run started it; shielded, each step bounded.
@@ -46,6 +52,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import aclosing, asynccontextmanager
+from datetime import datetime
 from typing import Any, Final
 
 import anyio
@@ -54,6 +61,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..._exceptions import ClusterError
 from ..._groups import Lifespan
+from ..._rpc._usage import utc_datetime
+from ...pool._accounts import UNKNOWN_RESET_PAUSE
 from ...pool._pool import DEFAULT_MAX_TURNS
 from .._attempt import (
     TaskDefaults,
@@ -108,10 +117,17 @@ class _Actor:
     """A ``start()`` call sent after a death: until it answers, the actor (being restarted by
     Ray) gets no task, so a re-run does not die with the corpse."""
     retired: bool = False
+    paused_until: float = -math.inf
+    """Wall-clock time until which every account of its pool is paused (a ``usage_limit``
+    row said so): it gets no task before then."""
+
+    @property
+    def paused(self) -> bool:
+        return time.time() < self.paused_until
 
     @property
     def free(self) -> int:
-        if self.retired or self.probe is not None:
+        if self.retired or self.probe is not None or self.paused:
             return 0
         return self.slots - self.in_flight
 
@@ -158,6 +174,10 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         self._attempts = attempts
         self._defaults = defaults
         self._pool_options = dict(pool_options)
+        # The driver waits for resets, not the actors (see the module docstring).
+        self._max_wait: float | None = self._pool_options.pop("max_wait", None)
+        self._pool_options["max_wait"] = 0
+        self._all_paused_since: float | None = None
         self._max_restarts = max_restarts
         self._grace = watchdog_grace
         self._init_options = dict(init_options)
@@ -326,10 +346,20 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                         exhausted = True
                     else:
                         queue.append((task, 1))
+                if self._wait_over():
+                    # Every actor paused past max_wait: what is left ends usage_limit now.
+                    for result in await self._limited_rows(queue, source):
+                        await send.send(result)
+                    exhausted = True
                 self._submit(queue)
                 if not self._flights and not self._probes:
                     if exhausted and not queue:
                         return
+                    resume = self._first_resume()
+                    if resume is not None:
+                        # Every live actor is paused by its accounts' usage limits.
+                        await anyio.sleep(max(0.0, min(resume, self._wait_end()) - time.time()))
+                        continue
                     # Work left, nothing in flight, no actor coming back: none can take it.
                     raise ClusterError("every batch actor is gone (restarts used up)")
                 refs = [*self._flights, *self._probes]
@@ -394,6 +424,9 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         actor.in_flight -= 1
         if isinstance(value, BatchResult):
             actor.deaths = 0
+            if value.status == "usage_limit" and self._hold(actor, value):
+                queue.appendleft((task, attempt))  # the same attempt, once an actor resumes
+                return []
             if should_retry(value, attempt, self._attempts):
                 queue.appendleft((task, attempt + 1))
                 return []
@@ -425,6 +458,61 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
             queue.appendleft((task, attempt + 1))
             return []
         return [BatchResult(id=task.id, status="error", attempt=attempt, error=error_of(exc))]
+
+    def _hold(self, actor: _Actor, row: BatchResult) -> bool:
+        """A ``usage_limit`` row from ``actor``: pause it until the reset the row names; True
+        if the task goes back in the queue (the wait is not over)."""
+        resets = _resets_at(row)
+        actor.paused_until = max(actor.paused_until, resets)
+        logger.warning(
+            "batch: every account of actor %d is paused by its usage limit until %s",
+            actor.index,
+            time.strftime("%H:%M", time.localtime(resets)),
+        )
+        return not self._wait_over()
+
+    def _live(self) -> list[_Actor]:
+        return [actor for actor in self._actors if not actor.retired]
+
+    def _first_resume(self) -> float | None:
+        """While every live actor is paused: when the first resumes (else None)."""
+        live = self._live()
+        if not live or not all(actor.paused for actor in live):
+            self._all_paused_since = None
+            return None
+        if self._all_paused_since is None:
+            self._all_paused_since = time.time()
+        return min(actor.paused_until for actor in live)
+
+    def _wait_end(self) -> float:
+        """When the wait of an all-paused cluster is over (``max_wait``; inf: never)."""
+        if self._max_wait is None or self._all_paused_since is None:
+            return math.inf
+        return self._all_paused_since + self._max_wait
+
+    def _wait_over(self) -> bool:
+        return self._first_resume() is not None and time.time() >= self._wait_end()
+
+    async def _limited_rows(
+        self, queue: deque[tuple[BatchTask, int]], source: AsyncIterator[BatchTask]
+    ) -> list[BatchResult]:
+        """A ``usage_limit`` row for every task queued or not read yet."""
+        resume = self._first_resume()
+        at = utc_datetime(resume) if resume is not None else None
+        error = {
+            "type": "UsageLimitWaitError",
+            "message": "every actor's accounts are paused by their usage limit: waited "
+            f"max_wait={self._max_wait:g} s",
+        }
+        if at is not None:
+            error["resets_at"] = at.isoformat()
+        left = list(queue)
+        queue.clear()
+        left += [(task, 1) async for task in source]
+        return [
+            BatchResult(id=task.id, status="usage_limit", attempt=attempt, error=error)
+            for task, attempt in left
+        ]
 
     def _died(self, actor: _Actor) -> None:
         """Ray restarts a dead actor; probe it, or retire it once its restarts are used up."""
@@ -460,6 +548,18 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                 )
                 flight.cancelled_at = math.inf  # kill once
                 ray.kill(flight.actor.handle, no_restart=False)
+
+
+def _resets_at(row: BatchResult) -> float:
+    """The reset time a ``usage_limit`` row names, in Unix seconds (a while from now if it
+    names none)."""
+    text = (row.error or {}).get("resets_at")
+    try:
+        if text:
+            return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        pass
+    return time.time() + UNKNOWN_RESET_PAUSE
 
 
 def _batch_end(exc: BaseException) -> Exception | None:
