@@ -11,9 +11,11 @@ functions, bounded by the tasks' own time limits.
 from __future__ import annotations
 
 import gc
+import json
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,9 @@ inspect_ai = pytest.importorskip(
 )
 
 from inspect_ai import Task, eval  # noqa: E402
+from inspect_ai.approval import Approval, ApprovalPolicy, Approver, approver  # noqa: E402
 from inspect_ai.dataset import Sample  # noqa: E402
-from inspect_ai.event import InfoEvent, ModelEvent, ToolEvent  # noqa: E402
+from inspect_ai.event import ApprovalEvent, InfoEvent, ModelEvent, ToolEvent  # noqa: E402
 from inspect_ai.log import EvalLog, EvalSample  # noqa: E402
 from inspect_ai.model import (  # noqa: E402
     ChatMessage,
@@ -36,11 +39,13 @@ from inspect_ai.model import (  # noqa: E402
     ModelUsage,
     get_model,
 )
-from inspect_ai.tool import Tool, ToolChoice, ToolInfo, tool  # noqa: E402
+from inspect_ai.tool import Tool, ToolCall, ToolCallView, ToolChoice, ToolInfo, tool  # noqa: E402
 
-from codex_anyio import CodexConfig  # noqa: E402
+from codex_anyio import ApprovalPolicy as CodexApprovalPolicy  # noqa: E402
+from codex_anyio import CodexConfig, Handlers  # noqa: E402
 from codex_anyio.inspect import SOURCE, codex_agent  # noqa: E402
 from codex_anyio.inspect._translate import responses_call, responses_events  # noqa: E402
+from codex_anyio.testing import exec_command  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
     # Inspect's retry set-up (tenacity 9) warns on every model call; not ours to fix.
@@ -238,6 +243,148 @@ def test_a_token_limit_hit_by_a_model_call_ends_the_sample_with_the_turn_interru
     [sample] = log.samples or []
     assert sample.limit is not None
     assert sample.limit.type == "token"
+    assert turn_status(sample) == "interrupted"
+
+
+@approver
+def scripted_approver(decision: str = "approve", explanation: str = "") -> Approver:
+    """An approver that decides ``decision`` for every call it is asked about."""
+
+    async def decide(
+        message: str, call: ToolCall, view: ToolCallView, history: list[ChatMessage]
+    ) -> Approval:
+        modified = ToolCall(call.id, call.function, {**call.arguments, "cmd": "true"})
+        return Approval(
+            decision=decision,  # type: ignore[arg-type]
+            explanation=explanation or None,
+            modified=modified if decision == "modify" else None,
+        )
+
+    return decide
+
+
+def escalated_command(marker: Path) -> Callable[..., ModelOutput]:
+    """A model that asks to run, outside the sandbox, a command creating ``marker``, then
+    answers with what the command's call returned."""
+    [call] = exec_command(f"touch {marker} && echo made-it", escalate=True).outputs
+    arguments = json.loads(call.arguments)  # type: ignore[union-attr]
+
+    def model_turn(
+        messages: list[ChatMessage], tools: list[ToolInfo], choice: ToolChoice, _: GenerateConfig
+    ) -> ModelOutput:
+        answer = tool_output(messages)
+        if answer is None:
+            return output(tool_call_id="call_x", tool_name="exec_command", tool_arguments=arguments)
+        return output(f"The command said: {answer.text}")
+
+    return model_turn
+
+
+def approval_events(sample: EvalSample) -> list[ApprovalEvent]:
+    return [e for e in sample.events if isinstance(e, ApprovalEvent)]
+
+
+def test_a_command_the_eval_approver_approves_runs_and_its_output_reaches_the_model(
+    inspect_backend: str, runtime: CodexConfig, tmp_path: Path
+) -> None:
+    marker = tmp_path / "made"
+    task = Task(
+        dataset=[Sample(input="Make the file.")],
+        solver=codex_agent(config=runtime),
+        sandbox="local",
+        approval=[ApprovalPolicy(scripted_approver("approve"), "bash")],
+        time_limit=60,
+    )
+    model = get_model("mockllm/model", custom_outputs=escalated_command(marker))
+    log = run_eval(task, model, tmp_path / "logs")
+
+    assert log.status == "success", log.error
+    [sample] = log.samples or []
+    assert marker.exists()
+    assert "made-it" in sample.output.completion
+    [event] = approval_events(sample)
+    assert event.decision == "approve"
+    assert event.call.function == "bash"
+    assert f"touch {marker} && echo made-it" in event.call.arguments["cmd"]
+    assert event.view is not None
+    assert event.view.call is not None
+    assert f"touch {marker}" in event.view.call.content
+    [command] = items(sample, "commandExecution")
+    assert command["status"] == "completed"
+    assert turn_status(sample) == "completed"
+
+
+@pytest.mark.parametrize("decision", ["reject", "modify"])
+def test_a_command_the_agents_approver_rejects_or_modifies_does_not_run_and_the_turn_goes_on(
+    inspect_backend: str, runtime: CodexConfig, tmp_path: Path, decision: str
+) -> None:
+    marker = tmp_path / "made"
+    rejecting = ApprovalPolicy(scripted_approver(decision, "not today"), "*")
+    task = Task(
+        dataset=[Sample(input="Make the file.")],
+        solver=codex_agent(config=runtime, approval=[rejecting]),
+        sandbox="local",
+        time_limit=60,
+    )
+    model = get_model("mockllm/model", custom_outputs=escalated_command(marker))
+    log = run_eval(task, model, tmp_path / "logs")
+
+    assert log.status == "success", log.error
+    [sample] = log.samples or []
+    assert not marker.exists()
+    assert sample.output.completion.startswith("The command said: ")
+    assert "made-it" not in sample.output.completion
+    [event] = approval_events(sample)
+    assert (event.decision, event.explanation) == (decision, "not today")
+    [command] = items(sample, "commandExecution")
+    assert command["status"] == "declined"
+    assert turn_status(sample) == "completed"
+
+
+def test_the_callers_own_approval_handlers_win_over_the_approvers(
+    inspect_backend: str, runtime: CodexConfig, tmp_path: Path
+) -> None:
+    marker = tmp_path / "made"
+    task = Task(
+        dataset=[Sample(input="Make the file.")],
+        solver=codex_agent(
+            config=runtime,
+            handlers=Handlers(approvals=CodexApprovalPolicy.accept_all()),
+            approval=[ApprovalPolicy(scripted_approver("reject"), "*")],
+        ),
+        sandbox="local",
+        time_limit=60,
+    )
+    model = get_model("mockllm/model", custom_outputs=escalated_command(marker))
+    log = run_eval(task, model, tmp_path / "logs")
+
+    assert log.status == "success", log.error
+    [sample] = log.samples or []
+    assert marker.exists()
+    assert approval_events(sample) == []
+
+
+def test_a_terminate_decision_ends_the_sample_with_the_turn_interrupted_on_the_server(
+    inspect_backend: str, runtime: CodexConfig, tmp_path: Path
+) -> None:
+    marker = tmp_path / "made"
+    task = Task(
+        dataset=[Sample(input="Make the file.")],
+        solver=codex_agent(
+            config=runtime, approval=[ApprovalPolicy(scripted_approver("terminate"), "bash")]
+        ),
+        sandbox="local",
+        time_limit=60,
+    )
+    model = get_model("mockllm/model", custom_outputs=escalated_command(marker))
+    log = run_eval(task, model, tmp_path / "logs")
+
+    [sample] = log.samples or []
+    assert not marker.exists()
+    assert sample.limit is not None
+    assert sample.limit.type == "operator"
+    [event] = approval_events(sample)
+    assert event.decision == "terminate"
     assert turn_status(sample) == "interrupted"
 
 
