@@ -54,6 +54,12 @@ shell_snapshot = false
 fetch from the network at start-up, and the shell snapshot runs the user's login shell for
 every thread (up to 10 s)."""
 
+ASK_EVERY_COMMAND = "untrusted"
+"""The thread's ``approval_policy`` with approvers active: runtime 0.163.0 then asks before
+every command (``pwd`` included), as Inspect submits every tool call to its approvers.
+(``"on-request"`` asks only for what would leave the runtime's sandbox; ``config.toml``
+rejects ``"untrusted"`` in this version, but ``thread/start`` takes it.)"""
+
 
 async def _sandbox_cwd(name: str | None) -> str | None:
     """The working folder of the sample's sandbox (``pwd`` in it); None without a sandbox."""
@@ -199,9 +205,10 @@ def codex_agent(
         change as an ``apply_patch`` call, each an ``ApprovalEvent``: ``approve`` accepts,
         ``reject`` and ``modify`` decline (the runtime cannot run a modified call) and the
         turn goes on, ``terminate`` interrupts the turn and ends the sample.
-    :param approval_policy: the thread's ``approval_policy``; default ``"on-request"`` with
-        approvers active (the runtime asks before leaving its sandbox), else ``"never"``
-        (nobody is asked).
+    :param approval_policy: the thread's ``approval_policy``; default ``"untrusted"`` with
+        approvers active (the runtime asks before every command), else ``"never"`` (nobody
+        is asked). ``"on-request"``: the approvers see only what would leave the runtime's
+        sandbox.
     :param sandbox_mode: the runtime's own command sandbox (``"read-only"``,
         ``"workspace-write"``, ``"danger-full-access"`` inside a container that is the
         boundary).
@@ -222,7 +229,7 @@ def codex_agent(
         chosen = get_model(model, role=model_role) if model_role else get_model(model)
         prompt, instructions = _prompt(state)
         approvals = InspectApprovals(state.messages) if have_tool_approval() else None
-        policy_name = approval_policy or ("never" if approvals is None else "on-request")
+        policy_name = approval_policy or ("never" if approvals is None else ASK_EVERY_COMMAND)
         with anyio.CancelScope() as scope:
             policy = InspectModelPolicy(chosen, on_limit=scope.cancel)
             gateway = ModelGateway(policy, request_max_retries=0, stream_max_retries=0)

@@ -156,7 +156,7 @@ class InspectApprovals:
             function = FILE_CHANGE_TOOL
         arguments["reason"] = raw.get("reason")
         return ToolCall(
-            id=f"codex_anyio_approval_{next(_ids)}",
+            id=_call_id(raw),
             function=function,
             arguments={k: v for k, v in arguments.items() if v is not None},
         )
@@ -166,6 +166,16 @@ class InspectApprovals:
             while item_id not in self._changes:
                 await self._seen.wait()
         return self._changes.get(item_id)
+
+
+def _call_id(raw: dict[str, Any]) -> str:
+    """The item (or the older requests' call) the request is about, so the
+    ``ApprovalEvent`` names the ``commandExecution``/``fileChange`` item of the transcript."""
+    for key in ("approvalId", "itemId", "callId"):
+        value = raw.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return f"codex_anyio_approval_{next(_ids)}"
 
 
 def _explanation(approval: Approval | None, call: ToolCall) -> str:
