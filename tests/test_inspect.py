@@ -5,15 +5,18 @@ carry their usage (mockllm's default output has none, and Inspect then counts to
 tiktoken, which downloads its encoding from the network), the log folder is ``tmp_path``, and
 the runtime gets an empty ``HOME``. Each eval runs on both of Inspect's async backends
 (``INSPECT_ASYNC_BACKEND``); ``eval`` runs its own event loop, so these tests are plain
-functions, bounded by the tasks' own time limits.
+functions, bounded by the tasks' own time limits. The approval mapping's own cases (a file
+change, the older requests) run directly on both AnyIO backends, outside an eval.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +28,16 @@ inspect_ai = pytest.importorskip(
 )
 
 from inspect_ai import Task, eval  # noqa: E402
+from inspect_ai._util.exception import TerminateSampleError  # noqa: E402
+from inspect_ai.approval import (  # noqa: E402
+    Approval,
+    ApprovalPolicy,
+    Approver,
+    approval,
+    approver,
+)
 from inspect_ai.dataset import Sample  # noqa: E402
-from inspect_ai.event import InfoEvent, ModelEvent, ToolEvent  # noqa: E402
+from inspect_ai.event import ApprovalEvent, InfoEvent, ModelEvent, ToolEvent  # noqa: E402
 from inspect_ai.log import EvalLog, EvalSample  # noqa: E402
 from inspect_ai.model import (  # noqa: E402
     ChatMessage,
@@ -36,11 +47,15 @@ from inspect_ai.model import (  # noqa: E402
     ModelUsage,
     get_model,
 )
-from inspect_ai.tool import Tool, ToolChoice, ToolInfo, tool  # noqa: E402
+from inspect_ai.tool import Tool, ToolCall, ToolCallView, ToolChoice, ToolInfo, tool  # noqa: E402
 
-from codex_anyio import CodexConfig  # noqa: E402
+from codex_anyio import ApprovalPolicy as CodexApprovalPolicy  # noqa: E402
+from codex_anyio import CodexConfig, Handlers  # noqa: E402
+from codex_anyio._rpc._server_requests import ServerRequest  # noqa: E402
 from codex_anyio.inspect import SOURCE, codex_agent  # noqa: E402
+from codex_anyio.inspect._approvals import InspectApprovals  # noqa: E402
 from codex_anyio.inspect._translate import responses_call, responses_events  # noqa: E402
+from codex_anyio.testing import exec_command  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
     # Inspect's retry set-up (tenacity 9) warns on every model call; not ours to fix.
@@ -239,6 +254,247 @@ def test_a_token_limit_hit_by_a_model_call_ends_the_sample_with_the_turn_interru
     assert sample.limit is not None
     assert sample.limit.type == "token"
     assert turn_status(sample) == "interrupted"
+
+
+@approver
+def scripted_approver(decision: str = "approve", explanation: str = "") -> Approver:
+    """An approver that decides ``decision`` for every call it is asked about."""
+
+    async def decide(
+        message: str, call: ToolCall, view: ToolCallView, history: list[ChatMessage]
+    ) -> Approval:
+        modified = ToolCall(call.id, call.function, {**call.arguments, "cmd": "true"})
+        return Approval(
+            decision=decision,  # type: ignore[arg-type]
+            explanation=explanation or None,
+            modified=modified if decision == "modify" else None,
+        )
+
+    return decide
+
+
+def escalated_command(marker: Path) -> Callable[..., ModelOutput]:
+    """A model that asks to run, outside the sandbox, a command creating ``marker``, then
+    answers with what the command's call returned."""
+    [call] = exec_command(f"touch {marker} && echo made-it", escalate=True).outputs
+    arguments = json.loads(call.arguments)  # type: ignore[union-attr]
+
+    def model_turn(
+        messages: list[ChatMessage], tools: list[ToolInfo], choice: ToolChoice, _: GenerateConfig
+    ) -> ModelOutput:
+        answer = tool_output(messages)
+        if answer is None:
+            return output(tool_call_id="call_x", tool_name="exec_command", tool_arguments=arguments)
+        return output(f"The command said: {answer.text}")
+
+    return model_turn
+
+
+def approval_events(sample: EvalSample) -> list[ApprovalEvent]:
+    return [e for e in sample.events if isinstance(e, ApprovalEvent)]
+
+
+def test_a_command_the_eval_approver_approves_runs_and_its_output_reaches_the_model(
+    inspect_backend: str, runtime: CodexConfig, tmp_path: Path
+) -> None:
+    marker = tmp_path / "made"
+    task = Task(
+        dataset=[Sample(input="Make the file.")],
+        solver=codex_agent(config=runtime),
+        sandbox="local",
+        approval=[ApprovalPolicy(scripted_approver("approve"), "bash")],
+        time_limit=60,
+    )
+    model = get_model("mockllm/model", custom_outputs=escalated_command(marker))
+    log = run_eval(task, model, tmp_path / "logs")
+
+    assert log.status == "success", log.error
+    [sample] = log.samples or []
+    assert marker.exists()
+    assert "made-it" in sample.output.completion
+    [event] = approval_events(sample)
+    assert event.decision == "approve"
+    assert event.call.function == "bash"
+    assert f"touch {marker} && echo made-it" in event.call.arguments["cmd"]
+    assert event.view is not None
+    assert event.view.call is not None
+    assert f"touch {marker}" in event.view.call.content
+    [command] = items(sample, "commandExecution")
+    assert command["status"] == "completed"
+    assert turn_status(sample) == "completed"
+
+
+@pytest.mark.parametrize("decision", ["reject", "modify"])
+def test_a_command_the_agents_approver_rejects_or_modifies_does_not_run_and_the_turn_goes_on(
+    inspect_backend: str, runtime: CodexConfig, tmp_path: Path, decision: str
+) -> None:
+    marker = tmp_path / "made"
+    rejecting = ApprovalPolicy(scripted_approver(decision, "not today"), "*")
+    task = Task(
+        dataset=[Sample(input="Make the file.")],
+        solver=codex_agent(config=runtime, approval=[rejecting]),
+        sandbox="local",
+        time_limit=60,
+    )
+    model = get_model("mockllm/model", custom_outputs=escalated_command(marker))
+    log = run_eval(task, model, tmp_path / "logs")
+
+    assert log.status == "success", log.error
+    [sample] = log.samples or []
+    assert not marker.exists()
+    assert sample.output.completion.startswith("The command said: ")
+    assert "made-it" not in sample.output.completion
+    [event] = approval_events(sample)
+    assert (event.decision, event.explanation) == (decision, "not today")
+    [command] = items(sample, "commandExecution")
+    assert command["status"] == "declined"
+    assert turn_status(sample) == "completed"
+
+
+def test_with_approvers_active_a_command_inside_the_sandbox_goes_to_them_too(
+    inspect_backend: str, runtime: CodexConfig, tmp_path: Path
+) -> None:
+    def model_turn(
+        messages: list[ChatMessage], tools: list[ToolInfo], choice: ToolChoice, _: GenerateConfig
+    ) -> ModelOutput:
+        if tool_output(messages) is None:
+            [call] = exec_command("pwd").outputs
+            arguments = json.loads(call.arguments)  # type: ignore[union-attr]
+            return output(tool_call_id="call_p", tool_name="exec_command", tool_arguments=arguments)
+        return output(DEFAULT_OUTPUT)
+
+    task = Task(
+        dataset=[Sample(input="Where are you?")],
+        solver=codex_agent(
+            config=runtime, approval=[ApprovalPolicy(scripted_approver("reject"), "bash")]
+        ),
+        sandbox="local",
+        time_limit=60,
+    )
+    log = run_eval(task, get_model("mockllm/model", custom_outputs=model_turn), tmp_path / "logs")
+
+    assert log.status == "success", log.error
+    [sample] = log.samples or []
+    [event] = approval_events(sample)
+    assert event.decision == "reject"
+    assert "pwd" in event.call.arguments["cmd"]
+    [command] = items(sample, "commandExecution")
+    assert event.call.arguments["cwd"] == command["cwd"]
+    assert event.call.id == command["id"]
+    assert command["status"] == "declined"
+    assert sample.output.completion == DEFAULT_OUTPUT
+
+
+def test_the_callers_own_approval_handlers_win_over_the_approvers(
+    inspect_backend: str, runtime: CodexConfig, tmp_path: Path
+) -> None:
+    marker = tmp_path / "made"
+    task = Task(
+        dataset=[Sample(input="Make the file.")],
+        solver=codex_agent(
+            config=runtime,
+            handlers=Handlers(approvals=CodexApprovalPolicy.accept_all()),
+            approval=[ApprovalPolicy(scripted_approver("reject"), "*")],
+        ),
+        sandbox="local",
+        time_limit=60,
+    )
+    model = get_model("mockllm/model", custom_outputs=escalated_command(marker))
+    log = run_eval(task, model, tmp_path / "logs")
+
+    assert log.status == "success", log.error
+    [sample] = log.samples or []
+    assert marker.exists()
+    assert approval_events(sample) == []
+
+
+def test_a_terminate_decision_ends_the_sample_with_the_turn_interrupted_on_the_server(
+    inspect_backend: str, runtime: CodexConfig, tmp_path: Path
+) -> None:
+    marker = tmp_path / "made"
+    task = Task(
+        dataset=[Sample(input="Make the file.")],
+        solver=codex_agent(
+            config=runtime, approval=[ApprovalPolicy(scripted_approver("terminate"), "bash")]
+        ),
+        sandbox="local",
+        time_limit=60,
+    )
+    model = get_model("mockllm/model", custom_outputs=escalated_command(marker))
+    log = run_eval(task, model, tmp_path / "logs")
+
+    [sample] = log.samples or []
+    assert not marker.exists()
+    assert sample.limit is not None
+    assert sample.limit.type == "operator"
+    [event] = approval_events(sample)
+    assert event.decision == "terminate"
+    assert turn_status(sample) == "interrupted"
+
+
+@pytest.mark.anyio
+async def test_a_file_change_request_is_approved_as_apply_patch_with_the_items_changes(
+    anyio_backend: str,
+) -> None:
+    seen: list[tuple[ToolCall, ToolCallView]] = []
+
+    @approver(name="recording")
+    def recording() -> Approver:
+        async def decide(
+            message: str, call: ToolCall, view: ToolCallView, history: list[ChatMessage]
+        ) -> Approval:
+            seen.append((call, view))
+            return Approval(decision="approve")
+
+        return decide
+
+    approvals = InspectApprovals([])
+    request = ServerRequest(
+        0,
+        "item/fileChange/requestApproval",
+        {"threadId": "t", "turnId": "u", "itemId": "item_1", "startedAtMs": 1, "reason": "r"},
+    )
+    answers: list[dict[str, Any]] = []
+    change = {"path": "/w/a.txt", "kind": {"type": "add"}, "diff": "hello"}
+    with anyio.fail_after(10), approval([ApprovalPolicy(recording(), "apply_patch")]):
+        async with anyio.create_task_group() as tg:
+
+            async def answer() -> None:
+                answers.append(await approvals.answer(request))
+
+            tg.start_soon(answer)
+            await anyio.wait_all_tasks_blocked()  # the request waits for its item
+            approvals.see({"type": "fileChange", "id": "item_1", "changes": [change]})
+
+    assert answers == [{"decision": "accept"}]
+    [(call, view)] = seen
+    assert (call.id, call.function) == ("item_1", "apply_patch")
+    assert call.arguments == {"changes": [change], "reason": "r"}
+    assert view.call is not None
+    assert "/w/a.txt" in view.call.content
+    assert "hello" in view.call.content
+
+
+@pytest.mark.anyio
+async def test_the_older_exec_request_passes_the_rejection_and_terminate_aborts(
+    anyio_backend: str,
+) -> None:
+    def legacy(call_id: str) -> ServerRequest:
+        raw = {"conversationId": "t", "callId": call_id, "command": ["ls", "-l"], "cwd": "/w"}
+        return ServerRequest(0, "execCommandApproval", {**raw, "parsedCmd": []})
+
+    approvals = InspectApprovals([])
+    with anyio.fail_after(10):
+        with approval([ApprovalPolicy(scripted_approver("reject", "not that"), "bash")]):
+            rejected = await approvals.answer(legacy("c1"))
+        assert approvals.failure is None
+        with approval([ApprovalPolicy(scripted_approver("terminate", "stop"), "bash")]):
+            terminated = await approvals.answer(legacy("c2"))
+
+    assert rejected == {"decision": {"denied": {"rejection": "not that"}}}
+    assert terminated == {"decision": "abort"}
+    assert isinstance(approvals.failure, TerminateSampleError)
+    assert "stop" in approvals.failure.reason
 
 
 def test_a_responses_request_becomes_inspect_messages_and_tools() -> None:

@@ -8,7 +8,8 @@ model roles, usage accounting and token limits apply; see ``docs/inspect.md``.
 
 What this package owns: the agent (``_agent``), the Responses ⇄ Inspect translation
 (``_translate``), the gateway policy (``_policy``), Inspect tools as dynamic tools
-(``_tools``) and the transcript records (``_transcript``). What it may import: the user API
+(``_tools``), the runtime's approval requests answered by Inspect's approvers
+(``_approvals``) and the transcript records (``_transcript``). What it may import: the user API
 (``_api``), the gateway, the wire config, and ``inspect_ai`` (the ``inspect`` extra), which
 no other package of ``codex_anyio`` imports: ``import codex_anyio`` never loads Inspect.
 """

@@ -8,14 +8,15 @@ as dynamic tools (``_tools``); each completed item goes to the transcript (``_tr
 the final response becomes the completion. Inspect's time limits cancel the agent, which
 interrupts the turn on the server before the runtime is closed (as every cancelled turn of
 this client is); a token limit hit in a model call does the same, then raises Inspect's
-error.
+error. With approvers active (the eval's, or the agent's ``approval=``), the runtime's own
+command and file-change approval requests go to them (``_approvals``).
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ import anyio
 import anyio.abc
 import attrs
 from inspect_ai.agent import Agent, AgentState, agent
+from inspect_ai.approval import ApprovalPolicy
+from inspect_ai.approval import approval as approval_scope
 from inspect_ai.model import ChatMessageSystem, ChatMessageUser, Model, ModelOutput, get_model
 from inspect_ai.tool import Tool, ToolDef
 from inspect_ai.util import sandbox as sample_sandbox
@@ -32,6 +35,7 @@ from .._api._dispatch import Handlers
 from .._api._thread import Thread
 from .._wire._config import CodexConfig
 from ..gateway._gateway import ModelGateway
+from ._approvals import InspectApprovals, have_tool_approval, with_approvals
 from ._policy import InspectModelPolicy
 from ._tools import dynamic_tools
 from ._transcript import record_item, record_turn
@@ -49,6 +53,12 @@ shell_snapshot = false
 """The ``config.toml`` of a sample's own ``CODEX_HOME``: the plugin and app features would
 fetch from the network at start-up, and the shell snapshot runs the user's login shell for
 every thread (up to 10 s)."""
+
+ASK_EVERY_COMMAND = "untrusted"
+"""The thread's ``approval_policy`` with approvers active: runtime 0.163.0 then asks before
+every command (``pwd`` included), as Inspect submits every tool call to its approvers.
+(``"on-request"`` asks only for what would leave the runtime's sandbox; ``config.toml``
+rejects ``"untrusted"`` in this version, but ``thread/start`` takes it.)"""
 
 
 async def _sandbox_cwd(name: str | None) -> str | None:
@@ -108,7 +118,9 @@ async def _runtime_config(config: CodexConfig, cwd: str | None) -> AsyncIterator
         yield attrs.evolve(config, codex_home=home, env=env)
 
 
-async def _run_turn(thread: Thread, prompt: str, turn: Mapping[str, Any]) -> str | None:
+async def _run_turn(
+    thread: Thread, prompt: str, turn: Mapping[str, Any], approvals: InspectApprovals | None
+) -> str | None:
     """Run the turn, each completed item into the transcript; its final response.
 
     However the turn ends (cancelled by a limit included) the status the server reported is
@@ -120,6 +132,8 @@ async def _run_turn(thread: Thread, prompt: str, turn: Mapping[str, Any]) -> str
             async for note in handle.stream():
                 if note.method == "item/completed":
                     await record_item(note.raw.get("item"))
+                elif note.method == "item/started" and approvals is not None:
+                    approvals.see(note.raw.get("item"))
             result = await handle.run()
         return result.final_response
     finally:
@@ -131,16 +145,25 @@ async def _run_sample(
     config: CodexConfig,
     gateway: ModelGateway,
     handlers: Handlers | None,
+    approvals: InspectApprovals | None,
     prompt: str,
     turn: Mapping[str, Any],
     thread: Mapping[str, Any],
 ) -> str | None:
     """One runtime, one ephemeral thread, one turn: the final response."""
+    if approvals is not None:
+        handlers = with_approvals(handlers, approvals)
     async with AsyncCodex(
         config, gateway=gateway, handlers=handlers, require_credentials=False
     ) as codex:
         started = await codex.thread_start(**thread)
-        return await _run_turn(started, prompt, turn)
+        return await _run_turn(started, prompt, turn, approvals)
+
+
+def _approval_scope(approval: Sequence[ApprovalPolicy] | None) -> AbstractContextManager[None]:
+    """The agent's own approval policies for the sample, as ``execute_tools(approval=)``
+    applies them: they replace the eval's; None keeps the eval's."""
+    return approval_scope(list(approval)) if approval else nullcontext()
 
 
 @agent
@@ -152,7 +175,8 @@ def codex_agent(
     config: CodexConfig | None = None,
     sandbox: str | None = None,
     handlers: Handlers | None = None,
-    approval_policy: str = "never",
+    approval: Sequence[ApprovalPolicy] | None = None,
+    approval_policy: str | None = None,
     sandbox_mode: str = "workspace-write",
     thread_options: Mapping[str, Any] | None = None,
     turn_options: Mapping[str, Any] | None = None,
@@ -172,9 +196,19 @@ def codex_agent(
         "app-server"])``: the runtime must be able to reach this process's loopback (see
         ``docs/inspect.md``).
     :param sandbox: the sample's sandbox to work in (None: the default one).
-    :param handlers: answers to the runtime's requests (approvals, user input): the runtime's
-        own command approvals do not go through Inspect's approvers.
-    :param approval_policy: the thread's ``approval_policy`` (``"never"``: nobody is asked).
+    :param handlers: answers to the runtime's requests (approvals, user input); what they
+        answer is not given to Inspect's approvers.
+    :param approval: approval policies for this agent (``ApprovalPolicy(approver, tools)``,
+        as ``execute_tools(approval=)`` takes them), replacing the eval's for its Inspect
+        tools and for the runtime's approval requests. With approvers active (these or the
+        eval's), a command the runtime asks to run is approved as a ``bash`` call and a file
+        change as an ``apply_patch`` call, each an ``ApprovalEvent``: ``approve`` accepts,
+        ``reject`` and ``modify`` decline (the runtime cannot run a modified call) and the
+        turn goes on, ``terminate`` interrupts the turn and ends the sample.
+    :param approval_policy: the thread's ``approval_policy``; default ``"untrusted"`` with
+        approvers active (the runtime asks before every command), else ``"never"`` (nobody
+        is asked). ``"on-request"``: the approvers see only what would leave the runtime's
+        sandbox.
     :param sandbox_mode: the runtime's own command sandbox (``"read-only"``,
         ``"workspace-write"``, ``"danger-full-access"`` inside a container that is the
         boundary).
@@ -188,8 +222,14 @@ def codex_agent(
     turn_extra = dict(turn_options or {})
 
     async def execute(state: AgentState) -> AgentState:
+        with _approval_scope(approval):
+            return await _execute(state)
+
+    async def _execute(state: AgentState) -> AgentState:
         chosen = get_model(model, role=model_role) if model_role else get_model(model)
         prompt, instructions = _prompt(state)
+        approvals = InspectApprovals(state.messages) if have_tool_approval() else None
+        policy_name = approval_policy or ("never" if approvals is None else ASK_EVERY_COMMAND)
         with anyio.CancelScope() as scope:
             policy = InspectModelPolicy(chosen, on_limit=scope.cancel)
             gateway = ModelGateway(policy, request_max_retries=0, stream_max_retries=0)
@@ -199,7 +239,7 @@ def codex_agent(
                 **thread_extra,
                 "cwd": cwd,
                 "dynamic_tools": dynamic_tools(tools),
-                "approval_policy": approval_policy,
+                "approval_policy": policy_name,
                 "sandbox": sandbox_mode,
                 "developer_instructions": instructions,
                 "ephemeral": True,
@@ -208,12 +248,14 @@ def codex_agent(
                 serving: anyio.CancelScope = await tg.start(_serve, gateway)
                 try:
                     final = await _run_sample(
-                        runtime, gateway, handlers, prompt, turn_extra, thread_args
+                        runtime, gateway, handlers, approvals, prompt, turn_extra, thread_args
                     )
                 finally:
                     serving.cancel()
         if policy.limit is not None:
             raise policy.limit
+        if approvals is not None and approvals.failure is not None:
+            raise approvals.failure
         output = ModelOutput.from_content(model=str(chosen), content=final or "")
         state.output = output
         state.messages.append(output.message)

@@ -3,9 +3,10 @@
 Each Inspect ``Tool`` (or ``ToolDef``) given to the agent is registered with the thread as a
 :class:`~codex_anyio.DynamicTool` of the same name, description and JSON Schema. A call runs
 through Inspect's own ``execute_tools``, so it is a ``ToolEvent`` of the sample's transcript,
-the eval's approval policy applies to it (an approver's rejection reaches the model as the
-tool's error), and its output is truncated as Inspect truncates it; the model receives the
-tool message's text, ``success: false`` if the tool failed.
+the active approval policy applies to it (the eval's, or the agent's ``approval=``; an
+approver's rejection reaches the model as the tool's error), and its output is truncated as
+Inspect truncates it; the model receives the tool message's text, ``success: false`` if the
+tool failed.
 """
 
 from __future__ import annotations
