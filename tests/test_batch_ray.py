@@ -13,8 +13,10 @@ import re
 import signal
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import anyio
@@ -36,6 +38,7 @@ from codex_anyio.testing import (
     message,
     scripted_env,
     stall,
+    usage_limit_reached,
     write_codex_home,
 )
 
@@ -201,6 +204,46 @@ async def test_sixteen_tasks_over_two_actors_each_give_one_row_and_a_deadline_in
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_usage_limit_holds_the_task_and_its_actor_until_the_reset_and_none_fails(
+    tmp_path: Path, ray_cluster: str, anyio_backend: str
+) -> None:
+    # One actor, one account: the limit pauses every account of the actor; it hands the task
+    # back, and the driver gives it nothing until the reset, then everything completes.
+    # The wait outlasts a task's deadline and the driver's watchdog (2 + 0.5 s): an actor
+    # that waited for the reset itself would have the call cancelled as hung.
+    resets = datetime.fromtimestamp(int(time.time()) + 5, timezone.utc)
+    seen: list[tuple[str, float]] = []
+
+    def script(request: RecordedRequest) -> Reply:
+        prompt = prompt_of(request)
+        seen.append((prompt, time.time()))
+        if prompt == "task 2" and len(seen) == 3:
+            return usage_limit_reached(resets)
+        return message(f"re: {prompt}")
+
+    tasks = [BatchTask(id=f"t{i}", prompt=f"task {i}") for i in range(5)]
+    with anyio.fail_after(120):
+        async with ScriptedModel(script) as model:
+            config = codex_config(tmp_path, model)
+            run = run_batch_on_ray(
+                tasks,
+                actors=1,
+                slots=1,
+                servers=1,
+                timeout=2,
+                watchdog_grace=0.5,
+                codex_config=config,
+            )
+            async with run as results:
+                got = [r async for r in results]
+    assert [r.id for r in got] == [f"t{i}" for i in range(5)]
+    assert {(r.status, r.attempt) for r in got} == {("completed", 1)}  # no attempt used
+    assert got[2].final_response == "re: task 2"  # it ran again after the reset
+    assert [prompt for prompt, _ in seen] == [f"task {i}" for i in (0, 1, 2, 2, 3, 4)]
+    # Nothing reached the paused account before its reset.
+    assert min(at for _, at in seen[3:]) >= resets.timestamp()
+
+
 async def test_by_default_a_node_with_codex_slots_gets_one_actor_with_that_many_slots(
     tmp_path: Path, ray_cluster: str, anyio_backend: str
 ) -> None:
