@@ -14,8 +14,11 @@ loopback); what differs is what the row names:
 - ``raw-best``: the best raw set-up, the floor: one app-server, 32 turns in flight, lean
   threads, the notifications a result does not need opted out, one asyncio task reading the
   pipe in chunks and decoding with orjson, nothing else.
-- ``batch``: the whole ``codex-anyio batch`` command on a K-line tasks file (a process of its
-  own: Python and pool start-up and the files included; its CPU is the whole command's).
+- ``batch``: the ``codex-anyio batch`` command on a K-line tasks file, in a process of its
+  own, timed as its summary times it: from its pool being ready to its last row (the other
+  rows too start their clocks with their runtimes up); its runtime CPU is the whole
+  command's. ``batch (whole command)``: the same run from the command's start to its exit
+  (Python, imports, the pool's start and close, the files).
 - ``pool``: ``CodexPool()`` with its defaults; ``pool-SxM``: ``CodexPool(servers=S,
   max_turns=M)`` with the batch's opt-outs (``--shapes``), the process-count table.
 - ``lean-1``: one ``AsyncCodex``, lean threads, all K at once.
@@ -286,6 +289,24 @@ def measure(client: str, k: int, args: dict[str, Any]) -> dict[str, Any]:
 def batch_child(usage_file: str, argv: list[str]) -> None:
     """Run ``codex-anyio ARGV`` in this process, then write its own CPU and its children's
     (the runtimes it started and reaped) to ``usage_file``."""
+    from codex_anyio._cli._batch_report import Tally
+
+    # The tasks' phase, as the command's own summary counts it (from its pool being ready to
+    # its last row), timed precisely: what compares with the raw set-up, whose runtime is up
+    # before its clock starts. Start-up (Python, imports, the pool) is reported apart.
+    marks: dict[str, tuple[float, float]] = {}
+    ready, add = Tally.pool_ready, Tally.add
+
+    def pool_ready(self: Any) -> None:
+        marks["ready"] = (time.perf_counter(), _cpu())
+        ready(self)
+
+    def counted(self: Any, result: Any) -> Any:
+        cause = add(self, result)
+        marks["last"] = (time.perf_counter(), _cpu())
+        return cause
+
+    Tally.pool_ready, Tally.add = pool_ready, counted  # type: ignore[method-assign]
     sys.argv = ["codex-anyio", *argv]
     status: Any = 0
     try:
@@ -294,11 +315,18 @@ def batch_child(usage_file: str, argv: list[str]) -> None:
         status = exc.code
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    phase = {}
+    if "ready" in marks and "last" in marks:
+        phase = {
+            "tasks_wall_s": marks["last"][0] - marks["ready"][0],
+            "tasks_client_s": marks["last"][1] - marks["ready"][1],
+        }
     Path(usage_file).write_text(
         json.dumps(
             {
                 "client_s": own.ru_utime + own.ru_stime,
                 "runtime_s": children.ru_utime + children.ru_stime,
+                **phase,
             }
         )
     )
@@ -333,14 +361,11 @@ def measure_batch(k: int, args: dict[str, Any]) -> dict[str, Any]:
         spent = json.loads(usage.read_text())
         results = [json.loads(line) for line in output.read_text().splitlines()]
         durations = [r["duration_ms"] for r in results]
-        own = next(
-            (float(line.split()[-2]) for line in done.stdout.splitlines() if "wall time" in line),
-            wall,
-        )
         return {
-            "wall_s": wall,
-            "tasks_wall_s": own,
-            "client_cpu_ms": spent["client_s"] * 1000 / k,
+            "command_wall_s": wall,
+            "wall_s": spent.get("tasks_wall_s", wall),
+            "command_client_cpu_ms": spent["client_s"] * 1000 / k,
+            "client_cpu_ms": spent.get("tasks_client_s", spent["client_s"]) * 1000 / k,
             "runtime_cpu_ms": spent["runtime_s"] * 1000 / k,
             "p50_ms": _pct(durations, 50),
             "p95_ms": _pct(durations, 95),
@@ -395,6 +420,13 @@ def table(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k, by_client in report["results"].items():
+        whole = [
+            {**r, "wall_s": r["command_wall_s"], "client_cpu_ms": r["command_client_cpu_ms"]}
+            for r in by_client.get("batch", [])
+            if "command_wall_s" in r
+        ]
+        if whole:
+            by_client = {**by_client, "batch (whole command)": whole}
         floor = floor_cpu_ms(by_client)
         best = by_client.get("raw-best")
         best_rate = statistics.median(int(k) / r["wall_s"] for r in best) if best else None
