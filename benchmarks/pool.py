@@ -425,8 +425,13 @@ def table(report: dict[str, Any]) -> str:
             for r in by_client.get("batch", [])
             if "command_wall_s" in r
         ]
-        if whole:
-            by_client = {**by_client, "batch (whole command)": whole}
+        if whole:  # right after the batch row
+            ordered: dict[str, list[dict[str, Any]]] = {}
+            for client, rows in by_client.items():
+                ordered[client] = rows
+                if client == "batch":
+                    ordered["batch (whole command)"] = whole
+            by_client = ordered
         floor = floor_cpu_ms(by_client)
         best = by_client.get("raw-best")
         best_rate = statistics.median(int(k) / r["wall_s"] for r in best) if best else None

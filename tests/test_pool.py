@@ -314,7 +314,7 @@ def test_the_pool_benchmark_runs_every_client_end_to_end() -> None:
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and " 2 |" in line]
     clients = [row.split("|")[1].strip() for row in rows]
-    assert clients == ["raw-best", "batch", "pool", "lean-1", "default"]
+    assert clients == ["raw-best", "batch", "batch (whole command)", "pool", "lean-1", "default"]
     assert all(row.rstrip(" |").endswith("0") for row in rows)  # no failures
 
 

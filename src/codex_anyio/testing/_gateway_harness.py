@@ -11,7 +11,6 @@ its files under the test's ``tmp_path``).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -21,9 +20,8 @@ import attrs
 from .._api._codex import AsyncCodex
 from .._api._dispatch import Handlers
 from .._rpc._router import Limits
-from .._wire._config import CodexConfig
 from ..gateway._gateway import ModelGateway
-from ._home import scripted_env, write_codex_home
+from ._home import runtime_config, scratch_root
 
 __all__ = ["GatewayCodex", "open_gateway_codex", "replay_codex"]
 
@@ -50,31 +48,35 @@ async def open_gateway_codex(
     limits: Limits | None = None,
     extra_config: str = "",
     directory: str | os.PathLike[str] | None = None,
+    trust_store: str | os.PathLike[str] = "minimal",
+    home: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[GatewayCodex]:
     """Start ``gateway`` (unless it runs already) and a real ``codex app-server`` using it.
 
-    Options as for :func:`open_scripted_codex`. The model is ``mock-model``: a replay must
-    ask for the model its recording asked for.
+    Options as for :func:`open_scripted_codex` (the minimal trust store, an empty ``HOME``
+    unless ``home`` names one). The model is ``mock-model``: a replay must ask for the model
+    its recording asked for. A gateway that forwards to an ``https://`` upstream makes the
+    TLS connection itself: the runtime only speaks plain HTTP to the gateway on loopback.
     """
-    with tempfile.TemporaryDirectory(prefix="codex-anyio-") as scratch:
-        root = Path(directory) if directory is not None else Path(scratch)
+    shell_home = home
+    with scratch_root(directory) as (root, _):
         home = root / "codex-home"
-        workspace = root / "workspace"
-        workspace.mkdir(parents=True, exist_ok=True)
         async with gateway.ensure_running():
-            write_codex_home(
+            config = runtime_config(
+                root,
                 home,
                 base_url=gateway.base_url,
                 approval_policy=approval_policy,
                 sandbox_mode=sandbox_mode,
                 extra_config=extra_config,
+                trust_store=trust_store,
+                home=shell_home,
             )
-            config = CodexConfig(cwd=workspace, env=scripted_env(home), codex_home=home)
             async with AsyncCodex(
                 config, handlers=handlers, limits=limits, gateway=gateway
             ) as codex:
                 yield GatewayCodex(
-                    codex=codex, gateway=gateway, workspace=workspace, codex_home=home
+                    codex=codex, gateway=gateway, workspace=root / "workspace", codex_home=home
                 )
 
 
@@ -87,6 +89,8 @@ def replay_codex(
     limits: Limits | None = None,
     extra_config: str = "",
     directory: str | os.PathLike[str] | None = None,
+    trust_store: str | os.PathLike[str] = "minimal",
+    home: str | os.PathLike[str] | None = None,
 ) -> AbstractAsyncContextManager[GatewayCodex]:
     """``async with replay_codex(cassette) as r``: the real runtime answered from a recorded
     cassette (see :func:`open_gateway_codex`). The provider's retries are off, as in the
@@ -105,4 +109,6 @@ def replay_codex(
         limits=limits,
         extra_config=extra_config,
         directory=directory,
+        trust_store=trust_store,
+        home=home,
     )

@@ -10,7 +10,6 @@ running, initialized :class:`AsyncCodex`. Everything is torn down in reverse on 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,11 +20,10 @@ import attrs
 from .._api._codex import AsyncCodex
 from .._api._dispatch import Handlers
 from .._rpc._router import Limits
-from .._wire._config import CodexConfig
 from ..pool._pool import CodexPool
 from ..serve._server import RunningServer, serve_app_server
 from ..telemetry._telemetry import Telemetry
-from ._home import empty_home, scripted_env, write_codex_home
+from ._home import runtime_config, scratch_root
 from ._scripted_model import ScriptedModel
 
 __all__ = ["ScriptedCodex", "ScriptedPool", "open_scripted_codex", "open_scripted_pool"]
@@ -98,29 +96,20 @@ async def open_scripted_codex(
         machine's loopback, where the scripted model listens: a sandbox with a network
         namespace of its own cannot reach it.
     """
-    # A unix socket path must stay under ~100 bytes: the scratch folder is short, a test's
-    # tmp_path may not be.
-    with tempfile.TemporaryDirectory(prefix="codex-anyio-") as scratch:
-        root = Path(directory) if directory is not None else Path(scratch)
+    with scratch_root(directory) as (root, scratch):
         codex_home = root / "codex-home"
         workspace = root / "workspace"
-        codex_home.mkdir(parents=True, exist_ok=True)
-        workspace.mkdir(parents=True, exist_ok=True)
         async with ScriptedModel(script) as model:
-            write_codex_home(
+            config = runtime_config(
+                root,
                 codex_home,
                 base_url=model.base_url,
                 approval_policy=approval_policy,
                 sandbox_mode=sandbox_mode,
                 extra_config=extra_config,
-            )
-            env = scripted_env(codex_home, home=empty_home(root, home))
-            config = CodexConfig(
-                cwd=workspace,
-                env=env,
-                codex_home=codex_home,
-                command=command,
                 trust_store=trust_store,
+                home=home,
+                command=command,
                 opt_out_notification_methods=opt_out_notification_methods,
             )
             if transport == "stdio":
@@ -181,28 +170,20 @@ async def open_scripted_pool(
     ``pool_options`` go to ``CodexPool`` (``max_turns``, ``thread_defaults``, ...);
     ``trust_store`` as for :func:`open_scripted_codex`.
     """
-    with tempfile.TemporaryDirectory(prefix="codex-anyio-pool-") as scratch:
-        root = Path(directory) if directory is not None else Path(scratch)
+    with scratch_root(directory) as (root, _):
         workspace = root / "workspace"
-        workspace.mkdir(parents=True, exist_ok=True)
         async with ScriptedModel(script) as model:
-            homes = [
-                write_codex_home(
-                    root / f"codex-home-{index}",
+            homes = [root / f"codex-home-{index}" for index in range(servers)]
+            configs = [
+                runtime_config(
+                    root,
+                    codex_home,
                     base_url=model.base_url,
                     approval_policy=approval_policy,
                     sandbox_mode=sandbox_mode,
                     extra_config=extra_config,
-                )
-                for index in range(servers)
-            ]
-            shell_home = empty_home(root, home)
-            configs = [
-                CodexConfig(
-                    cwd=workspace,
-                    env=scripted_env(codex_home, home=shell_home),
-                    codex_home=codex_home,
                     trust_store=trust_store,
+                    home=home,
                 )
                 for codex_home in homes
             ]

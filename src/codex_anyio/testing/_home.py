@@ -1,12 +1,31 @@
 """A throwaway ``CODEX_HOME`` that points the runtime at a :class:`ScriptedModel`, and the
-environment that keeps such a runtime hermetic (its own ``HOME`` included)."""
+environment that keeps such a runtime hermetic (its own ``HOME`` included).
+
+Every harness of the testing kit (:func:`open_scripted_codex`, :func:`open_scripted_pool`,
+:func:`open_gateway_codex`, :func:`scripted_runtime`) sets its runtime up through
+:func:`scratch_root` and :func:`runtime_config`, so they all get the same hermetic
+environment, the same minimal trust store and the same folders.
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["QUIET_TRUST_STORE_LOGS", "empty_home", "scripted_env", "write_codex_home"]
+from .._wire._config import CodexConfig
+
+__all__ = [
+    "QUIET_TRUST_STORE_LOGS",
+    "empty_home",
+    "runtime_config",
+    "scratch_root",
+    "scripted_env",
+    "write_codex_home",
+]
 
 
 def write_codex_home(
@@ -95,3 +114,48 @@ def empty_home(root: str | os.PathLike[str], home: str | os.PathLike[str] | None
     folder = Path(root) / "home"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@contextmanager
+def scratch_root(directory: str | os.PathLike[str] | None) -> Iterator[tuple[Path, Path]]:
+    r"""``(root, scratch)``: where a harness puts its ``CODEX_HOME``\s, ``workspace`` (made
+    here) and ``home`` (``directory``, or a new temporary folder removed afterwards), and a
+    short temporary folder in any case (a unix socket path must stay under ~100 bytes; a
+    test's ``tmp_path`` may not)."""
+    with tempfile.TemporaryDirectory(prefix="codex-anyio-") as scratch:
+        root = Path(directory) if directory is not None else Path(scratch)
+        (root / "workspace").mkdir(parents=True, exist_ok=True)
+        yield root, Path(scratch)
+
+
+def runtime_config(
+    root: Path,
+    codex_home: Path,
+    *,
+    base_url: str,
+    approval_policy: str,
+    sandbox_mode: str,
+    extra_config: str,
+    trust_store: str | os.PathLike[str],
+    home: str | os.PathLike[str] | None,
+    **config: Any,
+) -> CodexConfig:
+    """Write ``codex_home`` for the model at ``base_url`` (:func:`write_codex_home`) and return
+    the :class:`CodexConfig` of a hermetic runtime using it: working in ``root/workspace``,
+    with the environment of :func:`scripted_env` (``HOME``: :func:`empty_home`), the given
+    ``trust_store`` and any other ``CodexConfig`` fields (``command``, opt-outs, ...)."""
+    write_codex_home(
+        codex_home,
+        base_url=base_url,
+        approval_policy=approval_policy,
+        sandbox_mode=sandbox_mode,
+        extra_config=extra_config,
+    )
+    env: Mapping[str, str] = scripted_env(codex_home, home=empty_home(root, home))
+    return CodexConfig(
+        cwd=root / "workspace",
+        env=env,
+        codex_home=codex_home,
+        trust_store=trust_store,
+        **config,
+    )

@@ -9,7 +9,6 @@ codex:``.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +18,7 @@ import attrs
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .._wire._config import CodexConfig
-from ._home import empty_home, scripted_env, write_codex_home
+from ._home import runtime_config, scratch_root
 from ._scripted_model import ScriptedModel
 
 __all__ = ["ScriptedRuntime", "scripted_runtime"]
@@ -57,30 +56,25 @@ def scripted_runtime(
     ``home`` names one); ``backend`` is the model's event loop. The config's ``env`` holds
     the whole set-up, ``HOME`` included.
     """
-    with tempfile.TemporaryDirectory(prefix="codex-anyio-") as scratch:
-        root = Path(directory) if directory is not None else Path(scratch)
+    with scratch_root(directory) as (root, _):
         codex_home = root / "codex-home"
-        workspace = root / "workspace"
-        codex_home.mkdir(parents=True, exist_ok=True)
-        workspace.mkdir(parents=True, exist_ok=True)
         with start_blocking_portal(backend) as portal:
             model = ScriptedModel(script)
             with portal.wrap_async_context_manager(model):
-                write_codex_home(
+                config = runtime_config(
+                    root,
                     codex_home,
                     base_url=model.base_url,
                     approval_policy=approval_policy,
                     sandbox_mode=sandbox_mode,
                     extra_config=extra_config,
-                )
-                env = scripted_env(codex_home, home=empty_home(root, home))
-                config = CodexConfig(
-                    cwd=workspace, env=env, codex_home=codex_home, trust_store=trust_store
+                    trust_store=trust_store,
+                    home=home,
                 )
                 yield ScriptedRuntime(
                     config=config,
                     model=model,
                     portal=portal,
-                    workspace=workspace,
+                    workspace=root / "workspace",
                     codex_home=codex_home,
                 )
