@@ -31,6 +31,7 @@ import anyio
 import attrs
 
 from .._api._dispatch import Handlers
+from .._api._goal import GOAL_READS
 from .._api._presets import result_only_opt_outs
 from .._api._turn import TurnResult
 from .._exceptions import (
@@ -44,6 +45,7 @@ from .._protocol._generated.converter import converter
 from ..pool._pool import CodexPool
 from ..pool._thread import PooledThread
 from ._files import APPROVALS, BatchResult, BatchTask, check_task, positive_seconds
+from ._goal_task import GoalAttempt
 
 __all__ = [
     "ENDS_BATCH",
@@ -80,12 +82,17 @@ RECYCLE_AFTER: Final = 200
 each in the runtime until its process exits, so this bounds a member at ~200 MB of them."""
 
 
-def pool_defaults() -> dict[str, Any]:
+def pool_defaults(*, goals: bool = False) -> dict[str, Any]:
     """The :class:`CodexPool` options of a pool a batch starts itself (the caller's own
     ``pool_options`` win): members recycled every :data:`RECYCLE_AFTER` threads, and every
     notification a ``TurnResult`` does not need opted out, since a task only runs its turn
-    to the result (8 of the 13 lines of a one-turn task; ~2.3 ms of runtime CPU each)."""
-    return {"recycle_after": RECYCLE_AFTER, "opt_out_notification_methods": result_only_opt_outs()}
+    to the result (8 of the 13 lines of a one-turn task; ~2.3 ms of runtime CPU each).
+    ``goals``: the batch may hold a goal task, so the pool keeps what a goal reads
+    (``GOAL_READS``; see ``_goal_task``)."""
+    opt_outs = result_only_opt_outs()
+    if goals:
+        opt_outs = tuple(method for method in opt_outs if method not in GOAL_READS)
+    return {"recycle_after": RECYCLE_AFTER, "opt_out_notification_methods": opt_outs}
 
 
 def error_of(exc: BaseException) -> dict[str, str]:
@@ -185,7 +192,8 @@ async def attempt_task(
     *,
     in_sandbox: bool = False,
 ) -> BatchResult:
-    """One attempt at ``task`` on ``pool``: a new thread, one turn, the result row.
+    """One attempt at ``task`` on ``pool``: a new thread, one turn (a goal task: its goal,
+    ``_goal_task``), the result row.
 
     Every executor runs a task through this one function (the local :class:`BatchRun`, and a
     Ray actor on its own node), so a row means the same whichever ran it. The task's deadline
@@ -207,6 +215,7 @@ async def attempt_task(
     thread: PooledThread | None = None
     turn_id: str | None = None
     outcome: TurnResult | None = None
+    goal: GoalAttempt | None = None
     status = "error"
     error: dict[str, str] | None = None
     runnable = False
@@ -221,16 +230,22 @@ async def attempt_task(
             await anyio.to_thread.run_sync(check_cwd, task.cwd)
         runnable = True
         thread_options, turn_options = _options(task, defaults)
+        goal = GoalAttempt.of(task, thread_options, turn_options)
         timeout = task.timeout if task.timeout is not None else defaults.timeout
         with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
             thread = await pool.thread_start(**thread_options)
-            # Leaving this block before the turn completes interrupts it on the server.
-            async with thread.turn(task.prompt, **turn_options) as handle:
-                turn_id = handle.id
-                outcome = await handle.run()
+            if goal is not None:  # its turns are the runtime's; a deadline pauses it
+                await goal.run(thread)
+            else:
+                # Leaving this block before the turn completes interrupts it on the server.
+                async with thread.turn(task.prompt, **turn_options) as handle:
+                    turn_id = handle.id
+                    outcome = await handle.run()
         if scope.cancelled_caught:
             status = "timeout"
             error = {"type": "Timeout", "message": f"the task took longer than {timeout} s"}
+        elif goal is not None:
+            status, error = goal.status()
         elif outcome is not None:
             status = outcome.status
     except Exception as exc:
@@ -242,18 +257,23 @@ async def attempt_task(
         if thread is not None:
             await pool.finish_thread(thread)
     final = outcome.final_response if outcome is not None else None
+    row = (
+        {"final_response": final, "usage": _reported_usage(outcome), "turn_id": turn_id}
+        if goal is None
+        else goal.row()
+    )
+    if goal is not None and goal.refused:
+        runnable = False
     return BatchResult(
         id=task.id,
         status=status,
-        final_response=final,
         structured_output=_structured(final) if task.output_schema is not None else None,
-        usage=_reported_usage(outcome),
         duration_ms=round((time.monotonic() - started) * 1000),
         thread_id=thread.id if thread is not None else None,
-        turn_id=turn_id,
         attempt=attempt,
         error=error,
         retryable=runnable,
+        **row,
     )
 
 

@@ -33,7 +33,8 @@ from ._attempt import (
     pool_defaults,
     should_retry,
 )
-from ._files import BatchResult, BatchTask
+from ._files import BatchResult, BatchTask, goal_options
+from ._goal_task import may_hold_goals
 from ._records import TaskRecords
 from ._sandbox import SandboxSpec, batch_spec, sandbox_runtime, spec_of
 
@@ -117,7 +118,7 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
             if pool is None and self._sandbox is None:
                 options: dict[str, Any] = {
                     "max_turns": self.concurrency,
-                    **pool_defaults(),
+                    **pool_defaults(goals=may_hold_goals(self._tasks)),
                     **self._pool_options,
                 }
                 if self._codex_config is not None:
@@ -214,7 +215,7 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         base = self._codex_config or CodexConfig()
         async with sandbox_runtime(spec, base, task_id=task.id, cwd=task.cwd) as config:
             options: dict[str, Any] = {
-                **pool_defaults(),
+                **pool_defaults(goals=goal_options(task) is not None),
                 **self._pool_options,
                 "config": config,
                 "max_turns": None,
