@@ -93,7 +93,8 @@ async def test_a_goal_task_runs_its_continuation_turns_to_the_goal_beside_an_ord
     assert goal.usage["total"]["outputTokens"] == 10
     assert goal.total_tokens == 67
     assert goal.usage["last"]["inputTokens"] == 7  # the last model response's
-    assert goal.turn_id and goal.thread_id
+    assert goal.turn_id
+    assert goal.thread_id
     assert goal.to_json()["turns"] == 3
     assert BatchResult.from_json(goal.to_json()) == goal
     assert (plain.status, plain.final_response, plain.turns) == ("completed", "plain answer", None)
@@ -113,7 +114,8 @@ async def test_a_goal_task_whose_budget_is_spent_is_interrupted_not_completed(
     assert goal.error is not None
     assert goal.error["type"] == "GoalBudgetLimited"
     assert "token budget of 40" in goal.error["message"]
-    assert goal.turns is not None and goal.turns >= 1
+    assert goal.turns is not None
+    assert goal.turns >= 1
     assert goal.total_tokens >= 40
 
 
@@ -133,9 +135,11 @@ async def test_a_goal_tasks_deadline_pauses_the_goal_and_interrupts_its_live_tur
             assert len(goal_calls) == 2  # and no continuation followed the pause
     goal = got["goal"]
     assert goal.status == "timeout"
-    assert goal.error is not None and goal.error["type"] == "Timeout"
+    assert goal.error is not None
+    assert goal.error["type"] == "Timeout"
     assert goal.turns == 2  # the first, completed, and the interrupted one
-    assert goal.usage is not None and goal.usage["total"]["inputTokens"] == 10
+    assert goal.usage is not None
+    assert goal.usage["total"]["inputTokens"] == 10
     assert got["plain"].status == "completed"
 
 

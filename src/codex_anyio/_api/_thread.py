@@ -358,6 +358,8 @@ class Thread:
             owner=self,
             ledger=codex._usage_ledger,
             gateway=codex.gateway,
+            telemetry=codex._instrumentation,
+            info=self.info,
         )
 
     async def run_goal(self, /, objective: str, *, token_budget: int | None = None) -> GoalResult:
