@@ -253,7 +253,8 @@ def run_batch(
     :param pool: a running :class:`CodexPool` to use; default: one started for the batch
         (``servers`` processes, lean threads, members recycled every
         :data:`RECYCLE_AFTER` threads, the notifications a result does not need opted out:
-        :func:`~codex_anyio.result_only_opt_outs`).
+        :func:`~codex_anyio.result_only_opt_outs`, but for those a goal reads when the batch
+        may hold a goal task: ``tasks`` not a list or tuple, or one with a ``goal``).
     :param concurrency: tasks in flight at once (default: 8 per CPU; the pool's turn limit).
     :param timeout: seconds per task (a task's own ``timeout`` wins); the turn is interrupted
         and the result's status is ``timeout``.
