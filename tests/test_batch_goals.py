@@ -217,3 +217,23 @@ def test_the_cli_refuses_a_goal_line_that_is_not_valid_in_one_line_naming_it(
         "(it takes ['token_budget'])"
     )
     assert not output.exists()
+
+
+def test_a_batch_pool_keeps_what_a_goal_reads_only_when_the_batch_may_hold_a_goal_task() -> None:
+    from codex_anyio.batch._attempt import pool_defaults
+    from codex_anyio.batch._goal_task import may_hold_goals
+
+    def opt_outs(tasks: Any) -> set[str]:
+        return set(pool_defaults(goals=may_hold_goals(tasks))["opt_out_notification_methods"])
+
+    plain = [BatchTask(id="a", prompt="p"), BatchTask(id="b", prompt="p", goal=False)]
+    reads = {"turn/started", "thread/goal/updated", "thread/goal/cleared"}
+    # Ordinary tasks in a list (a tasks file): every notification a result does not need.
+    assert opt_outs(plain) == set(result_only_opt_outs())
+    assert reads <= opt_outs(tuple(plain))
+    # A goal task among them, or a source that cannot be looked into: what a goal reads kept.
+    assert (
+        opt_outs([*plain, BatchTask(id="g", prompt="p", goal=True)])
+        == set(result_only_opt_outs()) - reads
+    )
+    assert not reads & opt_outs(iter(plain))
