@@ -282,3 +282,43 @@ async def test_a_scope_cancelled_between_continuation_turns_leaves_no_turn_runni
             assert "inProgress" not in await turn_statuses(thread)
             assert (await thread.read()).thread.status.type != "active"
             assert len(s.model.requests) == asked
+
+
+@pytest.mark.anyio
+async def test_a_goal_on_a_pooled_thread_holds_a_turn_slot_until_its_scope_ends(
+    tmp_path: Path,
+) -> None:
+    from codex_anyio.testing import open_scripted_pool
+
+    def running(pool: Any) -> int:
+        return sum(member.running_turns for member in pool.statistics().members)
+
+    def script(request: RecordedRequest) -> Reply:
+        return message("plain") if request.thread_id in plain else stall(message("partial"))
+
+    plain: set[str] = set()
+    goal_options = {"ephemeral": False, "config": {"features": {"goals": True}}}
+    with anyio.fail_after(60):
+        async with open_scripted_pool(script, servers=1, max_turns=1, directory=tmp_path) as s:
+            thread = await s.pool.thread_start(**goal_options)
+            other = await s.pool.thread_start()
+            plain.add(other.id)
+            order: list[str] = []
+            async with anyio.create_task_group() as tg:
+                async with thread.goal("make it so") as goal:
+                    async for event in goal:
+                        if event.method == "turn/started":
+                            break
+                    assert running(s.pool) == 1
+
+                    async def ordinary_turn() -> None:
+                        await other.run("hi")  # waits for the goal's slot
+                        order.append("turn")
+
+                    tg.start_soon(ordinary_turn)
+                    await anyio.wait_all_tasks_blocked()
+                    order.append("goal left")
+            assert order == ["goal left", "turn"]
+            assert running(s.pool) == 0
+            await s.pool.finish_thread(thread)
+            await s.pool.finish_thread(other)

@@ -728,3 +728,90 @@ async def test_with_telemetry_on_the_watchers_notifications_are_never_opted_out(
     shell = recorder.one("execute_tool shell")
     assert shell.attributes is not None
     assert shell.attributes["codex.command.exit_code"] == 0
+
+
+async def test_a_goal_gets_one_span_whose_children_are_the_spans_of_its_turns(
+    scripted_codex: Any,
+) -> None:
+    from .test_goals import met_on_turn
+
+    recorder = Recorder()
+    with anyio.fail_after(60):
+        async with scripted_codex(met_on_turn(3), telemetry=recorder.telemetry) as s:
+            thread = await s.codex.thread_start()
+            tracer = recorder.tracer_provider.get_tracer("the-app")
+            with tracer.start_as_current_span("the app's request"):
+                result = await thread.run_goal("a secret objective", token_budget=10_000)
+
+    app, goal = recorder.one("the app's request"), recorder.one("codex.goal")
+    assert parent_of(goal) == span_id(app)
+    assert goal.attributes is not None
+    assert dict(goal.attributes) == {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.request.model": "mock-model",
+        "gen_ai.provider.name": "mock",
+        "gen_ai.conversation.id": thread.id,
+        "codex.goal.token_budget": 10_000,
+        "codex.goal.status": "complete",
+        "codex.goal.turns": 3,
+        # The sum of the turns' (10+1, 20+2, then 20+4 and 7+3), as the result says.
+        "gen_ai.usage.input_tokens": 57,
+        "gen_ai.usage.output_tokens": 10,
+        "codex.usage.cached_input_tokens": 0,
+        "codex.usage.reasoning_output_tokens": 0,
+    }
+    assert goal.status.status_code is StatusCode.UNSET
+    turns = sorted(recorder.finished("codex.turn"), key=lambda span: span.start_time or 0)
+    assert [t.attributes["codex.turn.id"] for t in turns if t.attributes] == [
+        t.id for t in result.turns
+    ]
+    for span, turn in zip(turns, result.turns, strict=True):
+        assert parent_of(span) == span_id(goal)
+        assert span.attributes is not None
+        assert span.attributes["codex.turn.status"] == "completed"
+        assert span.attributes["gen_ai.usage.input_tokens"] == turn.usage.input_tokens
+    assert parent_of(recorder.one("thread/goal/set")) == span_id(goal)
+    # Each turn's tokens are counted once, by its turn: the goal adds none of its own.
+    tokens = {
+        labels["gen_ai.token.type"]: value for labels, value in recorder.points("codex.token.usage")
+    }
+    assert (tokens["input"], tokens["output"]) == (57, 10)
+    assert not any(
+        "secret" in str(value)
+        for span in (goal, *turns)
+        for value in (span.attributes or {}).values()
+    )
+
+
+async def test_a_goal_left_by_a_deadline_ends_its_span_paused_with_the_live_turn_interrupted(
+    scripted_codex: Any,
+) -> None:
+    from .test_goals import met_on_turn
+
+    recorder = Recorder()
+    with anyio.fail_after(60):
+        async with scripted_codex(met_on_turn(3, stall_turn=2), telemetry=recorder.telemetry) as s:
+            thread = await s.codex.thread_start()
+            async with anyio.create_task_group() as tg:
+                with anyio.CancelScope() as scope:
+
+                    async def expire_in_second_turn() -> None:
+                        await s.model.wait_for_requests(2)
+                        scope.deadline = anyio.current_time()
+
+                    tg.start_soon(expire_in_second_turn)
+                    await thread.run_goal("make it so")
+
+    goal = recorder.one("codex.goal")
+    assert goal.attributes is not None
+    assert goal.attributes["codex.goal.status"] == "paused"
+    assert goal.attributes["codex.goal.turns"] == 2
+    assert goal.attributes["codex.cancelled"] is True
+    turns = sorted(recorder.finished("codex.turn"), key=lambda span: span.start_time or 0)
+    assert [t.attributes["codex.turn.status"] for t in turns if t.attributes] == [
+        "completed",
+        "interrupted",
+    ]
+    assert all(parent_of(span) == span_id(goal) for span in turns)
+    # The set and the pause are the goal's requests.
+    assert [parent_of(span) for span in recorder.finished("thread/goal/set")] == [span_id(goal)] * 2

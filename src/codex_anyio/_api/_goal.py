@@ -31,6 +31,7 @@ import functools
 import logging
 from collections import deque
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -48,6 +49,7 @@ from ._turn import OBSERVED, TurnHandle, TurnResult
 if TYPE_CHECKING:
     from .._rpc._connection import CodexClient
     from .._rpc._usage import UsageLedger
+    from ..telemetry._telemetry import GoalTrace, Instrumentation
     from ._dispatch import Dispatcher
     from ._model_calls import ModelCallSource
 
@@ -141,12 +143,18 @@ class Goal:
         owner: object = None,
         ledger: UsageLedger | None = None,
         gateway: ModelCallSource | None = None,
+        telemetry: Instrumentation | None = None,
+        info: Any = None,
     ) -> None:
         self._client = client
         self._dispatcher = dispatcher
         self._owner = owner  # keeps the Thread (its handlers and tools) alive while we are
         self._ledger = ledger
         self._gateway = gateway
+        self._telemetry = telemetry
+        self._info = info  # the thread's: the model and provider its spans name
+        self._trace: GoalTrace | None = None
+        self._exit_error: BaseException | None = None
         self.thread_id = thread_id
         self.objective = objective
         self.token_budget = token_budget
@@ -205,6 +213,8 @@ class Goal:
         """Fold one event into the goal's state. Never raises; a turn that failed is kept
         as ``_failure`` for the consumer to raise."""
         method = note.method
+        if self._trace is not None:
+            self._trace.take(note)
         if method == "turn/started":
             turn = note.params.turn if isinstance(note.params, m.TurnStartedNotification) else None
             if turn is not None and (self._live is None or self._live.id != turn.id):
@@ -378,17 +388,24 @@ class Goal:
         if self._stream is not None:
             raise RuntimeError("this goal was already started")
         self._stream = self._client.subscribe_thread(self.thread_id, include_turns=True)
+        if self._telemetry is not None:  # the goal's span: a child of the caller's current one
+            self._trace = self._telemetry.start_goal(
+                self._client, self.thread_id, self._info, self.token_budget
+            )
         try:
             params: dict[str, Any] = {"objective": self.objective, "status": "active"}
             if self.token_budget is not None:
                 params["tokenBudget"] = self.token_budget
             self._set_sent = True
-            await self._set(**params)
-        except JsonRpcError:
+            with self._in_span():
+                await self._set(**params)
+        except JsonRpcError as exc:
             self._set_sent = False  # refused (an ephemeral thread): there is no goal to pause
+            self._exit_error = exc
             await self.aclose()
             raise
-        except BaseException:
+        except BaseException as exc:
+            self._exit_error = exc
             await self.aclose()
             raise
         return self
@@ -412,7 +429,8 @@ class Goal:
                 unknown = self.goal is None and self._set_sent
                 if not self._cleared and (self.status == GoalStatus.active or unknown):
                     self._holding = True
-                    await self._set(status="paused")
+                    with self._in_span():
+                        await self._set(status="paused")
                 await self._interrupt_until_idle(deadline)
         except (TransportClosedError, SubscriptionOverflowError):
             pass  # the connection is gone: so are its turns
@@ -425,6 +443,21 @@ class Goal:
             if live is not None:
                 live._release()
             stream.close()
+            self._end_trace()
+
+    def _in_span(self) -> AbstractContextManager[Any]:
+        """The goal's span as the current one (its requests become its children)."""
+        return nullcontext() if self._trace is None else self._trace.current()
+
+    def _end_trace(self) -> None:
+        trace = self._trace
+        if trace is not None:
+            result = self.result()
+            status = "cleared" if self._cleared else None
+            if result.status is not None:
+                status = result.status.value
+            error = self._exit_error
+            trace.end(status=status, turns=len(result.turns), usage=result.usage, error=error)
 
     async def __aenter__(self) -> Goal:
         return await self.start()
@@ -435,6 +468,7 @@ class Goal:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._exit_error = exc
         await self.aclose()
 
     def __repr__(self) -> str:

@@ -232,6 +232,9 @@ class TurnStarter:
 class Thread:
     """A conversation thread. Start turns on it with :meth:`turn` or :meth:`run`."""
 
+    _goal_type: typing.ClassVar[type[Goal]] = Goal
+    """What :meth:`goal` makes (a pooled thread's goal also holds a turn slot)."""
+
     def __init__(self, codex: CodexThreadsMixin, thread_id: str, info: m.Thread | None = None):
         self._codex = codex
         self.id = thread_id
@@ -349,7 +352,7 @@ class Thread:
         """
         codex = self._codex
         check_goal_reads(codex._opt_outs())
-        return Goal(
+        return self._goal_type(
             client=codex.client,
             dispatcher=codex._dispatcher,
             thread_id=self.id,
@@ -358,6 +361,8 @@ class Thread:
             owner=self,
             ledger=codex._usage_ledger,
             gateway=codex.gateway,
+            telemetry=codex._instrumentation,
+            info=self.info,
         )
 
     async def run_goal(self, /, objective: str, *, token_budget: int | None = None) -> GoalResult:

@@ -158,7 +158,8 @@ def add_batch_parser(commands: Any) -> None:
         help="run a JSONL file of tasks through a pool of app-servers, resumably",
         description=(
             "Run one turn per task line (id, prompt, optional cwd, model, output_schema, "
-            "config, approval, timeout, sandbox, container) and append one result line per "
+            "config, approval, timeout, sandbox, container; goal: the prompt as a goal's "
+            "objective, run to its end) and append one result line per "
             "task to the output. "
             "Re-running the same command skips ids already in the output, unless their "
             "latest row has a status given to --retry (--retry-failed: every status but "

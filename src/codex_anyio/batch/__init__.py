@@ -9,7 +9,9 @@ The Python API behind ``codex-anyio batch``, for harnesses that embed it::
         async for result in results:          # in completion order
             print(result.id, result.status, result.final_response)
 
-Each task gets a fresh (lean, by default) thread and one turn. A result's ``status`` is the
+Each task gets a fresh (lean, by default) thread and one turn, or, with ``goal``, a goal run
+to its end on a persisted thread (``_goal_task``: the row's status then comes from the goal's,
+``turns`` counts its turns, ``usage`` sums them). A result's ``status`` is the
 turn's (``completed``, ``interrupted``, ``failed``), ``timeout`` when the task's deadline
 interrupted its turn, or ``error`` when something else failed (the task is not valid, its
 ``cwd`` is not a directory, the runtime died under it, a request was rejected); ``failed``

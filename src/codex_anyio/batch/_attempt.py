@@ -37,6 +37,7 @@ import anyio
 import attrs
 
 from .._api._dispatch import Handlers
+from .._api._goal import GOAL_READS
 from .._api._presets import result_only_opt_outs
 from .._api._turn import TurnResult
 from .._exceptions import (
@@ -52,6 +53,7 @@ from ..pool._accounts import AccountPaused
 from ..pool._pool import CodexPool
 from ..pool._thread import PooledThread
 from ._files import APPROVALS, BatchResult, BatchTask, check_task, positive_seconds
+from ._goal_task import GoalAttempt
 
 __all__ = [
     "ENDS_BATCH",
@@ -86,12 +88,17 @@ RECYCLE_AFTER: Final = 200
 each in the runtime until its process exits, so this bounds a member at ~200 MB of them."""
 
 
-def pool_defaults() -> dict[str, Any]:
+def pool_defaults(*, goals: bool = False) -> dict[str, Any]:
     """The :class:`CodexPool` options of a pool a batch starts itself (the caller's own
     ``pool_options`` win): members recycled every :data:`RECYCLE_AFTER` threads, and every
     notification a ``TurnResult`` does not need opted out, since a task only runs its turn
-    to the result (8 of the 13 lines of a one-turn task; ~2.3 ms of runtime CPU each)."""
-    return {"recycle_after": RECYCLE_AFTER, "opt_out_notification_methods": result_only_opt_outs()}
+    to the result (8 of the 13 lines of a one-turn task; ~2.3 ms of runtime CPU each).
+    ``goals``: the batch may hold a goal task, so the pool keeps what a goal reads
+    (``GOAL_READS``; see ``_goal_task``)."""
+    opt_outs = result_only_opt_outs()
+    if goals:
+        opt_outs = tuple(method for method in opt_outs if method not in GOAL_READS)
+    return {"recycle_after": RECYCLE_AFTER, "opt_out_notification_methods": opt_outs}
 
 
 def error_of(exc: BaseException) -> dict[str, str]:
@@ -191,7 +198,8 @@ async def attempt_task(
     *,
     in_sandbox: bool = False,
 ) -> BatchResult:
-    """One attempt at ``task`` on ``pool``: a new thread, one turn, the result row.
+    """One attempt at ``task`` on ``pool``: a new thread, one turn (a goal task: its goal,
+    ``_goal_task``), the result row.
 
     A usage limit does not end the attempt: its account is paused and the task starts again
     on a new thread, once ``pool.wait_for_account()`` finds one with headroom; that wait is
@@ -218,6 +226,7 @@ async def attempt_task(
     thread: PooledThread | None = None
     turn_id: str | None = None
     outcome: TurnResult | None = None
+    goal: GoalAttempt | None = None
     status = "error"
     error: dict[str, str] | None = None
     runnable = False
@@ -235,19 +244,26 @@ async def attempt_task(
         timeout = task.timeout if task.timeout is not None else defaults.timeout
         while True:
             await pool.wait_for_account()
+            goal = GoalAttempt.of(task, thread_options, turn_options)
             try:
                 with anyio.move_on_after(timeout if timeout is not None else math.inf) as scope:
                     thread = await pool.thread_start(**thread_options)
                     thread._replaceable = True
-                    # Leaving this block before the turn completes interrupts it on the server.
-                    async with thread.turn(task.prompt, **turn_options) as handle:
-                        turn_id = handle.id
-                        outcome = await handle.run()
+                    if goal is not None:  # its turns are the runtime's; a deadline pauses it
+                        await goal.run(thread)
+                    else:
+                        # Leaving this block before the turn completes interrupts it on the
+                        # server.
+                        async with thread.turn(task.prompt, **turn_options) as handle:
+                            turn_id = handle.id
+                            outcome = await handle.run()
             except UsageLimitWaitError:
                 raise
-            except (UsageLimitError, AccountPaused):
+            except (UsageLimitError, AccountPaused) as exc:
                 # Its account is paused now: start again, on an account with headroom.
                 if thread is not None:
+                    if isinstance(exc, UsageLimitError):  # a goal's turn: not reported yet
+                        pool._usage_limited(thread, exc)
                     await pool.finish_thread(thread)
                 thread = turn_id = None
                 continue
@@ -255,6 +271,8 @@ async def attempt_task(
         if scope.cancelled_caught:
             status = "timeout"
             error = {"type": "Timeout", "message": f"the task took longer than {timeout} s"}
+        elif goal is not None:
+            status, error = goal.status()
         elif outcome is not None:
             status = outcome.status
     except UsageLimitWaitError as exc:
@@ -271,18 +289,23 @@ async def attempt_task(
         if thread is not None:
             await pool.finish_thread(thread)
     final = outcome.final_response if outcome is not None else None
+    row = (
+        {"final_response": final, "usage": _reported_usage(outcome), "turn_id": turn_id}
+        if goal is None
+        else goal.row()
+    )
+    if goal is not None and goal.refused:
+        runnable = False
     return BatchResult(
         id=task.id,
         status=status,
-        final_response=final,
         structured_output=_structured(final) if task.output_schema is not None else None,
-        usage=_reported_usage(outcome),
         duration_ms=round((time.monotonic() - started) * 1000),
         thread_id=thread.id if thread is not None else None,
-        turn_id=turn_id,
         attempt=attempt,
         error=error,
         retryable=runnable,
+        **row,
     )
 
 

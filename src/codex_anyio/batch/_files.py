@@ -31,12 +31,15 @@ from ._sandbox import check_task_sandbox
 
 __all__ = [
     "APPROVALS",
+    "GOAL_KEYS",
     "RUN_AGAIN",
     "STATUSES",
     "BatchResult",
     "BatchTask",
     "TaskFileError",
+    "check_goal",
     "check_task",
+    "goal_options",
     "parse_shard",
     "positive_seconds",
     "read_tasks",
@@ -128,7 +131,52 @@ def check_task(task: BatchTask) -> None:
         raise ValueError(f"'approval' must be one of {list(APPROVALS)}, not {task.approval!r}")
     if task.timeout is not None:
         positive_seconds(task.timeout, "'timeout'")
+    check_goal(task)
     check_task_sandbox(task.sandbox, task.container)
+
+
+GOAL_KEYS: Final = frozenset({"token_budget"})
+"""What a task's ``goal`` object may hold: the ``run_goal`` keywords besides the objective
+(which is the task's ``prompt``)."""
+
+
+def goal_options(task: BatchTask) -> dict[str, Any] | None:
+    """The ``run_goal`` keywords of a goal task (``{}`` for ``"goal": true``); None for an
+    ordinary task (no ``goal``, or ``"goal": false``). The task must be valid."""
+    if task.goal is None or task.goal is False:
+        return None
+    return {} if task.goal is True else dict(task.goal)
+
+
+def check_goal(task: BatchTask) -> None:
+    """Check a task's ``goal``: ``true``, or an object of :data:`GOAL_KEYS` (a positive whole
+    ``token_budget``), with a string ``prompt`` (the objective) and no ``output_schema`` (the
+    runtime starts a goal's turns itself, and takes no schema for them).
+
+    :raises ValueError: naming what is not valid.
+    """
+    goal = task.goal
+    if goal is None or goal is False:
+        return
+    if goal is not True and not isinstance(goal, Mapping):
+        raise ValueError(f"'goal' must be true or an object, not {json_type(goal)}")
+    if isinstance(goal, Mapping):
+        if "objective" in goal:
+            raise ValueError("a goal's objective is the task's 'prompt', not a 'goal' field")
+        unknown = sorted(str(key) for key in set(goal) - GOAL_KEYS)
+        if unknown:
+            raise ValueError(
+                f"'goal' has unknown field(s) {unknown} (it takes {sorted(GOAL_KEYS)})"
+            )
+        budget = goal.get("token_budget")
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, int) or budget < 1
+        ):
+            raise ValueError(f"'goal.token_budget' must be a whole number >= 1, not {budget!r}")
+    if not isinstance(task.prompt, str) or not task.prompt:
+        raise ValueError("a goal task's 'prompt' is its objective: a non-empty string")
+    if task.output_schema is not None:
+        raise ValueError("'output_schema' is for one turn: a goal task takes none")
 
 
 @attrs.frozen(kw_only=True)
@@ -152,6 +200,10 @@ class BatchTask:
         batch --sandbox``).
     :param container: run this task's runtime in a new container of this image (over the
         batch's sandbox), removed afterwards (see ``codex-anyio batch --container``).
+    :param goal: run the task as a goal (``thread.run_goal``) instead of one turn: ``True``,
+        or ``{"token_budget": N}``; the ``prompt`` (a string) is the objective. The runtime
+        runs turns until the goal is met (``completed``), its budget is spent
+        (``interrupted``), or it is blocked (``failed``); the deadline pauses it (``timeout``).
     """
 
     id: str
@@ -164,6 +216,7 @@ class BatchTask:
     timeout: float | None = None
     sandbox: Any = None
     container: str | None = None
+    goal: Any = None
 
     @classmethod
     def from_json(cls, data: Any) -> BatchTask:
@@ -199,6 +252,7 @@ class BatchTask:
                 timeout=positive_seconds(timeout, "'timeout'") if timeout is not None else None,
                 sandbox=data.get("sandbox"),
                 container=data.get("container"),
+                goal=data.get("goal"),
             )
             check_task(task)
             # Any text of the task, not only its id: the prompt goes to the runtime as UTF-8.
@@ -228,7 +282,10 @@ class BatchResult:
     attempt: int = 1
     error: Mapping[str, str] | None = None
     """``{"type": ..., "message": ...}`` for ``failed``, ``timeout``, ``error`` and
-    ``usage_limit``."""
+    ``usage_limit`` (whose ``resets_at`` says when the first account resumes)."""
+    turns: int | None = None
+    """How many turns a goal task's goal ran (None for an ordinary task: one turn). Written
+    to the file only for a goal task."""
     retryable: bool = True
     """False when another attempt cannot get past the error as things stand (the task is not
     valid, its ``cwd`` is not a directory): the executors make none. Written to the file only
@@ -246,6 +303,8 @@ class BatchResult:
         data = attrs.asdict(self, recurse=False)
         if data["structured_output"] is None:
             del data["structured_output"]
+        if data["turns"] is None:
+            del data["turns"]
         if data["retryable"]:
             del data["retryable"]
         return data

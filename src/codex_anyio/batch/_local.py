@@ -35,7 +35,8 @@ from ._attempt import (
     pool_defaults,
     should_retry,
 )
-from ._files import BatchResult, BatchTask
+from ._files import BatchResult, BatchTask, goal_options
+from ._goal_task import may_hold_goals
 from ._records import TaskRecords
 from ._sandbox import SandboxSpec, batch_spec, sandbox_runtime, spec_of
 
@@ -125,7 +126,7 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
             if pool is None and self._sandbox is None:
                 options: dict[str, Any] = {
                     "max_turns": self.concurrency,
-                    **pool_defaults(),
+                    **pool_defaults(goals=may_hold_goals(self._tasks)),
                     **self._pool_options,
                 }
                 if self._codex_config is not None:
@@ -241,7 +242,7 @@ class BatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
         base = self._codex_config or CodexConfig()
         async with sandbox_runtime(spec, base, task_id=task.id, cwd=task.cwd) as config:
             options: dict[str, Any] = {
-                **pool_defaults(),
+                **pool_defaults(goals=goal_options(task) is not None),
                 **self._pool_options,
                 "config": config,
                 "max_turns": None,
@@ -279,7 +280,8 @@ def run_batch(
     :param pool: a running :class:`CodexPool` to use; default: one started for the batch
         (``servers`` processes, lean threads, members recycled every
         :data:`RECYCLE_AFTER` threads, the notifications a result does not need opted out:
-        :func:`~codex_anyio.result_only_opt_outs`).
+        :func:`~codex_anyio.result_only_opt_outs`, but for those a goal reads when the batch
+        may hold a goal task: ``tasks`` not a list or tuple, or one with a ``goal``).
     :param concurrency: tasks in flight at once (default: 8 per CPU; the pool's turn limit).
     :param timeout: seconds per task (a task's own ``timeout`` wins); the turn is interrupted
         and the result's status is ``timeout``.

@@ -702,6 +702,9 @@ class CodexPool(Lifespan[None]):
     def _usage_limited(self, thread: PooledThread, exc: UsageLimitError) -> None:
         """A turn on ``thread`` failed with the usage limit: pause its account until the
         reset (what the pooled thread reports; ``pool.run`` then places its work again)."""
+        if getattr(exc, "_pool_noted", False):
+            return  # the turn's own exit reported it already (a goal's caller reports too)
+        exc._pool_noted = True  # type: ignore[attr-defined]
         account = thread._member.account
         account.usage_limits += 1
         self._pause(account, *limit_pause(exc, time.time()))

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol
 
+from .._api._goal import Goal
 from .._api._inputs import RunInput
 from .._api._thread import Thread, TurnStarter
 from .._api._turn import TurnHandle
@@ -39,8 +40,42 @@ class TurnSlots(Protocol):
         ...
 
 
+class _PooledGoal(Goal):
+    """A goal on a pooled thread: it holds one turn slot (the pool's and the member's) from
+    its start to the end of its scope. The runtime starts the goal's turns itself, one at a
+    time, so no ``thread.turn`` takes a slot for them; without this, goals would run past the
+    pool's ``max_turns`` and a member's load would not count them."""
+
+    _release: Callable[[], None] | None = None
+
+    async def start(self) -> Goal:
+        thread = self._owner
+        assert isinstance(thread, PooledThread)
+        self._release = await thread._pool._take_turn_slot(thread)
+        thread._turn_sent = True  # a goal set may have started a turn: no retry elsewhere
+        try:
+            return await super().start()
+        except BaseException:
+            self._free()
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            self._free()
+
+    def _free(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
 class PooledThread(Thread):
-    """A :class:`Thread` on one pool member; its turns take the pool's turn slots."""
+    """A :class:`Thread` on one pool member; its turns (and goals) take the pool's turn
+    slots."""
+
+    _goal_type = _PooledGoal
 
     def __init__(self, pool: TurnSlots, member: Member, thread: Thread) -> None:
         super().__init__(thread._codex, thread.id, thread.info)

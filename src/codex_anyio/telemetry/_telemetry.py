@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "WATCHED_NOTIFICATIONS",
+    "GoalTrace",
     "Instrumentation",
     "Telemetry",
     "TurnTrace",
@@ -331,6 +332,12 @@ class Instrumentation:
         provider = getattr(info, "model_provider", None)
         return TurnTrace(self, client, thread_id, model, provider)
 
+    def start_goal(
+        self, client: CodexClient, thread_id: str, info: Any, token_budget: int | None
+    ) -> GoalTrace:
+        """Start a goal's span in the caller's task (its current span becomes the parent)."""
+        return GoalTrace(self, client, thread_id, info, token_budget)
+
     def turn_seen_completed(self, turn_id: str) -> None:
         """The turn's consumer saw ``turn/completed``: that is when its span ends (the watcher
         may handle it a moment later, possibly after the caller's own span has ended)."""
@@ -532,6 +539,7 @@ class TurnTrace:
         thread_id: str,
         model: str | None,
         provider: str | None,
+        parent: Context | None = None,
     ) -> None:
         from opentelemetry import trace
 
@@ -547,6 +555,7 @@ class TurnTrace:
         self._started = time.monotonic()
         self.span: Span = instrumentation.start_span(
             "codex.turn",
+            context=parent,
             kind=trace.SpanKind.INTERNAL,
             attributes={**self._labels, "gen_ai.conversation.id": thread_id},
         )
@@ -616,19 +625,43 @@ class TurnTrace:
         try:
             async with stream:
                 async for note in stream:
-                    with inst.guarded(f"tracing {note.method}"):
-                        if self._take(note):
-                            return
+                    if self.feed(note):
+                        return
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:  # the connection ended, or this watcher fell behind
             error = exc
         finally:
-            if self.turn_id is not None and inst.turns.get(self.turn_id) is self:
-                del inst.turns[self.turn_id]
-            inst.add(inst.active_turns, -1, self._labels)
-            if not self._ended:
-                self._end(error=error, status="unknown")
+            self._unwatch(error)
+
+    # -- a turn the runtime started (a goal's), fed by its consumer -----------------------------
+
+    def follow(self, turn_id: str) -> None:
+        """Trace turn ``turn_id``, whose events the caller will :meth:`feed` (no watcher task:
+        the runtime started it, so no ``turn/start`` response attached one)."""
+        inst = self._inst
+        self._watched = True
+        self.turn_id = turn_id
+        inst.turns.setdefault(turn_id, self)  # its server requests become its children
+        with inst.guarded("annotating a span"):
+            self.span.set_attribute("codex.turn.id", turn_id)
+        inst.add(inst.active_turns, 1, self._labels)
+
+    def feed(self, note: Any) -> bool:
+        """Trace one event of the turn (fenced); True once the turn has completed."""
+        with self._inst.guarded(f"tracing {note.method}"):
+            return self._take(note)
+        return False
+
+    def _unwatch(self, error: BaseException | None) -> None:
+        """The turn is no longer watched: forget it, and end its span if it is still open
+        (the turn's end was never seen: ``unknown``)."""
+        inst = self._inst
+        if self.turn_id is not None and inst.turns.get(self.turn_id) is self:
+            del inst.turns[self.turn_id]
+        inst.add(inst.active_turns, -1, self._labels)
+        if not self._ended:
+            self._end(error=error, status="unknown")
 
     def _take(self, note: Any) -> bool:
         """Trace one event of the turn; True once the turn has completed."""
@@ -786,6 +819,131 @@ class TurnTrace:
             message = failure.get("message") if isinstance(failure, dict) else None
             span.set_attribute("error.type", "turn_failed")
             span.set_status(Status(StatusCode.ERROR, str(message or "the turn failed")))
+
+
+class GoalTrace:
+    """One goal's span, ``codex.goal``, from ``thread/goal/set`` to the end of the goal's
+    scope; the span of each turn the runtime runs for the goal is its child.
+
+    The goal's turns are started by the runtime, so no ``turn/start`` response attaches a
+    watcher to them: the goal's consumer, which reads every event of the thread in order
+    (``_goal``), starts each turn's :class:`TurnTrace` on its ``turn/started`` and feeds it
+    the turn's events, in the caller's task (where the spans end, as a turn's do when its
+    consumer sees the end). Each turn's tokens are counted once, by its own span and the
+    ``codex.token.usage`` metric; the goal's span only carries their sum as attributes.
+    Nothing of the objective is recorded (as a turn's span records nothing of its input).
+    """
+
+    def __init__(
+        self,
+        instrumentation: Instrumentation,
+        client: CodexClient,
+        thread_id: str,
+        info: Any,
+        token_budget: int | None,
+    ) -> None:
+        from opentelemetry import trace
+
+        self._inst = instrumentation
+        self._client = client
+        self.thread_id = thread_id
+        self._model: str | None = getattr(info, "model", None)
+        self._provider: str | None = getattr(info, "model_provider", None)
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.conversation.id": thread_id,
+        }
+        if self._model:
+            attributes["gen_ai.request.model"] = self._model
+        if self._provider:
+            attributes["gen_ai.provider.name"] = self._provider
+        if token_budget is not None:
+            attributes["codex.goal.token_budget"] = token_budget
+        self.span: Span = instrumentation.start_span(
+            "codex.goal", kind=trace.SpanKind.INTERNAL, attributes=attributes
+        )
+        self._context: Context = trace.set_span_in_context(self.span)
+        self._turn: TurnTrace | None = None
+        self._ended = False
+
+    def current(self) -> Any:
+        """``with goal_trace.current():`` the goal's span is the current one (its requests,
+        ``thread/goal/set`` and the pause, become its children)."""
+        from opentelemetry import trace
+
+        return trace.use_span(
+            self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+        )
+
+    def take(self, note: Any) -> None:
+        """One event of the goal's thread: a turn's start begins its span, a turn's events
+        go to it, its completion ends it."""
+        if note.method == "turn/started":
+            turn = note.raw.get("turn")
+            turn_id = turn.get("id") if isinstance(turn, dict) else None
+            if isinstance(turn_id, str) and (self._turn is None or self._turn.turn_id != turn_id):
+                self._stop_turn(None)
+                self._turn = TurnTrace(
+                    self._inst,
+                    self._client,
+                    self.thread_id,
+                    self._model,
+                    self._provider,
+                    parent=self._context,
+                )
+                self._turn.follow(turn_id)
+            return
+        live = self._turn
+        if live is not None and note.turn_id == live.turn_id and live.feed(note):
+            self._stop_turn(None)
+
+    def _stop_turn(self, error: BaseException | None) -> None:
+        live, self._turn = self._turn, None
+        if live is not None:
+            live._unwatch(error)
+
+    def end(
+        self,
+        *,
+        status: str | None,
+        turns: int,
+        usage: TokenUsage,
+        error: BaseException | None = None,
+    ) -> None:
+        """End the goal's span once (and a turn span left open: ``unknown``): its last
+        status (``cleared`` if it was; None: it was never set), the turns it ran, their
+        summed usage; ``error`` what ended the goal's scope, if anything did."""
+        if self._ended:
+            return
+        self._ended = True
+        self._stop_turn(error)
+        inst = self._inst
+        with inst.guarded("annotating a span"):
+            self._annotate_end(status, turns, usage, error)
+        inst.end_span(self.span)
+
+    def _annotate_end(
+        self, status: str | None, turns: int, usage: TokenUsage, error: BaseException | None
+    ) -> None:
+        from opentelemetry.trace import Status, StatusCode
+
+        span = self.span
+        if status is not None:
+            span.set_attribute("codex.goal.status", status)
+        span.set_attribute("codex.goal.turns", turns)
+        counts = token_counts(usage)
+        span.set_attribute("gen_ai.usage.input_tokens", counts["input"])
+        span.set_attribute("gen_ai.usage.output_tokens", counts["output"])
+        span.set_attribute("codex.usage.cached_input_tokens", counts["cached_input"])
+        span.set_attribute("codex.usage.reasoning_output_tokens", counts["reasoning"])
+        if error is None:
+            return
+        if isinstance(error, anyio.get_cancelled_exc_class()):
+            span.set_attribute("codex.cancelled", True)
+        else:
+            span.set_attribute("error.type", type(error).__qualname__)
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, str(error)))
 
 
 def _tool_name(item: dict[str, Any]) -> str:

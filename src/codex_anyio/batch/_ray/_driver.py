@@ -75,6 +75,7 @@ from .._attempt import (
     should_retry,
 )
 from .._files import BatchResult, BatchTask
+from .._goal_task import may_hold_goals
 from ._actor import ActorStatistics, actor_class, import_ray
 
 __all__ = ["ActorStatistics", "RayBatchRun", "run_batch_on_ray"]
@@ -598,7 +599,7 @@ def run_batch_on_ray(
 ) -> RayBatchRun:
     """Implementation of :func:`codex_anyio.batch.run_batch_on_ray` (documented there)."""
     check_count(servers, "servers")
-    options: dict[str, Any] = {"servers": servers, **pool_defaults()}
+    options: dict[str, Any] = {"servers": servers, **pool_defaults(goals=may_hold_goals(tasks))}
     if codex_config is not None:
         options["config"] = codex_config
     options.update(pool_options or {})
