@@ -39,9 +39,20 @@ from typing import Any
 
 import anyio
 import attrs
-from inspect_ai._util.exception import TerminateSampleError
 from inspect_ai.approval import Approval
-from inspect_ai.approval._apply import apply_tool_approval, have_tool_approval
+
+try:  # Inspect's own approval entry point and its sample-ending error: not public API
+    from inspect_ai._util.exception import TerminateSampleError
+    from inspect_ai.approval._apply import apply_tool_approval, have_tool_approval
+except ImportError as exc:  # pragma: no cover - only with an Inspect that moved them
+    import inspect_ai
+
+    raise ImportError(
+        "codex_anyio.inspect answers the runtime's approvals through Inspect AI's own "
+        "approval entry point (inspect_ai.approval._apply.apply_tool_approval), which "
+        f"inspect_ai {getattr(inspect_ai, '__version__', '?')} does not have ({exc}); "
+        "install the inspect_ai version codex-anyio was tested with (see its CHANGELOG)"
+    ) from None
 from inspect_ai.model import ChatMessage
 from inspect_ai.tool import ToolCall, ToolCallContent, ToolCallView
 
