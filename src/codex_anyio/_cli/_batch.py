@@ -42,7 +42,7 @@ import os
 import sys
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, NoReturn
@@ -606,7 +606,7 @@ async def _run_pending(
                     async with run as results:
                         tally.pool_ready()
                         await _with_pause_notes(run, progress, partial(record, results))
-            except CodexError as exc:  # the batch stopped: a usage limit, a write, start-up
+            except CodexError as exc:  # the batch stopped: a write, start-up, no login
                 stopped = exc
     print_summary(tally, isinstance(progress, RichProgress), sys.stdout)
     missing = sum(statuses.get(task.id) != "completed" for task in tasks)
@@ -639,8 +639,9 @@ async def _note_pauses(run: BatchRun | RayBatchRun, progress: Any) -> None:
     pauses = getattr(run, "pauses", None)
     if pauses is None:
         return
-    async for text in pauses():
-        progress.note(f"batch: {text}" if text else "batch: no account is paused any more")
+    async with aclosing(pauses()) as changes:
+        async for text in changes:
+            progress.note(f"batch: {text}" if text else "batch: no account is paused any more")
 
 
 def _ending(
