@@ -55,6 +55,21 @@ def met_on_turn(turn: int, *, stall_turn: int | None = None) -> Callable[[Record
     return script
 
 
+async def run_goal_until_its_second_request(s: Any, thread: Any) -> anyio.CancelScope:
+    """Run a goal on ``thread`` under a scope whose deadline comes once the model has its
+    second request (the goal's second turn is live); the scope, to check it was left."""
+    async with anyio.create_task_group() as tg:
+        with anyio.CancelScope() as scope:
+
+            async def expire_in_second_turn() -> None:
+                await s.model.wait_for_requests(2)
+                scope.deadline = anyio.current_time()
+
+            tg.start_soon(expire_in_second_turn)
+            await thread.run_goal("make it so")
+    return scope
+
+
 async def goal_status(codex: Any, thread_id: str) -> str | None:
     result = await codex.client.request("thread/goal/get", {"threadId": thread_id})
     goal = result.get("goal")
@@ -92,15 +107,7 @@ async def test_a_deadline_in_the_second_turn_pauses_the_goal_and_interrupts_that
     with anyio.fail_after(60):
         async with scripted_codex(met_on_turn(3, stall_turn=2)) as s:
             thread = await s.codex.thread_start()
-            async with anyio.create_task_group() as tg:
-                with anyio.CancelScope() as scope:
-
-                    async def expire_in_second_turn() -> None:
-                        await s.model.wait_for_requests(2)
-                        scope.deadline = anyio.current_time()
-
-                    tg.start_soon(expire_in_second_turn)
-                    await thread.run_goal("make it so")
+            scope = await run_goal_until_its_second_request(s, thread)
             assert scope.cancelled_caught
             assert await goal_status(s.codex, thread.id) == "paused"
             assert await turn_statuses(thread) == ["completed", "interrupted"]

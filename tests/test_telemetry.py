@@ -786,21 +786,13 @@ async def test_a_goal_gets_one_span_whose_children_are_the_spans_of_its_turns(
 async def test_a_goal_left_by_a_deadline_ends_its_span_paused_with_the_live_turn_interrupted(
     scripted_codex: Any,
 ) -> None:
-    from .test_goals import met_on_turn
+    from .test_goals import met_on_turn, run_goal_until_its_second_request
 
     recorder = Recorder()
     with anyio.fail_after(60):
         async with scripted_codex(met_on_turn(3, stall_turn=2), telemetry=recorder.telemetry) as s:
             thread = await s.codex.thread_start()
-            async with anyio.create_task_group() as tg:
-                with anyio.CancelScope() as scope:
-
-                    async def expire_in_second_turn() -> None:
-                        await s.model.wait_for_requests(2)
-                        scope.deadline = anyio.current_time()
-
-                    tg.start_soon(expire_in_second_turn)
-                    await thread.run_goal("make it so")
+            await run_goal_until_its_second_request(s, thread)
 
     goal = recorder.one("codex.goal")
     assert goal.attributes is not None
