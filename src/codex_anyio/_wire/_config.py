@@ -264,6 +264,13 @@ class CodexConfig:
             return args if listen == "stdio://" else [*args, "--listen", listen]
         return [os.fspath(self.resolve_bin()), *overrides, "app-server", "--listen", listen]
 
+    def home(self) -> str:
+        """The ``CODEX_HOME`` a runtime of this config keeps its config and threads in:
+        ``codex_home``, else ``env``'s, else this process's, else the runtime's default
+        ``~/.codex`` (what a sandbox must mount, where a pool looks for a thread)."""
+        home = self.codex_home or (self.env or {}).get("CODEX_HOME") or os.environ.get("CODEX_HOME")
+        return os.fspath(home) if home else os.path.expanduser("~/.codex")
+
     def environment(self) -> dict[str, str]:
         """This process's environment plus ``env``, ``codex_home`` and ``trust_store``.
 

@@ -102,13 +102,6 @@ def check_template(
     return parts
 
 
-def codex_home_of(config: CodexConfig) -> str:
-    """The ``CODEX_HOME`` the runtime of ``config`` uses: the config's, else this process's,
-    else the runtime's default ``~/.codex``."""
-    home = config.codex_home or (config.env or {}).get("CODEX_HOME") or os.environ.get("CODEX_HOME")
-    return os.fspath(home) if home else os.path.expanduser("~/.codex")
-
-
 def render_template(
     template: Sequence[str], *, task_id: str, cwd: str | None, codex_home: str
 ) -> list[str]:
@@ -228,9 +221,7 @@ async def sandbox_runtime(
     removed after, however the block ends)."""
     if spec.image is None:
         assert spec.template is not None
-        command = render_template(
-            spec.template, task_id=task_id, cwd=cwd, codex_home=codex_home_of(base)
-        )
+        command = render_template(spec.template, task_id=task_id, cwd=cwd, codex_home=base.home())
         yield attrs.evolve(base, command=command)
         return
     name = container_name(task_id)

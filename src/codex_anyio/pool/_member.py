@@ -28,8 +28,8 @@ class Member:
     that account: a usage limit pauses them all."""
     codex: AsyncCodex | None = None
     home: str | None = None
-    """The ``CODEX_HOME`` its runtime keeps threads in (None: the runtime's default), set at
-    each start from its config: where ``thread_resume`` looks for a thread."""
+    """The ``CODEX_HOME`` its runtime keeps threads in (``CodexConfig.home()``, None until its
+    first start), set at each start from its config: where ``thread_resume`` looks."""
     starts: int = 0
     open_threads: int = 0
     running_turns: int = 0

@@ -362,18 +362,6 @@ class CodexPool(Lifespan[None]):
     def _account_of(self, index: int) -> Account:
         return self._accounts[index % len(self._accounts)]
 
-    @staticmethod
-    def _home_in(config: CodexConfig) -> str | None:
-        """The ``CODEX_HOME`` a runtime of ``config`` keeps its threads in (None: default)."""
-        if config.codex_home is not None:
-            return os.fspath(config.codex_home)
-        env = config.env or {}
-        return env.get("CODEX_HOME", os.environ.get("CODEX_HOME"))
-
-    @staticmethod
-    def _home_of(member: _Member) -> str | None:
-        return member.home
-
     def _member_config(self, index: int) -> CodexConfig:
         config = self._config
         if config is None:
@@ -438,7 +426,7 @@ class CodexPool(Lifespan[None]):
         state_races = 0
         while True:
             config = self._config_for(member.index)
-            member.home = self._home_in(config)
+            member.home = config.home()
             codex = AsyncCodex(
                 config,
                 handlers=self._handlers,
@@ -826,7 +814,7 @@ class CodexPool(Lifespan[None]):
             member.retiring = True
             self._notify()
         if not getattr(thread.info, "ephemeral", False):
-            self._remember_owner(thread.id, self._home_of(member))
+            self._remember_owner(thread.id, member.home)
         return PooledThread(self, member, thread)
 
     def _remember_owner(self, thread_id: str, home: str | None) -> None:
@@ -842,7 +830,7 @@ class CodexPool(Lifespan[None]):
             return [self._owners[thread_id]]
         homes: list[str | None] = []
         for member in self._members:
-            home = self._home_of(member)
+            home = member.home
             if member.given_up is None and home not in homes:
                 homes.append(home)
         return homes
@@ -854,7 +842,7 @@ class CodexPool(Lifespan[None]):
         for index, home in enumerate(homes):
 
             def in_home(mb: _Member, home: str | None = home) -> bool:
-                return self._home_of(mb) == home
+                return mb.home == home
 
             member = await self._place(in_home)
             codex = member.codex
