@@ -38,6 +38,7 @@ __all__ = [
     "AccountPaused",
     "AccountStatistics",
     "account_homes",
+    "describe_pause",
     "limit_pause",
     "window_pause",
 ]
@@ -100,10 +101,8 @@ class Account:
         return True
 
     def describe(self) -> str:
-        """``paused until 14:05 (account 1: usage limit reached)``, in local time."""
         assert self.paused_until is not None
-        clock = time.strftime("%H:%M", time.localtime(self.paused_until))
-        return f"paused until {clock} (account {self.index}: {self.reason})"
+        return describe_pause(self.index, self.paused_until, self.reason)
 
     def statistics(self, members: tuple[int, ...]) -> AccountStatistics:
         paused = self.paused()
@@ -117,6 +116,13 @@ class Account:
             reason=self.reason if paused else "",
             usage_limits=self.usage_limits,
         )
+
+
+def describe_pause(account: int, until: float, reason: str) -> str:
+    """``paused until 14:05 (account 1: usage limit reached)``, in local time: how a
+    pause reads in a log line, an error and the progress display."""
+    clock = time.strftime("%H:%M", time.localtime(until))
+    return f"paused until {clock} (account {account}: {reason})"
 
 
 def account_homes(accounts: object) -> list[str | None]:

@@ -94,6 +94,7 @@ from ._accounts import (
     AccountPaused,
     AccountStatistics,
     account_homes,
+    describe_pause,
     limit_pause,
     window_pause,
 )
@@ -204,8 +205,7 @@ class PoolStatistics(NamedTuple):
         """``paused until 14:05 (account 1: usage limit reached)`` for each paused account,
         joined by "; " (empty if none is): what a progress display shows."""
         return "; ".join(
-            f"paused until {a.paused_until.astimezone().strftime('%H:%M')} "
-            f"(account {a.account}: {a.reason})"
+            describe_pause(a.account, a.paused_until.timestamp(), a.reason)
             for a in self.accounts
             if a.paused_until is not None
         )
@@ -603,7 +603,7 @@ class CodexPool(Lifespan[None]):
             self._all_paused_since = anyio.current_time()
         return min(times)
 
-    async def _wait_for_headroom(self, now: float, max_wait: float | None) -> None:
+    async def _wait_for_headroom(self, now: float) -> None:
         """Wait for the pool to change, or, while every account is paused, for the first
         reset; raise :class:`UsageLimitWaitError` once every account has been paused for
         ``max_wait`` seconds (at once for every later call, until one resumes)."""
@@ -611,12 +611,20 @@ class CodexPool(Lifespan[None]):
         if resume is None:
             await self._wait_changed()
             return
-        wait = resume - now
-        if max_wait is not None:
-            assert self._all_paused_since is not None
-            left = self._all_paused_since + max_wait - anyio.current_time()
+        assert self._all_paused_since is not None
+        await self._wait_for_resume(resume, self._all_paused_since)
+
+    async def _wait_for_resume(
+        self, resume: float, since: float, account: Account | None = None
+    ) -> None:
+        """Wait for the pool to change, at most until ``resume`` (wall clock); raise
+        :class:`UsageLimitWaitError` once ``max_wait`` seconds have passed ``since`` (for
+        every account, or ``account``'s)."""
+        wait = resume - time.time()
+        if self.max_wait is not None:
+            left = since + self.max_wait - anyio.current_time()
             if left <= 0:
-                raise self._wait_exceeded(resume, self._all_paused_since, max_wait)
+                raise self._wait_exceeded(resume, since, self.max_wait, account)
             wait = min(wait, left)
         with anyio.move_on_after(wait):
             await self._wait_changed()
@@ -636,7 +644,7 @@ class CodexPool(Lifespan[None]):
                 return member
             if self._exhausted is not None:
                 raise self._exhausted.clone()
-            await self._wait_for_headroom(now, self.max_wait)
+            await self._wait_for_headroom(now)
 
     async def wait_for_account(self) -> None:
         """Return once some account may take new turns: at once unless every account is
@@ -648,7 +656,7 @@ class CodexPool(Lifespan[None]):
         :raises UsageLimitWaitError: once every account has been paused for ``max_wait``.
         """
         while self._next_resume(time.time()) is not None:
-            await self._wait_for_headroom(time.time(), self.max_wait)
+            await self._wait_for_headroom(time.time())
 
     def _wait_exceeded(
         self, resume: float, since: float, max_wait: float, account: Account | None = None
@@ -719,16 +727,7 @@ class CodexPool(Lifespan[None]):
             if thread._replaceable and not thread._turn_sent:
                 raise AccountPaused
             assert account.paused_until is not None
-            wait = account.paused_until - time.time()
-            if self.max_wait is not None:
-                left = waiting_since + self.max_wait - anyio.current_time()
-                if left <= 0:
-                    raise self._wait_exceeded(
-                        account.paused_until, waiting_since, self.max_wait, account
-                    )
-                wait = min(wait, left)
-            with anyio.move_on_after(wait):
-                await self._wait_changed()
+            await self._wait_for_resume(account.paused_until, waiting_since, account)
 
     async def _take_turn_slot(self, thread: PooledThread) -> Callable[[], None]:
         self._check_alive(thread)
