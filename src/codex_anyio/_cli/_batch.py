@@ -43,7 +43,6 @@ import sys
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
-from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
@@ -548,13 +547,6 @@ def _stop_reason(exc: CodexError, *, sandboxed: bool = False) -> str:
     return one_line(exc)
 
 
-def _local_time(iso: str) -> str:
-    try:
-        return f"{datetime.fromisoformat(iso).astimezone():%Y-%m-%d %H:%M %Z}"
-    except ValueError:
-        return iso
-
-
 async def _run(args: argparse.Namespace, stop: Stop) -> int:
     tasks = read_tasks(args.tasks, shard=args.shard)
     _refuse_the_tasks_file(args.tasks, args.output)
@@ -660,11 +652,12 @@ def _ending(
         _say(f"interrupted; {done}, run the same command again to continue")
         return 128 + caught
     if limited and stopped is None:
-        resets = min(
-            (r.error["resets_at"] for r in limited if r.error and r.error.get("resets_at")),
-            default=None,
+        resets = min((r.resets_at for r in limited if r.resets_at is not None), default=None)
+        when = (
+            f"the first resets at {resets.astimezone():%Y-%m-%d %H:%M %Z}"
+            if resets is not None
+            else "reset time unknown"
         )
-        when = f"the first resets at {_local_time(resets)}" if resets else "reset time unknown"
         _say(
             f"{len(limited)} task(s) ended at the usage limit: every account stayed paused "
             f"longer than --max-wait ({when}); {tally.total - missing} of {tally.total} "

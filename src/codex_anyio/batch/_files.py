@@ -21,6 +21,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final
 
 import attrs
@@ -291,6 +292,16 @@ class BatchResult:
     valid, its ``cwd`` is not a directory): the executors make none. Written to the file only
     when false. A re-run with the status in its retry set runs the task again all the same
     (once the cause is fixed)."""
+
+    @property
+    def resets_at(self) -> datetime | None:
+        """When a ``usage_limit`` row's first account resumes (its error's ``resets_at``, an
+        aware datetime), or None if the row names no such time."""
+        text = (self.error or {}).get("resets_at")
+        try:
+            return datetime.fromisoformat(text) if text else None
+        except ValueError:
+            return None
 
     @property
     def total_tokens(self) -> int:

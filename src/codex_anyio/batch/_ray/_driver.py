@@ -52,7 +52,6 @@ import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import aclosing, asynccontextmanager
-from datetime import datetime
 from typing import Any, Final
 
 import anyio
@@ -463,7 +462,8 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
     def _hold(self, actor: _Actor, row: BatchResult) -> bool:
         """A ``usage_limit`` row from ``actor``: pause it until the reset the row names; True
         if the task goes back in the queue (the wait is not over)."""
-        resets = _resets_at(row)
+        at = row.resets_at
+        resets = at.timestamp() if at is not None else time.time() + UNKNOWN_RESET_PAUSE
         actor.paused_until = max(actor.paused_until, resets)
         logger.warning(
             "batch: every account of actor %d is paused by its usage limit until %s",
@@ -549,18 +549,6 @@ class RayBatchRun(Lifespan[MemoryObjectReceiveStream[BatchResult]]):
                 )
                 flight.cancelled_at = math.inf  # kill once
                 ray.kill(flight.actor.handle, no_restart=False)
-
-
-def _resets_at(row: BatchResult) -> float:
-    """The reset time a ``usage_limit`` row names, in Unix seconds (a while from now if it
-    names none)."""
-    text = (row.error or {}).get("resets_at")
-    try:
-        if text:
-            return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        pass
-    return time.time() + UNKNOWN_RESET_PAUSE
 
 
 def _batch_end(exc: BaseException) -> Exception | None:
