@@ -11,6 +11,7 @@ import pytest
 
 from codex_anyio import (
     AsyncCodex,
+    Limits,
     TurnFailedError,
     TurnIdleTimeoutError,
 )
@@ -156,6 +157,27 @@ async def test_interrupt_returns_once_the_turn_has_completed_as_interrupted(
             assert turn.done
             with anyio.fail_after(5):
                 await s.model.exchanges[0].abandoned.wait()
+
+
+@over_every_transport
+async def test_leaving_a_turn_interrupted_by_hand_does_not_wait_for_an_answer_that_never_comes(
+    scripted_codex: Any,
+) -> None:
+    """``interrupt()``, then the block is left without reading the end: the runtime never
+    answers a second ``turn/interrupt`` for a turn that has ended, and leaving used to send one
+    and wait the whole ``interrupt_timeout`` for it (10 s by default; 60 here, past the
+    test's own deadline)."""
+    with anyio.fail_after(30):
+        async with scripted_codex([stall()], limits=Limits(interrupt_timeout=60)) as s:
+            thread = await s.codex.thread_start()
+            async with thread.turn("wait") as turn:
+                async with turn.observe() as events:
+                    await s.model.wait_for_requests(1)
+                    await turn.interrupt()
+                    assert [e.method async for e in events][-1] == "turn/completed"
+            assert turn.status == "interrupted"
+            assert await last_turn_status(s.codex, thread.id) == "interrupted"
+            assert s.codex.client.statistics().pending_requests == 0
 
 
 async def _assert_interrupted(s: ScriptedCodex, thread_id: str) -> None:

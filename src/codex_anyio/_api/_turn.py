@@ -49,7 +49,13 @@ from .._exceptions import (
 )
 from .._protocol._generated.converter import converter
 from .._protocol._generated.models import Turn, TurnInterruptResponse, TurnStatus, TurnSteerResponse
-from .._rpc._interrupt import RETRY_FIRST, RETRY_MAX, interrupt_and_wait, is_no_active_turn
+from .._rpc._interrupt import (
+    RETRY_FIRST,
+    RETRY_MAX,
+    interrupt_and_wait,
+    is_no_active_turn,
+    request_unless_ended,
+)
 from .._rpc._notifications import Notification, NotificationStream
 from .._rpc._usage import TurnTally, TurnUsage, UsageLedger
 from ._inputs import Input, to_wire_input
@@ -451,7 +457,9 @@ class TurnHandle:
         deadline = anyio.current_time() + self._client.limits.interrupt_timeout
         while not (self.done or self._stream.ended):
             try:
-                await self._client.request("turn/interrupt", params)
+                # Not past the turn's end: an interrupt that reaches the runtime after it
+                # is never answered.
+                await request_unless_ended(self._client, params, self._stream)
             except Exception as exc:
                 if not is_no_active_turn(exc):
                     raise

@@ -177,6 +177,7 @@ class _Subscription:
         "_on_detach",
         "blocked",
         "buffer",
+        "end_waiters",
         "ended",
         "error",
         "finish_pending",
@@ -217,6 +218,8 @@ class _Subscription:
         """Registered in the router's list of subscriptions with parked events."""
         self.progressed = False
         self.stalled_since: float | None = None
+        self.end_waiters: list[anyio.Event] | None = None
+        """Set once nothing more will be delivered (``NotificationStream.wait_ended``)."""
         self._on_detach = on_detach
 
     def wake(self) -> None:
@@ -283,15 +286,23 @@ class _Subscription:
         or the end."""
         if error is None and self.pending:
             self.finish_pending = True
+            self._ended()
             return
         if error is not None and self.error is None:
             self.error = error
         self.detach()
 
+    def _ended(self) -> None:
+        waiters, self.end_waiters = self.end_waiters, None
+        if waiters:
+            for waiter in waiters:
+                waiter.set()
+
     def detach(self) -> None:
         """Remove this subscription from the router (the consumer left, or it ended)."""
         self.ended = True
         self.wake()
+        self._ended()
         on_detach, self._on_detach = self._on_detach, None
         if on_detach is not None:
             on_detach(self)
@@ -422,6 +433,23 @@ class NotificationStream(anyio.abc.ObjectReceiveStream[Notification]):
         beyond what is buffered."""
         sub = self._subscription
         return sub.ended or sub.finish_pending
+
+    async def wait_ended(self) -> None:
+        """Wait until :attr:`ended`, taking nothing: for a task that does not consume the
+        stream but must not wait past the subject's end (see ``TurnHandle.interrupt``)."""
+        if self.ended:
+            await anyio.lowlevel.checkpoint()
+            return
+        sub = self._subscription
+        waiter = anyio.Event()
+        if sub.end_waiters is None:
+            sub.end_waiters = []
+        sub.end_waiters.append(waiter)
+        try:
+            await waiter.wait()
+        finally:
+            if sub.end_waiters is not None and waiter in sub.end_waiters:
+                sub.end_waiters.remove(waiter)
 
     async def aclose(self) -> None:
         self.close()
