@@ -125,8 +125,18 @@ limits (``rate_limits``, a usage limit's reset time). Never opted out."""
 _json_loads = _json.loads
 _json_loads_exact = _json.loads_exact
 _json_dumps = _json.dumps
-_BIG_INT = re.compile(rb"\d{19,}")
-"""A run of digits that orjson may turn into a float (beyond 64 bits): decode exactly."""
+_DIGITS_AS_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN_DIGITS: Final = b"0" * 19
+
+
+def _may_hold_big_int(line: bytes) -> bool:
+    """Whether ``line`` has a run of 19 or more digits, one that orjson may turn into a float
+    (beyond 64 bits): then it is decoded exactly. Every digit mapped to ``0`` and a substring
+    search, both in C: 4.9 µs on a 4 kB ``thread/start`` answer, against 50 µs for the regular
+    expression ``\\d{19,}`` it replaces (measured; it ran on every answer)."""
+    return _NINETEEN_DIGITS in line.translate(_DIGITS_AS_ZERO)
+
+
 _HEAD = re.compile(
     rb'\A\s*\{\s*"id"\s*:\s*(-?\d{1,18}|"[^"\\]{0,200}")\s*,\s*"(result|error|method)"'
     rb'\s*:\s*("[^"\\]{0,200}")?'
@@ -679,7 +689,7 @@ class CodexClient(ClientMethods):
             return
         method = message.get("method")
         if method is None:
-            if _BIG_INT.search(line):
+            if _may_hold_big_int(line):
                 message = self._exactly(line, message)
                 if message is None:
                     return
@@ -692,7 +702,7 @@ class CodexClient(ClientMethods):
         if type(params) is not dict:
             params = {}
         if "id" in message:
-            if _BIG_INT.search(line):
+            if _may_hold_big_int(line):
                 exact = self._exactly(line, message)
                 if exact is None:
                     return
