@@ -49,13 +49,7 @@ from .._exceptions import (
 )
 from .._protocol._generated.converter import converter
 from .._protocol._generated.models import Turn, TurnInterruptResponse, TurnStatus, TurnSteerResponse
-from .._rpc._interrupt import (
-    RETRY_FIRST,
-    RETRY_MAX,
-    interrupt_and_wait,
-    is_no_active_turn,
-    request_unless_ended,
-)
+from .._rpc._interrupt import interrupt_and_wait, send_interrupt
 from .._rpc._notifications import Notification, NotificationStream
 from .._rpc._usage import TurnTally, TurnUsage, UsageLedger
 from ._inputs import Input, to_wire_input
@@ -452,25 +446,10 @@ class TurnHandle:
         :raises InvalidRequestError: if the runtime still has no such active turn after
             ``Limits.interrupt_timeout`` seconds while the turn has not ended either.
         """
+        # A turn that is done has closed its stream: send_interrupt then sends nothing.
         params = {"threadId": self.thread_id, "turnId": self.id}
-        delay = RETRY_FIRST
         deadline = anyio.current_time() + self._client.limits.interrupt_timeout
-        while not (self.done or self._stream.ended):
-            try:
-                # Not past the turn's end: an interrupt that reaches the runtime after it
-                # is never answered.
-                await request_unless_ended(self._client, params, self._stream)
-            except Exception as exc:
-                if not is_no_active_turn(exc):
-                    raise
-                if self.done or self._stream.ended:
-                    break  # it has ended; its turn/completed is on the stream
-                if anyio.current_time() + delay > deadline:
-                    raise
-                await anyio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
-            else:
-                break
+        await send_interrupt(self._client, params, self._stream, deadline=deadline)
         return TurnInterruptResponse()
 
     async def cancel(self) -> TurnResult:

@@ -30,7 +30,13 @@ from .._exceptions import (
 )
 from ._notifications import Notification, NotificationStream
 
-__all__ = ["Requester", "interrupt_and_wait", "is_no_active_turn", "request_unless_ended"]
+__all__ = [
+    "Requester",
+    "interrupt_and_wait",
+    "is_no_active_turn",
+    "request_unless_ended",
+    "send_interrupt",
+]
 
 logger = logging.getLogger("codex_anyio.turn")
 
@@ -91,6 +97,33 @@ async def request_unless_ended(client: Requester, params: Any, stream: Notificat
         raise error
 
 
+async def send_interrupt(
+    client: Requester, params: Any, stream: NotificationStream, *, deadline: float
+) -> None:
+    """Send ``turn/interrupt`` until the runtime accepts it or the turn's stream has ended,
+    retrying "no active turn" (a turn not set up yet, or one just ended) with backoff.
+
+    :raises InvalidRequestError: "no active turn" still, at ``deadline``, while the stream
+        has not ended.
+    :raises JsonRpcError: any other refusal, at once.
+    """
+    delay = RETRY_FIRST
+    while not stream.ended:
+        try:
+            await request_unless_ended(client, params, stream)
+        except JsonRpcError as exc:
+            if not is_no_active_turn(exc):
+                raise
+            if stream.ended:
+                return  # it has ended; its turn/completed is on the stream
+            if anyio.current_time() + delay > deadline:
+                raise
+            await anyio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+        else:
+            return
+
+
 async def interrupt_and_wait(
     client: Requester,
     thread_id: str,
@@ -136,20 +169,15 @@ async def interrupt_and_wait(
         scope.cancel()
 
     async def send(scope: anyio.CancelScope) -> None:
-        delay = RETRY_FIRST
-        while True:
-            try:
-                await request_unless_ended(client, params, stream)
-            except JsonRpcError as exc:
-                if is_no_active_turn(exc):  # not set up yet, or just ended: try again
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX)
-                    continue
-                logger.debug("turn/interrupt for %s: %s", turn_id, exc)
-                scope.cancel()  # refused: its end will not come of this
-            except Exception as exc:  # the connection is gone: the stream says so too
-                logger.debug("turn/interrupt for %s: %r", turn_id, exc)
-            return
+        try:
+            await send_interrupt(client, params, stream, deadline=deadline)
+        except JsonRpcError as exc:
+            if is_no_active_turn(exc):
+                return  # retried up to the deadline: the consumer's wait ends there too
+            logger.debug("turn/interrupt for %s: %s", turn_id, exc)
+            scope.cancel()  # refused: its end will not come of this
+        except Exception as exc:  # the connection is gone: the stream says so too
+            logger.debug("turn/interrupt for %s: %r", turn_id, exc)
 
     with anyio.CancelScope(deadline=deadline) as bounded:
         async with anyio.create_task_group() as tg:
