@@ -5,13 +5,15 @@ the same upstream directly, in one run.
     python -m benchmarks.gateway --turns 10 --repeats 1 --record --json out.json
 
 The upstream is the scripted model (instant one-message answers) in a process of its own; the
-gateway (``ModelGateway(upstream=...)``, on asyncio) runs in another. Two runtimes take turns:
-one configured against the upstream directly, one through the gateway (``--config``
-overrides, as ``AsyncCodex(gateway=...)`` writes them). Every turn makes exactly one model
-call, so the difference of the median turn latencies is what the gateway adds per call; CPU
-per turn counts the runtime, the gateway and the upstream processes (the client is the same
-either way and left out). ``--record`` makes the gateway also write a cassette. Issue 23's
-targets: at most 1 ms added at p50, at most 5 % more CPU per turn.
+gateway (``ModelGateway(upstream=...)``, on asyncio) runs in another. Three runtimes take
+turns: one configured against the upstream directly, one through the gateway (``--config``
+overrides, as ``AsyncCodex(gateway=...)`` writes them), and one through the floor, the
+leanest pass-through proxy Python can be (``benchmarks/raw_proxy.py``: asyncio streams, no
+HTTP library, no record), in a process of its own like the gateway's. Every turn makes
+exactly one model call, so the difference of the median turn latencies is what a hop adds per
+call; CPU per turn counts the runtime, the hop's and the upstream's processes (the client is
+the same every way and left out). ``--record`` makes the gateway also write a cassette.
+Issue 23's targets: at most 1 ms added at p50, at most 5 % more CPU per turn.
 """
 
 from __future__ import annotations
@@ -81,39 +83,41 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     record = str(scratch / "cassette.jsonl") if args.record else None
     gateway_argv = [sys.executable, "-m", "benchmarks.gateway", "serve", upstream_url]
     gateway, gateway_url = start(gateway_argv + ([record] if record else []))
-    latencies: dict[str, list[float]] = {"direct": [], "gateway": []}
+    floor, floor_url = start([sys.executable, "-m", "benchmarks.raw_proxy", upstream_url])
+    ways = ("direct", "gateway", "raw-proxy")
+    hops = {"direct": None, "gateway": gateway, "raw-proxy": floor}
+    latencies: dict[str, list[float]] = {way: [] for way in ways}
     cpu: dict[str, dict[str, float]] = {
-        way: {"runtime": 0.0, "gateway": 0.0, "upstream": 0.0} for way in ("direct", "gateway")
+        way: {"runtime": 0.0, "hop": 0.0, "upstream": 0.0} for way in ways
     }
     try:
         home = write_codex_home(scratch / "home", base_url=upstream_url)
         (scratch / "work").mkdir()
         base = CodexConfig(cwd=scratch / "work", env=scripted_env(home), codex_home=home)
-        configs = {
-            "direct": base,
-            "gateway": CodexConfig(
+        configs = {"direct": base}
+        for way, url in (("gateway", gateway_url), ("raw-proxy", floor_url)):
+            configs[way] = CodexConfig(
                 cwd=scratch / "work",
                 env=scripted_env(home),
                 codex_home=home,
-                config_overrides=overrides(gateway_url),
-            ),
-        }
+                config_overrides=overrides(url),
+            )
         async with (
             AsyncCodex(configs["direct"]) as direct,
             AsyncCodex(configs["gateway"]) as through,
+            AsyncCodex(configs["raw-proxy"]) as floored,
         ):
-            clients = {"direct": direct, "gateway": through}
+            clients = {"direct": direct, "gateway": through, "raw-proxy": floored}
             pids = {name: c.client._transport.pid for name, c in clients.items()}  # type: ignore[attr-defined]
             for codex in clients.values():  # warm both up
                 await (await codex.thread_start(**lean_thread_options())).run("warm up")
             for _ in range(args.repeats):
                 for name, codex in clients.items():
                     thread = await codex.thread_start(**lean_thread_options())
-                    watched = {
-                        "runtime": pids[name],
-                        "gateway": gateway.pid,
-                        "upstream": upstream.pid,
-                    }
+                    hop = hops[name]
+                    watched = {"runtime": pids[name], "upstream": upstream.pid}
+                    if hop is not None:
+                        watched["hop"] = hop.pid
                     before = {part: cpu_seconds(pid) for part, pid in watched.items()}
                     for n in range(args.turns):
                         began = time.perf_counter()
@@ -123,6 +127,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     for part, pid in watched.items():
                         cpu[name][part] += cpu_seconds(pid) - before[part]
     finally:
+        stop(floor)
         stop(gateway)
         stop(upstream)
         shutil.rmtree(scratch, ignore_errors=True)
@@ -138,9 +143,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "record": bool(args.record),
         "p50_ms": p50,
         "added_p50_ms": p50["gateway"] - p50["direct"],
+        "floor_added_p50_ms": p50["raw-proxy"] - p50["direct"],
         "cpu_ms_per_turn": per_turn,
         "cpu_ms_per_turn_by_process": parts_per_turn,
         "cpu_ratio": per_turn["gateway"] / per_turn["direct"] if per_turn["direct"] else None,
+        "floor_cpu_ratio": (
+            per_turn["raw-proxy"] / per_turn["direct"] if per_turn["direct"] else None
+        ),
     }
 
 

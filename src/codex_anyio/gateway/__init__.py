@@ -10,11 +10,11 @@ JSONL cassette with ``record=``).
 
 What this package owns: the HTTP server (h11 on AnyIO streams, ``_http``), the request join
 (``_request``), the answer vocabulary and builders (``_events``), the exchange records
-(``_exchange``), the answerers (``_answerer``: policy; ``_forward``: httpcore; ``_replay``),
-and the cassette format (``_cassette``). What it may import: the base modules, the
-exceptions, and its two optional libraries, ``h11`` and ``httpcore`` (the ``gateway`` extra),
-each loaded only when a gateway starts. It knows nothing of the app-server client: the user
-API sees it through the small ``ModelCallSource`` protocol (``codex_anyio._api``).
+(``_exchange``), the answerers (``_answerer``: policy; ``_forward`` and its HTTP client,
+``_upstream``; ``_replay``), and the cassette format (``_cassette``). What it may import: the
+base modules, the exceptions, and ``h11``, loaded only when a gateway starts. It knows
+nothing of the app-server client: the user API sees it through the small ``ModelCallSource``
+protocol (``codex_anyio._api``).
 """
 
 from .._exceptions import CassetteError, ReplayMismatchError

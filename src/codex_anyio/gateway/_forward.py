@@ -1,4 +1,4 @@
-"""Forwarding: every model call goes on to an upstream Responses endpoint, through httpcore.
+"""Forwarding: every model call goes on to an upstream Responses endpoint.
 
 The request goes upstream as the runtime sent it (its credentials included, hop-by-hop
 headers dropped, ``upstream_headers`` added), and the answer comes back event by event,
@@ -11,18 +11,16 @@ that fails mid-stream breaks the runtime's stream off (as a dropped connection w
 such fault is recorded as the exchange's ``error``, credentials hidden. When the runtime
 drops its stream (an interrupted turn), the upstream stream is closed at once.
 
-httpcore (the HTTP transport under httpx) is imported when the gateway starts; it runs on
-asyncio and Trio. It is used directly rather than through httpx's client, which cost about
-another millisecond of CPU per call here (its request and response models, header
-normalisation, redirect and auth machinery: none of it needed to pass a request on). It reads
-no proxy environment variables: the upstream named is the one reached.
+The HTTP client is ``_upstream.py`` (h11 on AnyIO streams, asyncio and Trio alike; why not
+httpcore is said there). It reads no proxy environment variables: the upstream named is the
+one reached.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from .._json import dumps
@@ -30,9 +28,7 @@ from .._redact import redact_text, redact_url
 from ._answerer import PolicyAnswerer
 from ._events import FLUSH, DropConnection, PlainResponse, SseEvent, StreamStart
 from ._request import ModelRequest
-
-if TYPE_CHECKING:
-    import httpcore
+from ._upstream import UpstreamError, UpstreamPool, UpstreamTimeout
 
 __all__ = ["CONNECT_TIMEOUT", "LOGPROBS_INCLUDE", "ForwardAnswerer"]
 
@@ -105,18 +101,6 @@ def _sse_blocks(buffer: bytearray, chunk: bytes) -> list[str]:
     return blocks
 
 
-def _require_httpcore() -> None:
-    """Forwarding is the one part of the gateway that needs the ``gateway`` extra: say so
-    when the gateway is made, not as a bare ``ModuleNotFoundError`` once it starts."""
-    try:
-        import httpcore  # noqa: F401
-    except ImportError:
-        raise ImportError(
-            "forwarding to an upstream (ModelGateway(upstream=...), batch --gateway) needs "
-            "httpcore: pip install 'codex-anyio[gateway]'"
-        ) from None
-
-
 def _fault(status: int, kind: str, message: str) -> PlainResponse:
     body = {"error": {"type": kind, "message": message}}
     return PlainResponse(status, dumps(body), error=message)
@@ -136,7 +120,6 @@ class ForwardAnswerer(PolicyAnswerer):
         logprobs: bool,
     ) -> None:
         super().__init__(self._forward)
-        _require_httpcore()
         parts = urlsplit(upstream)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(
@@ -144,21 +127,27 @@ class ForwardAnswerer(PolicyAnswerer):
             )
         self.upstream = upstream.rstrip("/")
         self._shown = redact_url(self.upstream)
+        self._scheme = parts.scheme
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        self._host_header = netloc
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"upstream has a bad port: {redact_url(upstream)!r}") from None
+        self._address = (parts.hostname or "", port or (443 if parts.scheme == "https" else 80))
+        self._base_path = parts.path.rstrip("/")
         self._headers = {name.lower(): value for name, value in (headers or {}).items()}
         self._timeout = timeout
         self._logprobs = logprobs
-        self._pool: httpcore.AsyncConnectionPool | None = None
+        self._pool: UpstreamPool | None = None
 
     @asynccontextmanager
     async def _run(self) -> AsyncIterator[None]:
-        import httpcore
-
         # No limit on connections: each carries one of the runtimes' streams, which they
-        # bound themselves; a pool limit would only make a busy batch wait here.
-        async with httpcore.AsyncConnectionPool(
-            max_connections=None,
-            max_keepalive_connections=KEEPALIVE_CONNECTIONS,
-            keepalive_expiry=KEEPALIVE_EXPIRY,
+        # bound themselves; a limit would only make a busy batch wait here.
+        host, port = self._address
+        async with UpstreamPool(
+            self._scheme, host, port, keepalive=KEEPALIVE_CONNECTIONS, expiry=KEEPALIVE_EXPIRY
         ) as pool:
             self._pool = pool
             try:
@@ -169,9 +158,12 @@ class ForwardAnswerer(PolicyAnswerer):
     def running(self) -> Any:
         return self._run()
 
-    def _url(self, path: str) -> str:
+    def _target(self, path: str) -> str:
+        """The upstream's request target: its base path, then what followed the gateway's
+        ``/v1`` (``/v1/responses`` to ``https://host/api/v1`` is ``/api/v1/responses``)."""
         rest = path[3:] if path == "/v1" or path.startswith(("/v1/", "/v1?")) else path
-        return self.upstream + rest
+        target = self._base_path + rest
+        return target if target.startswith("/") else "/" + target
 
     def _outgoing(self, request: ModelRequest) -> tuple[list[tuple[str, str]], bytes]:
         headers = {k: v for k, v in request.headers.items() if k not in _HOP_BY_HOP}
@@ -179,79 +171,58 @@ class ForwardAnswerer(PolicyAnswerer):
         body = request.raw_body
         if self._logprobs and request.is_responses_call and isinstance(request.body, dict):
             body = dumps(_with_logprobs(request.body))
-        # httpcore sends exactly the headers given: the Host and the body's length are ours.
-        host = urlsplit(self.upstream).netloc.rsplit("@", 1)[-1]
-        framing = [("host", host), ("content-length", str(len(body)))]
+        # Sent exactly as given: the Host and the body's length are ours.
+        framing = [("host", self._host_header), ("content-length", str(len(body)))]
         return framing + list(headers.items()), body
 
     async def _forward(self, request: ModelRequest) -> AsyncIterator[Any]:
-        import httpcore
-
         pool = self._pool
         assert pool is not None, "the gateway is not running"
         headers, body = self._outgoing(request)
-        connect = min(self._timeout, CONNECT_TIMEOUT)
-        timeouts = {"connect": connect, "read": self._timeout, "write": self._timeout}
-        timeouts["pool"] = self._timeout
         started = False
         try:
-            async with pool.stream(
+            answer = await pool.request(
                 request.method,
-                self._url(request.path),
-                headers=headers,
-                content=body,
-                extensions={"timeout": timeouts},
-            ) as answer:
-                decoded = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in answer.headers]
-                passed = tuple((k, v) for k, v in decoded if k.lower() not in _NOT_PASSED_BACK)
-                content_type = next((v for k, v in decoded if k.lower() == "content-type"), "")
-                # Closed here, not by the garbage collector: a turn interrupted mid-stream
-                # (or an error body cut short) leaves httpcore's generators unfinished. It is
-                # an async generator, typed by httpcore as a plain iterator.
-                chunks = cast("AsyncGenerator[bytes, None]", answer.aiter_stream())
-                async with aclosing(chunks) as stream:
-                    if answer.status != 200 or "text/event-stream" not in content_type:
-                        data = bytearray()
-                        async for chunk in stream:
-                            data += chunk
-                            if len(data) >= MAX_ERROR_BODY:
-                                break
-                        yield PlainResponse(
-                            answer.status,
-                            bytes(data[:MAX_ERROR_BODY]),
-                            passed,
-                            content_type=content_type or "application/octet-stream",
-                        )
-                        return
-                    started = True
-                    yield StreamStart(passed)
-                    buffer = bytearray()
+                self._target(request.path),
+                headers,
+                body,
+                connect_timeout=min(self._timeout, CONNECT_TIMEOUT),
+                read_timeout=self._timeout,
+            )
+            passed = tuple((k, v) for k, v in answer.headers if k.lower() not in _NOT_PASSED_BACK)
+            content_type = next((v for k, v in answer.headers if k.lower() == "content-type"), "")
+            # The answer's connection is closed here unless its body was read to the end (a
+            # turn interrupted mid-stream, an error body cut short): never left to the GC.
+            async with answer, aclosing(answer.chunks()) as stream:
+                if answer.status != 200 or "text/event-stream" not in content_type:
+                    data = bytearray()
                     async for chunk in stream:
-                        for block in _sse_blocks(buffer, chunk):
-                            yield SseEvent(block)
-                        yield FLUSH  # each upstream chunk goes on as it came: in one write
-                    if buffer.strip():  # an unterminated last event: pass it on as it is
-                        yield SseEvent(buffer.decode("utf-8", "replace"))
-        except httpcore.TimeoutException as exc:
-            what = f"the upstream {self._shown} did not answer in time ({type(exc).__name__})"
+                        data += chunk
+                        if len(data) >= MAX_ERROR_BODY:
+                            break
+                    yield PlainResponse(
+                        answer.status,
+                        bytes(data[:MAX_ERROR_BODY]),
+                        passed,
+                        content_type=content_type or "application/octet-stream",
+                    )
+                    return
+                started = True
+                yield StreamStart(passed)
+                buffer = bytearray()
+                async for chunk in stream:
+                    for block in _sse_blocks(buffer, chunk):
+                        yield SseEvent(block)
+                    yield FLUSH  # each upstream chunk goes on as it came: in one write
+                if buffer.strip():  # an unterminated last event: pass it on as it is
+                    yield SseEvent(buffer.decode("utf-8", "replace"))
+        except UpstreamTimeout as exc:
+            what = f"the upstream {self._shown} did not answer in time ({exc})"
             if started:
                 raise DropConnection(what) from None
             yield _fault(504, "upstream_timeout", what)
-        except _failures() as exc:
-            what = redact_text(f"the upstream {self._shown} failed: {type(exc).__name__}: {exc}")
+        except UpstreamError as exc:
+            what = redact_text(f"the upstream {self._shown} failed: {exc}")
             if started:
                 raise DropConnection(what) from None
             yield _fault(502, "upstream_unreachable", what)
-
-
-def _failures() -> tuple[type[Exception], ...]:
-    """What httpcore raises for an upstream that cannot be reached or breaks the protocol
-    (looked up when one is raised: httpcore is imported only once a gateway starts)."""
-    import httpcore
-
-    return (
-        httpcore.NetworkError,
-        httpcore.ProtocolError,
-        httpcore.ProxyError,
-        httpcore.UnsupportedProtocol,
-    )
