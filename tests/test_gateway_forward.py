@@ -325,3 +325,40 @@ async def test_a_burst_of_events_goes_out_as_one_chunk_from_a_policy_and_through
         assert chunk.count(b"\n\n") == len(events) > 5
         assert body.endswith(b"0\r\n\r\n")
     assert _chunks(forwarded) == _chunks(direct)  # passed on byte for byte
+
+
+async def test_an_answer_in_bursts_is_chunked_one_chunk_per_burst_through_a_forward() -> None:
+    events = list(response(message_events("one two three four five")))
+    second = anyio.Event()
+
+    async def two_bursts(request: ModelRequest) -> AsyncIterator[ResponseEvent]:
+        for event in events[:3]:
+            yield event
+        await second.wait()  # the first burst goes out before the rest exists
+        for event in events[3:]:
+            yield event
+
+    data = b'{"model": "m", "input": []}'
+    request = (
+        "POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Connection: close\r\nContent-Length: {len(data)}\r\n\r\n"
+    ).encode() + data
+    received = b""
+    with anyio.fail_after(20):
+        async with policy_gateway(two_bursts) as upstream, forwarder(upstream.base_url) as fwd:
+            port = int(fwd.base_url.rsplit(":", 1)[1].split("/")[0])
+            async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+                await stream.send(request)
+                while received.count(b"\n\n") < 3:  # the first burst arrived, alone
+                    received += await stream.receive()
+                second.set()
+                try:
+                    while True:
+                        received += await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    pass
+    head, _, body = received.lower().partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head
+    chunks = _chunks(body)
+    assert [chunk.count(b"\n\n") for chunk in chunks] == [3, len(events) - 3]
+    assert body.endswith(b"0\r\n\r\n")

@@ -18,7 +18,7 @@ one reached.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -158,6 +158,9 @@ class ForwardAnswerer(PolicyAnswerer):
     def running(self) -> Any:
         return self._run()
 
+    def answer(self, request: ModelRequest) -> AsyncGenerator[Any, None]:
+        return self._forward(request)  # already one async generator: no wrapper per event
+
     def _target(self, path: str) -> str:
         """The upstream's request target: its base path, then what followed the gateway's
         ``/v1`` (``/v1/responses`` to ``https://host/api/v1`` is ``/api/v1/responses``)."""
@@ -175,7 +178,7 @@ class ForwardAnswerer(PolicyAnswerer):
         framing = [("host", self._host_header), ("content-length", str(len(body)))]
         return framing + list(headers.items()), body
 
-    async def _forward(self, request: ModelRequest) -> AsyncIterator[Any]:
+    async def _forward(self, request: ModelRequest) -> AsyncGenerator[Any, None]:
         pool = self._pool
         assert pool is not None, "the gateway is not running"
         headers, body = self._outgoing(request)
@@ -213,7 +216,8 @@ class ForwardAnswerer(PolicyAnswerer):
                 async for chunk in stream:
                     for block in _sse_blocks(buffer, chunk):
                         yield SseEvent(block)
-                    yield FLUSH  # each upstream chunk goes on as it came: in one write
+                    if not answer.complete:  # the last goes out with the end of the body
+                        yield FLUSH  # each upstream chunk goes on as it came: in one write
                 if buffer.strip():  # an unterminated last event: pass it on as it is
                     yield SseEvent(buffer.decode("utf-8", "replace"))
         except UpstreamTimeout as exc:

@@ -341,9 +341,9 @@ class ModelGateway(Lifespan[None]):
     _recorder: CassetteWriter | None = None
 
     async def _handle(self, http: HttpRequest, writer: ResponseWriter) -> None:
-        request = ModelRequest.build(http.method, http.target, http.headers, http.body)
-        index = self._log.next_index(request.thread_id, request.turn_id)
-        request = attrs.evolve(request, index=index)
+        request = ModelRequest.build(
+            http.method, http.target, http.headers, http.body, index=self._log.next_index
+        )
         exchange = Exchange(request)
         self._log.add(exchange)
         try:
@@ -433,7 +433,7 @@ class ModelGateway(Lifespan[None]):
         elif not writer.ended:
             failed = failed_event(new_id("resp"), exchange.error)
             writer.send(encode_event(failed))
-            await _flush(writer, exchange, [decode_event(failed)])
+            await _flush(writer, exchange, [failed])
             await writer.end()
 
 
@@ -479,7 +479,7 @@ async def _stream_answer(
     """Send what an answerer running in a task of its own hands over; a burst (what it had
     ready at once) in one write."""
     pending: list[Any] = []
-    """Decoded events buffered, recorded once written."""
+    """Events buffered, decoded and recorded once written."""
     while True:
         try:
             item = receive.receive_nowait()
@@ -528,7 +528,7 @@ async def _take(item: Any, exchange: Exchange, writer: ResponseWriter, pending: 
     if not writer.started:
         _start_stream(writer, exchange, ())
     writer.send(encode_event(item))
-    pending.append(decode_event(item))
+    pending.append(item)
     if writer.buffered >= BURST_BYTES:
         await _flush(writer, exchange, pending)
     return False
@@ -541,9 +541,7 @@ async def _end(writer: ResponseWriter, exchange: Exchange, pending: list[Any]) -
     if writer.buffered:
         exchange.sent_first_byte()
     await writer.end()
-    for event in pending:
-        exchange.add_event(event)
-    pending.clear()
+    _record_sent(exchange, pending)
 
 
 async def _flush(writer: ResponseWriter, exchange: Exchange, pending: list[Any]) -> None:
@@ -552,8 +550,14 @@ async def _flush(writer: ResponseWriter, exchange: Exchange, pending: list[Any])
         return
     exchange.sent_first_byte()
     await writer.flush()
+    _record_sent(exchange, pending)
+
+
+def _record_sent(exchange: Exchange, pending: list[Any]) -> None:
+    """Record the events just written, decoded: after the write, so decoding them for the
+    record never delays the runtime."""
     for event in pending:
-        exchange.add_event(event)
+        exchange.add_event(decode_event(event))
     pending.clear()
 
 

@@ -47,6 +47,8 @@ body) before it is closed; the runtime's client reconnects when it needs to."""
 
 _READ_CHUNK: Final = 65536
 
+_REASONS: Final = {status.value: status.phrase.encode() for status in HTTPStatus}
+
 
 @attrs.frozen
 class HttpRequest:
@@ -96,10 +98,7 @@ class ResponseWriter:
         """The status line and headers; without ``length`` the body is chunked."""
         if length is not None:
             headers = [*headers, ("content-length", str(length))]
-        try:
-            reason = HTTPStatus(status).phrase.encode()
-        except ValueError:
-            reason = b""
+        reason = _REASONS.get(status, b"")
         self.started = True
         self._queue(h11.Response(status_code=status, headers=headers, reason=reason))
 

@@ -10,7 +10,7 @@ from something other than the runtime is still answered, it is only not joined.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -129,12 +129,21 @@ class ModelRequest:
 
     @classmethod
     def build(
-        cls, method: str, path: str, headers: Mapping[str, str], raw_body: bytes, index: int = 0
+        cls,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        raw_body: bytes,
+        index: int | Callable[[str | None, str | None], int] = 0,
     ) -> ModelRequest:
         """The request, joined, from a request whose ``headers`` are lowercased (the body
-        is decoded when first read)."""
+        is decoded when first read). ``index`` is the call's index in its turn, or what
+        gives it from the joined (thread id, turn id)."""
         metadata = turn_metadata(headers)
         thread_id = _text(metadata.get("thread_id")) or _text(headers.get("x-client-request-id"))
+        turn_id = _text(metadata.get("turn_id"))
+        if not isinstance(index, int):
+            index = index(thread_id, turn_id)
         return cls(
             method=method,
             path=path,
@@ -142,7 +151,7 @@ class ModelRequest:
             body=_UNDECODED,
             raw_body=raw_body,
             thread_id=thread_id,
-            turn_id=_text(metadata.get("turn_id")),
+            turn_id=turn_id,
             request_kind=_text(metadata.get("request_kind")),
             index=index,
             metadata=metadata,

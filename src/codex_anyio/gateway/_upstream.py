@@ -70,7 +70,15 @@ class UpstreamResponse:
     ``async with``: its connection goes back to the pool if the body was read to its end,
     and is closed if not (a turn interrupted mid-stream)."""
 
-    __slots__ = ("_connection", "_pool", "_read_timeout", "_settled", "headers", "status")
+    __slots__ = (
+        "_complete",
+        "_connection",
+        "_pool",
+        "_read_timeout",
+        "_settled",
+        "headers",
+        "status",
+    )
 
     def __init__(
         self,
@@ -83,6 +91,7 @@ class UpstreamResponse:
         self._connection = connection
         self._read_timeout = read_timeout
         self._settled = False
+        self._complete = False
         self.status = head.status_code
         self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers]
 
@@ -91,6 +100,12 @@ class UpstreamResponse:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    @property
+    def complete(self) -> bool:
+        """Whether the body has been read to its end (true while its last chunk is handed
+        out: the caller can send that chunk and its own end together)."""
+        return self._complete
 
     async def aclose(self) -> None:
         """Close the connection unless the body was read to its end (then it was reused)."""
@@ -120,7 +135,7 @@ class UpstreamResponse:
                 else:  # ConnectionClosed, PAUSED
                     raise UpstreamError("the upstream closed the connection mid-answer")
             if done:
-                self._settled = True
+                self._settled = self._complete = True
                 await self._pool._release(self._connection)
             if data:
                 yield bytes(data)
