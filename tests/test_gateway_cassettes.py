@@ -12,6 +12,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from codex_anyio import (
     ApprovalPolicy,
@@ -25,7 +27,9 @@ from codex_anyio import (
     UsageLimitError,
     testing,
 )
+from codex_anyio._redact import redact
 from codex_anyio.gateway import CASSETTE_VERSION, read_cassette
+from codex_anyio.gateway._request import TextRedactor
 from codex_anyio.testing import (
     ScriptedModel,
     exec_command,
@@ -274,3 +278,43 @@ async def test_recording_onto_a_torn_cassette_is_refused_before_anything_is_writ
         async with gateway:
             pass  # pragma: no cover
     assert path.read_bytes() == before
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**31), 2**31) | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["text", "api_key", "headers", "name", "token", "input", "tools"]),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=20,
+)
+_secrets = st.sampled_from(["sk-" + "a" * 24, "Bearer abcdefghijklmnop1234", "plain words"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["instructions", "input", "tools", "api_key", "extra_headers", "model"]),
+        _json_values | st.lists(_json_values | _secrets, max_size=4) | _secrets,
+        max_size=6,
+    )
+)
+def test_the_redactors_memory_of_whole_parts_redacts_exactly_as_a_fresh_walk(
+    body: dict[str, Any],
+) -> None:
+    """The memory of parts by their JSON text (what keeps recording a long conversation
+    cheap) never changes what is hidden: the same as the plain walk, the first time and from
+    memory, and for a document that shares only some parts with one seen before."""
+    redactor = TextRedactor()
+    expected = redact(body)
+    assert redactor.redact(body) == expected
+    assert redactor.redact(body) == expected  # from memory
+    seen = body.get("input")
+    kept = seen[:1] if isinstance(seen, list) else []
+    changed = {**body, "input": [*kept, "sk-" + "b" * 30]}
+    assert redactor.redact(changed) == redact(changed)
+    assert "sk-" + "b" * 30 not in repr(redactor.redact(changed))

@@ -34,7 +34,6 @@ from .. import __about__
 from .._atomic import write_atomically
 from .._exceptions import CassetteError
 from .._json import dumps, loads
-from .._redact import redact_text
 from ._exchange import Exchange
 from ._request import ModelRequest, TextRedactor
 
@@ -63,7 +62,8 @@ def _header() -> dict[str, Any]:
 
 def exchange_record(exchange: Exchange, redactor: TextRedactor | None = None) -> dict[str, Any]:
     """One exchange as a cassette line's object, credentials hidden."""
-    hide = (redactor or TextRedactor()).redact
+    redactor = redactor or TextRedactor()
+    hide = redactor.redact
     request = exchange.request
     return {
         "thread_id": request.thread_id,
@@ -74,14 +74,14 @@ def exchange_record(exchange: Exchange, redactor: TextRedactor | None = None) ->
         "request": {
             "method": request.method,
             "path": request.path,
-            "headers": request.redacted_headers(),
+            "headers": request.redacted_headers(redactor),
             "body": hide(request.body),
         },
         "response": {
             "status": exchange.status,
             "headers": exchange.response_headers,
             "events": hide(exchange.events),
-            "body": None if exchange.body is None else redact_text(exchange.body),
+            "body": None if exchange.body is None else redactor(exchange.body),
         },
         "first_byte": exchange.first_byte,
         "total": exchange.total,
