@@ -157,12 +157,16 @@ async def _pump(source: anyio.abc.ByteStream, sink: anyio.abc.ByteStream) -> Non
 
 
 @asynccontextmanager
-async def tls_terminator(plain_port: int, context: ssl.SSLContext) -> AsyncIterator[int]:
-    """HTTPS on loopback in front of a plain HTTP server (bytes passed both ways)."""
+async def tls_terminator(
+    plain_port: int, context: ssl.SSLContext, handshakes: list[int]
+) -> AsyncIterator[int]:
+    """HTTPS on loopback in front of a plain HTTP server (bytes passed both ways); each
+    connection (a TLS handshake) appends to ``handshakes``."""
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
 
     async def serve(client: anyio.abc.ByteStream) -> None:
+        handshakes.append(1)
         async with client, await anyio.connect_tcp("127.0.0.1", plain_port) as server:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_pump, client, server)
@@ -176,7 +180,7 @@ async def tls_terminator(plain_port: int, context: ssl.SSLContext) -> AsyncItera
         tg.cancel_scope.cancel()
 
 
-async def test_an_https_upstream_is_reached_with_the_trust_store_the_environment_names(
+async def test_an_https_upstream_is_reached_with_the_environments_trust_store_and_kept_alive(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trustme = pytest.importorskip("trustme")
@@ -188,9 +192,11 @@ async def test_an_https_upstream_is_reached_with_the_trust_store_the_environment
     # The gateway trusts what the environment names, as OpenSSL and the runtime do.
     monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    handshakes: list[int] = []
     with anyio.fail_after(60):
         async with ScriptedModel([message("over TLS"), message("again")]) as model:
-            async with tls_terminator(urlsplit(model.base_url).port or 0, server_context) as port:
+            plain = urlsplit(model.base_url).port or 0
+            async with tls_terminator(plain, server_context, handshakes) as port:
                 gateway = ModelGateway(upstream=f"https://localhost:{port}/v1")
                 async with open_gateway_codex(gateway, directory=tmp_path) as g:
                     thread = await g.codex.thread_start()
@@ -198,3 +204,4 @@ async def test_an_https_upstream_is_reached_with_the_trust_store_the_environment
                     second = await thread.run("and again")
     assert (first.final_response, second.final_response) == ("over TLS", "again")
     assert [call.status for call in first.model_calls + second.model_calls] == [200, 200]
+    assert len(handshakes) == 1  # the second call reused the kept-alive TLS connection
