@@ -121,10 +121,7 @@ class UpstreamResponse:
             data = bytearray()
             done = False
             while True:
-                try:
-                    event = state.next_event()
-                except h11.RemoteProtocolError as exc:
-                    raise UpstreamError(f"the upstream broke the protocol: {exc}") from None
+                event = _next_event(state)
                 if event is h11.NEED_DATA:
                     break
                 if type(event) is h11.Data:
@@ -277,10 +274,7 @@ class UpstreamPool:
             except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
                 raise UpstreamError(f"{type(exc).__name__}: {exc}") from None
             while True:
-                try:
-                    event = state.next_event()
-                except h11.RemoteProtocolError as exc:
-                    raise UpstreamError(f"the upstream broke the protocol: {exc}") from None
+                event = _next_event(state)
                 if event is h11.NEED_DATA:
                     chunk = await _receive(connection.stream, read_timeout)
                     received = received or bool(chunk)
@@ -299,6 +293,14 @@ class UpstreamPool:
         except BaseException:
             await _close(connection)
             raise
+
+
+def _next_event(state: h11.Connection) -> object:
+    """h11's next event of the answer; a protocol error is the upstream's fault."""
+    try:
+        return state.next_event()
+    except h11.RemoteProtocolError as exc:
+        raise UpstreamError(f"the upstream broke the protocol: {exc}") from None
 
 
 async def _receive(stream: anyio.abc.ByteStream, read_timeout: float) -> bytes:
