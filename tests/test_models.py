@@ -445,3 +445,27 @@ def test_an_optional_model_is_structured_through_its_own_hook_or_is_none() -> No
     error = converter.structure({"message": "x", "additionalDetails": None}, m.TurnError | None)
     assert error == m.TurnError(message="x")
     assert error._wire_nulls == {"additionalDetails"}
+
+
+@pytest.mark.parametrize(("label", "kind", "payload"), CASES[::7], ids=[c[0] for c in CASES[::7]])
+def test_a_hook_built_on_the_mutable_twin_returns_the_frozen_record_itself(
+    label: str, kind: Any, payload: Any
+) -> None:
+    """The hooks build on ``builder_of(kind)`` and then assign ``__class__``: what comes out
+    must be exactly the record (frozen, hashable, picklable), the twin nowhere in sight."""
+    from attrs.exceptions import FrozenInstanceError
+
+    from codex_anyio._protocol._model import builder_of
+
+    value = converter.structure(payload, kind)
+    if not isinstance(value, Model) or value._UNKNOWN or not value._SPEC:
+        return
+    assert type(value) is type(strict.structure(payload, kind))
+    assert not isinstance(value, builder_of(type(value)))
+    assert not issubclass(builder_of(type(value)), type(value))
+    name = attrs.fields(type(value))[0].name
+    with pytest.raises(FrozenInstanceError):
+        setattr(value, name, None)
+    with pytest.raises(FrozenInstanceError):
+        delattr(value, name)
+    assert pickle.loads(pickle.dumps(value)) == value

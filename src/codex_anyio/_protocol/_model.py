@@ -29,7 +29,15 @@ from attrs.exceptions import FrozenInstanceError
 
 from .. import _json
 
-__all__ = ["NO_NULLS", "NOTHING", "Model", "WireEnum", "new", "setattr_of", "slot_setters"]
+__all__ = [
+    "NO_NULLS",
+    "NOTHING",
+    "Model",
+    "WireEnum",
+    "builder_of",
+    "new",
+    "setattr_of",
+]
 
 NOTHING: Any = attrs.NOTHING
 """The default of a field that has none (a required field)."""
@@ -55,10 +63,34 @@ def use_converter(converter: Any) -> None:
     _converter = converter
 
 
-def slot_setters(cls: type[Any], *names: str) -> tuple[Callable[[Any, Any], None], ...]:
-    """The ``__set__`` of each named slot of ``cls``: what the written-out ``_from_wire`` hooks
-    call, bypassing the frozen ``__setattr__`` and the attribute lookup through the type."""
-    return tuple(cls.__dict__[name].__set__ for name in names)
+def builder_of(cls: type[Any]) -> type[Any]:
+    """A mutable twin of the frozen record ``cls``, for the structure hooks: the same slots on
+    the same base, and the plain ``__setattr__``.
+
+    A hook builds the instance on the twin with plain attribute stores (which CPython
+    specialises for slots; through the frozen ``__setattr__`` every store is a call of the
+    slot's ``__set__`` instead), then turns it into a ``cls`` with one ``__class__``
+    assignment, which CPython allows because the two layouts are the same. Measured: a
+    four-field notification 706 -> 460 ns; the gain grows with the fields. Nothing else
+    ever sees a twin: it is not a subclass of ``cls`` and no instance stays one.
+    """
+    twin: type[Any] | None = cls.__dict__.get("_BUILDER")
+    if twin is None:
+        base = cls.__base__
+        assert base is not None and base.__dict__.get("__slots__") is not None
+        twin = type(
+            cls.__name__,
+            (base,),
+            {
+                "__slots__": cls.__dict__["__slots__"],
+                "__setattr__": object.__setattr__,
+                "__delattr__": object.__delattr__,
+                "__module__": cls.__module__,
+                "__qualname__": f"{cls.__qualname__}._BUILDER",
+            },
+        )
+        type.__setattr__(cls, "_BUILDER", twin)
+    return twin
 
 
 _M = TypeVar("_M", bound="Model")

@@ -14,7 +14,7 @@ from .._model import new as _new
 from .._model import Model as _Model
 from .._model import WireEnum as _WireEnum
 from .._model import setattr_of as _setattr_of
-from .._model import slot_setters as _slot_setters
+from .._model import builder_of as _builder_of
 
 
 class ApiKeyAccount(_Model):
@@ -421,23 +421,16 @@ class AgentMessageDeltaNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> AgentMessageDeltaNotification:
-        self: AgentMessageDeltaNotification = _new(AgentMessageDeltaNotification)
-        (
-            _s_delta,
-            _s_item_id,
-            _s_thread_id,
-            _s_turn_id,
-        ) = _SLOTS_AgentMessageDeltaNotification
-        _s_delta(self, o["delta"])
-        _s_item_id(self, o["itemId"])
-        _s_thread_id(self, o["threadId"])
-        _s_turn_id(self, o["turnId"])
-        return self
+        self: Any = _new(_BUILDER_AgentMessageDeltaNotification)
+        self.delta = o["delta"]
+        self.item_id = o["itemId"]
+        self.thread_id = o["threadId"]
+        self.turn_id = o["turnId"]
+        self.__class__ = AgentMessageDeltaNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_AgentMessageDeltaNotification = _slot_setters(
-    AgentMessageDeltaNotification, "delta", "item_id", "thread_id", "turn_id"
-)
+_BUILDER_AgentMessageDeltaNotification = _builder_of(AgentMessageDeltaNotification)
 
 
 class InputTextAgentMessageInputContent(_Model):
@@ -1486,23 +1479,16 @@ class AuthRecoveryNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> AuthRecoveryNotification:
-        self: AuthRecoveryNotification = _new(AuthRecoveryNotification)
-        (
-            _s_message,
-            _s_provider,
-            _s_thread_id,
-            _s_turn_id,
-        ) = _SLOTS_AuthRecoveryNotification
-        _s_message(self, o["message"])
-        _s_provider(self, o["provider"])
-        _s_thread_id(self, o["threadId"])
-        _s_turn_id(self, o["turnId"])
-        return self
+        self: Any = _new(_BUILDER_AuthRecoveryNotification)
+        self.message = o["message"]
+        self.provider = o["provider"]
+        self.thread_id = o["threadId"]
+        self.turn_id = o["turnId"]
+        self.__class__ = AuthRecoveryNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_AuthRecoveryNotification = _slot_setters(
-    AuthRecoveryNotification, "message", "provider", "thread_id", "turn_id"
-)
+_BUILDER_AuthRecoveryNotification = _builder_of(AuthRecoveryNotification)
 
 
 class AutoCompactTokenLimitScope(_WireEnum):
@@ -8196,24 +8182,17 @@ class CommandExecutionOutputDeltaNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> CommandExecutionOutputDeltaNotification:
-        self: CommandExecutionOutputDeltaNotification = _new(
-            CommandExecutionOutputDeltaNotification
-        )
-        (
-            _s_delta,
-            _s_item_id,
-            _s_thread_id,
-            _s_turn_id,
-        ) = _SLOTS_CommandExecutionOutputDeltaNotification
-        _s_delta(self, o["delta"])
-        _s_item_id(self, o["itemId"])
-        _s_thread_id(self, o["threadId"])
-        _s_turn_id(self, o["turnId"])
-        return self
+        self: Any = _new(_BUILDER_CommandExecutionOutputDeltaNotification)
+        self.delta = o["delta"]
+        self.item_id = o["itemId"]
+        self.thread_id = o["threadId"]
+        self.turn_id = o["turnId"]
+        self.__class__ = CommandExecutionOutputDeltaNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_CommandExecutionOutputDeltaNotification = _slot_setters(
-    CommandExecutionOutputDeltaNotification, "delta", "item_id", "thread_id", "turn_id"
+_BUILDER_CommandExecutionOutputDeltaNotification = _builder_of(
+    CommandExecutionOutputDeltaNotification
 )
 
 
@@ -9944,19 +9923,14 @@ class ContextCompactedNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ContextCompactedNotification:
-        self: ContextCompactedNotification = _new(ContextCompactedNotification)
-        (
-            _s_thread_id,
-            _s_turn_id,
-        ) = _SLOTS_ContextCompactedNotification
-        _s_thread_id(self, o["threadId"])
-        _s_turn_id(self, o["turnId"])
-        return self
+        self: Any = _new(_BUILDER_ContextCompactedNotification)
+        self.thread_id = o["threadId"]
+        self.turn_id = o["turnId"]
+        self.__class__ = ContextCompactedNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ContextCompactedNotification = _slot_setters(
-    ContextCompactedNotification, "thread_id", "turn_id"
-)
+_BUILDER_ContextCompactedNotification = _builder_of(ContextCompactedNotification)
 
 
 class ConversationTextRole(_WireEnum):
@@ -10051,25 +10025,19 @@ class DeprecationNoticeNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> DeprecationNoticeNotification:
-        self: DeprecationNoticeNotification = _new(DeprecationNoticeNotification)
-        (
-            _s_summary,
-            _s_details,
-            _s__wire_nulls,
-        ) = _SLOTS_DeprecationNoticeNotification
+        self: Any = _new(_BUILDER_DeprecationNoticeNotification)
         nulls: list[str] = []
-        _s_summary(self, o["summary"])
+        self.summary = o["summary"]
         value = o.get("details")
         if value is None and "details" in o:
             nulls.append("details")
-        _s_details(self, value)
-        _s__wire_nulls(self, frozenset(nulls) if nulls else _NO_NULLS)
-        return self
+        self.details = value
+        self._wire_nulls = frozenset(nulls) if nulls else _NO_NULLS
+        self.__class__ = DeprecationNoticeNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_DeprecationNoticeNotification = _slot_setters(
-    DeprecationNoticeNotification, "summary", "details", "_wire_nulls"
-)
+_BUILDER_DeprecationNoticeNotification = _builder_of(DeprecationNoticeNotification)
 
 
 class DesktopOnboardingEntrypoint(_WireEnum):
@@ -10471,19 +10439,14 @@ class EnvironmentConnectionNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> EnvironmentConnectionNotification:
-        self: EnvironmentConnectionNotification = _new(EnvironmentConnectionNotification)
-        (
-            _s_environment_id,
-            _s_thread_id,
-        ) = _SLOTS_EnvironmentConnectionNotification
-        _s_environment_id(self, o["environmentId"])
-        _s_thread_id(self, o["threadId"])
-        return self
+        self: Any = _new(_BUILDER_EnvironmentConnectionNotification)
+        self.environment_id = o["environmentId"]
+        self.thread_id = o["threadId"]
+        self.__class__ = EnvironmentConnectionNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_EnvironmentConnectionNotification = _slot_setters(
-    EnvironmentConnectionNotification, "environment_id", "thread_id"
-)
+_BUILDER_EnvironmentConnectionNotification = _builder_of(EnvironmentConnectionNotification)
 
 
 class EnvironmentInfoParams(_Model):
@@ -11659,23 +11622,16 @@ class FileChangeOutputDeltaNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> FileChangeOutputDeltaNotification:
-        self: FileChangeOutputDeltaNotification = _new(FileChangeOutputDeltaNotification)
-        (
-            _s_delta,
-            _s_item_id,
-            _s_thread_id,
-            _s_turn_id,
-        ) = _SLOTS_FileChangeOutputDeltaNotification
-        _s_delta(self, o["delta"])
-        _s_item_id(self, o["itemId"])
-        _s_thread_id(self, o["threadId"])
-        _s_turn_id(self, o["turnId"])
-        return self
+        self: Any = _new(_BUILDER_FileChangeOutputDeltaNotification)
+        self.delta = o["delta"]
+        self.item_id = o["itemId"]
+        self.thread_id = o["threadId"]
+        self.turn_id = o["turnId"]
+        self.__class__ = FileChangeOutputDeltaNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_FileChangeOutputDeltaNotification = _slot_setters(
-    FileChangeOutputDeltaNotification, "delta", "item_id", "thread_id", "turn_id"
-)
+_BUILDER_FileChangeOutputDeltaNotification = _builder_of(FileChangeOutputDeltaNotification)
 
 
 class FileChangePatchUpdatedNotification(_Model):
@@ -12630,16 +12586,14 @@ class FuzzyFileSearchSessionCompletedNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> FuzzyFileSearchSessionCompletedNotification:
-        self: FuzzyFileSearchSessionCompletedNotification = _new(
-            FuzzyFileSearchSessionCompletedNotification
-        )
-        (_s_session_id,) = _SLOTS_FuzzyFileSearchSessionCompletedNotification
-        _s_session_id(self, o["sessionId"])
-        return self
+        self: Any = _new(_BUILDER_FuzzyFileSearchSessionCompletedNotification)
+        self.session_id = o["sessionId"]
+        self.__class__ = FuzzyFileSearchSessionCompletedNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_FuzzyFileSearchSessionCompletedNotification = _slot_setters(
-    FuzzyFileSearchSessionCompletedNotification, "session_id"
+_BUILDER_FuzzyFileSearchSessionCompletedNotification = _builder_of(
+    FuzzyFileSearchSessionCompletedNotification
 )
 
 
@@ -13482,19 +13436,14 @@ class GuardianWarningNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> GuardianWarningNotification:
-        self: GuardianWarningNotification = _new(GuardianWarningNotification)
-        (
-            _s_message,
-            _s_thread_id,
-        ) = _SLOTS_GuardianWarningNotification
-        _s_message(self, o["message"])
-        _s_thread_id(self, o["threadId"])
-        return self
+        self: Any = _new(_BUILDER_GuardianWarningNotification)
+        self.message = o["message"]
+        self.thread_id = o["threadId"]
+        self.__class__ = GuardianWarningNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_GuardianWarningNotification = _slot_setters(
-    GuardianWarningNotification, "message", "thread_id"
-)
+_BUILDER_GuardianWarningNotification = _builder_of(GuardianWarningNotification)
 
 
 class HookCompletedNotification(_Model):
@@ -16262,44 +16211,29 @@ class McpServerOauthLoginCompletedNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> McpServerOauthLoginCompletedNotification:
-        self: McpServerOauthLoginCompletedNotification = _new(
-            McpServerOauthLoginCompletedNotification
-        )
-        (
-            _s_name,
-            _s_success,
-            _s_error,
-            _s_login_id,
-            _s_thread_id,
-            _s__wire_nulls,
-        ) = _SLOTS_McpServerOauthLoginCompletedNotification
+        self: Any = _new(_BUILDER_McpServerOauthLoginCompletedNotification)
         nulls: list[str] = []
-        _s_name(self, o["name"])
-        _s_success(self, o["success"])
+        self.name = o["name"]
+        self.success = o["success"]
         value = o.get("error")
         if value is None and "error" in o:
             nulls.append("error")
-        _s_error(self, value)
+        self.error = value
         value = o.get("loginId")
         if value is None and "loginId" in o:
             nulls.append("loginId")
-        _s_login_id(self, value)
+        self.login_id = value
         value = o.get("threadId")
         if value is None and "threadId" in o:
             nulls.append("threadId")
-        _s_thread_id(self, value)
-        _s__wire_nulls(self, frozenset(nulls) if nulls else _NO_NULLS)
-        return self
+        self.thread_id = value
+        self._wire_nulls = frozenset(nulls) if nulls else _NO_NULLS
+        self.__class__ = McpServerOauthLoginCompletedNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_McpServerOauthLoginCompletedNotification = _slot_setters(
-    McpServerOauthLoginCompletedNotification,
-    "name",
-    "success",
-    "error",
-    "login_id",
-    "thread_id",
-    "_wire_nulls",
+_BUILDER_McpServerOauthLoginCompletedNotification = _builder_of(
+    McpServerOauthLoginCompletedNotification
 )
 
 
@@ -16662,23 +16596,16 @@ class McpToolCallProgressNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> McpToolCallProgressNotification:
-        self: McpToolCallProgressNotification = _new(McpToolCallProgressNotification)
-        (
-            _s_item_id,
-            _s_message,
-            _s_thread_id,
-            _s_turn_id,
-        ) = _SLOTS_McpToolCallProgressNotification
-        _s_item_id(self, o["itemId"])
-        _s_message(self, o["message"])
-        _s_thread_id(self, o["threadId"])
-        _s_turn_id(self, o["turnId"])
-        return self
+        self: Any = _new(_BUILDER_McpToolCallProgressNotification)
+        self.item_id = o["itemId"]
+        self.message = o["message"]
+        self.thread_id = o["threadId"]
+        self.turn_id = o["turnId"]
+        self.__class__ = McpToolCallProgressNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_McpToolCallProgressNotification = _slot_setters(
-    McpToolCallProgressNotification, "item_id", "message", "thread_id", "turn_id"
-)
+_BUILDER_McpToolCallProgressNotification = _builder_of(McpToolCallProgressNotification)
 
 
 class McpToolCallResult(_Model):
@@ -18057,23 +17984,16 @@ class PlanDeltaNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> PlanDeltaNotification:
-        self: PlanDeltaNotification = _new(PlanDeltaNotification)
-        (
-            _s_delta,
-            _s_item_id,
-            _s_thread_id,
-            _s_turn_id,
-        ) = _SLOTS_PlanDeltaNotification
-        _s_delta(self, o["delta"])
-        _s_item_id(self, o["itemId"])
-        _s_thread_id(self, o["threadId"])
-        _s_turn_id(self, o["turnId"])
-        return self
+        self: Any = _new(_BUILDER_PlanDeltaNotification)
+        self.delta = o["delta"]
+        self.item_id = o["itemId"]
+        self.thread_id = o["threadId"]
+        self.turn_id = o["turnId"]
+        self.__class__ = PlanDeltaNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_PlanDeltaNotification = _slot_setters(
-    PlanDeltaNotification, "delta", "item_id", "thread_id", "turn_id"
-)
+_BUILDER_PlanDeltaNotification = _builder_of(PlanDeltaNotification)
 
 
 class PlanType(_WireEnum):
@@ -19589,33 +19509,18 @@ class ProcessExitedNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ProcessExitedNotification:
-        self: ProcessExitedNotification = _new(ProcessExitedNotification)
-        (
-            _s_exit_code,
-            _s_process_handle,
-            _s_stderr,
-            _s_stderr_cap_reached,
-            _s_stdout,
-            _s_stdout_cap_reached,
-        ) = _SLOTS_ProcessExitedNotification
-        _s_exit_code(self, o["exitCode"])
-        _s_process_handle(self, o["processHandle"])
-        _s_stderr(self, o["stderr"])
-        _s_stderr_cap_reached(self, o["stderrCapReached"])
-        _s_stdout(self, o["stdout"])
-        _s_stdout_cap_reached(self, o["stdoutCapReached"])
-        return self
+        self: Any = _new(_BUILDER_ProcessExitedNotification)
+        self.exit_code = o["exitCode"]
+        self.process_handle = o["processHandle"]
+        self.stderr = o["stderr"]
+        self.stderr_cap_reached = o["stderrCapReached"]
+        self.stdout = o["stdout"]
+        self.stdout_cap_reached = o["stdoutCapReached"]
+        self.__class__ = ProcessExitedNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ProcessExitedNotification = _slot_setters(
-    ProcessExitedNotification,
-    "exit_code",
-    "process_handle",
-    "stderr",
-    "stderr_cap_reached",
-    "stdout",
-    "stdout_cap_reached",
-)
+_BUILDER_ProcessExitedNotification = _builder_of(ProcessExitedNotification)
 
 
 class ProcessKillParams(_Model):
@@ -20865,23 +20770,16 @@ class ReasoningSummaryPartAddedNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ReasoningSummaryPartAddedNotification:
-        self: ReasoningSummaryPartAddedNotification = _new(ReasoningSummaryPartAddedNotification)
-        (
-            _s_item_id,
-            _s_summary_index,
-            _s_thread_id,
-            _s_turn_id,
-        ) = _SLOTS_ReasoningSummaryPartAddedNotification
-        _s_item_id(self, o["itemId"])
-        _s_summary_index(self, o["summaryIndex"])
-        _s_thread_id(self, o["threadId"])
-        _s_turn_id(self, o["turnId"])
-        return self
+        self: Any = _new(_BUILDER_ReasoningSummaryPartAddedNotification)
+        self.item_id = o["itemId"]
+        self.summary_index = o["summaryIndex"]
+        self.thread_id = o["threadId"]
+        self.turn_id = o["turnId"]
+        self.__class__ = ReasoningSummaryPartAddedNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ReasoningSummaryPartAddedNotification = _slot_setters(
-    ReasoningSummaryPartAddedNotification, "item_id", "summary_index", "thread_id", "turn_id"
-)
+_BUILDER_ReasoningSummaryPartAddedNotification = _builder_of(ReasoningSummaryPartAddedNotification)
 
 
 class ReasoningSummaryTextDeltaNotification(_Model):
@@ -20918,30 +20816,17 @@ class ReasoningSummaryTextDeltaNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ReasoningSummaryTextDeltaNotification:
-        self: ReasoningSummaryTextDeltaNotification = _new(ReasoningSummaryTextDeltaNotification)
-        (
-            _s_delta,
-            _s_item_id,
-            _s_summary_index,
-            _s_thread_id,
-            _s_turn_id,
-        ) = _SLOTS_ReasoningSummaryTextDeltaNotification
-        _s_delta(self, o["delta"])
-        _s_item_id(self, o["itemId"])
-        _s_summary_index(self, o["summaryIndex"])
-        _s_thread_id(self, o["threadId"])
-        _s_turn_id(self, o["turnId"])
-        return self
+        self: Any = _new(_BUILDER_ReasoningSummaryTextDeltaNotification)
+        self.delta = o["delta"]
+        self.item_id = o["itemId"]
+        self.summary_index = o["summaryIndex"]
+        self.thread_id = o["threadId"]
+        self.turn_id = o["turnId"]
+        self.__class__ = ReasoningSummaryTextDeltaNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ReasoningSummaryTextDeltaNotification = _slot_setters(
-    ReasoningSummaryTextDeltaNotification,
-    "delta",
-    "item_id",
-    "summary_index",
-    "thread_id",
-    "turn_id",
-)
+_BUILDER_ReasoningSummaryTextDeltaNotification = _builder_of(ReasoningSummaryTextDeltaNotification)
 
 
 class ReasoningTextDeltaNotification(_Model):
@@ -20978,25 +20863,17 @@ class ReasoningTextDeltaNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ReasoningTextDeltaNotification:
-        self: ReasoningTextDeltaNotification = _new(ReasoningTextDeltaNotification)
-        (
-            _s_content_index,
-            _s_delta,
-            _s_item_id,
-            _s_thread_id,
-            _s_turn_id,
-        ) = _SLOTS_ReasoningTextDeltaNotification
-        _s_content_index(self, o["contentIndex"])
-        _s_delta(self, o["delta"])
-        _s_item_id(self, o["itemId"])
-        _s_thread_id(self, o["threadId"])
-        _s_turn_id(self, o["turnId"])
-        return self
+        self: Any = _new(_BUILDER_ReasoningTextDeltaNotification)
+        self.content_index = o["contentIndex"]
+        self.delta = o["delta"]
+        self.item_id = o["itemId"]
+        self.thread_id = o["threadId"]
+        self.turn_id = o["turnId"]
+        self.__class__ = ReasoningTextDeltaNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ReasoningTextDeltaNotification = _slot_setters(
-    ReasoningTextDeltaNotification, "content_index", "delta", "item_id", "thread_id", "turn_id"
-)
+_BUILDER_ReasoningTextDeltaNotification = _builder_of(ReasoningTextDeltaNotification)
 
 
 class RemoteControlClient(_Model):
@@ -24240,21 +24117,15 @@ class StrictReviewRequiredNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> StrictReviewRequiredNotification:
-        self: StrictReviewRequiredNotification = _new(StrictReviewRequiredNotification)
-        (
-            _s_started_at_ms,
-            _s_thread_id,
-            _s_turn_id,
-        ) = _SLOTS_StrictReviewRequiredNotification
-        _s_started_at_ms(self, o["startedAtMs"])
-        _s_thread_id(self, o["threadId"])
-        _s_turn_id(self, o["turnId"])
-        return self
+        self: Any = _new(_BUILDER_StrictReviewRequiredNotification)
+        self.started_at_ms = o["startedAtMs"]
+        self.thread_id = o["threadId"]
+        self.turn_id = o["turnId"]
+        self.__class__ = StrictReviewRequiredNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_StrictReviewRequiredNotification = _slot_setters(
-    StrictReviewRequiredNotification, "started_at_ms", "thread_id", "turn_id"
-)
+_BUILDER_StrictReviewRequiredNotification = _builder_of(StrictReviewRequiredNotification)
 
 
 class SubAgentActivityKind(_WireEnum):
@@ -24309,25 +24180,17 @@ class TerminalInteractionNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> TerminalInteractionNotification:
-        self: TerminalInteractionNotification = _new(TerminalInteractionNotification)
-        (
-            _s_item_id,
-            _s_process_id,
-            _s_stdin,
-            _s_thread_id,
-            _s_turn_id,
-        ) = _SLOTS_TerminalInteractionNotification
-        _s_item_id(self, o["itemId"])
-        _s_process_id(self, o["processId"])
-        _s_stdin(self, o["stdin"])
-        _s_thread_id(self, o["threadId"])
-        _s_turn_id(self, o["turnId"])
-        return self
+        self: Any = _new(_BUILDER_TerminalInteractionNotification)
+        self.item_id = o["itemId"]
+        self.process_id = o["processId"]
+        self.stdin = o["stdin"]
+        self.thread_id = o["threadId"]
+        self.turn_id = o["turnId"]
+        self.__class__ = TerminalInteractionNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_TerminalInteractionNotification = _slot_setters(
-    TerminalInteractionNotification, "item_id", "process_id", "stdin", "thread_id", "turn_id"
-)
+_BUILDER_TerminalInteractionNotification = _builder_of(TerminalInteractionNotification)
 
 
 class TextElement(_Model):
@@ -24663,13 +24526,13 @@ class ThreadArchivedNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadArchivedNotification:
-        self: ThreadArchivedNotification = _new(ThreadArchivedNotification)
-        (_s_thread_id,) = _SLOTS_ThreadArchivedNotification
-        _s_thread_id(self, o["threadId"])
-        return self
+        self: Any = _new(_BUILDER_ThreadArchivedNotification)
+        self.thread_id = o["threadId"]
+        self.__class__ = ThreadArchivedNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ThreadArchivedNotification = _slot_setters(ThreadArchivedNotification, "thread_id")
+_BUILDER_ThreadArchivedNotification = _builder_of(ThreadArchivedNotification)
 
 
 class ThreadAttachment(_Model):
@@ -25174,13 +25037,13 @@ class ThreadClosedNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadClosedNotification:
-        self: ThreadClosedNotification = _new(ThreadClosedNotification)
-        (_s_thread_id,) = _SLOTS_ThreadClosedNotification
-        _s_thread_id(self, o["threadId"])
-        return self
+        self: Any = _new(_BUILDER_ThreadClosedNotification)
+        self.thread_id = o["threadId"]
+        self.__class__ = ThreadClosedNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ThreadClosedNotification = _slot_setters(ThreadClosedNotification, "thread_id")
+_BUILDER_ThreadClosedNotification = _builder_of(ThreadClosedNotification)
 
 
 class ThreadCompactStartParams(_Model):
@@ -25270,13 +25133,13 @@ class ThreadDeletedNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadDeletedNotification:
-        self: ThreadDeletedNotification = _new(ThreadDeletedNotification)
-        (_s_thread_id,) = _SLOTS_ThreadDeletedNotification
-        _s_thread_id(self, o["threadId"])
-        return self
+        self: Any = _new(_BUILDER_ThreadDeletedNotification)
+        self.thread_id = o["threadId"]
+        self.__class__ = ThreadDeletedNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ThreadDeletedNotification = _slot_setters(ThreadDeletedNotification, "thread_id")
+_BUILDER_ThreadDeletedNotification = _builder_of(ThreadDeletedNotification)
 
 
 class ThreadEnvironment(_Model):
@@ -25660,13 +25523,13 @@ class ThreadGoalClearedNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadGoalClearedNotification:
-        self: ThreadGoalClearedNotification = _new(ThreadGoalClearedNotification)
-        (_s_thread_id,) = _SLOTS_ThreadGoalClearedNotification
-        _s_thread_id(self, o["threadId"])
-        return self
+        self: Any = _new(_BUILDER_ThreadGoalClearedNotification)
+        self.thread_id = o["threadId"]
+        self.__class__ = ThreadGoalClearedNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ThreadGoalClearedNotification = _slot_setters(ThreadGoalClearedNotification, "thread_id")
+_BUILDER_ThreadGoalClearedNotification = _builder_of(ThreadGoalClearedNotification)
 
 
 class ThreadGoalGetParams(_Model):
@@ -27293,25 +27156,19 @@ class ThreadNameUpdatedNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadNameUpdatedNotification:
-        self: ThreadNameUpdatedNotification = _new(ThreadNameUpdatedNotification)
-        (
-            _s_thread_id,
-            _s_thread_name,
-            _s__wire_nulls,
-        ) = _SLOTS_ThreadNameUpdatedNotification
+        self: Any = _new(_BUILDER_ThreadNameUpdatedNotification)
         nulls: list[str] = []
-        _s_thread_id(self, o["threadId"])
+        self.thread_id = o["threadId"]
         value = o.get("threadName")
         if value is None and "threadName" in o:
             nulls.append("threadName")
-        _s_thread_name(self, value)
-        _s__wire_nulls(self, frozenset(nulls) if nulls else _NO_NULLS)
-        return self
+        self.thread_name = value
+        self._wire_nulls = frozenset(nulls) if nulls else _NO_NULLS
+        self.__class__ = ThreadNameUpdatedNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ThreadNameUpdatedNotification = _slot_setters(
-    ThreadNameUpdatedNotification, "thread_id", "thread_name", "_wire_nulls"
-)
+_BUILDER_ThreadNameUpdatedNotification = _builder_of(ThreadNameUpdatedNotification)
 
 
 class ThreadPredictionRequestParams(_Model):
@@ -27444,19 +27301,14 @@ class ThreadProjectUpdatedNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadProjectUpdatedNotification:
-        self: ThreadProjectUpdatedNotification = _new(ThreadProjectUpdatedNotification)
-        (
-            _s_project_id,
-            _s_thread_id,
-        ) = _SLOTS_ThreadProjectUpdatedNotification
-        _s_project_id(self, o["projectId"])
-        _s_thread_id(self, o["threadId"])
-        return self
+        self: Any = _new(_BUILDER_ThreadProjectUpdatedNotification)
+        self.project_id = o["projectId"]
+        self.thread_id = o["threadId"]
+        self.__class__ = ThreadProjectUpdatedNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ThreadProjectUpdatedNotification = _slot_setters(
-    ThreadProjectUpdatedNotification, "project_id", "thread_id"
-)
+_BUILDER_ThreadProjectUpdatedNotification = _builder_of(ThreadProjectUpdatedNotification)
 
 
 class ThreadQueueAddParams(_Model):
@@ -27511,13 +27363,13 @@ class ThreadQueueChangedNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadQueueChangedNotification:
-        self: ThreadQueueChangedNotification = _new(ThreadQueueChangedNotification)
-        (_s_thread_id,) = _SLOTS_ThreadQueueChangedNotification
-        _s_thread_id(self, o["threadId"])
-        return self
+        self: Any = _new(_BUILDER_ThreadQueueChangedNotification)
+        self.thread_id = o["threadId"]
+        self.__class__ = ThreadQueueChangedNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ThreadQueueChangedNotification = _slot_setters(ThreadQueueChangedNotification, "thread_id")
+_BUILDER_ThreadQueueChangedNotification = _builder_of(ThreadQueueChangedNotification)
 
 
 class ThreadQueueDeleteParams(_Model):
@@ -28143,25 +27995,19 @@ class ThreadRealtimeClosedNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadRealtimeClosedNotification:
-        self: ThreadRealtimeClosedNotification = _new(ThreadRealtimeClosedNotification)
-        (
-            _s_thread_id,
-            _s_reason,
-            _s__wire_nulls,
-        ) = _SLOTS_ThreadRealtimeClosedNotification
+        self: Any = _new(_BUILDER_ThreadRealtimeClosedNotification)
         nulls: list[str] = []
-        _s_thread_id(self, o["threadId"])
+        self.thread_id = o["threadId"]
         value = o.get("reason")
         if value is None and "reason" in o:
             nulls.append("reason")
-        _s_reason(self, value)
-        _s__wire_nulls(self, frozenset(nulls) if nulls else _NO_NULLS)
-        return self
+        self.reason = value
+        self._wire_nulls = frozenset(nulls) if nulls else _NO_NULLS
+        self.__class__ = ThreadRealtimeClosedNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ThreadRealtimeClosedNotification = _slot_setters(
-    ThreadRealtimeClosedNotification, "thread_id", "reason", "_wire_nulls"
-)
+_BUILDER_ThreadRealtimeClosedNotification = _builder_of(ThreadRealtimeClosedNotification)
 
 
 class ThreadRealtimeErrorNotification(_Model):
@@ -28186,19 +28032,14 @@ class ThreadRealtimeErrorNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadRealtimeErrorNotification:
-        self: ThreadRealtimeErrorNotification = _new(ThreadRealtimeErrorNotification)
-        (
-            _s_message,
-            _s_thread_id,
-        ) = _SLOTS_ThreadRealtimeErrorNotification
-        _s_message(self, o["message"])
-        _s_thread_id(self, o["threadId"])
-        return self
+        self: Any = _new(_BUILDER_ThreadRealtimeErrorNotification)
+        self.message = o["message"]
+        self.thread_id = o["threadId"]
+        self.__class__ = ThreadRealtimeErrorNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ThreadRealtimeErrorNotification = _slot_setters(
-    ThreadRealtimeErrorNotification, "message", "thread_id"
-)
+_BUILDER_ThreadRealtimeErrorNotification = _builder_of(ThreadRealtimeErrorNotification)
 
 
 class ThreadRealtimeInitialItem(_Model):
@@ -28308,19 +28149,14 @@ class ThreadRealtimeItemAddedNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadRealtimeItemAddedNotification:
-        self: ThreadRealtimeItemAddedNotification = _new(ThreadRealtimeItemAddedNotification)
-        (
-            _s_item,
-            _s_thread_id,
-        ) = _SLOTS_ThreadRealtimeItemAddedNotification
-        _s_item(self, o["item"])
-        _s_thread_id(self, o["threadId"])
-        return self
+        self: Any = _new(_BUILDER_ThreadRealtimeItemAddedNotification)
+        self.item = o["item"]
+        self.thread_id = o["threadId"]
+        self.__class__ = ThreadRealtimeItemAddedNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ThreadRealtimeItemAddedNotification = _slot_setters(
-    ThreadRealtimeItemAddedNotification, "item", "thread_id"
-)
+_BUILDER_ThreadRealtimeItemAddedNotification = _builder_of(ThreadRealtimeItemAddedNotification)
 
 
 class ThreadRealtimeItemCompletedNotification(_Model):
@@ -28393,22 +28229,16 @@ class ThreadRealtimeItemTranscriptDeltaNotification(_Model):
     def _from_wire(
         o: dict[str, Any], _: Any = None
     ) -> ThreadRealtimeItemTranscriptDeltaNotification:
-        self: ThreadRealtimeItemTranscriptDeltaNotification = _new(
-            ThreadRealtimeItemTranscriptDeltaNotification
-        )
-        (
-            _s_delta,
-            _s_item_id,
-            _s_thread_id,
-        ) = _SLOTS_ThreadRealtimeItemTranscriptDeltaNotification
-        _s_delta(self, o["delta"])
-        _s_item_id(self, o["itemId"])
-        _s_thread_id(self, o["threadId"])
-        return self
+        self: Any = _new(_BUILDER_ThreadRealtimeItemTranscriptDeltaNotification)
+        self.delta = o["delta"]
+        self.item_id = o["itemId"]
+        self.thread_id = o["threadId"]
+        self.__class__ = ThreadRealtimeItemTranscriptDeltaNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ThreadRealtimeItemTranscriptDeltaNotification = _slot_setters(
-    ThreadRealtimeItemTranscriptDeltaNotification, "delta", "item_id", "thread_id"
+_BUILDER_ThreadRealtimeItemTranscriptDeltaNotification = _builder_of(
+    ThreadRealtimeItemTranscriptDeltaNotification
 )
 
 
@@ -28481,19 +28311,14 @@ class ThreadRealtimeSdpNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadRealtimeSdpNotification:
-        self: ThreadRealtimeSdpNotification = _new(ThreadRealtimeSdpNotification)
-        (
-            _s_sdp,
-            _s_thread_id,
-        ) = _SLOTS_ThreadRealtimeSdpNotification
-        _s_sdp(self, o["sdp"])
-        _s_thread_id(self, o["threadId"])
-        return self
+        self: Any = _new(_BUILDER_ThreadRealtimeSdpNotification)
+        self.sdp = o["sdp"]
+        self.thread_id = o["threadId"]
+        self.__class__ = ThreadRealtimeSdpNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ThreadRealtimeSdpNotification = _slot_setters(
-    ThreadRealtimeSdpNotification, "sdp", "thread_id"
-)
+_BUILDER_ThreadRealtimeSdpNotification = _builder_of(ThreadRealtimeSdpNotification)
 
 
 class ThreadRealtimeSessionOutcome(_WireEnum):
@@ -28819,22 +28644,16 @@ class ThreadRealtimeTranscriptDeltaNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadRealtimeTranscriptDeltaNotification:
-        self: ThreadRealtimeTranscriptDeltaNotification = _new(
-            ThreadRealtimeTranscriptDeltaNotification
-        )
-        (
-            _s_delta,
-            _s_role,
-            _s_thread_id,
-        ) = _SLOTS_ThreadRealtimeTranscriptDeltaNotification
-        _s_delta(self, o["delta"])
-        _s_role(self, o["role"])
-        _s_thread_id(self, o["threadId"])
-        return self
+        self: Any = _new(_BUILDER_ThreadRealtimeTranscriptDeltaNotification)
+        self.delta = o["delta"]
+        self.role = o["role"]
+        self.thread_id = o["threadId"]
+        self.__class__ = ThreadRealtimeTranscriptDeltaNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ThreadRealtimeTranscriptDeltaNotification = _slot_setters(
-    ThreadRealtimeTranscriptDeltaNotification, "delta", "role", "thread_id"
+_BUILDER_ThreadRealtimeTranscriptDeltaNotification = _builder_of(
+    ThreadRealtimeTranscriptDeltaNotification
 )
 
 
@@ -28865,22 +28684,16 @@ class ThreadRealtimeTranscriptDoneNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadRealtimeTranscriptDoneNotification:
-        self: ThreadRealtimeTranscriptDoneNotification = _new(
-            ThreadRealtimeTranscriptDoneNotification
-        )
-        (
-            _s_role,
-            _s_text,
-            _s_thread_id,
-        ) = _SLOTS_ThreadRealtimeTranscriptDoneNotification
-        _s_role(self, o["role"])
-        _s_text(self, o["text"])
-        _s_thread_id(self, o["threadId"])
-        return self
+        self: Any = _new(_BUILDER_ThreadRealtimeTranscriptDoneNotification)
+        self.role = o["role"]
+        self.text = o["text"]
+        self.thread_id = o["threadId"]
+        self.__class__ = ThreadRealtimeTranscriptDoneNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ThreadRealtimeTranscriptDoneNotification = _slot_setters(
-    ThreadRealtimeTranscriptDoneNotification, "role", "text", "thread_id"
+_BUILDER_ThreadRealtimeTranscriptDoneNotification = _builder_of(
+    ThreadRealtimeTranscriptDoneNotification
 )
 
 
@@ -29251,13 +29064,13 @@ class ThreadRevertedNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadRevertedNotification:
-        self: ThreadRevertedNotification = _new(ThreadRevertedNotification)
-        (_s_thread_id,) = _SLOTS_ThreadRevertedNotification
-        _s_thread_id(self, o["threadId"])
-        return self
+        self: Any = _new(_BUILDER_ThreadRevertedNotification)
+        self.thread_id = o["threadId"]
+        self.__class__ = ThreadRevertedNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ThreadRevertedNotification = _slot_setters(ThreadRevertedNotification, "thread_id")
+_BUILDER_ThreadRevertedNotification = _builder_of(ThreadRevertedNotification)
 
 
 class ThreadSearchOccurrence(_Model):
@@ -30871,13 +30684,13 @@ class ThreadUnarchivedNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> ThreadUnarchivedNotification:
-        self: ThreadUnarchivedNotification = _new(ThreadUnarchivedNotification)
-        (_s_thread_id,) = _SLOTS_ThreadUnarchivedNotification
-        _s_thread_id(self, o["threadId"])
-        return self
+        self: Any = _new(_BUILDER_ThreadUnarchivedNotification)
+        self.thread_id = o["threadId"]
+        self.__class__ = ThreadUnarchivedNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_ThreadUnarchivedNotification = _slot_setters(ThreadUnarchivedNotification, "thread_id")
+_BUILDER_ThreadUnarchivedNotification = _builder_of(ThreadUnarchivedNotification)
 
 
 class ThreadStartThreadUnreadPosition(_Model):
@@ -31454,21 +31267,15 @@ class TurnDiffUpdatedNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> TurnDiffUpdatedNotification:
-        self: TurnDiffUpdatedNotification = _new(TurnDiffUpdatedNotification)
-        (
-            _s_diff,
-            _s_thread_id,
-            _s_turn_id,
-        ) = _SLOTS_TurnDiffUpdatedNotification
-        _s_diff(self, o["diff"])
-        _s_thread_id(self, o["threadId"])
-        _s_turn_id(self, o["turnId"])
-        return self
+        self: Any = _new(_BUILDER_TurnDiffUpdatedNotification)
+        self.diff = o["diff"]
+        self.thread_id = o["threadId"]
+        self.turn_id = o["turnId"]
+        self.__class__ = TurnDiffUpdatedNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_TurnDiffUpdatedNotification = _slot_setters(
-    TurnDiffUpdatedNotification, "diff", "thread_id", "turn_id"
-)
+_BUILDER_TurnDiffUpdatedNotification = _builder_of(TurnDiffUpdatedNotification)
 
 
 class TurnEnvironmentParams(_Model):
@@ -31596,21 +31403,15 @@ class TurnModerationMetadataNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> TurnModerationMetadataNotification:
-        self: TurnModerationMetadataNotification = _new(TurnModerationMetadataNotification)
-        (
-            _s_metadata,
-            _s_thread_id,
-            _s_turn_id,
-        ) = _SLOTS_TurnModerationMetadataNotification
-        _s_metadata(self, o["metadata"])
-        _s_thread_id(self, o["threadId"])
-        _s_turn_id(self, o["turnId"])
-        return self
+        self: Any = _new(_BUILDER_TurnModerationMetadataNotification)
+        self.metadata = o["metadata"]
+        self.thread_id = o["threadId"]
+        self.turn_id = o["turnId"]
+        self.__class__ = TurnModerationMetadataNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_TurnModerationMetadataNotification = _slot_setters(
-    TurnModerationMetadataNotification, "metadata", "thread_id", "turn_id"
-)
+_BUILDER_TurnModerationMetadataNotification = _builder_of(TurnModerationMetadataNotification)
 
 
 class TurnPlanStep(_Model):
@@ -32770,25 +32571,19 @@ class WarningNotification(_Model):
 
     @staticmethod
     def _from_wire(o: dict[str, Any], _: Any = None) -> WarningNotification:
-        self: WarningNotification = _new(WarningNotification)
-        (
-            _s_message,
-            _s_thread_id,
-            _s__wire_nulls,
-        ) = _SLOTS_WarningNotification
+        self: Any = _new(_BUILDER_WarningNotification)
         nulls: list[str] = []
-        _s_message(self, o["message"])
+        self.message = o["message"]
         value = o.get("threadId")
         if value is None and "threadId" in o:
             nulls.append("threadId")
-        _s_thread_id(self, value)
-        _s__wire_nulls(self, frozenset(nulls) if nulls else _NO_NULLS)
-        return self
+        self.thread_id = value
+        self._wire_nulls = frozenset(nulls) if nulls else _NO_NULLS
+        self.__class__ = WarningNotification
+        return self  # type: ignore[no-any-return]
 
 
-_SLOTS_WarningNotification = _slot_setters(
-    WarningNotification, "message", "thread_id", "_wire_nulls"
-)
+_BUILDER_WarningNotification = _builder_of(WarningNotification)
 
 
 class SearchWebSearchAction(_Model):
