@@ -77,7 +77,8 @@ def builder_of(cls: type[Any]) -> type[Any]:
     twin: type[Any] | None = cls.__dict__.get("_BUILDER")
     if twin is None:
         base = cls.__base__
-        assert base is not None and base.__dict__.get("__slots__") is not None
+        assert base is not None
+        assert base.__dict__.get("__slots__") is not None
         twin = type(
             cls.__name__,
             (base,),
