@@ -469,3 +469,31 @@ def test_a_hook_built_on_the_mutable_twin_returns_the_frozen_record_itself(
     with pytest.raises(FrozenInstanceError):
         delattr(value, name)
     assert pickle.loads(pickle.dumps(value)) == value
+
+
+NOTES = [c for c in CASES if c[0].split(" ", 1)[-1] in NOTIFICATIONS]
+
+
+@pytest.mark.parametrize(("label", "kind", "payload"), NOTES, ids=[c[0] for c in NOTES])
+def test_a_notifications_typed_params_are_what_the_detailed_converter_builds(
+    label: str, kind: Any, payload: Any
+) -> None:
+    """``Notification.params`` calls a record's own hook with the raw params alone (its type
+    argument unused) and any other hook with the type: either way, the same record."""
+    from codex_anyio._rpc._notifications import Notification
+
+    method = label.split(" ", 1)[1]
+    note = Notification(method, payload)
+    assert note.typed
+    assert note.params == strict.structure(payload, kind)
+
+
+def test_only_a_records_own_hooks_are_called_without_their_type() -> None:
+    from codex_anyio._rpc._notifications import _own_hook
+
+    delta = NOTIFICATIONS["item/agentMessage/delta"].params_type
+    completed = NOTIFICATIONS["turn/completed"].params_type
+    assert _own_hook(converter.get_structure_hook(delta), delta)  # written out
+    assert _own_hook(converter.get_structure_hook(completed), completed)  # compiled
+    assert not _own_hook(converter.get_structure_hook(completed), delta)
+    assert not _own_hook(strict.get_structure_hook(completed), completed)  # cattrs'

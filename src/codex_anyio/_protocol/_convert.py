@@ -72,9 +72,9 @@ def _as_sent(t: Any) -> bool:
 def compile_structure(cls: type[Model], conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
     """A structure hook for ``cls`` written out as Python and compiled: for each field one
     dict lookup and a plain attribute store, on the record's mutable twin (``builder_of``),
-    which becomes the record at the end; a value that needs converting (a model, a union, an enum, a
-    list or dict of them) goes through its own hook, looked up on first use (a type may
-    contain itself). What cattrs' generated hook plus the explicit-null bookkeeping did, in
+    which becomes the record at the end; a value that needs converting (a model, a union, an
+    enum, a list or dict of them) goes through its own hook, looked up on first use (a type
+    may contain itself). What cattrs' generated hook plus the explicit-null bookkeeping did, in
     a third to a half of the time (``turn/completed`` 22.5 -> 9.4 us, ``item/completed``
     14.0 -> 5.3 us, a ``thread/start`` response 45 -> 15 us): no keyword call of
     ``__init__``, no dispatch per optional field, no second pass for explicit nulls.

@@ -73,18 +73,19 @@ def _structurer_of(method: str) -> Callable[[Any], Any] | None:
     if spec is not None:
         kind = spec.params_type
         hook = converter.get_structure_hook(kind)
-        # The written-out and compiled hooks ignore their type argument (they know it).
-        structurer = hook if _takes_one(hook) else functools.partial(_with_type, hook, kind)
+        # The written-out and compiled hooks know their type: call them with the raw params.
+        structurer = hook if _own_hook(hook, kind) else functools.partial(_with_type, hook, kind)
     _structurers[method] = structurer
     return structurer
 
 
-def _takes_one(hook: Callable[..., Any]) -> bool:
+def _own_hook(hook: Callable[..., Any], kind: type) -> bool:
+    """Whether ``hook`` is ``kind``'s written-out ``_from_wire`` or its compiled hook (see
+    ``_protocol._convert.compile_structure``): both take ``(o, _=None)``, the type unused."""
+    if "_from_wire" in vars(kind) and getattr(kind, "_from_wire") is hook:  # noqa: B009
+        return True
     code = getattr(hook, "__code__", None)
-    defaults = getattr(hook, "__defaults__", None)
-    return (
-        code is not None and code.co_argcount == 2 and defaults is not None and len(defaults) == 1
-    )
+    return code is not None and code.co_filename == f"<structure {kind.__qualname__}>"
 
 
 def _with_type(hook: Callable[[Any, Any], Any], kind: type, raw: Any) -> Any:
