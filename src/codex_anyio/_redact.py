@@ -34,6 +34,7 @@ __all__ = [
     "MAX_DEPTH",
     "REDACTED",
     "TOO_DEEP",
+    "hides_values",
     "is_secret_name",
     "preview",
     "redact",
@@ -99,6 +100,13 @@ def is_secret_name(name: str) -> bool:
     """Whether a key, variable or flag named ``name`` holds a credential."""
     normalised = _normalise(name)
     return normalised in SECRET_NAMES or normalised.endswith(SECRET_SUFFIXES)
+
+
+def hides_values(key: str) -> bool:
+    """Whether every string under the JSON key ``key`` is hidden: a credential's key, or a
+    header map's (``headers``, ``extraHeaders``, ...), whose values are credentials as often
+    as not."""
+    return is_secret_name(key) or key.lower().endswith("headers")
 
 
 _TOKEN_FORMATS: Final = (
@@ -181,7 +189,7 @@ def redact(
         out: dict[str, Any] = {}
         for key, item in value.items():
             name = str(key)
-            hide = all_values or is_secret_name(name) or name.lower().endswith("headers")
+            hide = all_values or hides_values(name)
             out[key] = redact(item, all_values=hide, depth=depth + 1, text=text)
         return out
     if isinstance(value, list):

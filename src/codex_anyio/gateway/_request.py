@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from .._json import dumps, loads
-from .._redact import REDACTED, is_secret_name, redact, redact_text
+from .._redact import REDACTED, hides_values, is_secret_name, redact, redact_text
 
 __all__ = [
     "TURN_METADATA_HEADER",
@@ -60,27 +60,16 @@ class TextRedactor:
     all are remembered, the least recently used forgotten first."""
 
     def __init__(self, budget: int = 16 * 1024 * 1024, entries: int = 65536) -> None:
-        self._budget = budget
-        self._entries = entries
-        self._held = 0
-        self._seen: OrderedDict[str, str] = OrderedDict()
-        self._parts: OrderedDict[bytes, Any] = OrderedDict()
+        self._seen = _Memory(budget, entries)
+        self._parts = _Memory(budget, entries)
         """Redacted parts of documents, by their JSON text (see :meth:`redact`); shared
         between the documents that hold them, so never to be changed in place."""
-        self._parts_held = 0
 
     def __call__(self, text: str) -> str:
-        done = self._seen.get(text)
-        if done is not None:
-            self._seen.move_to_end(text)
-            return done
-        done = redact_text(text)
-        if len(text) <= self._budget:
-            self._seen[text] = done
-            self._held += len(text)
-            while self._held > self._budget or len(self._seen) > self._entries:
-                old, _ = self._seen.popitem(last=False)
-                self._held -= len(old)
+        done: str = self._seen.get(text)
+        if done is _MISSING:
+            done = redact_text(text)
+            self._seen.put(text, done)
         return done
 
     def redact(self, value: Any) -> Any:
@@ -94,8 +83,7 @@ class TextRedactor:
             return redact(value, text=self)
         out: dict[str, Any] = {}
         for key, item in value.items():
-            name = str(key)
-            if is_secret_name(name) or name.lower().endswith("headers"):
+            if hides_values(str(key)):
                 out[key] = redact(item, all_values=True, depth=1, text=self)
             elif isinstance(item, list):
                 out[key] = [self._part(element, 2) for element in item]
@@ -110,22 +98,47 @@ class TextRedactor:
             key = dumps(value)
         except (TypeError, ValueError):  # not JSON-encodable as it is: no memory
             return redact(value, depth=depth, text=self)
-        done = self._parts.get(key, _MISSING)
-        if done is not _MISSING:
-            self._parts.move_to_end(key)
-            return done
-        done = redact(value, depth=depth, text=self)
-        if len(key) <= self._budget:
-            self._parts[key] = done
-            self._parts_held += len(key)
-            while self._parts_held > self._budget or len(self._parts) > self._entries:
-                old, _ = self._parts.popitem(last=False)
-                self._parts_held -= len(old)
+        done = self._parts.get(key)
+        if done is _MISSING:
+            done = redact(value, depth=depth, text=self)
+            self._parts.put(key, done)
         return done
 
 
-_UNDECODED: Any = object()
 _MISSING: Any = object()
+
+
+class _Memory:
+    """A bounded memory of what keys (strings or bytes) gave: at most ``entries`` of them,
+    ``budget`` characters in all, the least recently used forgotten first; a key longer
+    than the budget is not kept."""
+
+    __slots__ = ("_budget", "_entries", "_held", "_values")
+
+    def __init__(self, budget: int, entries: int) -> None:
+        self._budget = budget
+        self._entries = entries
+        self._held = 0
+        self._values: OrderedDict[str | bytes, Any] = OrderedDict()
+
+    def get(self, key: str | bytes) -> Any:
+        """What ``key`` gave, or ``_MISSING``."""
+        value = self._values.get(key, _MISSING)
+        if value is not _MISSING:
+            self._values.move_to_end(key)
+        return value
+
+    def put(self, key: str | bytes, value: Any) -> None:
+        if len(key) > self._budget:
+            return
+        self._values[key] = value
+        self._held += len(key)
+        while self._held > self._budget or len(self._values) > self._entries:
+            old, _ = self._values.popitem(last=False)
+            self._held -= len(old)
+
+
+_UNDECODED: Any = object()
 
 
 def _text(value: Any) -> str | None:
