@@ -181,15 +181,7 @@ class _Reader:
 
     async def run(self) -> None:
         while True:
-            try:
-                data = await self.stream.receive(_READ_CHUNK)
-            except (
-                anyio.EndOfStream,
-                anyio.BrokenResourceError,
-                anyio.ClosedResourceError,
-                OSError,
-            ):
-                data = b""
+            data = await _read(self.stream)
             self.unread += len(data)
             if not data or self.unread > MAX_REQUEST_BYTES + MAX_HEAD_BYTES:
                 break
@@ -217,11 +209,15 @@ async def _receive(
     if reader is not None:
         await reader.wait()
         return
+    connection.receive_data(await _read(stream))
+
+
+async def _read(stream: anyio.abc.ByteStream) -> bytes:
+    """The next bytes from the client; ``b""`` once it is gone (closed, reset or broken)."""
     try:
-        data = await stream.receive(_READ_CHUNK)
+        return await stream.receive(_READ_CHUNK)
     except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-        data = b""
-    connection.receive_data(data)
+        return b""
 
 
 async def _read_request(
