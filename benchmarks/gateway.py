@@ -1,7 +1,7 @@
 """What the model gateway adds per model call: latency and CPU, against the runtime calling
 the same upstream directly, in one run.
 
-    python -m benchmarks.gateway                       # 3 repeats of 40 turns each way
+    python -m benchmarks.gateway                       # 12 rounds of 10 turns each way
     python -m benchmarks.gateway --turns 10 --repeats 1 --record --json out.json
 
 The upstream is the scripted model (instant one-message answers) in a process of its own; the
@@ -9,11 +9,16 @@ gateway (``ModelGateway(upstream=...)``, on asyncio) runs in another. Three runt
 turns: one configured against the upstream directly, one through the gateway (``--config``
 overrides, as ``AsyncCodex(gateway=...)`` writes them), and one through the floor, the
 leanest pass-through proxy Python can be (``benchmarks/raw_proxy.py``: asyncio streams, no
-HTTP library, no record), in a process of its own like the gateway's. Every turn makes
-exactly one model call, so the difference of the median turn latencies is what a hop adds per
-call; CPU per turn counts the runtime, the hop's and the upstream's processes (the client is
-the same every way and left out). ``--record`` makes the gateway also write a cassette.
-Issue 23's targets: at most 1 ms added at p50, at most 5 % more CPU per turn.
+HTTP library, no record), in a process of its own like the gateway's; and a fourth through
+the stack floor, a pass-through with the gateway's own stack and nothing else
+(``benchmarks/h11_proxy.py``: h11 on AnyIO streams on both sides), which tells what of the
+gateway's cost is h11 and AnyIO and what is its own work. Every turn makes exactly one model
+call, so the difference of the median turn latencies is what a hop adds per call; CPU per
+turn counts the runtime, the hop's and the upstream's processes (the client is the same every
+way and left out). The ways take turns in rounds of ``--turns`` turns each, so a machine that
+slows down or speeds up during the run does so for all of them alike. ``--record`` makes the
+gateway also write a cassette. Issue 23's targets: at most 1 ms added at p50, at most 5 % more
+CPU per turn.
 """
 
 from __future__ import annotations
@@ -84,8 +89,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     gateway_argv = [sys.executable, "-m", "benchmarks.gateway", "serve", upstream_url]
     gateway, gateway_url = start(gateway_argv + ([record] if record else []))
     floor, floor_url = start([sys.executable, "-m", "benchmarks.raw_proxy", upstream_url])
-    ways = ("direct", "gateway", "raw-proxy")
-    hops = {"direct": None, "gateway": gateway, "raw-proxy": floor}
+    stack, stack_url = start([sys.executable, "-m", "benchmarks.h11_proxy", upstream_url])
+    ways = ("direct", "gateway", "h11-proxy", "raw-proxy")
+    hops = {"direct": None, "gateway": gateway, "h11-proxy": stack, "raw-proxy": floor}
     latencies: dict[str, list[float]] = {way: [] for way in ways}
     cpu: dict[str, dict[str, float]] = {
         way: {"runtime": 0.0, "hop": 0.0, "upstream": 0.0} for way in ways
@@ -95,7 +101,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         (scratch / "work").mkdir()
         base = CodexConfig(cwd=scratch / "work", env=scripted_env(home), codex_home=home)
         configs = {"direct": base}
-        for way, url in (("gateway", gateway_url), ("raw-proxy", floor_url)):
+        for way, url in (
+            ("gateway", gateway_url),
+            ("h11-proxy", stack_url),
+            ("raw-proxy", floor_url),
+        ):
             configs[way] = CodexConfig(
                 cwd=scratch / "work",
                 env=scripted_env(home),
@@ -105,11 +115,17 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         async with (
             AsyncCodex(configs["direct"]) as direct,
             AsyncCodex(configs["gateway"]) as through,
+            AsyncCodex(configs["h11-proxy"]) as stacked,
             AsyncCodex(configs["raw-proxy"]) as floored,
         ):
-            clients = {"direct": direct, "gateway": through, "raw-proxy": floored}
+            clients = {
+                "direct": direct,
+                "gateway": through,
+                "h11-proxy": stacked,
+                "raw-proxy": floored,
+            }
             pids = {name: c.client._transport.pid for name, c in clients.items()}  # type: ignore[attr-defined]
-            for codex in clients.values():  # warm both up
+            for codex in clients.values():  # warm them up
                 await (await codex.thread_start(**lean_thread_options())).run("warm up")
             for _ in range(args.repeats):
                 for name, codex in clients.items():
@@ -128,6 +144,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                         cpu[name][part] += cpu_seconds(pid) - before[part]
     finally:
         stop(floor)
+        stop(stack)
         stop(gateway)
         stop(upstream)
         shutil.rmtree(scratch, ignore_errors=True)
@@ -143,10 +160,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "record": bool(args.record),
         "p50_ms": p50,
         "added_p50_ms": p50["gateway"] - p50["direct"],
+        "stack_floor_added_p50_ms": p50["h11-proxy"] - p50["direct"],
         "floor_added_p50_ms": p50["raw-proxy"] - p50["direct"],
         "cpu_ms_per_turn": per_turn,
         "cpu_ms_per_turn_by_process": parts_per_turn,
         "cpu_ratio": per_turn["gateway"] / per_turn["direct"] if per_turn["direct"] else None,
+        "stack_floor_cpu_ratio": (
+            per_turn["h11-proxy"] / per_turn["direct"] if per_turn["direct"] else None
+        ),
         "floor_cpu_ratio": (
             per_turn["raw-proxy"] / per_turn["direct"] if per_turn["direct"] else None
         ),
@@ -158,8 +179,8 @@ def main() -> int:
         anyio.run(serve, sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--turns", type=int, default=40, help="turns per batch, each way")
-    parser.add_argument("--repeats", type=int, default=3, help="batches each way, alternating")
+    parser.add_argument("--turns", type=int, default=10, help="turns per round, each way")
+    parser.add_argument("--repeats", type=int, default=12, help="rounds, the ways alternating")
     parser.add_argument("--record", action="store_true", help="the gateway records a cassette")
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
     parser.add_argument("--json", help="write the result here too")
