@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx
 import pytest
 
@@ -237,6 +238,41 @@ async def test_a_malformed_request_is_answered_400_and_the_gateway_serves_on() -
                 answer = await client.post(gw.base_url + "/responses", json={})
             assert answer.status_code == 200
             assert b"response.completed" in answer.content
+
+
+async def _answer_on(stream: anyio.abc.SocketStream) -> bytes:
+    """Send one request on a kept-alive connection and read its whole (chunked) answer."""
+    await stream.send(b"POST /v1/responses HTTP/1.1\r\nhost: gw\r\ncontent-length: 2\r\n\r\n{}")
+    answer = b""
+    while not answer.endswith(b"0\r\n\r\n"):
+        answer += await stream.receive()
+    return answer
+
+
+async def test_a_kept_alive_connection_is_closed_once_idle_but_never_mid_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from codex_anyio.gateway import _http
+
+    monkeypatch.setattr(_http, "IDLE_TIMEOUT", 0.3)
+
+    async def slow(request: ModelRequest) -> AsyncIterator[ResponseEvent]:
+        await anyio.sleep(0.6)  # an answer longer than the idle timeout
+        for event in response(message_events("ok")):
+            yield event
+
+    with anyio.fail_after(10):
+        async with gateway(slow) as gw:
+            async with await anyio.connect_tcp("127.0.0.1", gw.port) as stream:
+                for _ in range(2):  # two requests, one connection
+                    answer = await _answer_on(stream)
+                    assert answer.startswith(b"HTTP/1.1 200")
+                    assert b"response.completed" in answer
+                began = anyio.current_time()
+                with pytest.raises(anyio.EndOfStream):  # then idle: the gateway closes it
+                    await stream.receive()
+                assert anyio.current_time() - began >= 0.25
+            assert [call.finished and not call.abandoned for call in gw.exchanges()] == [True] * 2
 
 
 async def test_the_runtime_is_pointed_at_the_gateway_without_touching_config_toml(
