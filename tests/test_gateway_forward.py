@@ -274,6 +274,7 @@ def test_the_gateway_benchmark_runs_every_way_and_reports_what_the_gateway_adds(
     assert set(by_process["gateway"]) == {"runtime", "hop", "upstream"}
     assert by_process["direct"]["hop"] == 0.0  # no hop process is watched on the direct way
     assert all(by_process[way]["runtime"] > 0 for way in ways)
+    assert set(report["cpu_ms_added_outside_the_runtime"]) == set(ways[1:])
 
 
 def _chunks(body: bytes) -> list[bytes]:
