@@ -5,9 +5,9 @@ the same upstream directly, in one run.
     python -m benchmarks.gateway --turns 10 --repeats 1 --record --json out.json
 
 The upstream is the scripted model (instant one-message answers) in a process of its own; the
-gateway (``ModelGateway(upstream=...)``, on asyncio) runs in another. Three runtimes take
+gateway (``ModelGateway(upstream=...)``, on asyncio) runs in another. Four runtimes take
 turns: one configured against the upstream directly, one through the gateway (``--config``
-overrides, as ``AsyncCodex(gateway=...)`` writes them), and one through the floor, the
+overrides, as ``AsyncCodex(gateway=...)`` writes them), one through the floor, the
 leanest pass-through proxy Python can be (``benchmarks/raw_proxy.py``: asyncio streams, no
 HTTP library, no record), in a process of its own like the gateway's; and a fourth through
 the stack floor, a pass-through with the gateway's own stack and nothing else
